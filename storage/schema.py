@@ -1,0 +1,182 @@
+"""The SQL schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Owns table definitions and engine set-up (SQLite pragmas). The database is
+authoritative for UIDs, MODSEQs, flags, ids, threads and change state; message
+bytes live in the blob store (Maildir) and are never stored here.
+
+One MODSEQ counter per account (``accounts.modseq``): every change takes the
+next value in the same transaction and writes a ``changes`` row, so CONDSTORE,
+QRESYNC, JMAP ``/changes`` and push all read one fact.
+"""
+
+from sqlalchemy import (
+    BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData,
+    String, Table, Text, UniqueConstraint, create_engine, event, text,
+)
+from sqlalchemy.pool import StaticPool
+
+metadata = MetaData()
+
+domains = Table(
+    "domains", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+)
+
+accounts = Table(
+    "accounts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("address", String(320), nullable=False, unique=True),
+    Column("domain_id", Integer, ForeignKey("domains.id"), nullable=False),
+    Column("password_hash", Text),
+    Column("quota_bytes", BigInteger),
+    Column("used_bytes", BigInteger, nullable=False, default=0),
+    Column("modseq", BigInteger, nullable=False, default=1),
+    Column("created", Float, nullable=False),
+)
+
+aliases = Table(
+    "aliases", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("address", String(320), nullable=False),
+    Column("target", String(320), nullable=False),
+    UniqueConstraint("address", "target"),
+)
+
+mailboxes = Table(
+    "mailboxes", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(1024), nullable=False),
+    Column("folder", String(2048), nullable=False),
+    Column("role", String(32)),
+    Column("subscribed", Boolean, nullable=False, default=True),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uidnext", BigInteger, nullable=False, default=1),
+    Column("highestmodseq", BigInteger, nullable=False),
+    Column("sort_order", Integer, nullable=False, default=0),
+    UniqueConstraint("account_id", "name"),
+    UniqueConstraint("account_id", "role"),
+)
+
+threads = Table(
+    "threads", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("subject", String(1024), nullable=False, default=""),
+    Column("updated", Float, nullable=False),
+)
+Index("threads_subject", threads.c.account_id, threads.c.subject)
+
+# Every Message-ID a thread has seen (its messages' own and the ones they
+# reference), so a reply finds its thread whatever order mail arrives in.
+thread_refs = Table(
+    "thread_refs", metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("msgid", String(998), nullable=False),
+    Column("thread_id", Integer, ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+    UniqueConstraint("account_id", "msgid"),
+)
+
+messages = Table(
+    "messages", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("thread_id", Integer, ForeignKey("threads.id"), nullable=False),
+    Column("stem", String(255), nullable=False),
+    Column("blob_id", String(80), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("internal_date", Float, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("sent_at", Float),
+    Column("msgid", String(998)),
+    Column("subject", Text, nullable=False, default=""),
+    Column("from_sort", String(320), nullable=False, default=""),
+    Column("to_sort", String(320), nullable=False, default=""),
+    Column("has_attachment", Boolean, nullable=False, default=False),
+    Column("preview", Text, nullable=False, default=""),
+    Column("envelope", Text, nullable=False),
+    Column("structure", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+)
+Index("messages_dedupe", messages.c.account_id, messages.c.msgid, messages.c.content_hash)
+Index("messages_blob", messages.c.account_id, messages.c.blob_id)
+Index("messages_thread", messages.c.thread_id)
+
+# A message's place in a mailbox: IMAP's UID, MODSEQ and flags live here.
+# ``flags`` is a bitmask of the system flags (see ``storage.flags``);
+# ``keywords`` holds the other flags, space separated.
+mailbox_messages = Table(
+    "mailbox_messages", metadata,
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True),
+    Column("uid", BigInteger, primary_key=True, autoincrement=False),
+    Column("message_id", Integer, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("modseq", BigInteger, nullable=False),
+    Column("flags", Integer, nullable=False, default=0),
+    Column("keywords", Text, nullable=False, default=""),
+    Column("saved_at", Float, nullable=False),
+)
+Index("mailbox_messages_message", mailbox_messages.c.message_id)
+Index("mailbox_messages_modseq", mailbox_messages.c.mailbox_id, mailbox_messages.c.modseq)
+
+expunged = Table(
+    "expunged", metadata,
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id", ondelete="CASCADE"), nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("modseq", BigInteger, nullable=False),
+)
+Index("expunged_mailbox", expunged.c.mailbox_id, expunged.c.modseq)
+
+# The change log: one row per changed object per MODSEQ. ``kind`` is the JMAP
+# type name (Mailbox, Email, Thread); ``op`` is c(reated), u(pdated), d(estroyed).
+changes = Table(
+    "changes", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("modseq", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("object_id", Integer, nullable=False),
+    Column("op", String(1), nullable=False),
+)
+Index("changes_lookup", changes.c.account_id, changes.c.kind, changes.c.modseq)
+
+
+def make_engine(url, *, memory=False):
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    if memory:
+        engine = create_engine("sqlite://", poolclass=StaticPool,
+                               connect_args={"check_same_thread": False})
+    elif url.startswith("sqlite"):
+        engine = create_engine(url, pool_size=8, max_overflow=8,
+                               connect_args={"check_same_thread": False, "timeout": 30})
+    else:
+        engine = create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            # Autocommit at the driver level; SQLAlchemy issues BEGIN itself so
+            # that write transactions take the lock up front (no upgrade deadlocks).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            if not memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            write = conn.get_execution_options().get("roost_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    return engine
+
+
+def create_all(engine):
+    metadata.create_all(engine)
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            conn.execute(text(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS message_text USING fts5("
+                "headers, body, tokenize='unicode61 remove_diacritics 2')"))
