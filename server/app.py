@@ -1,0 +1,135 @@
+"""Wiring: config -> store -> auth -> listeners, on one event loop.
+
+Owns process start-up and shut-down. Twisted's asyncioreactor is installed
+first, so Twisted protocols (IMAP, JMAP) and asyncio ones (aiosmtpd LMTP and
+submission) share one loop. Blocking work (database, fsync, argon2) goes to a
+bounded thread pool through ``Roost.run``. This is the only package that
+knows every other one.
+"""
+
+import asyncio
+import logging
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from roost.storage.delivery import Delivery, recover
+from roost.storage.store import Store
+
+from .auth import Authenticator
+from .config import parse_address
+
+log = logging.getLogger("roost")
+
+SHUTDOWN_GRACE = 30
+
+
+def install_reactor():
+    """Install Twisted's asyncio reactor (once) and return the asyncio loop."""
+    if "twisted.internet.reactor" in sys.modules:
+        from twisted.internet import reactor
+        return reactor._asyncioEventloop
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    from twisted.internet import asyncioreactor
+    asyncioreactor.install(loop)
+    return loop
+
+
+class Roost:
+    """One running server: the store, the delivery path and the listeners."""
+
+    def __init__(self, config, loop):
+        self.config = config
+        self.loop = loop
+        os.makedirs(config.data, exist_ok=True)
+        self.store = Store.open(config.data, config.database or None)
+        recover(self.store)
+        self.delivery = Delivery(self.store, max_size=config.max_message_size,
+                                 dedupe_window=config.dedupe_window)
+        self.auth = Authenticator(self.store)
+        self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="roost-worker")
+        self.store.bus.dispatch = lambda fn, change: loop.call_soon_threadsafe(fn, change)
+        self.servers = []     # asyncio servers
+        self.ports = []       # Twisted listening ports
+        self.addresses = {}   # name -> (host, port) actually bound
+        self.inflight = 0
+
+    async def run(self, fn, *args):
+        """Run blocking ``fn(*args)`` on the worker pool."""
+        self.inflight += 1
+        try:
+            return await self.loop.run_in_executor(self.executor, fn, *args)
+        finally:
+            self.inflight -= 1
+
+    async def start(self):
+        for name in ("lmtp", "imap", "imaps", "jmap", "submission", "smtp", "managesieve"):
+            addr = parse_address(self.config.listen.get(name))
+            if addr is None:
+                continue
+            starter = getattr(self, f"_start_{name}", None)
+            if starter is None:
+                print(f"roost: {name} is not part of this version yet; not listening", flush=True)
+                continue
+            host, port = await starter(*addr)
+            self.addresses[name] = (host, port)
+            print(f"roost: {name} listening on {host}:{port}", flush=True)
+        print("roost: ready", flush=True)
+
+    async def _start_lmtp(self, host, port):
+        from roost.protocols.lmtp import LMTPHandler, LMTPServer
+        handler = LMTPHandler(self.run, self.store.resolve, self._deliver)
+        server = await self.loop.create_server(
+            lambda: LMTPServer(handler, data_size_limit=self.config.max_message_size,
+                               hostname=self.config.hostname, loop=self.loop),
+            host, port)
+        self.servers.append(server)
+        return host, server.sockets[0].getsockname()[1]
+
+    def _deliver(self, data, recipients, sender):
+        return self.delivery.deliver(data, recipients, sender=sender)
+
+    async def stop(self):
+        """Stop listening, let in-flight deliveries finish, then close the store."""
+        for server in self.servers:
+            server.close()
+        for port in self.ports:
+            await asyncio.ensure_future(_as_future(port.stopListening()))
+        deadline = self.loop.time() + SHUTDOWN_GRACE
+        while self.inflight and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        self.executor.shutdown(wait=True)
+        self.delivery.close()
+        self.store.close()
+
+
+def _as_future(d):
+    from twisted.internet.defer import Deferred
+    if isinstance(d, Deferred):
+        return d.asFuture(asyncio.get_event_loop())
+    fut = asyncio.get_event_loop().create_future()
+    fut.set_result(d)
+    return fut
+
+
+def serve(config):
+    """Run Roost until SIGTERM/SIGINT."""
+    loop = install_reactor()
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    app = Roost(config, loop)
+
+    def started():
+        d = Deferred.fromFuture(asyncio.ensure_future(app.start()))
+
+        def failed(f):
+            print(f"roost: cannot start: {f.getErrorMessage()}", file=sys.stderr, flush=True)
+            reactor.stop()
+        d.addErrback(failed)
+
+    reactor.callWhenRunning(started)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(app.stop())))
+    reactor.run()
+    return 0

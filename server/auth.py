@@ -1,0 +1,116 @@
+"""Authentication: argon2 password hashes and the twisted.cred portal.
+
+Owns password hashing, verification (off the event loop, with a short-lived
+cache so ten connections of one client cost one hash) and failed-login
+throttling per IP and per account. Protocols see only the portal/checker and
+``Authenticator.check``; they never see hashes.
+"""
+
+import hashlib
+import threading
+import time
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from twisted.cred import credentials, error
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.internet import threads
+from zope.interface import implementer
+
+_hasher = PasswordHasher()
+
+CACHE_SECONDS = 60
+FAIL_WINDOW = 300
+FAIL_LIMIT = 10
+
+
+def hash_password(password):
+    return _hasher.hash(password)
+
+
+class Authenticator:
+    """Checks address/password pairs against the store. Blocking: call from a thread."""
+
+    def __init__(self, store):
+        self.store = store
+        self._cache = {}
+        self._failures = {}
+        self._lock = threading.Lock()
+
+    def check(self, address, password):
+        """The ``Account`` when the password is right, else None."""
+        acct = self.store.account(address)
+        if acct is None or not acct.password_hash:
+            # Spend the same time as a real check, so timing does not reveal
+            # which addresses exist.
+            try:
+                _hasher.verify(_dummy_hash(), password)
+            except (VerificationError, InvalidHashError):
+                pass
+            return None
+        key = (acct.id, hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest())
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit and hit[0] > now and hit[1] == acct.password_hash:
+            return acct
+        try:
+            _hasher.verify(acct.password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        with self._lock:
+            self._cache[key] = (now + CACHE_SECONDS, acct.password_hash)
+        return acct
+
+    # --- throttling -------------------------------------------------------
+
+    def failed(self, *keys):
+        """Record a failed login for each key (an IP, an address); returns the
+        delay in seconds the caller should wait before answering."""
+        now = time.monotonic()
+        worst = 0
+        with self._lock:
+            for k in keys:
+                times = [t for t in self._failures.get(k, []) if t > now - FAIL_WINDOW]
+                times.append(now)
+                self._failures[k] = times
+                worst = max(worst, len(times))
+        return min(2 ** max(worst - 1, 0), 15) if worst > 1 else 1
+
+    def blocked(self, *keys):
+        now = time.monotonic()
+        with self._lock:
+            return any(len([t for t in self._failures.get(k, []) if t > now - FAIL_WINDOW]) >= FAIL_LIMIT
+                       for k in keys)
+
+
+_dummy = []
+
+
+def _dummy_hash():
+    if not _dummy:
+        _dummy.append(_hasher.hash("roost: no such account"))
+    return _dummy[0]
+
+
+@implementer(ICredentialsChecker)
+class StoreChecker:
+    """twisted.cred checker over ``Authenticator``; the avatar id is the account address."""
+
+    credentialInterfaces = (credentials.IUsernamePassword,)
+
+    def __init__(self, authenticator):
+        self.authenticator = authenticator
+
+    def requestAvatarId(self, creds):
+        username = creds.username.decode("utf-8", "replace") if isinstance(creds.username, bytes) \
+            else creds.username
+        password = creds.password.decode("utf-8", "replace") if isinstance(creds.password, bytes) \
+            else creds.password
+        d = threads.deferToThread(self.authenticator.check, username, password)
+
+        def done(acct):
+            if acct is None:
+                raise error.UnauthorizedLogin()
+            return acct.address
+        return d.addCallback(done)

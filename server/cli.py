@@ -1,0 +1,307 @@
+"""The ``roost`` command line (DESIGN.md section 8; the names are a public contract).
+
+``--data DIR`` (or ``ROOST_DATA``) selects the data directory for every
+command, before or after the subcommand. ``roost deliver`` exits 0 when
+delivered, 67 (EX_NOUSER) for an unknown recipient and 75 (EX_TEMPFAIL) when
+the sender should retry, so Postfix can use it as ``mailbox_command``.
+"""
+
+import argparse
+import getpass
+import json
+import os
+import secrets
+import sys
+
+from roost.storage import errors
+from roost.storage.delivery import NO_SUCH_USER, TOO_LARGE, Delivery, recover
+from roost.storage.store import Store
+
+from . import config as configmod
+
+EX_OK, EX_USAGE, EX_DATAERR, EX_NOUSER, EX_SOFTWARE, EX_TEMPFAIL = 0, 64, 65, 67, 70, 75
+LISTENERS = ("imap", "imaps", "lmtp", "jmap", "submission", "smtp", "managesieve")
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", default=argparse.SUPPRESS, help="data directory (or ROOST_DATA)")
+    common.add_argument("--config", default=argparse.SUPPRESS, help="roost.toml")
+
+    p = argparse.ArgumentParser(prog="roost", parents=[common],
+                                description="Roost mailbox server")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", parents=[common], help="run the server")
+    for name in LISTENERS:
+        s.add_argument(f"--{name}", metavar="HOST:PORT", help=f"{name} listener, or off")
+    s.add_argument("--demo", action="store_true",
+                   help="create demo@localhost with a printed password if there are no accounts")
+
+    u = sub.add_parser("user", parents=[common], help="manage accounts").add_subparsers(
+        dest="action", required=True)
+    a = u.add_parser("add", parents=[common])
+    a.add_argument("address")
+    a.add_argument("--password-stdin", action="store_true")
+    a.add_argument("--quota", type=int, help="quota in bytes")
+    pw = u.add_parser("passwd", parents=[common])
+    pw.add_argument("address")
+    pw.add_argument("--password-stdin", action="store_true")
+    u.add_parser("del", parents=[common]).add_argument("address")
+    u.add_parser("list", parents=[common])
+
+    al = sub.add_parser("alias", parents=[common], help="manage aliases").add_subparsers(
+        dest="action", required=True)
+    aa = al.add_parser("add", parents=[common])
+    aa.add_argument("alias")
+    aa.add_argument("target")
+    al.add_parser("del", parents=[common]).add_argument("alias")
+    al.add_parser("list", parents=[common])
+
+    d = sub.add_parser("deliver", parents=[common], help="deliver a message from stdin")
+    d.add_argument("address")
+    d.add_argument("--mailbox")
+    d.add_argument("--sender", default=os.environ.get("SENDER"))
+
+    i = sub.add_parser("import", parents=[common], help="import an mbox file or Maildir tree")
+    i.add_argument("address")
+    i.add_argument("path")
+    i.add_argument("--mailbox", help="target mailbox for an mbox file (default INBOX)")
+
+    e = sub.add_parser("export", parents=[common], help="export a mailbox as mboxrd")
+    e.add_argument("address")
+    e.add_argument("mailbox")
+    e.add_argument("--mbox", required=True, metavar="FILE", help="output file, - for stdout")
+
+    m = sub.add_parser("mailbox", parents=[common], help="inspect mailboxes").add_subparsers(
+        dest="action", required=True)
+    ml = m.add_parser("list", parents=[common])
+    ml.add_argument("address")
+    ml.add_argument("--json", action="store_true")
+
+    f = sub.add_parser("fsck", parents=[common], help="check and repair the store")
+    f.add_argument("--rebuild", action="store_true", help="rebuild the database from the Maildir")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    cfg = configmod.load(getattr(args, "config", None), getattr(args, "data", None))
+    handler = globals()[f"cmd_{args.command}"]
+    try:
+        return handler(args, cfg) or 0
+    except errors.StoreError as exc:
+        print(f"roost: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    except KeyboardInterrupt:
+        return 130
+
+
+def open_store(cfg):
+    return Store.open(cfg.data, cfg.database or None)
+
+
+def read_password(args, confirm=True):
+    if args.password_stdin:
+        pw = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        pw = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Again: ") != pw:
+            raise SystemExit("roost: passwords do not match")
+    else:
+        raise SystemExit("roost: no terminal; use --password-stdin")
+    if not pw:
+        raise SystemExit("roost: empty password")
+    return pw
+
+
+# --- commands ---------------------------------------------------------------
+
+def cmd_serve(args, cfg):
+    from .app import serve
+    from .auth import hash_password
+    for name in LISTENERS:
+        value = getattr(args, name)
+        if value is not None:
+            configmod.parse_address(value)
+            cfg.listen[name] = value
+    if args.demo:
+        store = open_store(cfg)
+        if not store.accounts():
+            password = secrets.token_urlsafe(12)
+            store.add_account("demo@localhost", hash_password(password))
+            print(f"roost: created demo@localhost with password {password}", flush=True)
+        store.close()
+    return serve(cfg)
+
+
+def cmd_user(args, cfg):
+    from .auth import hash_password
+    store = open_store(cfg)
+    if args.action == "add":
+        store.add_account(args.address, hash_password(read_password(args)), args.quota)
+        print(f"roost: added {store.account(args.address).address}")
+    elif args.action == "passwd":
+        store.set_password(args.address, hash_password(read_password(args)))
+    elif args.action == "del":
+        store.delete_account(args.address)
+    else:
+        for acct in store.accounts():
+            quota = acct.quota_bytes if acct.quota_bytes is not None else "-"
+            print(f"{acct.address}\t{acct.used_bytes}\t{quota}")
+
+
+def cmd_alias(args, cfg):
+    store = open_store(cfg)
+    if args.action == "add":
+        store.add_alias(args.alias, args.target)
+    elif args.action == "del":
+        store.delete_alias(args.alias)
+    else:
+        for alias, target in store.aliases():
+            print(f"{alias}\t{target}")
+
+
+def cmd_deliver(args, cfg):
+    data = sys.stdin.buffer.read(cfg.max_message_size + 1)
+    try:
+        store = open_store(cfg)
+        delivery = Delivery(store, max_size=cfg.max_message_size, dedupe_window=cfg.dedupe_window)
+        (result,) = delivery.deliver(data, [args.address], sender=args.sender, mailbox=args.mailbox)
+        delivery.close()
+    except Exception as exc:  # noqa: BLE001 - any storage trouble means "retry later"
+        print(f"roost: temporary failure: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    if result.ok:
+        return EX_OK
+    print(f"roost: {result.recipient}: {result.reason}", file=sys.stderr)
+    if result.status == NO_SUCH_USER:
+        return EX_NOUSER
+    if result.status == TOO_LARGE:
+        return EX_DATAERR  # permanent: the sender bounces it
+    return EX_TEMPFAIL  # over quota or storage trouble: the sender retries
+
+
+def cmd_import(args, cfg):
+    from roost.storage import mbox
+    store = open_store(cfg)
+    acct = store.account(args.address)
+    if acct is None:
+        raise errors.AccountNotFound(args.address)
+    delivery = Delivery(store, max_size=cfg.max_message_size)
+    if mbox.is_maildir(args.path):
+        entries = ((name, data, flags, date) for name, data, flags, date in mbox.read_maildir(args.path))
+        total = sum(len(os.listdir(os.path.join(root, sub))) for root, _d, _f in os.walk(args.path)
+                    for sub in ("cur", "new") if os.path.isdir(os.path.join(root, sub))
+                    and os.path.basename(root) not in ("cur", "new", "tmp"))
+    elif os.path.isfile(args.path):
+        target = args.mailbox or "INBOX"
+        entries = ((target, data, mbox.mbox_flags(data), mbox.from_line_date(line))
+                   for data, line in mbox.read_mbox(args.path))
+        total = None
+    else:
+        print(f"roost: {args.path} is neither an mbox file nor a Maildir", file=sys.stderr)
+        return EX_USAGE
+    progress = Progress(total)
+    boxes, batch, batch_box, done = {}, [], None, 0
+
+    def flush():
+        nonlocal batch, done
+        if batch:
+            for r in delivery.import_many(acct, boxes[batch_box], batch):
+                if isinstance(r, Exception):
+                    raise r
+            done += len(batch)
+            progress.show(done)
+            batch = []
+
+    for name, data, flags, date in entries:
+        if name not in boxes:
+            try:
+                boxes[name] = store.mailbox(acct.id, name)
+            except errors.MailboxNotFound:
+                boxes[name] = store.create_mailbox(acct.id, name)
+        if name != batch_box or len(batch) >= 200:
+            flush()
+            batch_box = name
+        batch.append((data, flags, date))
+    flush()
+    delivery.close()
+    progress.finish(done)
+    return EX_OK
+
+
+def cmd_export(args, cfg):
+    from roost.storage import mbox
+    store = open_store(cfg)
+    acct = store.account(args.address)
+    if acct is None:
+        raise errors.AccountNotFound(args.address)
+    box = store.mailbox(acct.id, args.mailbox)
+    out = sys.stdout.buffer if args.mbox == "-" else open(args.mbox, "wb")
+    try:
+        for rec in store.records(box.id):
+            data = store.read(box.id, rec.uid)
+            mbox.write_mbox(out, data, mbox.envelope_sender(data), rec.internal_date)
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    return EX_OK
+
+
+def cmd_mailbox(args, cfg):
+    store = open_store(cfg)
+    acct = store.account(args.address)
+    if acct is None:
+        raise errors.AccountNotFound(args.address)
+    for box in store.mailboxes(acct.id, counts=True):
+        row = {"name": box.name, "role": box.role, "messages": box.messages, "unseen": box.unseen,
+               "uidvalidity": box.uidvalidity, "uidnext": box.uidnext,
+               "highestmodseq": box.highestmodseq}
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"{box.name}\t{box.role or '-'}\t{box.messages}\t{box.unseen}")
+
+
+def cmd_fsck(args, cfg):
+    from roost.storage import fsck
+    store = open_store(cfg)
+    if args.rebuild:
+        report = fsck.rebuild(store)
+    else:
+        published, discarded = recover(store)
+        report = fsck.check(store, repair=True)
+        report.insert(0, f"recovered: {published} staged files published, {discarded} discarded")
+    for line in report:
+        print(line)
+    return EX_OK
+
+
+class Progress:
+    """A one-line progress bar on stderr (only on a terminal)."""
+
+    def __init__(self, total):
+        self.total = total
+        self.tty = sys.stderr.isatty()
+
+    def show(self, done):
+        if not self.tty:
+            return
+        if self.total:
+            width = 30
+            filled = int(width * min(done, self.total) / self.total)
+            bar = "#" * filled + "-" * (width - filled)
+            sys.stderr.write(f"\r[{bar}] {done}/{self.total}")
+        else:
+            sys.stderr.write(f"\r{done} messages")
+        sys.stderr.flush()
+
+    def finish(self, done):
+        if self.tty:
+            sys.stderr.write("\n")
+        print(f"roost: imported {done} messages")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

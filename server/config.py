@@ -1,0 +1,72 @@
+"""Configuration: defaults, ``roost.toml``, environment and command-line flags.
+
+Precedence, lowest first: built-in defaults, the TOML file (``--config``),
+``ROOST_DATA``, then flags. ``conf/roost.toml`` documents every setting.
+"""
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+DEFAULT_LISTEN = {
+    "imap": "127.0.0.1:1143",
+    "imaps": "127.0.0.1:1993",
+    "lmtp": "127.0.0.1:2424",
+    "jmap": "127.0.0.1:8080",
+    "submission": "127.0.0.1:1587",
+    "smtp": "off",
+    "managesieve": "127.0.0.1:4190",
+}
+
+
+@dataclass
+class Config:
+    data: str = "./data"
+    database: str = ""
+    hostname: str = "localhost"
+    listen: dict = field(default_factory=lambda: dict(DEFAULT_LISTEN))
+    max_message_size: int = 50 * 1024 * 1024
+    dedupe_window: int = 24 * 3600
+    workers: int = 32
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @property
+    def database_url(self):
+        return self.database or f"sqlite:///{os.path.join(self.data, 'roost.db')}"
+
+
+def parse_address(value):
+    """``"host:port"`` -> ``(host, port)``; ``"off"`` -> None."""
+    if value is None or str(value).lower() in ("off", "", "none"):
+        return None
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listener address must be HOST:PORT or off, not {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def load(path=None, data=None):
+    cfg = Config()
+    if path:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+        server = doc.get("server", {})
+        limits = doc.get("limits", {})
+        tls = doc.get("tls", {})
+        cfg.data = server.get("data", cfg.data)
+        cfg.database = server.get("database", cfg.database)
+        cfg.hostname = server.get("hostname", cfg.hostname)
+        cfg.workers = int(server.get("workers", cfg.workers))
+        cfg.listen.update({k: str(v) for k, v in doc.get("listen", {}).items()})
+        cfg.max_message_size = int(limits.get("max_message_size", cfg.max_message_size))
+        cfg.dedupe_window = int(limits.get("dedupe_window", cfg.dedupe_window))
+        cfg.tls_cert = tls.get("cert", cfg.tls_cert)
+        cfg.tls_key = tls.get("key", cfg.tls_key)
+    if os.environ.get("ROOST_DATA"):
+        cfg.data = os.environ["ROOST_DATA"]
+    if data:
+        cfg.data = data
+    for name, value in cfg.listen.items():
+        parse_address(value)  # fail early on a bad address
+    return cfg
