@@ -186,11 +186,14 @@ class Delivery:
         return self.committer.submit(items) if items else []
 
     def _target_mailbox(self, account, name):
+        """The named mailbox (exact name first, then case-insensitively), else INBOX."""
         if name:
             try:
                 return self.store.mailbox(account.id, name)
             except MailboxNotFound:
-                pass
+                for box in self.store.mailboxes(account.id):
+                    if box.name.lower() == name.lower():
+                        return box
         return self.store.mailbox(account.id, "INBOX")
 
     def _commit(self, staged):
