@@ -50,7 +50,9 @@ def bytes_of(value):
 
 def header_end(data, start, end):
     """Offset where the body starts (after the blank line), within [start, end)."""
-    if data.startswith(b"\r\n", start) or data.startswith(b"\n", start):
+    if start >= end:
+        return end
+    if data.startswith(b"\n", start, end) or data.startswith(b"\r\n", start, end):
         return start + (2 if data[start] == 13 else 1)
     m = _BLANK_LINE.search(data, start, end)
     return end if m is None else m.end()
@@ -113,11 +115,9 @@ def split_params(value):
         name = name.strip()
         if not sep or not name:
             continue
-        val = val.strip()
+        val = strip_comments(val).strip()
         if len(val) >= 2 and val[0] == '"' and val[-1] == '"':
             val = re.sub(r"\\(.)", r"\1", val[1:-1])
-        else:
-            val = strip_comments(val).strip()
         params.append([name.lower(), val])
     return head, params
 
@@ -455,7 +455,10 @@ def base_subject(subject):
     while True:
         prev = s
         s = re.sub(r"\s*\(fwd\)\s*$", "", s, flags=re.I)
-        s = re.sub(r"^((re|fwd?|aw|sv|wg|antw)\s*(\[[^\]]*\])?\s*:\s*|\[[^\]]*\]\s*)", "", s, flags=re.I)
+        s = re.sub(r"^(re|fwd?|aw|sv|wg|antw)\s*(\[[^\]]*\])?\s*:\s*", "", s, flags=re.I)
+        blob = re.match(r"^\[[^\]]*\]\s*", s)
+        if blob and s[blob.end():]:  # a blob is dropped only when text remains
+            s = s[blob.end():]
         if s == prev:
             break
     if s.lower().startswith("[fwd:") and s.endswith("]"):
