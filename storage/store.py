@@ -210,7 +210,8 @@ class Store:
     @contextmanager
     def _write(self):
         """A write transaction; yields (conn, after) where ``after`` collects
-        callables to run once the commit has succeeded."""
+        callables to run once the commit has succeeded (file side effects and
+        bus notifications)."""
         after = []
         lock = self._wlock if self.sqlite else _NoLock
         with lock:
@@ -218,8 +219,10 @@ class Store:
                 conn.execution_options(roost_write=True)
                 with conn.begin():
                     yield conn, after
-        for fn in after:
-            fn()
+            # Still under the lock: file renames and links follow commit order,
+            # so the Maildir mirror of flags ends where the database does.
+            for fn in after:
+                fn()
 
     def _next_modseq(self, conn, account_id):
         return conn.execute(
