@@ -14,7 +14,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from roost.storage.delivery import Delivery, recover
-from roost.storage.store import Store
+from roost.storage.store import Store, relay_socket_path
 
 from .auth import Authenticator
 from .config import parse_address
@@ -50,6 +50,9 @@ class Roost:
         self.auth = Authenticator(self.store)
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="roost-worker")
         self.store.bus.dispatch = lambda fn, change: loop.call_soon_threadsafe(fn, change)
+        self._relay = self.store.bus.listen(relay_socket_path(config.data))
+        if self._relay is not None:
+            loop.add_reader(self._relay.fileno(), self.store.bus.receive, self._relay)
         self.servers = []     # asyncio servers
         self.ports = []       # Twisted listening ports
         self.addresses = {}   # name -> (host, port) actually bound
@@ -100,6 +103,9 @@ class Roost:
         while self.inflight and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         self.executor.shutdown(wait=True)
+        if self._relay is not None:
+            self.loop.remove_reader(self._relay.fileno())
+            self._relay.close()
         self.delivery.close()
         self.store.close()
 

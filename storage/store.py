@@ -186,7 +186,9 @@ class Store:
     def open(cls, data_dir, db_url=None):
         os.makedirs(data_dir, exist_ok=True)
         url = db_url or f"sqlite:///{os.path.join(data_dir, 'roost.db')}"
-        return cls(make_engine(url), Maildir(os.path.join(data_dir, "mail")))
+        store = cls(make_engine(url), Maildir(os.path.join(data_dir, "mail")))
+        store.bus.relay_to = relay_socket_path(data_dir)
+        return store
 
     @classmethod
     def memory(cls):
@@ -974,6 +976,11 @@ def _mailbox(row, messages_=0, unseen=0, size=0):
     return Mailbox(row.id, row.account_id, row.name, row.folder, row.role, bool(row.subscribed),
                    row.uidvalidity, row.uidnext, row.highestmodseq, row.sort_order,
                    messages_, unseen, size)
+
+
+def relay_socket_path(data_dir):
+    """Where the server listens for other processes' change notices."""
+    return os.path.join(os.path.abspath(data_dir), "roost.sock")
 
 
 def _uid_filter(q, uids):

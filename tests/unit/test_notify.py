@@ -1,0 +1,47 @@
+"""Change events reach subscribers in this process and, through the relay
+socket, the server process."""
+
+import os
+import select
+
+from roost.storage.notify import Change, ChangeBus
+from roost.storage.store import Store, relay_socket_path
+
+
+def test_subscribe_and_unsubscribe():
+    bus = ChangeBus()
+    seen = []
+    stop = bus.subscribe(7, seen.append)
+    bus.publish(Change(7, 3, frozenset({"Email"})))
+    bus.publish(Change(8, 4, frozenset({"Email"})))
+    stop()
+    bus.publish(Change(7, 5, frozenset({"Email"})))
+    assert [c.modseq for c in seen] == [3]
+
+
+def test_another_process_relays_its_changes_to_the_server(tmp_path):
+    server = ChangeBus()
+    sock = server.listen(relay_socket_path(str(tmp_path)))
+    assert sock is not None
+    seen = []
+    server.subscribe(1, seen.append)
+
+    # A second process (here: a second store on the same data directory) delivers.
+    other = Store.open(str(tmp_path))
+    assert other.bus.relay_to == os.path.join(str(tmp_path), "roost.sock")
+    acct = other.add_account("a@example.org")
+    box = other.create_mailbox(acct.id, "Lists")
+
+    assert select.select([sock], [], [], 2)[0]
+    server.receive(sock)
+    assert seen and seen[-1].modseq == other.state(acct.id)
+    assert "Mailbox" in seen[-1].kinds
+    other.close()
+    sock.close()
+    del box
+
+
+def test_relay_without_a_server_is_silent(tmp_path):
+    bus = ChangeBus()
+    bus.relay_to = str(tmp_path / "nobody.sock")
+    bus.publish(Change(1, 2))  # must not raise
