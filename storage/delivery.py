@@ -136,6 +136,9 @@ class Delivery:
                 r.status, r.reason = TOO_LARGE, f"message exceeds {self.max_size} bytes"
             return results
         parsed = mime.ParsedMessage(data)
+        sender = (sender or "").strip()
+        if sender.startswith("<") and sender.endswith(">"):
+            sender = sender[1:-1]   # the null sender arrives as "<>"
         eol = b"\r\n" if data.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
         staged = []   # (result, NewMessage)
         for result in results:
@@ -147,7 +150,7 @@ class Delivery:
                 box = self._target_mailbox(account, mailbox or detail)
                 copy = data
                 if prepend:
-                    prefix = (b"Return-Path: <" + mime.bytes_of(sender or "") + b">" + eol +
+                    prefix = (b"Return-Path: <" + mime.bytes_of(sender) + b">" + eol +
                               b"Delivered-To: " + mime.bytes_of(result.recipient) + eol)
                     copy = prefix + data
                 try:

@@ -61,7 +61,8 @@ class LMTPServer(LMTP):
     async def push(self, status):
         # RFC 2034: enhanced codes on every reply except the greeting, the LHLO
         # capability list and the 354 go-ahead.
-        if isinstance(status, str) and not self._plain_reply and not _HAS_ENHANCED.match(status):
+        plain = self._plain_reply and status[:1] == "2"   # LHLO errors still get codes
+        if isinstance(status, str) and not plain and not _HAS_ENHANCED.match(status):
             code = status[:3]
             if code in _DEFAULT_ENHANCED and status[3:4] in (" ", ""):
                 status = f"{code} {_DEFAULT_ENHANCED[code]} {status[4:]}".rstrip()

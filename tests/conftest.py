@@ -1,0 +1,148 @@
+"""Shared fixtures: the ``roost`` command line and a real ``roost serve`` process.
+
+``roost(data, *args)`` runs the CLI in a subprocess (the same Python, so no
+shell shim is needed). ``RoostServer`` starts ``roost serve`` with only the
+listeners asked for, on port 0, and reads the real ports from its output.
+"""
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOST = [sys.executable, "-m", "roost.server.cli"]
+LISTENERS = ("lmtp", "imap", "imaps", "jmap", "submission", "smtp", "managesieve")
+
+
+def roost(data, *args, input=None, check=True, timeout=120):
+    """Run ``roost --data DATA ARGS...``; returns the CompletedProcess."""
+    proc = subprocess.run([*ROOST, "--data", str(data), *map(str, args)], input=input,
+                          capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"roost {' '.join(map(str, args))} exited {proc.returncode}: "
+                             f"{proc.stderr.decode(errors='replace')}")
+    return proc
+
+
+def add_user(data, address, password="secret", quota=None):
+    args = ["user", "add", address, "--password-stdin"]
+    if quota is not None:
+        args += ["--quota", quota]
+    roost(data, *args, input=password.encode() + b"\n")
+
+
+class RoostServer:
+    """``roost serve`` as a subprocess; ``ports["lmtp"]`` etc. once started."""
+
+    def __init__(self, data, listeners=("lmtp",), config=None):
+        self.data = str(data)
+        self.listeners = listeners
+        self.config = config
+        self.proc = None
+        self.ports = {}
+        self.output = []
+
+    def start(self, timeout=30):
+        args = [*ROOST, "--data", self.data]
+        if self.config:
+            args += ["--config", str(self.config)]
+        args.append("serve")
+        for name in LISTENERS:
+            args += [f"--{name}", "127.0.0.1:0" if name in self.listeners else "off"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode(errors="replace")
+            if not line:
+                break
+            self.output.append(line)
+            m = re.match(r"roost: (\w+) listening on [\d.]+:(\d+)", line)
+            if m:
+                self.ports[m.group(1)] = int(m.group(2))
+            if line.startswith("roost: ready"):
+                return self
+        self.kill()
+        raise AssertionError("roost serve did not start:\n" + "".join(self.output))
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def roost_server(tmp_path):
+    """Start ``RoostServer``s on demand; every one is stopped at teardown."""
+    started = []
+
+    def start(data=None, **kwargs):
+        server = RoostServer(data or tmp_path / "data", **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+class LineClient:
+    """A raw-socket client that reads SMTP/LMTP replies (multi-line aware)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=30):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+
+    def send(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def reply(self):
+        """One reply: ``(code, [lines])``; raises on a closed connection."""
+        lines = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("connection closed; got " + repr(lines))
+            lines.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
+            if len(line) < 4 or line[3:4] != b"-":
+                return int(line[:3]), lines
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def close(self):
+        try:
+            self.file.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def wait_for(predicate, timeout=30, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
