@@ -102,11 +102,14 @@ class GroupCommitter:
             items = [item for its, _f in jobs for item in its]
             try:
                 results = self.store.insert_messages(items)
-            except SQLAlchemyError as exc:
-                log.error("delivery batch of %d failed: %s", len(items), exc)
+            except Exception as exc:  # noqa: BLE001 - every waiter must get an answer
+                if not isinstance(exc, (SQLAlchemyError, OSError)):
+                    log.exception("delivery batch of %d failed", len(items))
+                else:
+                    log.error("delivery batch of %d failed: %s", len(items), exc)
                 for item in items:
                     self.store.blobs.discard(item.account.maildir_key, item.mailbox.folder, item.stem)
-                results = [TemporaryFailure(str(exc))] * len(items)
+                results = [TemporaryFailure(str(exc) or type(exc).__name__)] * len(items)
             pos = 0
             for its, fut in jobs:
                 fut.set_result(results[pos:pos + len(its)])
