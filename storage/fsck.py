@@ -11,7 +11,7 @@ aliases stay; accounts found only on disk are created without a password).
 
 import os
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 
 from . import mime
 from .maildir import name_for
@@ -100,9 +100,7 @@ def rebuild(store):
     for key, acct in sorted(known.items()):
         with store._write() as (conn, _after):
             box_ids = select(mailboxes.c.id).where(mailboxes.c.account_id == acct.id)
-            if store.sqlite:
-                conn.execute(text("DELETE FROM message_text WHERE rowid IN "
-                                  "(SELECT id FROM messages WHERE account_id = :a)"), {"a": acct.id})
+            store.fulltext.remove_account(conn, _after, acct.id)
             conn.execute(delete(mailbox_messages).where(mailbox_messages.c.mailbox_id.in_(box_ids)))
             conn.execute(delete(expunged).where(expunged.c.mailbox_id.in_(box_ids)))
             conn.execute(delete(messages).where(messages.c.account_id == acct.id))

@@ -141,6 +141,19 @@ changes = Table(
 )
 Index("changes_lookup", changes.c.account_id, changes.c.kind, changes.c.modseq)
 
+# Search documents waiting for a background-indexed backend (Whoosh): written in
+# the delivery transaction, deleted once the index has committed them, scanned
+# by searches meanwhile (storage.search_whoosh). ``op``: i(ndex) or d(elete).
+search_queue = Table(
+    "search_queue", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("message_id", Integer, nullable=False),
+    Column("op", String(1), nullable=False),
+    Column("doc", Text),
+)
+Index("search_queue_account", search_queue.c.account_id, search_queue.c.id)
+
 
 def make_engine(url, *, memory=False):
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
@@ -174,9 +187,5 @@ def make_engine(url, *, memory=False):
 
 
 def create_all(engine):
+    # Full-text tables belong to the search backend (storage.search_fts5 on SQLite).
     metadata.create_all(engine)
-    if engine.dialect.name == "sqlite":
-        with engine.begin() as conn:
-            conn.execute(text(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS message_text USING fts5("
-                "headers, body, tokenize='unicode61 remove_diacritics 2')"))

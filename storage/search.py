@@ -1,9 +1,14 @@
 """One criteria tree for every search: IMAP SEARCH/SORT and JMAP Email/query.
 
-Owns the node types below and their evaluation. Protocols compile their
-syntax into these nodes; they never write SQL or read message files.
-Metadata nodes (flags, dates, sizes, UIDs, mailboxes, MODSEQ) are answered
-in SQL; text nodes go to the configured ``SearchBackend``.
+Owns the node types below, their evaluation, and the ``SearchBackend``
+interface. Protocols compile their syntax into these nodes; they never write
+SQL or read message files. Metadata nodes (flags, dates, sizes, UIDs,
+mailboxes, MODSEQ, threads) become one SQL condition; each ``Text`` node
+becomes a condition on ``messages.id`` that the store's backend supplies
+(an FTS5 subquery, or the id list Whoosh found plus a scan of the messages it
+has not indexed yet), so And/Or/Not combine freely and one SQL statement
+answers. No search reads message files. What a ``Text`` node matches is
+defined once, in ``storage.search_text``.
 
 Contract used by the protocols:
 
@@ -14,9 +19,23 @@ mailbox; without it (JMAP, account-wide) the ascending list of matching
 message primary keys (``messages.id``). Every date is epoch seconds (UTC);
 IMAP's day-granular keys are converted by the IMAP layer into [since, before)
 ranges in the time zone RFC 3501 asks for.
+
+Account-wide, the per-mailbox nodes (``Flag``, ``ModSeq``, ``Date("saved")``)
+match when the message matches in any of its mailboxes; ``Uids`` needs a
+mailbox. A ``Flag`` of an unknown system flag (``\\Recent`` is the IMAP
+layer's business) matches nothing.
 """
 
+import json
 from dataclasses import dataclass
+
+from sqlalchemy import (Integer, and_, any_, exists, false, func, literal, literal_column, not_,
+                        or_, select, true)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import aliased
+
+from . import flags as flagbits
+from .schema import mailbox_messages, messages
 
 
 @dataclass(frozen=True)
@@ -98,3 +117,205 @@ class Thread:
 @dataclass(frozen=True)
 class HasAttachment:
     value: bool = True
+
+
+# --- evaluation --------------------------------------------------------------
+
+def search(store, account_id, criteria, mailbox_pk=None):
+    """Ascending UIDs in ``mailbox_pk`` (or message ids account-wide) matching ``criteria``."""
+    mm, m = mailbox_messages, messages
+    with store._read() as conn:
+        ctx = _Context(conn, account_id, mailbox_pk, store.fulltext)
+        cond = _condition(criteria, ctx)
+        if mailbox_pk is not None:
+            q = select(mm.c.uid).select_from(mm.join(m, m.c.id == mm.c.message_id)).where(
+                mm.c.mailbox_id == mailbox_pk, m.c.account_id == account_id, cond).order_by(mm.c.uid)
+        else:
+            q = select(m.c.id).where(m.c.account_id == account_id, cond).order_by(m.c.id)
+        return list(conn.execute(q).scalars())
+
+
+def text_nodes(criteria):
+    """Every ``Text`` node under ``criteria`` that is not negated (for highlighting)."""
+    if isinstance(criteria, Text):
+        return [criteria]
+    if isinstance(criteria, (And, Or)):
+        return [t for item in criteria.items for t in text_nodes(item)]
+    return []
+
+
+@dataclass
+class _Context:
+    conn: object
+    account_id: int
+    mailbox_pk: int
+    backend: object
+
+
+def _condition(node, ctx):
+    mm, m = mailbox_messages, messages
+    if isinstance(node, All):
+        return true()
+    if isinstance(node, And):
+        parts = [_condition(i, ctx) for i in node.items]
+        return and_(*parts) if parts else true()
+    if isinstance(node, Or):
+        parts = [_condition(i, ctx) for i in node.items]
+        return or_(*parts) if parts else false()
+    if isinstance(node, Not):
+        return not_(_condition(node.item, ctx))
+    if isinstance(node, Flag):
+        return _per_mailbox(ctx, lambda row: _flag(row, node.name))
+    if isinstance(node, Uids):
+        if ctx.mailbox_pk is None:
+            raise ValueError("Uids needs a mailbox")
+        ranges = [mm.c.uid.between(lo, hi) for lo, hi in node.ranges]
+        return or_(*ranges) if ranges else false()
+    if isinstance(node, Date):
+        if node.field == "saved":
+            return _per_mailbox(ctx, lambda row: _range(row.c.saved_at, node.since, node.before))
+        col = {"internal": m.c.internal_date,
+               "sent": func.coalesce(m.c.sent_at, m.c.internal_date)}.get(node.field)
+        if col is None:
+            raise ValueError(f"unknown date field {node.field!r}")
+        return _range(col, node.since, node.before)
+    if isinstance(node, Size):
+        parts = []
+        if node.larger is not None:
+            parts.append(m.c.size > node.larger)
+        if node.smaller is not None:
+            parts.append(m.c.size < node.smaller)
+        return and_(*parts) if parts else true()
+    if isinstance(node, Text):
+        return ctx.backend.condition(ctx.conn, ctx.account_id, node)
+    if isinstance(node, InMailbox):
+        other = aliased(mm)
+        return exists().where(other.c.message_id == m.c.id,
+                              other.c.mailbox_id.in_(list(node.mailbox_pks)))
+    if isinstance(node, ModSeq):
+        return _per_mailbox(ctx, lambda row: row.c.modseq >= node.since)
+    if isinstance(node, Thread):
+        return m.c.thread_id == node.thread_pk
+    if isinstance(node, HasAttachment):
+        return m.c.has_attachment == bool(node.value)
+    raise TypeError(f"not a search criterion: {node!r}")
+
+
+def _per_mailbox(ctx, make):
+    """A condition on the message's row in the searched mailbox, or in any mailbox."""
+    if ctx.mailbox_pk is not None:
+        return make(mailbox_messages)
+    other = aliased(mailbox_messages)
+    return exists().where(other.c.message_id == messages.c.id, make(other))
+
+
+def _flag(row, name):
+    bit = flagbits.SYSTEM.get(name.lower())
+    if bit:
+        return row.c.flags.op("&")(bit) != 0
+    if name.startswith("\\") or not name:
+        return false()
+    pattern = "% " + like_escape(name.lower()) + " %"
+    return func.lower(literal(" ") + row.c.keywords + literal(" ")).like(pattern, escape="\\")
+
+
+def _range(col, since, before):
+    parts = []
+    if since is not None:
+        parts.append(col >= since)
+    if before is not None:
+        parts.append(col < before)
+    return and_(*parts) if parts else true()
+
+
+def like_escape(value):
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def ids_condition(conn, ids):
+    """``messages.id`` in a Python collection of ids, as one bound parameter."""
+    ids = sorted(set(ids))
+    if not ids:
+        return false()
+    if conn.dialect.name == "sqlite":
+        return messages.c.id.in_(select(literal_column("value")).select_from(
+            func.json_each(json.dumps(ids))))
+    return messages.c.id == any_(literal(ids, ARRAY(Integer)))
+
+
+# --- backends ----------------------------------------------------------------
+
+class SearchBackend:
+    """Where text criteria are answered. Every method that takes ``conn`` runs
+    inside the caller's transaction; ``after`` collects work for after commit.
+
+    ``index(conn, after, account_id, docs)``: docs is ``[(message_pk, document)]``
+        (``search_text.document``), called in the delivery transaction.
+    ``remove(conn, after, account_id, message_pks)``, ``remove_account(...)``.
+    ``condition(conn, account_id, text_node)``: a SQL condition on ``messages.id``.
+    ``rebuild(store, account_id, progress=None)``: index the account again from
+        its message files; ``drift(store, account_id)``: ``(missing, stale)`` ids.
+    """
+
+    name = "none"
+
+    def close(self):
+        pass
+
+    def flush(self):
+        """Apply queued changes now (no-op for a backend that indexes synchronously)."""
+
+    def drift(self, store, account_id):
+        """Message ids of the account that the index lacks."""
+        with store._read() as conn:
+            pks = list(conn.execute(select(messages.c.id).where(
+                messages.c.account_id == account_id).order_by(messages.c.id)).scalars())
+            return sorted(set(pks) - self.indexed(conn, account_id, pks))
+
+    def reindex(self, store, account_id, message_pks=None, progress=None, batch=200):
+        """Index the messages again from their files (all of the account's when
+        ``message_pks`` is None); ``progress(done, total)`` is called per batch.
+        Searches stay complete meanwhile: each batch replaces its own rows."""
+        from . import mime
+        from .errors import MessageNotFound
+        from .search_text import document
+        if message_pks is None:
+            with store._read() as conn:
+                message_pks = list(conn.execute(select(messages.c.id).where(
+                    messages.c.account_id == account_id).order_by(messages.c.id)).scalars())
+        total, done = len(message_pks), 0
+        for i in range(0, total, batch):
+            chunk, docs = message_pks[i:i + batch], []
+            for pk in chunk:
+                try:
+                    data = store.read_message(account_id, pk)
+                except (MessageNotFound, OSError):
+                    continue
+                docs.append((pk, document(mime.ParsedMessage(data))))
+            with store._write() as (conn, after):
+                live = set(conn.execute(select(messages.c.id).where(
+                    messages.c.id.in_([pk for pk, _d in docs]))).scalars())
+                docs = [(pk, d) for pk, d in docs if pk in live]
+                self.remove(conn, after, account_id, [pk for pk, _d in docs])
+                self.index(conn, after, account_id, docs)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+        self.flush()
+        return total
+
+
+def make_backend(store, kind=None, directory=None):
+    """The store's backend: ``kind`` "fts5" (default on SQLite) or "whoosh"
+    (default on PostgreSQL, which has no FTS5; indexes under ``directory``,
+    in memory when None)."""
+    kind = kind or ("fts5" if store.sqlite else "whoosh")
+    if kind == "fts5":
+        if not store.sqlite:
+            raise ValueError("the fts5 search backend needs SQLite")
+        from .search_fts5 import Fts5Backend
+        return Fts5Backend(store.engine)
+    if kind == "whoosh":
+        from .search_whoosh import WhooshBackend
+        return WhooshBackend(store, directory)
+    raise ValueError(f"unknown search backend {kind!r}")

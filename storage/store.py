@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, func, insert, select, text, update
+from sqlalchemy import and_, delete, func, insert, select, update
 
 from . import flags as flagbits
 from . import mime
@@ -34,6 +34,8 @@ from .errors import (AccountExists, AccountNotFound, Conflict, InvalidName,
                      MailboxExists, MailboxNotFound, MessageNotFound, QuotaExceeded)
 from .maildir import Maildir, MemoryBlobs, folder_for
 from .notify import Change, ChangeBus
+from .search import make_backend
+from .search_text import document
 from .schema import (accounts, aliases, changes, create_all, domains, expunged,
                      mailbox_messages, mailboxes, make_engine, messages, thread_refs, threads)
 
@@ -173,7 +175,7 @@ def check_mailbox_name(name):
 
 
 class Store:
-    def __init__(self, engine, blobs, *, memory=False):
+    def __init__(self, engine, blobs, *, memory=False, search=None, search_dir=None):
         self.engine = engine
         self.blobs = blobs
         self.memory = memory
@@ -181,20 +183,26 @@ class Store:
         self.sqlite = engine.dialect.name == "sqlite"
         self._wlock = threading.RLock()
         create_all(engine)
+        # Full-text backend (storage.search): "fts5" (SQLite default) or "whoosh".
+        root = getattr(blobs, "root", None)
+        self.fulltext = make_backend(self, search, search_dir or (
+            root and os.path.join(os.path.dirname(os.path.abspath(root)), "search")))
 
     @classmethod
-    def open(cls, data_dir, db_url=None):
+    def open(cls, data_dir, db_url=None, search=None):
         os.makedirs(data_dir, exist_ok=True)
         url = db_url or f"sqlite:///{os.path.join(data_dir, 'roost.db')}"
-        store = cls(make_engine(url), Maildir(os.path.join(data_dir, "mail")))
+        store = cls(make_engine(url), Maildir(os.path.join(data_dir, "mail")), search=search,
+                    search_dir=os.path.join(data_dir, "search"))
         store.bus.relay_to = relay_socket_path(data_dir)
         return store
 
     @classmethod
-    def memory(cls):
-        return cls(make_engine("sqlite://", memory=True), MemoryBlobs(), memory=True)
+    def memory(cls, search=None):
+        return cls(make_engine("sqlite://", memory=True), MemoryBlobs(), memory=True, search=search)
 
     def close(self):
+        self.fulltext.close()
         self.engine.dispose()
 
     # --- transactions ------------------------------------------------------
@@ -315,9 +323,7 @@ class Store:
         with self._write() as (conn, after):
             conn.execute(delete(aliases).where(aliases.c.target == acct.address))
             mids = select(messages.c.id).where(messages.c.account_id == acct.id)
-            if self.sqlite:
-                conn.execute(text("DELETE FROM message_text WHERE rowid IN "
-                                  "(SELECT id FROM messages WHERE account_id = :a)"), {"a": acct.id})
+            self.fulltext.remove_account(conn, after, acct.id)
             for table in (mailbox_messages,):
                 conn.execute(delete(table).where(table.c.message_id.in_(mids)))
             box_ids = select(mailboxes.c.id).where(mailboxes.c.account_id == acct.id)
@@ -772,8 +778,7 @@ class Store:
         if gone:
             gone_ids = [r.id for r in gone]
             for chunk in _chunks(gone_ids):
-                if self.sqlite:
-                    conn.execute(text(f"DELETE FROM message_text WHERE rowid IN ({','.join(map(str, chunk))})"))
+                self.fulltext.remove(conn, after, acct.id, chunk)
                 conn.execute(delete(messages).where(messages.c.id.in_(chunk)))
             freed = sum(r.size for r in gone)
             conn.execute(update(accounts).where(accounts.c.id == acct.id)
@@ -895,9 +900,7 @@ class Store:
             keywords=flagbits.encode_keywords(item.keywords), saved_at=now))
         conn.execute(update(accounts).where(accounts.c.id == acct.id)
                      .values(used_bytes=accounts.c.used_bytes + size))
-        if self.sqlite:
-            conn.execute(text("INSERT INTO message_text(rowid, headers, body) VALUES (:r, :h, :b)"),
-                         {"r": msg_pk, "h": p.text[0], "b": p.text[1]})
+        self.fulltext.index(conn, after, acct.id, [(msg_pk, document(p))])
         self._log(conn, acct.id, modseq, "Email", [msg_pk], "c")
         self._log(conn, acct.id, modseq, "Thread", [thread_pk], "c" if new_thread else "u")
         self._log(conn, acct.id, modseq, "Mailbox", [box.id], "u")
