@@ -90,6 +90,15 @@ class Roost:
         self.servers.append(server)
         return host, server.sockets[0].getsockname()[1]
 
+    async def _start_jmap(self, host, port):
+        from twisted.internet import reactor
+
+        from roost.protocols.jmap import site
+        listening = reactor.listenTCP(port, site(self.store, self.delivery, self.run, self.auth,
+                                                 self.config.hostname), interface=host)
+        self.ports.append(listening)
+        return host, listening.getHost().port
+
     def _deliver(self, data, recipients, sender):
         return self.delivery.deliver(data, recipients, sender=sender)
 

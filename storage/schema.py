@@ -10,7 +10,7 @@ QRESYNC, JMAP ``/changes`` and push all read one fact.
 """
 
 from sqlalchemy import (
-    BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData,
+    BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
     String, Table, Text, UniqueConstraint, create_engine, event, text,
 )
 from sqlalchemy.pool import StaticPool
@@ -153,6 +153,68 @@ search_queue = Table(
     Column("doc", Text),
 )
 Index("search_queue_account", search_queue.c.account_id, search_queue.c.id)
+
+# Blobs a client uploaded (JMAP upload, Blob/copy targets), kept until
+# imported or expired; message bytes never live here.
+uploads = Table(
+    "uploads", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("blob_id", String(80), nullable=False),
+    Column("type", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created", Float, nullable=False),
+    UniqueConstraint("account_id", "blob_id"),
+)
+
+# App passwords / bearer tokens: only a SHA-256 of the token is stored.
+app_tokens = Table(
+    "app_tokens", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created", Float, nullable=False),
+)
+
+# Sender identities an account may use (From addresses, signatures).
+identities = Table(
+    "identities", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False, default=""),
+    Column("email", String(320), nullable=False),
+    Column("settings", Text, nullable=False, default="{}"),   # replyTo, bcc, signatures (JSON)
+)
+
+# The account's vacation auto-reply (one row per account).
+vacations = Table(
+    "vacations", metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("settings", Text, nullable=False, default="{}"),
+)
+
+# Messages handed over for sending, with their envelope and status (JSON).
+submissions = Table(
+    "submissions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("identity_id", Integer, nullable=False),
+    Column("message_id", Integer, nullable=False),
+    Column("thread_id", Integer, nullable=False),
+    Column("send_at", Float, nullable=False),
+    Column("status", Text, nullable=False, default="{}"),
+)
+
+# Web push endpoints registered by a client (no account: they belong to the
+# credentials' owner, which is an account here).
+push_subscriptions = Table(
+    "push_subscriptions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("settings", Text, nullable=False, default="{}"),
+)
 
 
 def make_engine(url, *, memory=False):

@@ -1,0 +1,37 @@
+"""JMAP (RFC 8620 Core, RFC 8621 Mail, RFC 8887 WebSocket) over the store.
+
+Owns the ``twisted.web`` site that serves JMAP. ``site(store, delivery, run,
+authenticator, hostname)`` builds it; ``roost.server`` listens with it. Like
+every protocol it never imports SQLAlchemy and never opens files under the
+data directory: everything goes through ``roost.storage``'s API, run on the
+worker pool. Layout: ``core`` (envelope, dispatch, errors), ``mailbox``,
+``email``, ``submission`` (methods), ``bodies`` (MIME views), ``blobs``,
+``web`` (HTTP resources, auth) and ``push`` (event source, WebSocket).
+"""
+
+from . import core
+from .core import MAIL, SUBMISSION, VACATION, WEBSOCKET, capability
+
+capability(MAIL, {}, {
+    "maxMailboxesPerEmail": 256, "maxMailboxDepth": 32, "maxSizeMailboxName": 255,
+    "maxSizeAttachmentsPerEmail": 50 * 1024 * 1024,
+    "emailQuerySortOptions": ["receivedAt", "sentAt", "size", "from", "to", "subject",
+                              "hasKeyword", "allInThreadHaveKeyword", "someInThreadHaveKeyword"],
+    "mayCreateTopLevelMailbox": True,
+})
+capability(SUBMISSION, {}, {"maxDelayedSend": 0, "submissionExtensions": {}})
+capability(VACATION, {}, {})
+capability(WEBSOCKET, {"url": None, "supportsPush": True})
+
+from . import blobs, email, mailbox, submission  # noqa: E402,F401  (register methods)
+from .blobs import Backend  # noqa: E402
+from .web import Service, build_site  # noqa: E402
+
+
+def site(store, delivery, run, authenticator, hostname="localhost", outbound=None):
+    """The twisted.web Site for JMAP."""
+    backend = Backend(store, delivery, hostname, outbound)
+    return build_site(Service(backend, run, authenticator))
+
+
+__all__ = ["core", "site"]

@@ -1,0 +1,435 @@
+"""JMAP Core (RFC 8620): the request envelope, method dispatch, result
+references, creation ids, errors, and the shared /get /changes /set shapes.
+
+Owns turning a parsed request object into a response object. Runs in a
+worker thread (method handlers call the blocking store API directly); it never
+touches the network or twisted. Handlers are registered per method name with
+the capability they belong to; capabilities in the session come from the same
+registry, so nothing is typed twice.
+"""
+
+import logging
+import re
+
+log = logging.getLogger("roost.jmap")
+
+CORE = "urn:ietf:params:jmap:core"
+MAIL = "urn:ietf:params:jmap:mail"
+SUBMISSION = "urn:ietf:params:jmap:submission"
+VACATION = "urn:ietf:params:jmap:vacationresponse"
+WEBSOCKET = "urn:ietf:params:jmap:websocket"
+
+LIMITS = {
+    "maxSizeUpload": 50 * 1024 * 1024,
+    "maxConcurrentUpload": 4,
+    "maxSizeRequest": 10 * 1024 * 1024,
+    "maxConcurrentRequests": 8,
+    "maxCallsInRequest": 32,
+    "maxObjectsInGet": 500,
+    "maxObjectsInSet": 500,
+    "collationAlgorithms": ["i;ascii-casemap", "i;octet"],
+}
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+
+class MethodError(Exception):
+    """A method-level error (RFC 8620 section 3.6.2)."""
+
+    def __init__(self, type_, description=None, **extra):
+        super().__init__(description or type_)
+        self.type = type_
+        self.description = description
+        self.extra = extra
+
+    def json(self):
+        out = {"type": self.type}
+        if self.description:
+            out["description"] = self.description
+        out.update(self.extra)
+        return out
+
+
+class RequestError(Exception):
+    """A request-level error: an RFC 7807 problem document."""
+
+    def __init__(self, type_, detail, status=400, **extra):
+        super().__init__(detail)
+        self.type = f"urn:ietf:params:jmap:error:{type_}"
+        self.detail = detail
+        self.status = status
+        self.extra = extra
+
+    def json(self):
+        return {"type": self.type, "status": self.status, "detail": self.detail, **self.extra}
+
+
+def invalid(description):
+    return MethodError("invalidArguments", description)
+
+
+def set_error(type_, description=None, **extra):
+    out = {"type": type_}
+    if description:
+        out["description"] = description
+    out.update(extra)
+    return out
+
+
+# --- the registry ---------------------------------------------------------------
+
+METHODS = {}        # "Type/verb" -> (capability, handler)
+CAPABILITIES = {}   # urn -> (session-level value, account-level value or None)
+
+
+def method(name, capability):
+    def register(fn):
+        METHODS[name] = (capability, fn)
+        return fn
+    return register
+
+
+def capability(urn, session_value, account_value=None):
+    CAPABILITIES[urn] = (session_value, account_value)
+
+
+capability(CORE, LIMITS)
+
+
+# --- the call context ---------------------------------------------------------------
+
+class Context:
+    """What a method handler may use: the authenticated account, the store,
+    delivery, and the creation ids of this request."""
+
+    def __init__(self, backend, account, created_ids=None):
+        self.backend = backend
+        self.store = backend.store
+        self.account = account
+        self.account_id_str = account_id_of(account)
+        self.created = dict(created_ids or {})
+        self.using = ()
+
+    def check_account(self, args, required=True):
+        acct = args.get("accountId")
+        if acct is None and not required:
+            return
+        if not isinstance(acct, str):
+            raise invalid("accountId is required")
+        if acct != self.account_id_str:
+            raise MethodError("accountNotFound", f"no account {acct} for these credentials")
+
+    def resolve_id(self, value):
+        """An id, or the real id behind a ``#creationId`` made earlier in this request."""
+        if isinstance(value, str) and value.startswith("#"):
+            return self.created.get(value[1:])
+        return value
+
+
+def account_id_of(account):
+    return f"A{account.id}"
+
+
+# --- requests -----------------------------------------------------------------------
+
+def check_request(request):
+    if not isinstance(request, dict):
+        raise RequestError("notRequest", "the request must be a JSON object")
+    using = request.get("using")
+    calls = request.get("methodCalls")
+    if not isinstance(using, list) or not all(isinstance(u, str) for u in using):
+        raise RequestError("notRequest", "using must be a list of capability URNs")
+    if not isinstance(calls, list):
+        raise RequestError("notRequest", "methodCalls must be a list")
+    for c in calls:
+        if not (isinstance(c, list) and len(c) == 3 and isinstance(c[0], str)
+                and isinstance(c[1], dict) and isinstance(c[2], str)):
+            raise RequestError("notRequest", "each method call must be [name, arguments, callId]")
+    created = request.get("createdIds")
+    if created is not None and not (isinstance(created, dict) and
+                                    all(isinstance(v, str) for v in created.values())):
+        raise RequestError("notRequest", "createdIds must map creation ids to ids")
+    unknown = [u for u in using if u not in CAPABILITIES]
+    if unknown:
+        raise RequestError("unknownCapability",
+                           f"this server does not support {', '.join(unknown)}")
+    if len(calls) > LIMITS["maxCallsInRequest"]:
+        raise RequestError("limit", f"more than {LIMITS['maxCallsInRequest']} method calls",
+                           limit="maxCallsInRequest")
+    return using, calls, created
+
+
+def process(backend, account, request):
+    """The Response object for a Request object (raises RequestError)."""
+    using, calls, created = check_request(request)
+    ctx = Context(backend, account, created)
+    ctx.using = frozenset(using)
+    responses = []
+    for name, args, call_id in calls:
+        for out in run_call(ctx, name, args, call_id, responses):
+            responses.append(out)
+    result = {"methodResponses": responses, "sessionState": backend.session_state(account)}
+    if created is not None:
+        result["createdIds"] = ctx.created
+    return result
+
+
+def run_call(ctx, name, args, call_id, responses):
+    """The responses (usually one) to one method call."""
+    try:
+        entry = METHODS.get(name)
+        if entry is None or entry[0] not in ctx.using:
+            raise MethodError("unknownMethod", f"{name} is unknown or its capability is not in using")
+        args = resolve_references(args, responses)
+        out = entry[1](ctx, args)
+        if isinstance(out, list):     # handlers with implicit calls return several
+            return [[n, a, call_id] for n, a in out]
+        return [[name, out, call_id]]
+    except MethodError as exc:
+        return [["error", exc.json(), call_id]]
+    except Exception:  # noqa: BLE001 - a bug must not become a 500 for the whole request
+        log.exception("JMAP method %s failed", name)
+        return [["error", {"type": "serverFail",
+                           "description": "the server could not process this call"}, call_id]]
+
+
+# --- result references (RFC 8620 section 3.7) ---------------------------------------------
+
+def resolve_references(args, responses):
+    out = {}
+    for key, value in args.items():
+        if key.startswith("#"):
+            plain = key[1:]
+            if plain in args:
+                raise invalid(f"both {plain} and #{plain} are given")
+            out[plain] = resolve_reference(value, responses)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_reference(ref, responses):
+    if not (isinstance(ref, dict) and isinstance(ref.get("resultOf"), str)
+            and isinstance(ref.get("name"), str) and isinstance(ref.get("path"), str)):
+        raise MethodError("invalidResultReference", "a ResultReference needs resultOf, name and path")
+    for name, result, call_id in responses:
+        if call_id == ref["resultOf"]:
+            if name != ref["name"]:
+                raise MethodError("invalidResultReference",
+                                  f"call {call_id} answered {name}, not {ref['name']}")
+            try:
+                return json_pointer(result, ref["path"])
+            except (KeyError, IndexError, ValueError, TypeError):
+                raise MethodError("invalidResultReference",
+                                  f"path {ref['path']} does not resolve") from None
+    raise MethodError("invalidResultReference", f"no earlier call {ref['resultOf']}")
+
+
+def json_pointer(doc, path):
+    """RFC 6901 with JMAP's ``*`` (map over an array, flattening arrays of arrays)."""
+    if path == "":
+        return doc
+    if not path.startswith("/"):
+        raise ValueError(path)
+    tokens = [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")]
+    return _walk(doc, tokens)
+
+
+def _walk(doc, tokens):
+    if not tokens:
+        return doc
+    head, rest = tokens[0], tokens[1:]
+    if isinstance(doc, list):
+        if head == "*":
+            out = []
+            for item in doc:
+                value = _walk(item, rest)
+                if isinstance(value, list):
+                    out.extend(value)
+                else:
+                    out.append(value)
+            return out
+        if not re.fullmatch(r"0|[1-9][0-9]*", head):
+            raise ValueError(head)
+        return _walk(doc[int(head)], rest)
+    if isinstance(doc, dict):
+        return _walk(doc[head], rest)
+    raise TypeError(head)
+
+
+# --- argument helpers ------------------------------------------------------------
+
+def valid_id(value):
+    return isinstance(value, str) and bool(_ID.match(value))
+
+
+def ids_arg(ctx, args, key="ids", required=False, limit=None):
+    ids = args.get(key)
+    if ids is None:
+        if required:
+            raise invalid(f"{key} is required")
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise invalid(f"{key} must be a list of ids")
+    limit = limit or LIMITS["maxObjectsInGet"]
+    if len(ids) > limit:
+        raise MethodError("requestTooLarge", f"more than {limit} ids")
+    return [ctx.resolve_id(i) or i for i in ids]
+
+
+def properties_arg(args, allowed, key="properties", default=None):
+    props = args.get(key)
+    if props is None:
+        return list(default if default is not None else allowed)
+    if not isinstance(props, list) or not all(isinstance(p, str) for p in props):
+        raise invalid(f"{key} must be a list of property names")
+    bad = [p for p in props if p not in allowed]
+    if bad:
+        raise invalid(f"unknown properties: {', '.join(bad[:5])}")
+    return list(dict.fromkeys(props))
+
+
+def uint_arg(args, key, default=None, minimum=0):
+    value = args.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum or value > 2**53:
+        raise invalid(f"{key} must be an integer of at least {minimum}")
+    return value
+
+
+def int_arg(args, key, default=0):
+    value = args.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > 2**53:
+        raise invalid(f"{key} must be an integer")
+    return value
+
+
+def bool_arg(args, key, default=False):
+    value = args.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise invalid(f"{key} must be true or false")
+    return value
+
+
+def parse_state(value):
+    """A state string as an integer, or None when it is not one of ours."""
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None
+
+
+def changes_response(ctx, args, kind, encode):
+    """The /changes answer for ``kind`` from the store's change log;
+    ``encode(object_pk)`` gives the public id."""
+    ctx.check_account(args)
+    since = args.get("sinceState")
+    if not isinstance(since, str):
+        raise invalid("sinceState is required")
+    max_changes = uint_arg(args, "maxChanges", None, minimum=1)
+    current = ctx.store.state(ctx.account.id, kind)
+    since_n = parse_state(since)
+    if since_n is None or since_n > current:
+        raise MethodError("cannotCalculateChanges", f"state {since} is not one this server gave")
+    rows = ctx.store.changes(ctx.account.id, kind, since_n)
+    ops = {}
+    new_state = since_n
+    more = False
+    by_modseq = []
+    for modseq, oid, op in rows:
+        if by_modseq and by_modseq[-1][0] == modseq:
+            by_modseq[-1][1].append((oid, op))
+        else:
+            by_modseq.append((modseq, [(oid, op)]))
+    for modseq, items in by_modseq:
+        if max_changes and ops and len(set(ops) | {o for o, _ in items}) > max_changes:
+            more = True
+            break
+        for oid, op in items:
+            first = ops.get(oid, (op, op))[0]
+            ops[oid] = (first, op)
+        new_state = modseq
+    if not more:
+        new_state = max(new_state, current)
+    created, updated, destroyed = [], [], []
+    for oid, (first, last) in ops.items():
+        if first == "c" and last == "d":
+            continue
+        if last == "d":
+            destroyed.append(encode(oid))
+        elif first == "c":
+            created.append(encode(oid))
+        else:
+            updated.append(encode(oid))
+    return {"accountId": ctx.account_id_str, "oldState": since, "newState": str(new_state),
+            "hasMoreChanges": more, "created": created, "updated": updated,
+            "destroyed": destroyed}
+
+
+def check_set_args(ctx, args, kind):
+    """Validate the common /set arguments; returns (create, update, destroy, old state)."""
+    ctx.check_account(args)
+    old = str(ctx.store.state(ctx.account.id, kind))
+    if args.get("ifInState") is not None and args["ifInState"] != old:
+        raise MethodError("stateMismatch", f"the state is {old}")
+    create = args.get("create") or {}
+    update = args.get("update") or {}
+    destroy = args.get("destroy") or []
+    if not isinstance(create, dict) or not all(isinstance(v, dict) for v in create.values()):
+        raise invalid("create must map creation ids to objects")
+    if not isinstance(update, dict) or not all(isinstance(v, dict) for v in update.values()):
+        raise invalid("update must map ids to patch objects")
+    if not isinstance(destroy, list) or not all(isinstance(i, str) for i in destroy):
+        raise invalid("destroy must be a list of ids")
+    if len(create) + len(update) + len(destroy) > LIMITS["maxObjectsInSet"]:
+        raise MethodError("requestTooLarge", f"more than {LIMITS['maxObjectsInSet']} objects")
+    return create, update, destroy, old
+
+
+def set_response(ctx, kind, old):
+    return {"accountId": ctx.account_id_str, "oldState": old,
+            "newState": str(ctx.store.state(ctx.account.id, kind)),
+            "created": None, "updated": None, "destroyed": None,
+            "notCreated": None, "notUpdated": None, "notDestroyed": None}
+
+
+def put(resp, key, k, v):
+    if resp[key] is None:
+        resp[key] = {} if key != "destroyed" else []
+    if key == "destroyed":
+        resp[key].append(k)
+    else:
+        resp[key][k] = v
+
+
+def apply_patch(obj, patch):
+    """Apply a PatchObject to a JSON object (returns a new object); raises ValueError."""
+    import copy
+    out = copy.deepcopy(obj)
+    for path, value in patch.items():
+        if not isinstance(path, str) or path == "" or path.startswith("/"):
+            raise ValueError(path)
+        tokens = [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")]
+        target = out
+        for t in tokens[:-1]:
+            if not isinstance(target, dict) or not isinstance(target.get(t), dict):
+                raise ValueError(path)
+            target = target[t]
+        if not isinstance(target, dict):
+            raise ValueError(path)
+        if value is None:
+            target.pop(tokens[-1], None)
+        else:
+            target[tokens[-1]] = value
+    return out
+
+
+# --- Core/echo ------------------------------------------------------------------
+
+@method("Core/echo", CORE)
+def core_echo(ctx, args):
+    return args

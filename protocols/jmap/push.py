@@ -1,0 +1,313 @@
+"""JMAP push: the event source (RFC 8620 section 7.3) and the WebSocket
+transport with push (RFC 8887, autobahn on Twisted).
+
+Owns turning the store's change events (``store.bus``) into StateChange
+objects for connected clients. Nothing polls: a connection subscribes to its
+account on the bus, coalesces the events of one loop tick, reads the new
+states on the worker pool and writes one StateChange. Event ids are the
+account's MODSEQ, so a reconnect with ``Last-Event-ID`` learns at once what
+it missed.
+"""
+
+import json
+import logging
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.web import resource, server
+
+from . import core
+from .web import spawn
+from .core import RequestError, account_id_of
+
+log = logging.getLogger("roost.jmap")
+
+PUSH_TYPES = ("Mailbox", "Email", "Thread", "EmailDelivery", "Identity", "EmailSubmission",
+              "VacationResponse")
+MIN_PING, MAX_PING = 1, 3600
+COALESCE = 0.005
+
+
+def states(store, account_id, types):
+    """``{type: state}`` of ``types`` now."""
+    out = {}
+    for t in types:
+        out[t] = str(store.state(account_id, "Email" if t == "EmailDelivery" else t))
+    return out
+
+
+class Subscriber:
+    """Watches one account on the bus and calls ``send(changed, modseq)`` with
+    the new states of the types that changed, at most once per loop tick."""
+
+    def __init__(self, service, account, types, send):
+        self.service = service
+        self.account = account
+        self.types = types          # None: every type
+        self.send = send
+        self.pending = set()
+        self.timer = None
+        self.last = {}
+        self.unsubscribe = service.store.bus.subscribe(account.id, self._changed)
+
+    def _changed(self, change):
+        kinds = {k for k in change.kinds if self.types is None or k in self.types}
+        if not kinds:
+            return
+        self.pending |= kinds
+        if self.timer is None:
+            self.timer = reactor.callLater(COALESCE, self._flush)
+
+    def _flush(self):
+        self.timer = None
+        kinds, self.pending = self.pending, set()
+        spawn(self._send(kinds))
+
+    async def _send(self, kinds):
+        try:
+            now = await self.service.run(states, self.service.store, self.account.id, sorted(kinds))
+            modseq = await self.service.run(self.service.store.state, self.account.id)
+        except Exception:  # noqa: BLE001 - the store may be closing
+            log.debug("push state read failed", exc_info=True)
+            return
+        changed = {k: v for k, v in now.items() if self.last.get(k) != v}
+        self.last.update(now)
+        if changed:
+            self.send(changed, modseq)
+
+    def close(self):
+        self.unsubscribe()
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+
+def state_change(account, changed):
+    return {"@type": "StateChange", "changed": {account_id_of(account): changed}}
+
+
+# --- event source ------------------------------------------------------------------
+
+class EventSourceResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, service):
+        super().__init__()
+        self.service = service
+
+    def render_OPTIONS(self, request):
+        from .web import _cors
+        request.setResponseCode(204)
+        _cors(request)
+        return b""
+
+    def render_GET(self, request):
+        from .web import _cookies, _headers, _query, problem, unauthorized
+
+        async def go():
+            try:
+                account = await self.service.authenticate(
+                    _headers(request), request.getClientAddress().host,
+                    _query(request), _cookies(request))
+                if account is None:
+                    unauthorized(request)
+                    return
+                q = _query(request)
+                types = q.get("types", "*")
+                types = None if types in ("*", "") else set(t for t in types.split(",") if t)
+                close_after = q.get("closeafter", "no")
+                if close_after not in ("state", "no"):
+                    raise RequestError("invalidArguments", "closeafter is state or no")
+                ping = q.get("ping", "0")
+                if not ping.isdigit():
+                    raise RequestError("invalidArguments", "ping is a number of seconds")
+                ping = int(ping)
+                ping = 0 if ping == 0 else max(MIN_PING, min(MAX_PING, ping))
+                last_id = request.getHeader(b"last-event-id")
+                EventStream(self.service, request, account, types, close_after == "state",
+                            ping, last_id.decode("latin-1") if last_id else None)
+            except RequestError as exc:
+                problem(request, exc)
+        spawn(go())
+        return server.NOT_DONE_YET
+
+
+class EventStream:
+    def __init__(self, service, request, account, types, close_after, ping, last_id):
+        from .web import _cors
+        self.request = request
+        self.account = account
+        self.close_after = close_after
+        self.ping = ping
+        self.closed = False
+        self.ping_timer = None
+        request.setResponseCode(200)
+        _cors(request)
+        request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        request.write(b": roost\n\n")
+        self.sub = Subscriber(service, account, types, self.send)
+        request.notifyFinish().addBoth(self._gone)
+        self._schedule_ping()
+        if last_id and last_id.isdigit():
+            spawn(self._catch_up(service, int(last_id), types))
+
+    async def _catch_up(self, service, since, types):
+        now = await service.run(service.store.state, self.account.id)
+        if now > since:
+            wanted = [t for t in PUSH_TYPES if types is None or t in types]
+            got = await service.run(states, service.store, self.account.id, wanted)
+            changed = {t: s for t, s in got.items() if int(s) > since}
+            self.sub.last.update(got)
+            if changed:
+                self.send(changed, now)
+
+    def _schedule_ping(self):
+        if self.ping and not self.closed:
+            if self.ping_timer is not None and self.ping_timer.active():
+                self.ping_timer.reset(self.ping)
+            else:
+                self.ping_timer = reactor.callLater(self.ping, self._ping)
+
+    def _ping(self):
+        self.ping_timer = None
+        if self.closed:
+            return
+        self.request.write(b"event: ping\ndata: " +
+                           json.dumps({"interval": self.ping}).encode() + b"\n\n")
+        self._schedule_ping()
+
+    def send(self, changed, modseq):
+        if self.closed:
+            return
+        data = json.dumps(state_change(self.account, changed)).encode()
+        self.request.write(b"event: state\nid: " + str(modseq).encode() + b"\ndata: " + data + b"\n\n")
+        self._schedule_ping()
+        if self.close_after:
+            self.closed = True
+            self._stop()
+            self.request.finish()
+
+    def _gone(self, _result):
+        self.closed = True
+        self._stop()
+
+    def _stop(self):
+        self.sub.close()
+        if self.ping_timer is not None and self.ping_timer.active():
+            self.ping_timer.cancel()
+        self.ping_timer = None
+
+
+# --- WebSocket (RFC 8887) ------------------------------------------------------------------
+
+class JMAPWebSocket(WebSocketServerProtocol):
+    service = None
+
+    def onConnect(self, request):
+        if "jmap" not in request.protocols:
+            raise ConnectionDeny(400, "the jmap subprotocol is required")
+        return Deferred.fromFuture(spawn(self._auth(request)))
+
+    async def _auth(self, request):
+        query = {k: v[-1] for k, v in request.params.items()}
+        cookies = {}
+        for part in request.headers.get("cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            cookies[name] = value
+        account = await self.service.authenticate(request.headers, request.peer.split(":")[1]
+                                                  if ":" in request.peer else request.peer,
+                                                  query, cookies)
+        if account is None:
+            raise ConnectionDeny(401, "authentication required")
+        self.account = account
+        self.sub = None
+        self.queue = []
+        return "jmap"
+
+    def onMessage(self, payload, is_binary):
+        if is_binary:
+            self.sendClose(1003, "JMAP messages are text")
+            return
+        spawn(self._handle(payload))
+
+    async def _handle(self, payload):
+        request_id = None
+        try:
+            try:
+                doc = json.loads(payload)
+            except (ValueError, UnicodeDecodeError):
+                raise RequestError("notJSON", "the message is not JSON") from None
+            if not isinstance(doc, dict):
+                raise RequestError("notRequest", "a message must be a JSON object")
+            request_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+            kind = doc.get("@type")
+            if kind == "Request":
+                result = await self.service.run(core.process, self.service.backend,
+                                                self.account, doc)
+                out = {"@type": "Response", **result}
+                if request_id is not None:
+                    out["requestId"] = request_id
+                self._send(out)
+            elif kind == "WebSocketPushEnable":
+                types = doc.get("dataTypes")
+                types = None if types is None else set(t for t in types if isinstance(t, str))
+                if self.sub is not None:
+                    self.sub.close()
+                self.sub = Subscriber(self.service, self.account, types, self._push)
+                push_state = doc.get("pushState")
+                if isinstance(push_state, str) and push_state.isdigit():
+                    now = await self.service.run(self.service.store.state, self.account.id)
+                    if now > int(push_state):
+                        wanted = [t for t in PUSH_TYPES if types is None or t in types]
+                        got = await self.service.run(states, self.service.store, self.account.id,
+                                                     wanted)
+                        changed = {t: s for t, s in got.items() if int(s) > int(push_state)}
+                        if changed:
+                            self._push(changed, now)
+            elif kind == "WebSocketPushDisable":
+                if self.sub is not None:
+                    self.sub.close()
+                    self.sub = None
+            else:
+                raise RequestError("notRequest", "@type must be Request, WebSocketPushEnable "
+                                   "or WebSocketPushDisable")
+        except RequestError as exc:
+            out = {"@type": "RequestError", **exc.json()}
+            if request_id is not None:
+                out["requestId"] = request_id
+            self._send(out)
+        except Exception:  # noqa: BLE001
+            log.exception("JMAP WebSocket message failed")
+            self._send({"@type": "RequestError", "type": "about:blank", "status": 500,
+                        "detail": "internal error", "requestId": request_id})
+
+    def _push(self, changed, modseq):
+        self._send({**state_change(self.account, changed), "pushState": str(modseq)})
+
+    def _send(self, obj):
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(json.dumps(obj, ensure_ascii=False).encode("utf-8"), False)
+
+    def onClose(self, was_clean, code, reason):
+        sub = getattr(self, "sub", None)
+        if sub is not None:
+            sub.close()
+            self.sub = None
+
+
+def websocket_resource(service):
+    factory = WebSocketServerFactory(protocols=["jmap"])
+    factory.setProtocolOptions(maxMessagePayloadSize=core.LIMITS["maxSizeRequest"],
+                               maxFramePayloadSize=core.LIMITS["maxSizeRequest"],
+                               autoPingInterval=60, autoPingTimeout=30)
+
+    class Protocol(JMAPWebSocket):
+        pass
+    Protocol.service = service
+    factory.protocol = Protocol
+    return WebSocketResource(factory)

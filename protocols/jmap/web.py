@@ -1,0 +1,427 @@
+"""The JMAP HTTP resource tree (twisted.web): session, API, upload, download,
+event source, WebSocket, and authentication.
+
+    /.well-known/jmap                       307 to /jmap/session
+    /jmap/session                           the Session object
+    /jmap/api/                              POST a Request
+    /jmap/upload/{accountId}/               POST a blob
+    /jmap/download/{accountId}/{blobId}/{name}?accept={type}
+    /jmap/eventsource?types=&closeafter=&ping=
+    /jmap/ws                                RFC 8887 WebSocket, subprotocol "jmap"
+    /jmap/ticket                            POST: a short-lived signed ticket
+
+Owns HTTP framing, auth (Basic with the account password, Bearer with an app
+token; a signed ticket in ``?ticket=`` or the ``roost_jmap`` cookie only for
+the event source and WebSocket, which browsers cannot give headers), CORS,
+limits and turning errors into status codes. Method logic lives in
+``core`` and the method modules and runs on the worker pool through ``run``;
+nothing here blocks the loop.
+"""
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import urllib.parse
+
+from twisted.internet.defer import Deferred
+from twisted.web import resource, server
+
+from roost.storage import account_data
+
+from . import core
+from .blobs import BlobNotFound
+from .core import CAPABILITIES, LIMITS, RequestError, account_id_of
+
+log = logging.getLogger("roost.jmap")
+
+TICKET_SECONDS = 300
+COOKIE = "roost_jmap"
+CORS_HEADERS = {
+    b"Access-Control-Allow-Origin": b"*",
+    b"Access-Control-Allow-Methods": b"GET, POST, OPTIONS",
+    b"Access-Control-Allow-Headers": b"Authorization, Content-Type, Accept, Last-Event-ID",
+    b"Access-Control-Expose-Headers": b"WWW-Authenticate, Content-Disposition",
+    b"Access-Control-Max-Age": b"86400",
+}
+
+
+class Service:
+    """Everything the resources share: the backend, the worker pool, auth and push."""
+
+    def __init__(self, backend, run, authenticator):
+        self.backend = backend
+        self.store = backend.store
+        self.run = run                     # async run(fn, *args) on the worker pool
+        self.auth = authenticator
+        self.secret = secrets.token_bytes(32)
+        self.uploads_in_flight = {}
+
+    def call(self, fn, *args):
+        """A Deferred of ``fn(*args)`` run on the worker pool."""
+        return Deferred.fromFuture(asyncio.ensure_future(self.run(fn, *args)))
+
+    # --- tickets ------------------------------------------------------------------
+
+    def make_ticket(self, account):
+        expires = int(time.time()) + TICKET_SECONDS
+        body = f"{account.id}.{expires}"
+        sig = hmac.new(self.secret, body.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{body}.{sig}"
+
+    def ticket_account_id(self, ticket):
+        try:
+            acct, expires, sig = ticket.split(".")
+            good = hmac.new(self.secret, f"{acct}.{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+            if hmac.compare_digest(sig, good) and int(expires) >= time.time():
+                return int(acct)
+        except (ValueError, AttributeError):
+            pass
+        return None
+
+    # --- authentication ----------------------------------------------------------------
+
+    async def authenticate(self, headers, ip, query=None, cookies=None):
+        """The Account for a request's credentials, or None."""
+        value = headers.get("authorization") or ""
+        scheme, _, cred = value.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            try:
+                user, _, password = base64.b64decode(cred.strip(), validate=True) \
+                    .decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return None
+            if self.auth.blocked(ip, user.lower()):
+                return None
+            acct = await self.run(self.auth.check, user, password)
+            if acct is None:
+                await asyncio.sleep(min(self.auth.failed(ip, user.lower()), 2))
+                # app tokens work as passwords too (clients that only know Basic)
+                acct = await self.run(account_data.token_account, self.store, password)
+                if acct is not None and acct.address != user.lower():
+                    acct = None
+            return acct
+        if scheme == "bearer":
+            if self.auth.blocked(ip):
+                return None
+            acct = await self.run(account_data.token_account, self.store, cred.strip())
+            if acct is None:
+                self.auth.failed(ip)
+            return acct
+        ticket = (query or {}).get("ticket") or (cookies or {}).get(COOKIE)
+        if ticket:
+            account_id = self.ticket_account_id(ticket)
+            if account_id is not None:
+                return await self.run(self.store.account_by_id, account_id)
+        return None
+
+    # --- the session object ---------------------------------------------------------------
+
+    def session(self, account, base):
+        aid = account_id_of(account)
+        caps = {urn: value for urn, (value, _a) in CAPABILITIES.items()}
+        caps[core.WEBSOCKET] = {"url": base.replace("http", "ws", 1) + "/jmap/ws",
+                                "supportsPush": True}
+        account_caps = {urn: a for urn, (_v, a) in CAPABILITIES.items() if a is not None}
+        return {
+            "capabilities": caps,
+            "accounts": {aid: {"name": account.address, "isPersonal": True, "isReadOnly": False,
+                               "accountCapabilities": account_caps}},
+            "primaryAccounts": {urn: aid for urn in account_caps},
+            "username": account.address,
+            "apiUrl": f"{base}/jmap/api/",
+            "downloadUrl": f"{base}/jmap/download/{{accountId}}/{{blobId}}/{{name}}?accept={{type}}",
+            "uploadUrl": f"{base}/jmap/upload/{{accountId}}/",
+            "eventSourceUrl": f"{base}/jmap/eventsource?types={{types}}&closeafter={{closeafter}}"
+                              "&ping={ping}",
+            "state": self.backend.session_state(account),
+        }
+
+
+# --- helpers -------------------------------------------------------------------------
+
+_TASKS = set()
+
+
+def spawn(coro):
+    """Run ``coro`` as an asyncio task on the loop (the reactor's loop), keeping
+    a reference until it ends."""
+    task = asyncio.ensure_future(coro)
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+    return task
+
+def _cors(request):
+    for k, v in CORS_HEADERS.items():
+        request.setHeader(k, v)
+
+
+def _headers(request):
+    return {k.decode("latin-1").lower(): v[-1].decode("latin-1")
+            for k, v in request.requestHeaders.getAllRawHeaders()}
+
+
+def _query(request):
+    return {k.decode("latin-1"): v[-1].decode("utf-8", "replace") for k, v in request.args.items()}
+
+
+def _cookies(request):
+    out = {}
+    for raw in request.requestHeaders.getRawHeaders(b"cookie", []):
+        for part in raw.decode("latin-1").split(";"):
+            name, _, value = part.strip().partition("=")
+            out[name] = value
+    return out
+
+
+def _base_url(request):
+    host = (request.getHeader(b"host") or b"").decode("latin-1")
+    if not host or any(c in host for c in "/\\@ \t\r\n"):
+        addr = request.getHost()
+        host = f"{addr.host}:{addr.port}"
+    scheme = "https" if request.isSecure() else "http"
+    return f"{scheme}://{host}"
+
+
+def _finish(request, status, body, ctype=b"application/json", headers=None):
+    if request._disconnected or request.finished:
+        return
+    request.setResponseCode(status)
+    _cors(request)
+    request.setHeader(b"Content-Type", ctype)
+    request.setHeader(b"Cache-Control", b"no-cache, no-store")
+    for k, v in (headers or {}).items():
+        request.setHeader(k, v)
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    request.setHeader(b"Content-Length", str(len(body)).encode())
+    request.write(body)
+    request.finish()
+
+
+def problem(request, err):
+    _finish(request, err.status, err.json(), b"application/problem+json")
+
+
+def unauthorized(request):
+    _finish(request, 401, {"type": "about:blank", "status": 401,
+                           "detail": "authentication required"},
+            b"application/problem+json",
+            {b"WWW-Authenticate": b'Basic realm="roost", charset="UTF-8", Bearer realm="roost"'})
+
+
+class AsyncResource(resource.Resource):
+    """A leaf whose GET/POST are coroutines; errors never become tracebacks."""
+
+    isLeaf = True
+    needs_auth = True
+    allow_ticket = False
+
+    def __init__(self, service):
+        super().__init__()
+        self.service = service
+
+    def render_OPTIONS(self, request):
+        request.setResponseCode(204)
+        _cors(request)
+        return b""
+
+    def render_GET(self, request):
+        return self._start(request, self.get)
+
+    def render_POST(self, request):
+        return self._start(request, self.post)
+
+    async def get(self, request, account):
+        raise RequestError("notFound", "no such resource", status=404)
+
+    async def post(self, request, account):
+        raise RequestError("notFound", "no such resource", status=404)
+
+    def _start(self, request, handler):
+        async def go():
+            try:
+                account = None
+                if self.needs_auth:
+                    ip = request.getClientAddress().host if hasattr(request, "getClientAddress") \
+                        else request.getClientIP()
+                    account = await self.service.authenticate(
+                        _headers(request), ip or "",
+                        _query(request) if self.allow_ticket else None,
+                        _cookies(request) if self.allow_ticket else None)
+                    if account is None:
+                        unauthorized(request)
+                        return
+                await handler(request, account)
+            except RequestError as exc:
+                problem(request, exc)
+            except Exception:  # noqa: BLE001 - never a traceback to the client
+                log.exception("JMAP %s %s failed", request.method, request.path)
+                _finish(request, 500, {"type": "about:blank", "status": 500,
+                                       "detail": "internal error"}, b"application/problem+json")
+        spawn(go())
+        return server.NOT_DONE_YET
+
+
+# --- resources -------------------------------------------------------------------
+
+class WellKnown(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        _cors(request)
+        request.setResponseCode(307)
+        request.setHeader(b"Location", b"/jmap/session")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return b""
+
+    def render_OPTIONS(self, request):
+        request.setResponseCode(204)
+        _cors(request)
+        return b""
+
+
+class SessionResource(AsyncResource):
+    async def get(self, request, account):
+        body = self.service.session(account, _base_url(request))
+        ticket = self.service.make_ticket(account)
+        cookie = (f"{COOKIE}={ticket}; Path=/jmap; Max-Age={TICKET_SECONDS}; HttpOnly; "
+                  "SameSite=Strict").encode()
+        if request.isSecure():
+            cookie += b"; Secure"
+        _finish(request, 200, body, headers={b"Set-Cookie": cookie})
+
+
+class TicketResource(AsyncResource):
+    async def post(self, request, account):
+        _finish(request, 200, {"ticket": self.service.make_ticket(account),
+                               "expiresIn": TICKET_SECONDS})
+
+
+class ApiResource(AsyncResource):
+    async def post(self, request, account):
+        body = _read_body(request, LIMITS["maxSizeRequest"], "maxSizeRequest")
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise RequestError("notJSON", "the request body is not JSON") from None
+        result = await self.service.run(core.process, self.service.backend, account, doc)
+        _finish(request, 200, result)
+
+
+def _read_body(request, limit, name):
+    length = request.getHeader(b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise RequestError("limit", f"the body is larger than {name} ({limit} octets)",
+                           status=413, limit=name)
+    request.content.seek(0)
+    body = request.content.read(limit + 1)
+    if len(body) > limit:
+        raise RequestError("limit", f"the body is larger than {name} ({limit} octets)",
+                           status=413, limit=name)
+    return body
+
+
+class UploadResource(AsyncResource):
+    async def post(self, request, account):
+        parts = [p.decode("latin-1") for p in request.postpath if p]
+        if len(parts) != 1 or parts[0] != account_id_of(account):
+            raise RequestError("notFound", "no such account for these credentials", status=404)
+        busy = self.service.uploads_in_flight.get(account.id, 0)
+        if busy >= LIMITS["maxConcurrentUpload"]:
+            raise RequestError("limit", "too many concurrent uploads", status=429,
+                               limit="maxConcurrentUpload")
+        self.service.uploads_in_flight[account.id] = busy + 1
+        try:
+            data = _read_body(request, LIMITS["maxSizeUpload"], "maxSizeUpload")
+            ctype = (request.getHeader(b"content-type") or b"application/octet-stream") \
+                .decode("latin-1")[:255]
+            blob_id = await self.service.run(account_data.save_upload, self.service.store,
+                                             account.id, data, ctype)
+        finally:
+            self.service.uploads_in_flight[account.id] -= 1
+        _finish(request, 201, {"accountId": account_id_of(account), "blobId": blob_id,
+                               "type": ctype, "size": len(data)})
+
+
+class DownloadResource(AsyncResource):
+    async def get(self, request, account):
+        parts = [urllib.parse.unquote(p.decode("latin-1")) for p in request.postpath]
+        if len(parts) < 2 or parts[0] != account_id_of(account):
+            raise RequestError("notFound", "no such blob", status=404)
+        blob_id = parts[1]
+        name = parts[2] if len(parts) > 2 and parts[2] else None
+        try:
+            data, ctype, part_name = await self.service.run(
+                self.service.backend.read_blob, account.id, blob_id)
+        except BlobNotFound:
+            raise RequestError("notFound", "no such blob", status=404) from None
+        accept = _query(request).get("accept") or ctype
+        if not accept or any(c in accept for c in "\r\n"):
+            accept = "application/octet-stream"
+        name = name or part_name or "download"
+        disposition = ("attachment; filename*=UTF-8''" +
+                       urllib.parse.quote(name, safe="")).encode("latin-1")
+        _finish(request, 200, data, accept.encode("latin-1", "replace"),
+                {b"Content-Disposition": disposition,
+                 b"Cache-Control": b"private, immutable, max-age=31536000"})
+
+
+class JMAPDir(resource.Resource):
+    def render_OPTIONS(self, request):
+        request.setResponseCode(204)
+        _cors(request)
+        return b""
+
+    def getChild(self, path, request):
+        if path == b"":
+            return self
+        return resource.NoResource()
+
+
+class NotFound(resource.Resource):
+    isLeaf = True
+
+    def render(self, request):
+        if request.method == b"OPTIONS":
+            request.setResponseCode(204)
+            _cors(request)
+            return b""
+        request.setResponseCode(404)
+        _cors(request)
+        request.setHeader(b"Content-Type", b"application/problem+json")
+        return json.dumps({"type": "about:blank", "status": 404, "detail": "not found"}).encode()
+
+
+class Root(resource.Resource):
+    def getChild(self, path, request):
+        return NotFound()
+
+
+def build_site(service):
+    """The twisted.web Site serving JMAP for ``service``."""
+    from . import push
+    root = Root()
+    wk = resource.Resource()
+    wk.putChild(b"jmap", WellKnown())
+    root.putChild(b".well-known", wk)
+    jmap = JMAPDir()
+    jmap.putChild(b"session", SessionResource(service))
+    jmap.putChild(b"api", ApiResource(service))
+    jmap.putChild(b"upload", UploadResource(service))
+    jmap.putChild(b"download", DownloadResource(service))
+    jmap.putChild(b"ticket", TicketResource(service))
+    jmap.putChild(b"eventsource", push.EventSourceResource(service))
+    jmap.putChild(b"ws", push.websocket_resource(service))
+    root.putChild(b"jmap", jmap)
+    site = server.Site(root)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site
+

@@ -1,0 +1,236 @@
+"""Per-account data that is not a message: uploaded blobs, app tokens, sender
+identities, the vacation auto-reply, submissions and web push subscriptions.
+
+Owns those tables' reads and writes. Writes of identities and submissions take
+the account's next MODSEQ and log ``changes`` rows (kinds ``Identity`` and
+``EmailSubmission``) like every other change, so ``/changes`` and push see
+them. Settings are plain JSON documents whose keys the caller chooses; this
+module checks ownership (every call takes the account id), never content.
+"""
+
+import hashlib
+import json
+import secrets
+import time
+
+from sqlalchemy import and_, delete, insert, select, update
+
+from .errors import AccountNotFound, MessageNotFound
+from .schema import (app_tokens, identities, push_subscriptions, submissions, uploads,
+                     vacations)
+
+UPLOAD_TTL = 24 * 3600
+
+
+def blob_id_of(data):
+    """The content-derived id of uploaded bytes (messages use the same form)."""
+    return "B" + hashlib.sha256(data).hexdigest()[:40]
+
+
+# --- uploads ---------------------------------------------------------------
+
+def save_upload(store, account_id, data, content_type):
+    """Keep ``data`` for the account; returns its blob id. Uploading the same
+    bytes again returns the same id and refreshes its expiry."""
+    blob_id = blob_id_of(data)
+    now = time.time()
+    with store._write() as (conn, _after):
+        conn.execute(delete(uploads).where(uploads.c.created < now - UPLOAD_TTL))
+        n = conn.execute(update(uploads).where(and_(
+            uploads.c.account_id == account_id, uploads.c.blob_id == blob_id))
+            .values(created=now, type=content_type)).rowcount
+        if not n:
+            conn.execute(insert(uploads).values(account_id=account_id, blob_id=blob_id,
+                                                type=content_type, size=len(data), data=data,
+                                                created=now))
+    return blob_id
+
+
+def read_upload(store, account_id, blob_id):
+    """``(bytes, content type)`` of an upload; raises MessageNotFound."""
+    with store._read() as conn:
+        row = conn.execute(select(uploads.c.data, uploads.c.type).where(and_(
+            uploads.c.account_id == account_id, uploads.c.blob_id == blob_id))).first()
+    if row is None:
+        raise MessageNotFound(blob_id)
+    return bytes(row.data), row.type
+
+
+def upload_sizes(store, account_id):
+    """Total bytes the account holds in uploads."""
+    with store._read() as conn:
+        return sum(r[0] for r in conn.execute(
+            select(uploads.c.size).where(uploads.c.account_id == account_id)))
+
+
+# --- app tokens --------------------------------------------------------------
+
+def _token_hash(token):
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def create_token(store, account_id, name):
+    """A new random token for the account; only its hash is stored."""
+    token = "rst_" + secrets.token_urlsafe(32)
+    with store._write() as (conn, _after):
+        conn.execute(insert(app_tokens).values(account_id=account_id, name=name[:255],
+                                               token_hash=_token_hash(token), created=time.time()))
+    return token
+
+
+def token_account(store, token):
+    """The ``Account`` the token belongs to, or None."""
+    with store._read() as conn:
+        account_id = conn.execute(select(app_tokens.c.account_id).where(
+            app_tokens.c.token_hash == _token_hash(token))).scalar()
+    if account_id is None:
+        return None
+    try:
+        return store.account_by_id(account_id)
+    except AccountNotFound:
+        return None
+
+
+def delete_token(store, account_id, name):
+    with store._write() as (conn, _after):
+        return conn.execute(delete(app_tokens).where(and_(
+            app_tokens.c.account_id == account_id, app_tokens.c.name == name))).rowcount
+
+
+# --- identities ----------------------------------------------------------------
+
+def identities_of(store, account_id):
+    """``[(pk, name, email, settings)]``; an account with none gets one for its address."""
+    with store._read() as conn:
+        rows = conn.execute(select(identities).where(identities.c.account_id == account_id)
+                            .order_by(identities.c.id)).all()
+    if not rows:
+        acct = store.account_by_id(account_id)
+        save_identity(store, account_id, None, "", acct.address, {})
+        return identities_of(store, account_id)
+    return [(r.id, r.name, r.email, json.loads(r.settings)) for r in rows]
+
+
+def save_identity(store, account_id, pk, name, email, settings):
+    """Create (``pk`` None) or update an identity; returns its pk (None: not found)."""
+    with store._write() as (conn, after):
+        modseq = store._next_modseq(conn, account_id)
+        values = dict(name=name, email=email, settings=json.dumps(settings))
+        if pk is None:
+            pk = conn.execute(insert(identities).values(account_id=account_id, **values)) \
+                .inserted_primary_key[0]
+            op = "c"
+        else:
+            if not conn.execute(update(identities).where(and_(
+                    identities.c.id == pk, identities.c.account_id == account_id))
+                    .values(**values)).rowcount:
+                return None
+            op = "u"
+        store._log(conn, account_id, modseq, "Identity", [pk], op)
+        store._publish(after, account_id, modseq, {"Identity"})
+    return pk
+
+
+def delete_identity(store, account_id, pk):
+    with store._write() as (conn, after):
+        if not conn.execute(delete(identities).where(and_(
+                identities.c.id == pk, identities.c.account_id == account_id))).rowcount:
+            return False
+        modseq = store._next_modseq(conn, account_id)
+        store._log(conn, account_id, modseq, "Identity", [pk], "d")
+        store._publish(after, account_id, modseq, {"Identity"})
+    return True
+
+
+# --- vacation ------------------------------------------------------------------
+
+def vacation(store, account_id):
+    with store._read() as conn:
+        raw = conn.execute(select(vacations.c.settings).where(
+            vacations.c.account_id == account_id)).scalar()
+    return json.loads(raw) if raw else {}
+
+
+def save_vacation(store, account_id, settings):
+    with store._write() as (conn, after):
+        modseq = store._next_modseq(conn, account_id)
+        if not conn.execute(update(vacations).where(vacations.c.account_id == account_id)
+                            .values(settings=json.dumps(settings))).rowcount:
+            conn.execute(insert(vacations).values(account_id=account_id,
+                                                  settings=json.dumps(settings)))
+        store._log(conn, account_id, modseq, "VacationResponse", [account_id], "u")
+        store._publish(after, account_id, modseq, {"VacationResponse"})
+
+
+# --- submissions ---------------------------------------------------------------
+
+def add_submission(store, account_id, identity_pk, message_pk, thread_pk, send_at, status):
+    with store._write() as (conn, after):
+        modseq = store._next_modseq(conn, account_id)
+        pk = conn.execute(insert(submissions).values(
+            account_id=account_id, identity_id=identity_pk, message_id=message_pk,
+            thread_id=thread_pk, send_at=send_at, status=json.dumps(status))).inserted_primary_key[0]
+        store._log(conn, account_id, modseq, "EmailSubmission", [pk], "c")
+        store._publish(after, account_id, modseq, {"EmailSubmission"})
+    return pk
+
+
+def submissions_of(store, account_id, pks=None):
+    """``[(pk, identity pk, message pk, thread pk, send_at, status)]``."""
+    q = select(submissions).where(submissions.c.account_id == account_id)
+    if pks is not None:
+        q = q.where(submissions.c.id.in_(list(pks)[:1000]))
+    with store._read() as conn:
+        return [(r.id, r.identity_id, r.message_id, r.thread_id, r.send_at, json.loads(r.status))
+                for r in conn.execute(q.order_by(submissions.c.id))]
+
+
+def update_submission(store, account_id, pk, status):
+    with store._write() as (conn, after):
+        if not conn.execute(update(submissions).where(and_(
+                submissions.c.id == pk, submissions.c.account_id == account_id))
+                .values(status=json.dumps(status))).rowcount:
+            return False
+        modseq = store._next_modseq(conn, account_id)
+        store._log(conn, account_id, modseq, "EmailSubmission", [pk], "u")
+        store._publish(after, account_id, modseq, {"EmailSubmission"})
+    return True
+
+
+def delete_submission(store, account_id, pk):
+    with store._write() as (conn, after):
+        if not conn.execute(delete(submissions).where(and_(
+                submissions.c.id == pk, submissions.c.account_id == account_id))).rowcount:
+            return False
+        modseq = store._next_modseq(conn, account_id)
+        store._log(conn, account_id, modseq, "EmailSubmission", [pk], "d")
+        store._publish(after, account_id, modseq, {"EmailSubmission"})
+    return True
+
+
+# --- push subscriptions ----------------------------------------------------------
+
+def push_subscriptions_of(store, account_id):
+    """``[(pk, settings)]``."""
+    with store._read() as conn:
+        return [(r.id, json.loads(r.settings)) for r in conn.execute(
+            select(push_subscriptions).where(push_subscriptions.c.account_id == account_id)
+            .order_by(push_subscriptions.c.id))]
+
+
+def save_push_subscription(store, account_id, pk, settings):
+    """Create (``pk`` None) or replace; returns the pk, or None when not found."""
+    with store._write() as (conn, _after):
+        if pk is None:
+            return conn.execute(insert(push_subscriptions).values(
+                account_id=account_id, settings=json.dumps(settings))).inserted_primary_key[0]
+        n = conn.execute(update(push_subscriptions).where(and_(
+            push_subscriptions.c.id == pk, push_subscriptions.c.account_id == account_id))
+            .values(settings=json.dumps(settings))).rowcount
+        return pk if n else None
+
+
+def delete_push_subscription(store, account_id, pk):
+    with store._write() as (conn, _after):
+        return bool(conn.execute(delete(push_subscriptions).where(and_(
+            push_subscriptions.c.id == pk, push_subscriptions.c.account_id == account_id))).rowcount)

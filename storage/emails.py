@@ -1,0 +1,326 @@
+"""Message-level store operations: a message with all its mailbox memberships.
+
+Owns reads of messages by id (with every mailbox they are in and the union of
+their flags), ordered listings for sorting, per-mailbox thread counts, and the
+writes that act on a message wherever it is: change flags in every mailbox,
+add or remove mailbox memberships, destroy a message everywhere. JMAP uses
+these; so may any protocol that addresses messages by id rather than by UID.
+
+Every write runs in one transaction, takes the account's next MODSEQ (several
+when one call changes several things), logs ``changes`` rows and publishes on
+the store's bus, exactly like ``Store``'s own writes. Flag names are IMAP's
+(``\\Seen``, keywords as written); mapping to other vocabularies is the
+caller's business. Nothing here knows about a protocol.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, func, select, update
+
+from . import flags as flagbits
+from .errors import MailboxNotFound, MessageNotFound
+from .schema import mailbox_messages, mailboxes, messages
+
+CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Membership:
+    mailbox_id: int
+    uid: int
+    modseq: int
+    bits: int
+    keywords: tuple
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """One message, as stored once, with the mailboxes it is in."""
+    id: int
+    thread_id: int
+    blob_id: str
+    size: int
+    internal_date: float
+    sent_at: float
+    subject: str
+    preview: str
+    has_attachment: bool
+    summary: dict
+    structure: list
+    memberships: tuple
+
+    @property
+    def flag_names(self):
+        """Union of the message's flags over its memberships (system flags first)."""
+        bits, kws = 0, ()
+        for m in self.memberships:
+            bits |= m.bits
+            kws = flagbits.merge_keywords(kws, m.keywords)
+        return flagbits.names(bits, kws)
+
+
+@dataclass
+class MessageChange:
+    """What to change on one message. ``replace`` is a list of flag names that
+    becomes the message's flags in every mailbox, except the bits in
+    ``keep_bits``, which stay as they are; ``add``/``remove`` patch flags.
+    ``add_to``/``remove_from`` are mailbox primary keys."""
+    replace: list = None
+    keep_bits: int = 0
+    add: list = field(default_factory=list)
+    remove: list = field(default_factory=list)
+    add_to: list = field(default_factory=list)
+    remove_from: list = field(default_factory=list)
+
+
+def _chunks(seq, n=CHUNK):
+    seq = list(seq)
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def get_messages(store, account_id, pks, *, parsed=True):
+    """``{pk: MessageInfo}`` of the account's messages among ``pks`` (others are absent)."""
+    out = {}
+    pks = sorted({p for p in pks if isinstance(p, int)})
+    cols = [messages.c.id, messages.c.thread_id, messages.c.blob_id, messages.c.size,
+            messages.c.internal_date, messages.c.sent_at, messages.c.subject, messages.c.preview,
+            messages.c.has_attachment, messages.c.summary]
+    if parsed:
+        cols.append(messages.c.structure)
+    with store._read() as conn:
+        for chunk in _chunks(pks):
+            rows = conn.execute(select(*cols).where(and_(
+                messages.c.account_id == account_id, messages.c.id.in_(chunk)))).all()
+            found = [r.id for r in rows]
+            members = {}
+            for m in conn.execute(select(
+                    mailbox_messages.c.message_id, mailbox_messages.c.mailbox_id,
+                    mailbox_messages.c.uid, mailbox_messages.c.modseq, mailbox_messages.c.flags,
+                    mailbox_messages.c.keywords).where(mailbox_messages.c.message_id.in_(found))):
+                members.setdefault(m[0], []).append(
+                    Membership(m[1], m[2], m[3], m[4], flagbits.decode_keywords(m[5])))
+            for r in rows:
+                out[r.id] = MessageInfo(
+                    r.id, r.thread_id, r.blob_id, r.size, r.internal_date, r.sent_at, r.subject,
+                    r.preview, bool(r.has_attachment), json.loads(r.summary),
+                    json.loads(r.structure) if parsed else None,
+                    tuple(sorted(members.get(r.id, ()), key=lambda m: m.mailbox_id)))
+    return out
+
+
+def message_by_blob(store, account_id, blob_id):
+    """The primary key of the account's message whose bytes are ``blob_id``, or None."""
+    with store._read() as conn:
+        return conn.execute(select(messages.c.id).where(and_(
+            messages.c.account_id == account_id, messages.c.blob_id == blob_id)).limit(1)).scalar()
+
+
+def thread_messages(store, account_id, thread_pks):
+    """``{thread_pk: [message pk, ...]}`` oldest first (by arrival, then id)."""
+    out = {}
+    with store._read() as conn:
+        for chunk in _chunks(sorted(set(thread_pks))):
+            for tid, mid in conn.execute(
+                    select(messages.c.thread_id, messages.c.id).where(and_(
+                        messages.c.account_id == account_id, messages.c.thread_id.in_(chunk)))
+                    .order_by(messages.c.internal_date, messages.c.id)):
+                out.setdefault(tid, []).append(mid)
+    return out
+
+
+def mailbox_thread_counts(store, account_id):
+    """``{mailbox_pk: (threads, unread threads)}``: distinct threads with a message
+    in the mailbox, and those with an unseen message in it."""
+    unseen = 1 - mailbox_messages.c.flags.op("&")(flagbits.SEEN)
+    q = (select(mailbox_messages.c.mailbox_id, func.count(func.distinct(messages.c.thread_id)))
+         .join(messages, messages.c.id == mailbox_messages.c.message_id)
+         .join(mailboxes, mailboxes.c.id == mailbox_messages.c.mailbox_id)
+         .where(mailboxes.c.account_id == account_id)
+         .group_by(mailbox_messages.c.mailbox_id))
+    qu = q.where(unseen == 1)
+    with store._read() as conn:
+        total = dict(conn.execute(q).all())
+        unread = dict(conn.execute(qu).all())
+    return {k: (v, unread.get(k, 0)) for k, v in total.items()}
+
+
+ORDER_COLUMNS = {
+    "received": messages.c.internal_date, "size": messages.c.size,
+    "from": messages.c.from_sort, "to": messages.c.to_sort,
+    "subject": func.lower(messages.c.subject), "sent": messages.c.sent_at,
+}
+
+
+def ordered_messages(store, account_id, order, *, mailbox_pk=None, pks=None):
+    """``[(pk, thread_pk)]`` of the account's messages (those in ``mailbox_pk``
+    or among ``pks`` when given) sorted by ``order``: ``[(column, ascending)]``
+    with columns from ``ORDER_COLUMNS``; ties break by id, newest first."""
+    q = select(messages.c.id, messages.c.thread_id).where(messages.c.account_id == account_id)
+    if mailbox_pk is not None:
+        q = q.join(mailbox_messages, mailbox_messages.c.message_id == messages.c.id) \
+            .where(mailbox_messages.c.mailbox_id == mailbox_pk)
+    keys = [ORDER_COLUMNS[c].asc() if asc else ORDER_COLUMNS[c].desc() for c, asc in order]
+    q = q.order_by(*keys, messages.c.id.desc())
+    wanted = set(pks) if pks is not None else None
+    with store._read() as conn:
+        rows = conn.execute(q).all()
+    if wanted is not None:
+        return [(r[0], r[1]) for r in rows if r[0] in wanted]
+    return [(r[0], r[1]) for r in rows]
+
+
+def flagged_messages(store, account_id, name):
+    """``(message pks, thread pks)`` of the account's messages that have flag
+    ``name`` in some mailbox, and the threads they are in."""
+    bits, kws = flagbits.split([name])
+    cond = mailbox_messages.c.flags.op("&")(bits) != 0 if bits else None
+    q = select(messages.c.id, messages.c.thread_id, mailbox_messages.c.keywords) \
+        .join(mailbox_messages, mailbox_messages.c.message_id == messages.c.id) \
+        .where(messages.c.account_id == account_id)
+    if cond is not None:
+        q = q.where(cond)
+    elif kws:
+        q = q.where(mailbox_messages.c.keywords != "")
+    else:
+        return set(), set()
+    want = kws[0].lower() if kws else None
+    msgs, threads_ = set(), set()
+    with store._read() as conn:
+        for mid, tid, kw in conn.execute(q):
+            if want is None or want in (k.lower() for k in flagbits.decode_keywords(kw)):
+                msgs.add(mid)
+                threads_.add(tid)
+    return msgs, threads_
+
+
+def all_thread_pairs(store, account_id):
+    """``[(message pk, thread pk)]`` of every message of the account."""
+    with store._read() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(messages.c.id, messages.c.thread_id).where(messages.c.account_id == account_id))]
+
+
+# --- writes ------------------------------------------------------------------
+
+def change_messages(store, account_id, changes):
+    """Apply ``{pk: MessageChange}`` in one transaction.
+
+    Returns ``{pk: None or error}`` where an error is a ``MessageNotFound`` or
+    ``MailboxNotFound`` instance, or ``ValueError`` when the change would leave
+    a message in no mailbox. A failing message changes nothing; the others
+    still apply.
+    """
+    acct = store.account_by_id(account_id)
+    results = {}
+    with store._write() as (conn, after):
+        boxes = {r.id: r for r in conn.execute(
+            select(mailboxes).where(mailboxes.c.account_id == account_id))}
+        box_objs = {}
+
+        def box(pk):
+            if pk not in box_objs:
+                from .store import _mailbox
+                box_objs[pk] = _mailbox(boxes[pk])
+            return box_objs[pk]
+
+        for pk, ch in changes.items():
+            row = conn.execute(select(messages.c.id, messages.c.stem).where(and_(
+                messages.c.id == pk, messages.c.account_id == account_id))).first()
+            if row is None:
+                results[pk] = MessageNotFound(pk)
+                continue
+            bad = [b for b in list(ch.add_to) + list(ch.remove_from) if b not in boxes]
+            if bad:
+                results[pk] = MailboxNotFound(bad[0])
+                continue
+            members = conn.execute(select(
+                mailbox_messages.c.mailbox_id, mailbox_messages.c.uid, mailbox_messages.c.flags,
+                mailbox_messages.c.keywords).where(mailbox_messages.c.message_id == pk)).all()
+            have = {m.mailbox_id for m in members}
+            final = (have | set(ch.add_to)) - set(ch.remove_from)
+            if not final:
+                results[pk] = ValueError("a message must stay in at least one mailbox")
+                continue
+            with conn.begin_nested():
+                _flags(store, conn, after, acct, pk, row.stem, members, ch, box)
+                adds = [b for b in dict.fromkeys(ch.add_to) if b not in have]
+                if adds:
+                    src = conn.execute(select(mailbox_messages.c.mailbox_id, mailbox_messages.c.uid)
+                                       .where(mailbox_messages.c.message_id == pk).limit(1)).first()
+                    for dest in adds:
+                        store._copy(conn, after, acct, box(src.mailbox_id), box(dest), [src.uid])
+                for b in dict.fromkeys(ch.remove_from):
+                    if b in have:
+                        uid = next(m.uid for m in members if m.mailbox_id == b)
+                        modseq = store._next_modseq(conn, account_id)
+                        store._remove(conn, after, acct, box(b), [uid], modseq)
+            results[pk] = None
+    return results
+
+
+def _flags(store, conn, after, acct, pk, stem, members, ch, box):
+    if ch.replace is None and not ch.add and not ch.remove:
+        return
+    rbits, rkw = flagbits.split(ch.replace or [])
+    abits, akw = flagbits.split(ch.add)
+    dbits, dkw = flagbits.split(ch.remove)
+    updates = []
+    for m in members:
+        old_k = flagbits.decode_keywords(m.keywords)
+        if ch.replace is not None:
+            nb = (m.flags & ch.keep_bits) | (rbits & ~ch.keep_bits)
+            nk = flagbits.merge_keywords((), rkw)
+        else:
+            nb, nk = m.flags, old_k
+        nb = (nb | abits) & ~dbits
+        nk = flagbits.merge_keywords(nk, akw, dkw)
+        if nb != m.flags or nk != old_k:
+            updates.append((m, nb, nk))
+    if not updates:
+        return
+    modseq = store._next_modseq(conn, acct.id)
+    renames = []
+    for m, nb, nk in updates:
+        conn.execute(update(mailbox_messages).where(and_(
+            mailbox_messages.c.mailbox_id == m.mailbox_id, mailbox_messages.c.uid == m.uid))
+            .values(flags=nb, keywords=flagbits.encode_keywords(nk), modseq=modseq))
+        conn.execute(update(mailboxes).where(mailboxes.c.id == m.mailbox_id)
+                     .values(highestmodseq=modseq))
+        renames.append((box(m.mailbox_id).folder, m.flags, nb))
+    store._log(conn, acct.id, modseq, "Email", [pk], "u")
+    seen_changed = [m.mailbox_id for m, nb, _nk in updates if (nb ^ m.flags) & flagbits.SEEN]
+    if seen_changed:
+        store._log(conn, acct.id, modseq, "Mailbox", sorted(seen_changed), "u")
+    after.append(lambda: [store.blobs.set_flags(acct.maildir_key, f, stem, ob, nb)
+                          for f, ob, nb in renames if ob != nb])
+    store._publish(after, acct.id, modseq, {"Email", "Mailbox"}, {m.mailbox_id for m, _b, _k in updates})
+
+
+def destroy_messages(store, account_id, pks):
+    """Remove each message from every mailbox it is in (so it is gone).
+    Returns ``(destroyed pks, not found pks)``."""
+    acct = store.account_by_id(account_id)
+    destroyed, missing = [], []
+    with store._write() as (conn, after):
+        boxes = {r.id: r for r in conn.execute(
+            select(mailboxes).where(mailboxes.c.account_id == account_id))}
+        by_box = {}
+        for pk in pks:
+            members = conn.execute(
+                select(mailbox_messages.c.mailbox_id, mailbox_messages.c.uid)
+                .join(messages, messages.c.id == mailbox_messages.c.message_id)
+                .where(and_(messages.c.id == pk, messages.c.account_id == account_id))).all()
+            if not members:
+                missing.append(pk)
+                continue
+            destroyed.append(pk)
+            for b, uid in members:
+                by_box.setdefault(b, []).append(uid)
+        if by_box:
+            from .store import _mailbox
+            modseq = store._next_modseq(conn, account_id)
+            for b, uids in by_box.items():
+                store._remove(conn, after, acct, _mailbox(boxes[b]), uids, modseq)
+    return destroyed, missing
