@@ -373,7 +373,9 @@ class Store:
             return []
         out, seen = [], set()
 
-        def walk(addr, detail, depth):
+        def walk(addr, detail, depth, given):
+            # ``given``: addr is the address as given (or it without +detail),
+            # so a catch-all applies; never to an alias target.
             if addr in seen or depth > MAX_ALIAS_DEPTH:
                 return
             seen.add(addr)
@@ -382,20 +384,23 @@ class Store:
                 out.append((acct, detail))
                 return
             local, _, domain = addr.rpartition("@")
+            base = None
+            # Recurse only after the connection is back: the in-memory store
+            # has one connection, and nested reads would begin twice.
             with self._read() as conn:
                 targets = [r[0] for r in conn.execute(
                     select(aliases.c.target).where(aliases.c.address == addr))]
                 if not targets and "+" in local:
                     base, _, det = local.partition("+")
-                    walk(f"{base}@{domain}", detail or det, depth + 1)
-                    return
-                if not targets and depth == 0:
+                elif not targets and given:
                     targets = [r[0] for r in conn.execute(
                         select(aliases.c.target).where(aliases.c.address == "@" + domain))]
+            if base is not None:
+                walk(f"{base}@{domain}", detail or det, depth + 1, given)
             for target in targets:
-                walk(target, detail, depth + 1)
+                walk(target, detail, depth + 1, False)
 
-        walk(address, None, 0)
+        walk(address, None, 0, True)
         unique, ids = [], set()
         for acct, detail in out:
             if acct.id not in ids:

@@ -36,7 +36,10 @@ def add_user(data, address, password="secret", quota=None):
 
 
 class RoostServer:
-    """``roost serve`` as a subprocess; ``ports["lmtp"]`` etc. once started."""
+    """``roost serve`` as a subprocess; ``ports["lmtp"]`` etc. once started.
+
+    ``listeners`` names the listeners to start on port 0, or maps names to
+    fixed ``host:port`` addresses; every other listener is off."""
 
     def __init__(self, data, listeners=("lmtp",), config=None):
         self.data = str(data)
@@ -51,8 +54,10 @@ class RoostServer:
         if self.config:
             args += ["--config", str(self.config)]
         args.append("serve")
+        fixed = self.listeners if isinstance(self.listeners, dict) else {}
         for name in LISTENERS:
-            args += [f"--{name}", "127.0.0.1:0" if name in self.listeners else "off"]
+            address = fixed.get(name) or ("127.0.0.1:0" if name in self.listeners else "off")
+            args += [f"--{name}", address]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -76,6 +81,8 @@ class RoostServer:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
 
     def stop(self, timeout=30):
         if self.proc and self.proc.poll() is None:
