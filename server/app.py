@@ -90,6 +90,36 @@ class Roost:
         self.servers.append(server)
         return host, server.sockets[0].getsockname()[1]
 
+    def _imap_context(self, implicit_tls):
+        from roost.protocols.imap import IMAPContext
+        from roost.storage.search import search
+
+        from .auth import StoreChecker
+        from .tls import context_factory
+        if not hasattr(self, "_tls"):
+            self._tls = context_factory(self.config)
+        return IMAPContext(
+            store=self.store, run=self.run, search=search, checker=StoreChecker(self.auth),
+            authenticator=self.auth, tls=self._tls, implicit_tls=implicit_tls,
+            hostname=self.config.hostname, append_limit=self.config.max_message_size,
+            append=lambda account, box, data, flags, date: self.delivery.append(
+                account, box, data, flags=flags, internal_date=date))
+
+    async def _start_imap(self, host, port, implicit_tls=False):
+        from twisted.internet import reactor
+
+        from roost.protocols.imap import IMAPFactory
+        ctx = self._imap_context(implicit_tls)
+        if implicit_tls:
+            listening = reactor.listenSSL(port, IMAPFactory(ctx), self._tls, interface=host)
+        else:
+            listening = reactor.listenTCP(port, IMAPFactory(ctx), interface=host)
+        self.ports.append(listening)
+        return host, listening.getHost().port
+
+    async def _start_imaps(self, host, port):
+        return await self._start_imap(host, port, implicit_tls=True)
+
     async def _start_jmap(self, host, port):
         from twisted.internet import reactor
 

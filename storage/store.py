@@ -123,6 +123,10 @@ class MessageRecord:
         return email_oid(self.message_id)
 
     @property
+    def thread_oid(self):
+        return thread_oid(self.thread_id)
+
+    @property
     def flag_names(self):
         return flagbits.names(self.bits, self.keywords)
 

@@ -1,0 +1,386 @@
+"""Selected-state commands: CHECK, CLOSE, UNSELECT, EXPUNGE (+ UID EXPUNGE),
+SEARCH (ESEARCH, SEARCHRES), FETCH, STORE, COPY, MOVE; and IDLE.
+
+Messages are named to the store by UID only; sequence numbers are turned
+into UIDs through the session's ``SelectedMailbox``. FETCH of flags alone
+takes the store's bulk flags path; anything else loads records (and bytes
+when a section is asked for) in chunks on a worker thread.
+"""
+
+import asyncio
+import json
+
+from roost.storage import errors
+from roost.storage.flags import names as flag_names
+
+from .. import fetch as render
+from ..searchkeys import Compiler
+from ..wire import literal
+from . import AUTH, AUTHENTICATED, SEL, Bad, No, command
+
+CHUNK = 200
+
+
+def uid_set_text(uids):
+    """Ascending numbers as a compact set: ``1:3,7,9:10``."""
+    out = []
+    uids = sorted(uids)
+    i = 0
+    while i < len(uids):
+        j = i
+        while j + 1 < len(uids) and uids[j + 1] == uids[j] + 1:
+            j += 1
+        out.append(str(uids[i]) if i == j else f"{uids[i]}:{uids[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def _targets(s, cmd):
+    v = s.selected
+    return v.by_uid(cmd.messages) if cmd.uid else v.by_seq(cmd.messages)
+
+
+# --- CHECK / CLOSE / UNSELECT / EXPUNGE --------------------------------------------
+
+@command("CHECK", states=SEL)
+async def check(s, cmd):
+    pass
+
+
+@command("CLOSE", "UNSELECT", states=SEL)
+async def close(s, cmd):
+    v = s.selected
+    s.selected = None
+    s.state = AUTHENTICATED
+    if cmd.verb == "CLOSE" and not v.readonly:
+        await s.ctx.run(s.ctx.store.expunge, v.pk)
+
+
+@command("EXPUNGE", states=SEL)
+async def expunge(s, cmd):
+    v = s.selected
+    if cmd.uids is not None and not cmd.uid:
+        raise Bad("EXPUNGE takes no arguments (UID EXPUNGE takes a UID set)")
+    if v.readonly:
+        raise No("[READ-ONLY] mailbox is read-only")
+    uids = v.by_uid(cmd.uids) if cmd.uid else None
+    if uids == []:
+        return
+    gone = await s.ctx.run(s.ctx.store.expunge, v.pk, uids)
+    await s.report_changes(True)
+    s._report_expunges(v, [u for u in gone if u in v])
+
+
+# --- SEARCH -----------------------------------------------------------------------
+
+@command("SEARCH", states=SEL, expunge_ok=False)
+async def search(s, cmd):
+    v = s.selected
+    if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+        raise No("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset")
+    if s.ctx.search is None:
+        raise No("[UNAVAILABLE] search is not available")
+    criteria = Compiler(v.seq_ranges, v.uid_ranges).compile(cmd.keys)
+    uses_modseq = "ModSeq(" in repr(criteria)
+    if uses_modseq:
+        s.enabled.add("CONDSTORE")
+    store = s.ctx.store
+
+    def run():
+        found = s.ctx.search(store, s.account.id, criteria, v.pk)
+        top = None
+        if uses_modseq and found:
+            top = max(r[1] for r in store.flags(v.pk, found))
+        return found, top
+    found, top = await s.ctx.run(run)
+    found = [u for u in found if u in v]
+    numbers = found if cmd.uid else [v.seq(u) for u in found]
+    returns = cmd.returns
+    if returns is None and s.rev2:
+        returns = ["ALL"]
+    if returns is None:
+        line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+        if top is not None:
+            line += b" (MODSEQ %d)" % top
+        s.send(line)
+        return
+    if "SAVE" in returns:
+        v.saved = tuple(found)
+        returns = [r for r in returns if r != "SAVE"]
+        if not returns:
+            return
+    if not returns:
+        returns = ["ALL"]
+    parts = [f'* ESEARCH (TAG "{cmd.tag}")']
+    if cmd.uid:
+        parts.append("UID")
+    if "MIN" in returns and numbers:
+        parts.append(f"MIN {numbers[0]}")
+    if "MAX" in returns and numbers:
+        parts.append(f"MAX {numbers[-1]}")
+    if "COUNT" in returns:
+        parts.append(f"COUNT {len(numbers)}")
+    if "ALL" in returns and numbers:
+        parts.append(f"ALL {uid_set_text(numbers)}")
+    if top is not None:
+        parts.append(f"MODSEQ {top}")
+    s.send(" ".join(parts).encode())
+
+
+# --- FETCH ------------------------------------------------------------------------
+
+BODY_ITEMS = {"BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE",
+              "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
+PARSED_ITEMS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "BINARY", "BINARY.PEEK", "BINARY.SIZE",
+                "BODY.PEEK"}
+SETS_SEEN = {"BODY", "BINARY", "RFC822", "RFC822.TEXT"}
+
+
+@command("FETCH", states=SEL, expunge_ok=False)
+async def fetch_cmd(s, cmd):
+    from ..parser import FetchItem
+    v = s.selected
+    store = s.ctx.store
+    items = list(cmd.items)
+    names = {i.name for i in items}
+    if cmd.uid and "UID" not in names:
+        items.insert(0, FetchItem("UID", label="UID"))
+    if cmd.changedsince is not None or "MODSEQ" in names:
+        s.enabled.add("CONDSTORE")
+        if "MODSEQ" not in names:
+            items.append(FetchItem("MODSEQ", label="MODSEQ"))
+    if cmd.vanished and not (cmd.uid and cmd.changedsince is not None and "QRESYNC" in s.enabled):
+        raise Bad("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
+    uids = _targets(s, cmd)
+    if cmd.vanished:
+        gone = await s.ctx.run(store.expunged_since, v.pk, cmd.changedsince)
+        ranges = cmd.messages.resolve(max(gone + [v.last_uid, 1]))
+        gone = [u for u in gone if any(lo <= u <= hi for lo, hi in ranges)]
+        if gone:
+            s.send(b"* VANISHED (EARLIER) " + uid_set_text(gone).encode())
+    if not uids:
+        return
+    names = {i.name for i in items}
+    seen_now = set()
+    if not v.readonly and any(i.name in SETS_SEEN and (i.section is not None or i.name.startswith("RFC822"))
+                              for i in items):
+        changed, _ = await s.ctx.run(store.store_flags, v.pk, uids, ["\\Seen"], "add")
+        for uid, modseq, _b, _k in changed:
+            seen_now.add(uid)
+            v.own.add(modseq)
+            v.sent[uid] = modseq
+        if seen_now and "FLAGS" not in names:
+            items.append(FetchItem("FLAGS", label="FLAGS"))
+            names.add("FLAGS")
+    if names <= {"FLAGS", "UID", "MODSEQ"}:
+        rows = await s.ctx.run(store.flags, v.pk, uids, cmd.changedsince)
+        _send_flag_rows(s, v, rows, items)
+        return
+    need_parsed = bool(names & PARSED_ITEMS)
+    need_bytes = bool(names & BODY_ITEMS - {"BODY"}) or any(
+        i.name == "BODY" and i.section is not None for i in items)
+    for start in range(0, len(uids), CHUNK):
+        chunk = uids[start:start + CHUNK]
+
+        def load(chunk=chunk):
+            recs = store.records(v.pk, chunk, parsed=need_parsed)
+            if cmd.changedsince is not None:
+                recs = [r for r in recs if r.modseq > cmd.changedsince]
+            out = []
+            for r in recs:
+                try:
+                    data = store.read(v.pk, r.uid) if need_bytes else None
+                except errors.MessageNotFound:
+                    continue
+                out.append((r, data))
+            return out
+        for rec, data in await s.ctx.run(load):
+            seq = v.seq(rec.uid)
+            if seq:
+                s.send(b"* %d FETCH (" % seq + b" ".join(_render(s, rec, data, items)) + b")")
+
+
+def _send_flag_rows(s, v, rows, items):
+    seq_of = v.seq
+    send = s.send
+    order = [i.name for i in items]
+    for uid, modseq, bits, keywords in rows:
+        seq = seq_of(uid)
+        if not seq:
+            continue
+        parts = []
+        for name in order:
+            if name == "UID":
+                parts.append(b"UID %d" % uid)
+            elif name == "FLAGS":
+                parts.append(b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")")
+            else:
+                parts.append(b"MODSEQ (%d)" % modseq)
+        send(b"* %d FETCH (" % seq + b" ".join(parts) + b")")
+
+
+def _render(s, rec, data, items):
+    utf8 = s.utf8
+    structure = None
+    out = []
+    for item in items:
+        name = item.name
+        if name == "UID":
+            out.append(b"UID %d" % rec.uid)
+        elif name == "FLAGS":
+            out.append(b"FLAGS (" + " ".join(rec.flag_names).encode() + b")")
+        elif name == "MODSEQ":
+            out.append(b"MODSEQ (%d)" % rec.modseq)
+        elif name == "INTERNALDATE":
+            out.append(b"INTERNALDATE " + render.internaldate(rec.internal_date))
+        elif name == "SAVEDATE":
+            out.append(b"SAVEDATE " + render.internaldate(rec.saved_at))
+        elif name == "RFC822.SIZE":
+            out.append(b"RFC822.SIZE %d" % rec.size)
+        elif name == "EMAILID":
+            out.append(f"EMAILID ({rec.email_id})".encode())
+        elif name == "THREADID":
+            out.append(f"THREADID ({rec.thread_oid})".encode())
+        elif name == "ENVELOPE":
+            out.append(b"ENVELOPE " + render.envelope(json.loads(rec.envelope), utf8))
+        elif name in ("BODYSTRUCTURE", "BODY") and item.section is None:
+            structure = structure or json.loads(rec.structure)
+            out.append(name.encode() + b" " + render.bodystructure(structure, name == "BODYSTRUCTURE", utf8))
+        elif name == "RFC822":
+            out.append(b"RFC822 " + literal(data))
+        elif name == "RFC822.HEADER":
+            structure = structure or json.loads(rec.structure)
+            out.append(b"RFC822.HEADER " + literal(data[:structure[1]]))
+        elif name == "RFC822.TEXT":
+            structure = structure or json.loads(rec.structure)
+            out.append(b"RFC822.TEXT " + literal(data[structure[1]:]))
+        elif name in ("BODY", "BODY.PEEK"):
+            structure = structure or json.loads(rec.structure)
+            section = render.section_bytes(data, structure, item.section)
+            if section is None:
+                section = b""
+            out.append(item.label.encode("utf-8", "surrogateescape") + b" " +
+                       literal(render.partial(section, item.partial)))
+        else:   # BINARY, BINARY.PEEK, BINARY.SIZE
+            structure = structure or json.loads(rec.structure)
+            try:
+                decoded = render.binary_bytes(data, structure, item.section[0])
+            except render.UnknownEncoding:
+                raise No("[UNKNOWN-CTE] cannot decode this part's transfer encoding") from None
+            if decoded is None:
+                decoded = b""
+            label = item.label.encode()
+            if name == "BINARY.SIZE":
+                out.append(label + b" %d" % len(decoded))
+                continue
+            decoded = render.partial(decoded, item.partial)
+            if b"\0" in decoded:
+                out.append(label + b" ~" + literal(decoded))
+            else:
+                out.append(label + b" " + literal(decoded))
+    return out
+
+
+# --- STORE ------------------------------------------------------------------------
+
+@command("STORE", states=SEL, expunge_ok=False)
+async def store_cmd(s, cmd):
+    v = s.selected
+    if v.readonly:
+        raise No("[READ-ONLY] mailbox is read-only")
+    flags = [f for f in cmd.flags if f.lower() != "\\recent"]
+    for f in flags:
+        if f.startswith("\\") and f.lower() not in ("\\seen", "\\answered", "\\flagged",
+                                                     "\\deleted", "\\draft"):
+            raise Bad(f"cannot store flag {f}")
+    if cmd.unchangedsince is not None:
+        s.enabled.add("CONDSTORE")
+    uids = _targets(s, cmd)
+    if not uids:
+        return
+    store = s.ctx.store
+    changed, failed = await s.ctx.run(store.store_flags, v.pk, uids, flags, cmd.mode,
+                                      cmd.unchangedsince)
+    for uid, modseq, _b, _k in changed:
+        v.own.add(modseq)
+        v.sent[uid] = modseq
+    if not cmd.silent:
+        rows = list(changed)
+        done = {r[0] for r in changed} | set(failed)
+        rest = [u for u in uids if u not in done]
+        if rest:
+            rows += await s.ctx.run(store.flags, v.pk, rest)
+        for uid, modseq, bits, keywords in sorted(rows):
+            seq = v.seq(uid)
+            if seq:
+                s.send(s.flags_fetch(seq, uid, modseq, bits, keywords, cmd.uid))
+    elif s.condstore:
+        for uid, modseq, _b, _k in changed:
+            s.send(b"* %d FETCH (UID %d MODSEQ (%d))" % (v.seq(uid), uid, modseq)
+                   if cmd.uid else b"* %d FETCH (MODSEQ (%d))" % (v.seq(uid), modseq))
+    if failed:
+        numbers = failed if cmd.uid else [v.seq(u) for u in failed]
+        return f"[MODIFIED {uid_set_text(numbers)}] conditional STORE failed"
+
+
+# --- COPY / MOVE --------------------------------------------------------------------
+
+@command("COPY", "MOVE", states=SEL)
+async def copy(s, cmd):
+    v = s.selected
+    if cmd.verb == "MOVE" and v.readonly:
+        raise No("[READ-ONLY] mailbox is read-only")
+    uids = _targets(s, cmd)
+    store = s.ctx.store
+    try:
+        dest = await s.ctx.run(store.mailbox, s.account.id, s.mailbox_name(cmd.mailbox))
+    except errors.MailboxNotFound:
+        raise No("[TRYCREATE] no such mailbox") from None
+    if not uids:
+        return f"{cmd.verb} completed (no messages)"
+    fn = store.move if cmd.verb == "MOVE" else store.copy
+    validity, pairs = await s.ctx.run(fn, v.pk, uids, dest.id)
+    code = ""
+    if pairs:
+        code = f"[COPYUID {validity} {uid_set_text([p[0] for p in pairs])} " \
+               f"{uid_set_text([p[1] for p in pairs])}] "
+    if cmd.verb == "COPY":
+        return code + "COPY completed"
+    if code:
+        s.send(f"* OK {code}moved".encode())
+    await s.report_changes(True)
+    s._report_expunges(v, [p[0] for p in pairs if p[0] in v])
+    return "MOVE completed"
+
+
+# --- IDLE -------------------------------------------------------------------------
+
+@command("IDLE", states=AUTH)
+async def idle(s, cmd):
+    s.send(b"+ idling")
+    s.flush()
+    s.idle_wake = wake = asyncio.Event()
+    getter = asyncio.ensure_future(s.queue.get())
+    waiter = None
+    try:
+        while True:
+            wake.clear()
+            await s.report_changes(True)
+            s.flush()
+            waiter = asyncio.ensure_future(wake.wait())
+            done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                break
+            waiter = None
+    finally:
+        s.idle_wake = None
+        if waiter is not None:
+            waiter.cancel()
+        if not getter.done():
+            getter.cancel()
+    unit = getter.result()
+    s._resume()
+    if isinstance(unit, list) and len(unit) == 1 and unit[0].strip().upper() == b"DONE":
+        return "IDLE terminated"
+    raise Bad("expected DONE to end IDLE")
+

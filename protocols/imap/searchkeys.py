@@ -1,0 +1,138 @@
+"""IMAP SEARCH keys compiled into the store's criteria tree (storage.search).
+
+Owns the mapping of every RFC 3501 search key (plus CONDSTORE ``MODSEQ``,
+SAVEDATE's ``SAVED*`` and SEARCHRES ``$``) onto ``storage.search`` nodes.
+It does not evaluate anything: ``storage.search.search`` does.
+
+Dates: RFC 3501 compares dates "disregarding time and timezone". The store
+keeps instants only, so day keys become UTC-day ranges ``[since, before)``.
+Roost has no \\Recent (IMAP4rev2 dropped it): RECENT and NEW match nothing,
+OLD matches everything.
+"""
+
+import calendar
+import re
+
+from roost.storage import search as q
+
+from .parser import SequenceSet
+from .wire import ParseError, Str
+
+_DATE = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})")
+_MONTHS = {m: i for i, m in enumerate(("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG",
+                                       "SEP", "OCT", "NOV", "DEC"), 1)}
+DAY = 86400
+
+_FLAG_KEYS = {"ANSWERED": "\\Answered", "DELETED": "\\Deleted", "DRAFT": "\\Draft",
+              "FLAGGED": "\\Flagged", "SEEN": "\\Seen"}
+_TEXT_KEYS = {"BCC": "bcc", "CC": "cc", "FROM": "from", "TO": "to", "SUBJECT": "subject",
+              "BODY": "body", "TEXT": "text"}
+_DATE_KEYS = {"BEFORE": "internal", "ON": "internal", "SINCE": "internal",
+              "SENTBEFORE": "sent", "SENTON": "sent", "SENTSINCE": "sent",
+              "SAVEDBEFORE": "saved", "SAVEDON": "saved", "SAVEDSINCE": "saved"}
+NOTHING = q.Not(q.All())
+
+
+def parse_date(text):
+    m = _DATE.fullmatch(str(text).strip('"'))
+    if not m or m.group(2).upper() not in _MONTHS:
+        raise ParseError(f"bad date {str(text)[:20]!r} (want d-Mon-yyyy)")
+    day, month, year = int(m.group(1)), _MONTHS[m.group(2).upper()], int(m.group(3))
+    try:
+        return calendar.timegm((year, month, day, 0, 0, 0))
+    except ValueError:
+        raise ParseError(f"bad date {text!r}") from None
+
+
+class Compiler:
+    """``seqs(SequenceSet)`` and ``uids(SequenceSet)`` turn sets into UID
+    ranges of the selected mailbox (SEARCHRES ``$`` included)."""
+
+    def __init__(self, seqs, uids):
+        self.seqs = seqs
+        self.uids = uids
+
+    def compile(self, keys):
+        self.keys = keys
+        self.pos = 0
+        items = []
+        while self.pos < len(keys):
+            items.append(self._key(0))
+        return items[0] if len(items) == 1 else q.And(tuple(items))
+
+    def _next(self, what="a search key"):
+        if self.pos >= len(self.keys):
+            raise ParseError(f"missing {what}")
+        self.pos += 1
+        return self.keys[self.pos - 1]
+
+    def _string(self, what):
+        t = self._next(what)
+        if isinstance(t, list):
+            raise ParseError(f"expected {what}")
+        return str(t)
+
+    def _number(self, what):
+        t = self._next(what)
+        if isinstance(t, Str) or not isinstance(t, str) or not t.isdigit() or len(t) > 19:
+            raise ParseError(f"expected {what}")
+        return int(t)
+
+    def _key(self, depth):
+        if depth > 64:
+            raise ParseError("search keys nest too deep")
+        t = self._next()
+        if isinstance(t, list):
+            if not t:
+                raise ParseError("empty search key list")
+            sub = Compiler(self.seqs, self.uids)
+            return sub.compile(t)
+        if isinstance(t, Str):
+            raise ParseError("expected a search key, not a string")
+        k = t.upper()
+        if k == "ALL" or k == "OLD":
+            return q.All()
+        if k in ("RECENT", "NEW"):
+            return NOTHING
+        if k in _FLAG_KEYS:
+            return q.Flag(_FLAG_KEYS[k])
+        if k.startswith("UN") and k[2:] in _FLAG_KEYS:
+            return q.Not(q.Flag(_FLAG_KEYS[k[2:]]))
+        if k == "KEYWORD":
+            return q.Flag(self._string("a keyword"))
+        if k == "UNKEYWORD":
+            return q.Not(q.Flag(self._string("a keyword")))
+        if k in _TEXT_KEYS:
+            return q.Text(_TEXT_KEYS[k], self._string("a search string"))
+        if k == "HEADER":
+            name = self._string("a header name")
+            return q.Text("header:" + name.lower(), self._string("a search string"))
+        if k in _DATE_KEYS:
+            day = parse_date(self._string("a date"))
+            field = _DATE_KEYS[k]
+            if k.endswith("BEFORE"):
+                return q.Date(field, before=day)
+            if k.endswith("SINCE"):
+                return q.Date(field, since=day)
+            return q.Date(field, since=day, before=day + DAY)
+        if k == "LARGER":
+            return q.Size(larger=self._number("a size"))
+        if k == "SMALLER":
+            return q.Size(smaller=self._number("a size"))
+        if k == "NOT":
+            return q.Not(self._key(depth + 1))
+        if k == "OR":
+            a = self._key(depth + 1)
+            return q.Or((a, self._key(depth + 1)))
+        if k == "UID":
+            return q.Uids(tuple(self.uids(SequenceSet.parse(self._string("a UID set")))))
+        if k == "MODSEQ":
+            t = self._next("a MODSEQ")
+            if isinstance(t, Str):        # entry name and type: flags are not tracked apart
+                self._next("an entry type")
+                t = self._next("a MODSEQ")
+            self.pos -= 1
+            return q.ModSeq(self._number("a MODSEQ"))
+        if k == "$" or k[:1].isdigit() or k[:1] == "*":
+            return q.Uids(tuple(self.seqs(SequenceSet.parse(t))))
+        raise ParseError(f"unknown search key {k[:30]}")

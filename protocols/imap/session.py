@@ -1,0 +1,367 @@
+"""One IMAP connection: framing in, an ordered command pipeline, replies out.
+
+Owns the connection state (not authenticated / authenticated / selected),
+the enabled extensions, the pipeline and the untagged updates. Bytes are
+framed as they arrive (``wire.CommandFramer``) and queued; one task per
+connection takes units from the queue, parses and runs them strictly in
+order, so pipelined commands never overtake each other and their responses
+never interleave. Handlers that read more client input (IDLE's DONE,
+AUTHENTICATE's responses) take the next unit from the same queue.
+
+Store change events (``store.bus``) only mark the selected view dirty and
+wake IDLE; the session reports EXISTS/EXPUNGE/FETCH FLAGS at the points RFC
+3501 section 7 allows: before the tagged reply of any command, with EXPUNGE
+held back during FETCH, STORE and SEARCH, and at once while idling.
+
+Store errors map to replies in ``store_error_reply``, in one place. It never
+imports SQLAlchemy or opens files: the store is reached only through
+``ctx.run`` (a worker thread) and the server's callables in ``IMAPContext``.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from twisted.internet import protocol
+
+from roost.storage import errors
+
+from . import commands, utf7
+from .commands import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, Bad, No
+from .parser import parse
+from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError
+
+log = logging.getLogger("roost.imap")
+
+MAX_QUEUED = 64            # units queued before reading pauses
+MAX_BAD = 20               # consecutive BAD replies before the server hangs up
+MAX_AUTH_FAILURES = 3      # failed logins on one connection before BYE
+FLUSH_AT = 256 * 1024
+
+
+@dataclass
+class IMAPContext:
+    """What one listener's sessions share; filled in by roost.server."""
+    store: object                      # roost.storage.store.Store (its API only)
+    run: object                        # async run(fn, *args) on a worker thread
+    append: object                     # blocking append(account, mailbox, data, flags, date)
+    checker: object                    # twisted.cred ICredentialsChecker (username/password)
+    search: object = None              # blocking search(store, account_id, criteria, mailbox_pk)
+    authenticator: object = None       # failed()/blocked() throttling
+    tls: object = None                 # Twisted TLS context factory, or None
+    implicit_tls: bool = False
+    hostname: str = "localhost"
+    append_limit: int = 50 * 1024 * 1024
+    literal_limit: int = LITERAL_LIMIT
+    sessions: set = field(default_factory=set)
+
+
+class IMAPSession(protocol.Protocol):
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.state = NOT_AUTHENTICATED
+        self.account = None
+        self.selected = None
+        self.enabled = set()
+        self.tls = ctx.implicit_tls
+        self.framer = CommandFramer(literal_limit=ctx.literal_limit)
+        self.queue = asyncio.Queue()
+        self.out = []
+        self.out_size = 0
+        self.task = None
+        self.idle_wake = None
+        self.unsubscribe = None
+        self.bad_count = 0
+        self.auth_failures = 0
+        self.peer = "?"
+        self.closing = False
+        self.paused = False
+
+    # --- connection ---------------------------------------------------------
+
+    def connectionMade(self):
+        try:
+            self.transport.setTcpNoDelay(True)
+        except (AttributeError, OSError):
+            pass
+        peer = self.transport.getPeer()
+        self.peer = getattr(peer, "host", "?")
+        self.ctx.sessions.add(self)
+        caps = " ".join(commands.capabilities(self))
+        self.write(f"* OK [CAPABILITY {caps}] {self.ctx.hostname} Roost IMAP ready\r\n".encode())
+        self.task = asyncio.ensure_future(self._pipeline())
+
+    def connectionLost(self, reason=None):
+        self.closing = True
+        self.ctx.sessions.discard(self)
+        if self.unsubscribe:
+            self.unsubscribe()
+            self.unsubscribe = None
+        if self.task and not self.task.done():
+            self.task.cancel()
+
+    def dataReceived(self, data):
+        if self.closing:
+            return
+        for event in self.framer.feed(data):
+            if isinstance(event, LiteralRequest):
+                self.write(b"+ Ready for literal data\r\n")
+            else:
+                self.queue.put_nowait(event)
+        if self.queue.qsize() > MAX_QUEUED and not self.paused:
+            self.paused = True
+            self.transport.pauseProducing()
+
+    @property
+    def cleartext_refused(self):
+        """LOGINDISABLED: no TLS and the connection is not over loopback."""
+        if self.tls:
+            return False
+        host = getattr(self.transport.getHost(), "host", "")
+        return not (host.startswith("127.") or host in ("::1", "localhost"))
+
+    @property
+    def utf8(self):
+        return "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled
+
+    @property
+    def rev2(self):
+        return "IMAP4REV2" in self.enabled
+
+    @property
+    def condstore(self):
+        return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
+
+    # --- output --------------------------------------------------------------
+
+    def write(self, data):
+        if not self.closing:
+            self.transport.write(data)
+
+    def send(self, data):
+        """Queue one complete response (bytes without the final CRLF)."""
+        self.out.append(data)
+        self.out.append(b"\r\n")
+        self.out_size += len(data)
+        if self.out_size > FLUSH_AT:
+            self.flush()
+
+    def flush(self):
+        if self.out:
+            self.write(b"".join(self.out))
+            self.out, self.out_size = [], 0
+
+    async def next_unit(self):
+        """The next framed unit from the client (IDLE, AUTHENTICATE)."""
+        self.flush()
+        item = await self.queue.get()
+        self._resume()
+        return item
+
+    def _resume(self):
+        if self.paused and self.queue.qsize() < MAX_QUEUED // 2:
+            self.paused = False
+            self.transport.resumeProducing()
+
+    # --- the pipeline ------------------------------------------------------
+
+    async def _pipeline(self):
+        try:
+            while not self.closing:
+                unit = await self.queue.get()
+                self._resume()
+                await self._one(unit)
+                self.flush()
+        except asyncio.CancelledError:
+            pass
+        except Exception:   # noqa: BLE001 - log, then hang up rather than hang
+            log.exception("IMAP session failed")
+            self.bye("internal error")
+
+    async def _one(self, unit):
+        if isinstance(unit, Abandoned):
+            self._reply_bad(unit.error.tag, str(unit.error))
+            return
+        try:
+            cmd = parse(unit)
+        except ParseError as exc:
+            self._reply_bad(exc.tag, str(exc))
+            return
+        spec = commands.lookup(cmd.verb)
+        if spec is None:
+            self._reply_bad(cmd.tag, f"unknown command {cmd.verb}")
+            return
+        if self.state not in spec.states:
+            self._reply_bad(cmd.tag, f"{cmd.verb} is not allowed in the {self.state} state")
+            return
+        self.bad_count = 0
+        try:
+            text = await spec.handler(self, cmd)
+        except No as exc:
+            if self.closing:
+                return
+            await self.report_changes(spec.expunge_ok or cmd.uid)
+            self.send(f"{cmd.tag} NO {exc}".encode())
+            return
+        except (Bad, ParseError) as exc:
+            self._reply_bad(cmd.tag, str(exc))
+            return
+        except errors.StoreError as exc:
+            self.send(f"{cmd.tag} NO {store_error_reply(exc)}".encode())
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:   # noqa: BLE001 - one failing command must not end the session
+            log.exception("IMAP %s failed", cmd.verb)
+            self.send(f"{cmd.tag} NO [SERVERBUG] internal error".encode())
+            return
+        if self.closing or text is False:
+            return
+        await self.report_changes(spec.expunge_ok or cmd.uid)
+        self.send(f"{cmd.tag} OK {text or cmd.verb + ' completed'}".encode())
+
+    def _reply_bad(self, tag, reason):
+        self.bad_count += 1
+        self.send(f"{tag or '*'} BAD {reason}".encode("utf-8", "replace"))
+        if self.bad_count >= MAX_BAD:
+            self.bye("too many bad commands")
+
+    def bye(self, text):
+        self.send(f"* BYE {text}".encode())
+        self.flush()
+        self.closing = True
+        self.transport.loseConnection()
+
+    # --- authentication state ---------------------------------------------
+
+    def logged_in(self, account):
+        self.account = account
+        self.state = AUTHENTICATED
+        self.unsubscribe = self.ctx.store.bus.subscribe(account.id, self._on_change)
+
+    def _on_change(self, change):
+        view = self.selected
+        if view is not None and view.pk in change.mailbox_ids:
+            view.dirty.append(change.modseq)
+            if self.idle_wake is not None:
+                self.idle_wake.set()
+
+    # --- mailbox names -----------------------------------------------------
+
+    def mailbox_name(self, raw):
+        """A client's mailbox argument as a store name (UTF-7 decoded, INBOX folded)."""
+        name = str(raw)
+        if not self.utf8 and not getattr(raw, "binary", False):
+            try:
+                name = utf7.decode(name)
+            except ValueError as exc:
+                raise No(f"[CANNOT] {exc}") from None
+        if name.upper() == "INBOX" or name.upper().startswith("INBOX/"):
+            name = "INBOX" + name[5:]
+        return name
+
+    def wire_name(self, name):
+        return name if self.utf8 else utf7.encode(name)
+
+    # --- untagged updates --------------------------------------------------
+
+    async def report_changes(self, expunge_ok=True):
+        """Tell the client what changed in the selected mailbox since it was last told."""
+        view = self.selected
+        if view is None:
+            return
+        if view.held and expunge_ok:
+            self._report_expunges(view, list(view.held))
+            view.held.clear()
+        if not view.dirty:
+            return
+        if all(m in view.own for m in view.dirty):
+            view.dirty.clear()
+            view.own.clear()
+            return
+        view.dirty.clear()
+        view.own.clear()
+        store = self.ctx.store
+
+        def changes():
+            box = store.mailbox(self.account.id, mailbox_id=view.pk)
+            return box.highestmodseq, store.flags(view.pk, None, view.modseq), \
+                store.expunged_since(view.pk, view.modseq)
+        try:
+            highest, rows, gone = await self.ctx.run(changes)
+        except errors.MailboxNotFound:
+            self.selected = None
+            self.state = AUTHENTICATED
+            self.bye("the selected mailbox was deleted")
+            return
+        if self.selected is not view:
+            return
+        gone = [u for u in gone if u in view]
+        if gone:
+            if expunge_ok:
+                self._report_expunges(view, gone)
+            else:
+                view.held.update(gone)
+        gone_set = set(gone)
+        last = view.last_uid
+        new = [r[0] for r in rows if r[0] > last]
+        if new:
+            view.add(new)
+            self.send(b"* %d EXISTS" % view.exists)
+        for uid, modseq, bits, keywords in rows:
+            if uid > last or uid in gone_set or view.sent.get(uid) == modseq:
+                continue
+            seq = view.seq(uid)
+            if seq:
+                self.send(self.flags_fetch(seq, uid, modseq, bits, keywords, True))
+        view.sent.clear()
+        view.modseq = max([view.modseq, highest] + [r[1] for r in rows])
+
+    def _report_expunges(self, view, uids):
+        if "QRESYNC" in self.enabled:
+            view.remove(uids)
+            from .commands.messages import uid_set_text
+            self.send(b"* VANISHED " + uid_set_text(uids).encode())
+            return
+        for seq in view.remove(uids):
+            self.send(b"* %d EXPUNGE" % seq)
+
+    def flags_fetch(self, seq, uid, modseq, bits, keywords, with_uid):
+        from roost.storage.flags import names
+        parts = b"FLAGS (" + " ".join(names(bits, keywords)).encode() + b")"
+        if with_uid:
+            parts += b" UID %d" % uid
+        if self.condstore:
+            parts += b" MODSEQ (%d)" % modseq
+        return b"* %d FETCH (%s)" % (seq, parts)
+
+
+def store_error_reply(exc):
+    """The one place store errors become IMAP NO replies (with response codes)."""
+    if isinstance(exc, errors.MailboxNotFound):
+        return "[NONEXISTENT] no such mailbox"
+    if isinstance(exc, errors.MailboxExists):
+        return "[ALREADYEXISTS] mailbox already exists"
+    if isinstance(exc, errors.QuotaExceeded):
+        return "[OVERQUOTA] mailbox is full"
+    if isinstance(exc, errors.MessageTooLarge):
+        return "[TOOBIG] message is too large"
+    if isinstance(exc, errors.InvalidName):
+        return f"[CANNOT] {exc}"
+    if isinstance(exc, errors.Conflict):
+        return f"[CANNOT] {exc}"
+    if isinstance(exc, errors.MessageNotFound):
+        return "[NONEXISTENT] no such message"
+    if isinstance(exc, errors.TemporaryFailure):
+        return "[UNAVAILABLE] try again later"
+    return "[SERVERBUG] storage error"
+
+
+class IMAPFactory(protocol.Factory):
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def buildProtocol(self, addr):
+        session = IMAPSession(self.ctx)
+        session.factory = self
+        return session
