@@ -352,7 +352,7 @@ class UploadResource(AsyncResource):
 
 class DownloadResource(AsyncResource):
     async def get(self, request, account):
-        parts = [urllib.parse.unquote(p.decode("latin-1")) for p in request.postpath]
+        parts = [urllib.parse.unquote_to_bytes(p).decode("utf-8", "replace") for p in request.postpath]
         if len(parts) < 2 or parts[0] != account_id_of(account):
             raise RequestError("notFound", "no such blob", status=404)
         blob_id = parts[1]
@@ -399,6 +399,25 @@ class NotFound(resource.Resource):
         return json.dumps({"type": "about:blank", "status": 404, "detail": "not found"}).encode()
 
 
+class LimitedRequest(server.Request):
+    """Refuses a body larger than any JMAP limit before reading it."""
+
+    def gotLength(self, length):
+        limit = max(LIMITS["maxSizeUpload"], LIMITS["maxSizeRequest"])
+        if length is not None and length > limit:
+            body = json.dumps({"type": "urn:ietf:params:jmap:error:limit", "status": 413,
+                               "limit": "maxSizeUpload",
+                               "detail": f"the body is larger than {limit} octets"}).encode()
+            self.channel.transport.write(
+                b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/problem+json\r\n"
+                b"Access-Control-Allow-Origin: *\r\nConnection: close\r\nContent-Length: " +
+                str(len(body)).encode() + b"\r\n\r\n" + body)
+            self.channel.transport.loseConnection()
+            self.channel.pauseProducing()
+            length = 0
+        super().gotLength(length)
+
+
 class Root(resource.Resource):
     def getChild(self, path, request):
         return NotFound()
@@ -421,6 +440,7 @@ def build_site(service):
     jmap.putChild(b"ws", push.websocket_resource(service))
     root.putChild(b"jmap", jmap)
     site = server.Site(root)
+    site.requestFactory = LimitedRequest
     site.displayTracebacks = False
     site.noisy = False
     return site
