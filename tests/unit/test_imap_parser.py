@@ -1,0 +1,165 @@
+"""Table tests of the IMAP framer, tokenizer and command parser: wire text in,
+typed command (or the BAD reason) out."""
+
+import pytest
+
+from roost.protocols.imap import utf7
+from roost.protocols.imap.parser import (Append, Fetch, FetchItem, List, Login, Search, Select,
+                                         SequenceSet, Store, parse)
+from roost.protocols.imap.selected import SelectedMailbox
+from roost.protocols.imap.wire import (Abandoned, CommandFramer, LiteralRequest, ParseError,
+                                       astring, quoted)
+
+
+def units(data, **kw):
+    return list(CommandFramer(**kw).feed(data))
+
+
+def one(line):
+    (unit,) = units(line if isinstance(line, bytes) else line.encode() + b"\r\n")
+    return parse(unit)
+
+
+# --- framing -------------------------------------------------------------------
+
+def test_framer_splits_lines_and_literals():
+    f = CommandFramer()
+    out = list(f.feed(b"a1 NOOP\r\na2 LOGIN {3}\r\n"))
+    assert out[0] == [b"a1 NOOP"]
+    assert isinstance(out[1], LiteralRequest) and out[1].size == 3 and out[1].tag == "a2"
+    assert list(f.feed(b"bob {3+}\r\npw!\r\n")) == [[b"a2 LOGIN {3}", b"bob", b" {3+}", b"pw!", b""]]
+
+
+def test_framer_asks_for_continuation_only_when_literal_not_yet_sent():
+    assert units(b"a LOGIN {3}\r\nbob x\r\n") == [[b"a LOGIN {3}", b"bob", b" x"]]
+    assert not any(isinstance(e, LiteralRequest) for e in units(b"a LOGIN {3+}\r\n"))
+
+
+def test_framer_streams_byte_by_byte():
+    f = CommandFramer()
+    data = b"t APPEND INBOX {5+}\r\nhello\r\nu NOOP\r\n"
+    out = [e for i in range(len(data)) for e in f.feed(data[i:i + 1])]
+    assert out == [[b"t APPEND INBOX {5+}", b"hello", b""], [b"u NOOP"]]
+
+
+def test_framer_limits():
+    out = units(b"x" * 200 + b"\r\nb NOOP\r\n", line_limit=100)
+    assert isinstance(out[0], Abandoned) and out[1] == [b"b NOOP"]
+    out = units(b"a APPEND INBOX {500+}\r\n" + b"x" * 500 + b"\r\nb NOOP\r\n", literal_limit=100)
+    assert isinstance(out[0], Abandoned) and out[0].error.tag == "a"
+    assert out[-1] == [b"b NOOP"]
+
+
+# --- commands ------------------------------------------------------------------
+
+CASES = [
+    ("a1 LOGIN bob secret", Login(tag="a1", verb="LOGIN", user="bob", password="secret")),
+    ('a1 login "bob" "se\\"cr\\\\et"', Login(tag="a1", verb="LOGIN", user="bob", password='se"cr\\et')),
+    ("a SELECT INBOX (CONDSTORE)", Select(tag="a", verb="SELECT", mailbox="INBOX", condstore=True)),
+    ("a EXAMINE x", Select(tag="a", verb="EXAMINE", mailbox="x")),
+    ('a LIST "" "*"', List(tag="a", verb="LIST", reference="", patterns=["*"])),
+    ('a LIST (SUBSCRIBED) "" ("a" "b") RETURN (CHILDREN STATUS (MESSAGES))',
+     List(tag="a", verb="LIST", reference="", patterns=["a", "b"], select=["SUBSCRIBED"],
+          returns=["CHILDREN", "STATUS"], status=["MESSAGES"], extended=True)),
+    ("a UID STORE 1:* +FLAGS.SILENT (\\Seen $x)",
+     Store(tag="a", verb="STORE", uid=True, messages=SequenceSet(((1, None),)), mode="add",
+           silent=True, flags=["\\Seen", "$x"])),
+    ("a STORE 2 (UNCHANGEDSINCE 5) FLAGS \\Deleted",
+     Store(tag="a", verb="STORE", messages=SequenceSet(((2, 2),)), flags=["\\Deleted"],
+           unchangedsince=5)),
+    ("a FETCH 1,3:4 FAST",
+     Fetch(tag="a", verb="FETCH", messages=SequenceSet(((1, 1), (3, 4))),
+           items=[FetchItem("FLAGS", label="FLAGS"), FetchItem("INTERNALDATE", label="INTERNALDATE"),
+                  FetchItem("RFC822.SIZE", label="RFC822.SIZE")])),
+    ("a UID FETCH $ (UID) (CHANGEDSINCE 9 VANISHED)",
+     Fetch(tag="a", verb="FETCH", uid=True, messages=SequenceSet((), True),
+           items=[FetchItem("UID", label="UID")], changedsince=9, vanished=True)),
+    ("a SEARCH RETURN (MIN COUNT) CHARSET UTF-8 FROM x",
+     Search(tag="a", verb="SEARCH", keys=["FROM", "x"], charset="UTF-8", returns=["MIN", "COUNT"])),
+    ("a APPEND INBOX (\\Seen) \"01-Jan-2020 10:00:00 +0000\" {2+}\r\nhi",
+     Append(tag="a", verb="APPEND", mailbox="INBOX")),
+]
+
+
+@pytest.mark.parametrize("wire,expected", CASES, ids=[c[0][:40] for c in CASES])
+def test_parse_table(wire, expected):
+    cmd = one(wire)
+    if isinstance(expected, Append):
+        assert cmd.mailbox == "INBOX" and len(cmd.messages) == 1
+        m = cmd.messages[0]
+        assert (m.flags, m.date, m.data) == (["\\Seen"], "01-Jan-2020 10:00:00 +0000", b"hi")
+        return
+    assert cmd == expected
+
+
+def test_fetch_sections():
+    cmd = one("a FETCH 1 (BODY.PEEK[1.2.HEADER.FIELDS.NOT (From \"To\")]<10.20> BINARY[3] BODY[])")
+    a, b, c = cmd.items
+    assert (a.name, a.section, a.partial, a.label) == (
+        "BODY.PEEK", ((1, 2), "HEADER.FIELDS.NOT", ("From", "To")), (10, 20),
+        "BODY[1.2.HEADER.FIELDS.NOT (From To)]<10>")
+    assert (b.name, b.section, b.label) == ("BINARY", ((3,), "", None), "BINARY[3]")
+    assert (c.section, c.label) == (((), "", None), "BODY[]")
+
+
+BAD = [
+    ("", "expected a tag"),
+    ("a1", "expected a command name"),
+    ("a1 FROB", "unknown command FROB"),
+    ('a1 LOGIN "x\ry" z', "CR, LF or NUL inside a quoted string"),
+    ('a1 LOGIN "x', "unterminated quoted string"),
+    ('a1 LOGIN "x\\q" y', "backslash in a quoted string must escape"),
+    ("a1 LOGIN x", "missing a password"),
+    ("a1 NOOP extra", "unexpected extra arguments"),
+    ("a1 FETCH 0 FLAGS", "sequence numbers start at 1"),
+    ("a1 FETCH 1 (FLAGS", "missing )"),
+    ("a1 FETCH 1 FLAGS)", "unbalanced )"),
+    ("a1 FETCH 1 BODY[X]", "bad section"),
+    ("a1 FETCH 1 BOGUS", "unknown fetch item"),
+    ("a1 STORE 1 FLAGZ x", "bad store item"),
+    ("a1 UID NOOP", "UID NOOP is not a command"),
+    ("a1 SELECT x (FOO)", "unknown select parameter"),
+    ("a1 SEARCH", "SEARCH needs at least one key"),
+    ("a1 FETCH 1 BINARY[1.TEXT]", "BINARY takes only part numbers"),
+]
+
+
+@pytest.mark.parametrize("wire,reason", BAD, ids=[b[1] for b in BAD])
+def test_malformed_commands(wire, reason):
+    unit = [wire.encode()]
+    with pytest.raises(ParseError) as info:
+        parse(unit)
+    assert reason in str(info.value)
+
+
+def test_tag_is_kept_for_bad_replies():
+    with pytest.raises(ParseError) as info:
+        parse([b'x7 LOGIN "a\rb" c'])
+    assert info.value.tag == "x7"
+
+
+# --- sequence sets and the selected view ----------------------------------------
+
+class _Box:
+    id, name, uidvalidity = 1, "INBOX", 7
+
+
+def test_sequence_sets_against_view():
+    view = SelectedMailbox(_Box, [3, 5, 9, 10], 1, False)
+    assert view.by_seq(SequenceSet.parse("2:*")) == [5, 9, 10]
+    assert view.by_seq(SequenceSet.parse("*:3")) == [9, 10]
+    assert view.by_uid(SequenceSet.parse("6:*")) == [9, 10]
+    assert view.by_uid(SequenceSet.parse("20:*")) == [10]       # n:* includes the largest UID
+    assert view.seq_ranges(SequenceSet.parse("1,3:4")) == [(3, 3), (9, 10)]
+    assert view.remove([5, 10]) == [4, 2]
+    assert list(view.uids) == [3, 9]
+
+
+def test_modified_utf7_and_quoting():
+    assert utf7.encode("Caf\u00e9 & co") == "Caf&AOk- &- co"
+    assert utf7.decode("&ZeVnLIqe-") == "\u65e5\u672c\u8a9e"
+    assert utf7.decode(utf7.encode("\U0001f600 x")) == "\U0001f600 x"
+    with pytest.raises(ValueError):
+        utf7.decode("&Jjo")
+    assert astring("INBOX") == b"INBOX" and astring("a b") == b'"a b"' and astring("NIL") == b'"NIL"'
+    assert quoted('a"b\\') == b'"a\\"b\\\\"' and quoted("a\r\nb") == b"{4}\r\na\r\nb"
