@@ -95,7 +95,8 @@ def lmtp_deliver(port, rcpt, message):
                 b"DATA"):
         sock.sendall(cmd + b"\r\n")
         reply()
-    sock.sendall(message.replace(b"\n.", b"\n..") + b"\r\n.\r\n")
+    body = message.replace(b"\n.", b"\n..")
+    sock.sendall(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
     out = reply()
     sock.sendall(b"QUIT\r\n")
     sock.close()
