@@ -12,8 +12,8 @@ catches up. Removals are queued the same way; until applied, the SQL join in
 ``storage.search`` already hides removed messages.
 
 Matching is the same as FTS5's: words are pre-folded by ``search_text`` and
-indexed as given; header substrings use trigram candidates checked against
-the stored folded value (values shorter than three characters check every
+indexed as given; header substrings use candidates from trigrams of all
+header lines, checked against the stored folded value (values shorter than three characters check every
 stored value of the account: slower, still no message file read).
 
 Must not be called on the event loop (Whoosh commits block), and must not
@@ -25,10 +25,9 @@ import logging
 import os
 import shutil
 import threading
-import time
 
 from sqlalchemy import delete, insert, select
-from whoosh import fields, index, query
+from whoosh import fields, formats, index, query
 from whoosh.analysis import NgramTokenizer, SpaceSeparatedTokenizer
 from whoosh.filedb.filestore import RamStorage
 from whoosh.writing import CLEAR
@@ -44,15 +43,17 @@ BATCH = 1000
 
 
 def _schema():
+    # Existence postings without scores: search needs which documents match,
+    # never how well, and this halves Whoosh's indexing work.
+    def keyed(analyzer, positions=False):
+        fmt = formats.Positions() if positions else formats.Existence()
+        return fields.FieldType(fmt, analyzer, scorable=False)
     words = SpaceSeparatedTokenizer()
-    grams = NgramTokenizer(3, 3)
     spec = {"id": fields.ID(unique=True), "n": fields.NUMERIC(int, bits=64, sortable=True),
-            "headers": fields.TEXT(analyzer=words, phrase=False),
-            "body": fields.TEXT(analyzer=words, phrase=False),
-            "cjk_headers": fields.TEXT(analyzer=words, phrase=True),
-            "cjk_body": fields.TEXT(analyzer=words, phrase=True)}
+            "headers": keyed(words), "body": keyed(words),
+            "cjk_headers": keyed(words, True), "cjk_body": keyed(words, True),
+            "grams": keyed(NgramTokenizer(3, 3))}
     for name in SUBSTRING_FIELDS:
-        spec["g_" + name] = fields.TEXT(analyzer=grams, phrase=False)
         spec["s_" + name] = fields.STORED()
     return fields.Schema(**spec)
 
@@ -63,9 +64,8 @@ def whoosh_document(pk, doc):
     out = {"id": str(pk), "n": pk, "headers": " ".join(hw), "body": " ".join(bw),
            "cjk_headers": " ".join(hc), "cjk_body": " ".join(bc)}
     for name in SUBSTRING_FIELDS:
-        folded = st.fold(doc[name])
-        out["g_" + name] = folded
-        out["s_" + name] = folded
+        out["s_" + name] = st.fold(doc[name])
+    out["grams"] = out["s_fields"]
     return out
 
 
@@ -80,9 +80,9 @@ class WhooshBackend(SearchBackend):
         self._ram = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._idle = threading.Condition()
-        self._busy = False
+        self._applying = threading.Lock()
         self._stop = False
+        self._halt = threading.Event()
         self._thread = None
 
     # --- writes (in the caller's transaction) ----------------------------------
@@ -157,45 +157,44 @@ class WhooshBackend(SearchBackend):
             self._wake.wait()
             if self._stop:
                 break
-            time.sleep(self.delay)               # let a batch gather
+            self._halt.wait(self.delay)          # let a batch gather
             self._wake.clear()
-            with self._idle:
-                self._busy = True
             try:
                 while self.apply_queue(BATCH):
                     pass
             except Exception:  # noqa: BLE001 - keep the thread; the queue is retried later
                 log.exception("search indexing failed")
-            with self._idle:
-                self._busy = False
-                self._idle.notify_all()
 
     def apply_queue(self, limit=BATCH):
         """Move up to ``limit`` queued changes into Whoosh; returns how many."""
-        with self.store._read() as conn:
-            rows = conn.execute(select(search_queue).order_by(search_queue.c.id).limit(limit)).all()
-        if not rows:
-            return 0
-        by_account = {}
-        for r in rows:
-            by_account.setdefault(r.account_id, []).append(r)
-        for account_id, items in by_account.items():
-            ix = self._open(account_id)
-            writer = ix.writer(timeout=60)
-            try:
-                for r in items:
-                    if r.op == "d":
-                        writer.delete_by_term("id", str(r.message_id))
-                    else:
-                        writer.update_document(**whoosh_document(r.message_id, json.loads(r.doc)))
-            except BaseException:
-                writer.cancel()
-                raise
-            writer.commit()
-        last = rows[-1].id
-        with self.store._write() as (conn, _after):
-            conn.execute(delete(search_queue).where(search_queue.c.id <= last))
-        return len(rows)
+        with self._applying:
+            with self.store._read() as conn:
+                rows = conn.execute(select(search_queue).order_by(search_queue.c.id)
+                                    .limit(limit)).all()
+            if not rows:
+                return 0
+            by_account = {}
+            for r in rows:
+                by_account.setdefault(r.account_id, []).append(r)
+            for account_id, items in by_account.items():
+                ix = self._open(account_id)
+                writer = ix.writer(timeout=60)
+                try:
+                    for r in items:
+                        if r.op == "d":
+                            writer.delete_by_term("id", str(r.message_id))
+                        else:
+                            writer.update_document(**whoosh_document(r.message_id, json.loads(r.doc)))
+                except BaseException:
+                    writer.cancel()
+                    raise
+                writer.commit()
+            # Delete exactly the rows applied: on PostgreSQL a smaller id can commit later.
+            ids = [r.id for r in rows]
+            with self.store._write() as (conn, _after):
+                for i in range(0, len(ids), 500):
+                    conn.execute(delete(search_queue).where(search_queue.c.id.in_(ids[i:i + 500])))
+            return len(rows)
 
     def flush(self):
         """Index everything queued now, in the caller's thread."""
@@ -206,6 +205,7 @@ class WhooshBackend(SearchBackend):
         with self._lock:
             self._stop = True
             thread = self._thread
+        self._halt.set()
         self._wake.set()
         if thread is not None:
             thread.join(timeout=30)
@@ -253,7 +253,7 @@ class WhooshBackend(SearchBackend):
                     return folded in text
                 lines = st.header_lines(text, name)
                 return bool(lines) and (not folded or any(folded in v for v in lines))
-            docs = searcher.docs_for_query(self._grams("g_" + key, probe)) if len(probe) >= 3 \
+            docs = searcher.docs_for_query(self._grams("grams", probe)) if len(probe) >= 3 \
                 else searcher.reader().all_doc_ids()
             return self._checked(searcher, docs, ok)
         if not value.strip():
