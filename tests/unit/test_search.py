@@ -336,3 +336,23 @@ def test_drift_and_reindex(mail):
     assert backend.drift(store, mail.account.id) == []
     assert mail.find(T("body", "появился")) == {"ru"}
     assert mail.find(T("text", "x-mailer")) == {"ru", "ee"}
+
+
+def test_snippets(shared_mail):
+    from roost.storage.search_snippet import highlight, snippets
+    m = shared_mail
+    acct, pk = m.account.id, m.pk
+    got = snippets(m.store, acct, [pk["ja"], pk["de"], pk["alt"]],
+                   S.Or((T("text", "japanese"), T("body", "höhö"), T("subject", "テスト"))))
+    assert got[pk["ja"]] == ("日本語メール<mark>テスト</mark> (testing <mark>Japanese</mark> emails)", None)
+    assert got[pk["de"]] == (None, "Search for hähä Search for <mark>höhö</mark> kigaaldcbanejcbi.png")
+    assert got[pk["alt"]] == (None, None)
+    # Negated criteria are not highlighted; escaping and the 255-octet cap hold.
+    assert snippets(m.store, acct, [pk["de"]], S.Not(T("body", "höhö"))) == {pk["de"]: (None, None)}
+    long = "fish & <chips> " * 40 + "lunchtime " + "x " * 200
+    out = highlight(long, T("body", "LUNCH"))
+    assert "<mark>lunchtime</mark>" in out and "&amp;" in out and "<chips>" not in out
+    assert len(out.encode()) <= 255
+    assert highlight("Grüße, Straße", T("body", "grusse")) is None      # ß is not ss
+    assert highlight("Grüße, Straße", T("body", "GRÜ")) == "<mark>Grüße</mark>, Straße"
+    assert highlight("Grüße", T("body", "gru"), mark=None, escape=None) == "Grüße"
