@@ -195,6 +195,15 @@ def test_fetch_sections_and_partials(box):
     assert b"\\Seen" not in line
 
 
+def test_rfc822_items(box):
+    line = ok(box.cmd("r1 FETCH 1 (RFC822.HEADER RFC822.TEXT)"))[0]
+    head, _, text = MSG.partition(b"\r\n\r\n")
+    assert line == (b"* 1 FETCH (RFC822.HEADER {%d}\r\n%s\r\n\r\n RFC822.TEXT {%d}\r\n%s FLAGS (\\Seen))"
+                    % (len(head) + 4, head, len(text), text))
+    assert ok(box.cmd("r2 FETCH 2 RFC822"))[0] == b"* 2 FETCH (RFC822 {%d}\r\n%s FLAGS (\\Seen))" % (
+        len(MULTI), MULTI)
+
+
 def test_body_sets_seen_but_peek_does_not(box):
     ok(box.cmd("f1 FETCH 1 BODY.PEEK[TEXT]"))
     assert ok(box.cmd("f2 FETCH 1 FLAGS"))[0] == b"* 1 FETCH (FLAGS ())"

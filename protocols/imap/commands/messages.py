@@ -132,7 +132,7 @@ async def search(s, cmd):
 BODY_ITEMS = {"BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE",
               "RFC822", "RFC822.HEADER", "RFC822.TEXT"}
 PARSED_ITEMS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "BINARY", "BINARY.PEEK", "BINARY.SIZE",
-                "BODY.PEEK"}
+                "BODY.PEEK", "RFC822.HEADER", "RFC822.TEXT"}
 SETS_SEEN = {"BODY", "BINARY", "RFC822", "RFC822.TEXT"}
 
 
@@ -177,7 +177,7 @@ async def fetch_cmd(s, cmd):
         _send_flag_rows(s, v, rows, items)
         return
     need_parsed = bool(names & PARSED_ITEMS)
-    need_bytes = bool(names & BODY_ITEMS - {"BODY"}) or any(
+    need_bytes = bool(names & (BODY_ITEMS - {"BODY"})) or any(
         i.name == "BODY" and i.section is not None for i in items)
     for start in range(0, len(uids), CHUNK):
         chunk = uids[start:start + CHUNK]
