@@ -81,6 +81,9 @@ def build_parser():
 
     f = sub.add_parser("fsck", parents=[common], help="check and repair the store")
     f.add_argument("--rebuild", action="store_true", help="rebuild the database from the Maildir")
+
+    r = sub.add_parser("reindex", parents=[common], help="rebuild the search index")
+    r.add_argument("address", nargs="?", help="one account (default: every account)")
     return p
 
 
@@ -278,6 +281,33 @@ def cmd_fsck(args, cfg):
     return EX_OK
 
 
+def cmd_reindex(args, cfg):
+    store = open_store(cfg)
+    try:
+        if args.address:
+            acct = store.account(args.address)
+            if acct is None:
+                print(f"roost: no such account: {args.address}", file=sys.stderr)
+                return EX_NOUSER
+            accounts = [acct]
+        else:
+            accounts = store.accounts()
+        for acct in accounts:
+            progress = Progress(0)
+
+            def show(done, total, progress=progress):
+                progress.total = total
+                progress.show(done)
+            count = store.fulltext.reindex(store, acct.id, progress=show)
+            progress.finish(count, f"reindexed {acct.address}:")
+        with store._read() as conn:
+            stale = store.fulltext.stale(conn)
+        store.fulltext.remove_stale(store, stale)
+    finally:
+        store.close()
+    return EX_OK
+
+
 class Progress:
     """A one-line progress bar on stderr (only on a terminal)."""
 
@@ -297,10 +327,10 @@ class Progress:
             sys.stderr.write(f"\r{done} messages")
         sys.stderr.flush()
 
-    def finish(self, done):
+    def finish(self, done, verb="imported"):
         if self.tty:
             sys.stderr.write("\n")
-        print(f"roost: imported {done} messages")
+        print(f"roost: {verb} {done} messages")
 
 
 if __name__ == "__main__":

@@ -69,8 +69,30 @@ def check(store, repair=False):
             if repair:
                 with store._write() as (conn, _after):
                     conn.execute(update(accounts).where(accounts.c.id == acct.id).values(used_bytes=used))
+    report.extend(_search_drift(store, repair))
     if not report:
         report.append("store is consistent")
+    return report
+
+
+def _search_drift(store, repair):
+    """Messages the search index lacks, and entries of messages that are gone."""
+    report, backend = [], store.fulltext
+    for acct in store.accounts():
+        missing = backend.drift(store, acct.id)
+        if missing:
+            report.append(f"{acct.address}: search index lacks {len(missing)} messages" +
+                          (" (indexed)" if repair else ""))
+            if repair:
+                backend.reindex(store, acct.id, missing)
+    with store._read() as conn:
+        stale = backend.stale(conn)
+    count = sum(len(v) for v in stale.values())
+    if count:
+        report.append(f"search index has {count} entries of removed messages" +
+                      (" (removed)" if repair else ""))
+        if repair:
+            backend.remove_stale(store, stale)
     return report
 
 
