@@ -80,13 +80,17 @@ def _chunks(seq, n=CHUNK):
         yield seq[i:i + n]
 
 
-def get_messages(store, account_id, pks, *, parsed=True):
-    """``{pk: MessageInfo}`` of the account's messages among ``pks`` (others are absent)."""
+def get_messages(store, account_id, pks, *, parsed=True, summary=True):
+    """``{pk: MessageInfo}`` of the account's messages among ``pks`` (others are
+    absent). Without ``parsed`` the structure is None; without ``summary`` the
+    decoded address/id summary is an empty dict (cheaper for list views)."""
     out = {}
     pks = sorted({p for p in pks if isinstance(p, int)})
     cols = [messages.c.id, messages.c.thread_id, messages.c.blob_id, messages.c.size,
             messages.c.internal_date, messages.c.sent_at, messages.c.subject, messages.c.preview,
-            messages.c.has_attachment, messages.c.summary]
+            messages.c.has_attachment]
+    if summary:
+        cols.append(messages.c.summary)
     if parsed:
         cols.append(messages.c.structure)
     with store._read() as conn:
@@ -104,7 +108,7 @@ def get_messages(store, account_id, pks, *, parsed=True):
             for r in rows:
                 out[r.id] = MessageInfo(
                     r.id, r.thread_id, r.blob_id, r.size, r.internal_date, r.sent_at, r.subject,
-                    r.preview, bool(r.has_attachment), json.loads(r.summary),
+                    r.preview, bool(r.has_attachment), json.loads(r.summary) if summary else {},
                     json.loads(r.structure) if parsed else None,
                     tuple(sorted(members.get(r.id, ()), key=lambda m: m.mailbox_id)))
     return out

@@ -832,6 +832,16 @@ class Store:
             return conn.execute(select(func.max(changes.c.modseq)).where(and_(
                 changes.c.account_id == account_id, changes.c.kind == kind))).scalar() or 1
 
+    def states(self, account_id, kinds):
+        """``{kind: state}`` for several kinds in one query (as ``state`` per kind)."""
+        kinds = list(kinds)
+        subs = [select(func.max(changes.c.modseq)).where(and_(
+            changes.c.account_id == account_id, changes.c.kind == k)).scalar_subquery()
+            for k in kinds]
+        with self._read() as conn:
+            row = conn.execute(select(*subs)).first()
+        return {k: v or 1 for k, v in zip(kinds, row)}
+
     def changes(self, account_id, kind, since, limit=None):
         """``[(modseq, object_id, op)]`` of ``kind`` after ``since``, oldest first."""
         q = select(changes.c.modseq, changes.c.object_id, changes.c.op).where(and_(

@@ -98,6 +98,9 @@ capability(CORE, LIMITS)
 
 # --- the call context ---------------------------------------------------------------
 
+MAIL_KINDS = ("Email", "Mailbox", "Thread")
+
+
 class Context:
     """What a method handler may use: the authenticated account, the store,
     delivery, and the creation ids of this request."""
@@ -109,6 +112,14 @@ class Context:
         self.account_id_str = account_id_of(account)
         self.created = dict(created_ids or {})
         self.using = ()
+        self._states = {}
+
+    def state(self, kind):
+        """The state of ``kind``, read once per request until something writes."""
+        if kind not in self._states:
+            kinds = {kind} | ({"Email", "Mailbox", "Thread"} if kind in MAIL_KINDS else set())
+            self._states.update(self.store.states(self.account.id, kinds))
+        return self._states[kind]
 
     def check_account(self, args, required=True):
         acct = args.get("accountId")
@@ -174,6 +185,9 @@ def process(backend, account, request):
     return result
 
 
+READ_VERBS = ("/get", "/query", "/changes", "/queryChanges", "/echo", "/parse")
+
+
 def run_call(ctx, name, args, call_id, responses):
     """The responses (usually one) to one method call."""
     try:
@@ -181,7 +195,14 @@ def run_call(ctx, name, args, call_id, responses):
         if entry is None or entry[0] not in ctx.using:
             raise MethodError("unknownMethod", f"{name} is unknown or its capability is not in using")
         args = resolve_references(args, responses)
-        out = entry[1](ctx, args)
+        reads = name.endswith(READ_VERBS)
+        if not reads:
+            ctx._states.clear()
+        try:
+            out = entry[1](ctx, args)
+        finally:
+            if not reads:
+                ctx._states.clear()
         if isinstance(out, list):     # handlers with implicit calls return several
             return [[n, a, call_id] for n, a in out]
         return [[name, out, call_id]]
@@ -331,7 +352,7 @@ def changes_response(ctx, args, kind, encode):
     if not isinstance(since, str):
         raise invalid("sinceState is required")
     max_changes = uint_arg(args, "maxChanges", None, minimum=1)
-    current = ctx.store.state(ctx.account.id, kind)
+    current = ctx.state(kind)
     since_n = parse_state(since)
     if since_n is None or since_n > current:
         raise MethodError("cannotCalculateChanges", f"state {since} is not one this server gave")

@@ -27,6 +27,8 @@ from .mailbox import query_changes
 SUMMARY_PROPS = ("id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt",
                  "messageId", "inReplyTo", "references", "sender", "from", "to", "cc", "bcc",
                  "replyTo", "subject", "sentAt", "hasAttachment", "preview")
+SUMMARY_FIELDS = ("messageId", "inReplyTo", "references", "sender", "from", "to", "cc", "bcc",
+                  "replyTo")
 BODY_PROPS = ("bodyValues", "textBody", "htmlBody", "attachments")
 ALL_PROPS = SUMMARY_PROPS + ("headers", "bodyStructure") + BODY_PROPS
 DEFAULT_PROPS = SUMMARY_PROPS + BODY_PROPS
@@ -178,15 +180,16 @@ def email_get(ctx, args):
     body_props = _check_props(args, "bodyProperties", bodies.BODY_PART_PROPERTIES,
                               bodies.DEFAULT_BODY_PART_PROPERTIES)
     opts = _get_options(args)
-    state = str(ctx.store.state(ctx.account.id, "Email"))
+    state = str(ctx.state("Email"))
     if ids is None:
         raise MethodError("requestTooLarge", "Email/get needs ids")
     if "id" not in props:
         props.insert(0, "id")
     pks = [parse_oid("E", i) for i in ids]
     need_parsed = any(p not in SUMMARY_PROPS for p in props)
+    need_summary = any(p in SUMMARY_FIELDS for p in props)
     infos = emails.get_messages(ctx.store, ctx.account.id, [p for p in pks if p],
-                                parsed=need_parsed)
+                                parsed=need_parsed, summary=need_summary)
     found, missing = [], []
     for i, pk in zip(ids, pks):
         info = infos.get(pk)
@@ -360,9 +363,9 @@ def ordered_ids(ctx, args):
     keys = _sort_keys(args)
     collapse = bool_arg(args, "collapseThreads")
     acct = ctx.account.id
-    state = ctx.store.state(acct, "Email")
+    state = ctx.state("Email")
     cache_key = (acct, repr(filt), repr(keys), collapse, state,
-                 ctx.store.state(acct, "Mailbox"))
+                 ctx.state("Mailbox"))
     hit = CACHE.get(cache_key)
     if hit is not None:
         return hit
@@ -446,7 +449,7 @@ def email_query(ctx, args):
         position = max(0, len(ids) + position)
     page = ids[position:position + limit] if limit is not None else ids[position:]
     out = {"accountId": ctx.account_id_str,
-           "queryState": str(ctx.store.state(ctx.account.id, "Email")),
+           "queryState": str(ctx.state("Email")),
            "canCalculateChanges": True, "position": position,
            "ids": [email_oid(p) for p in page]}
     if limit is not None:
@@ -688,7 +691,7 @@ def email_copy(ctx, args):
 @method("Email/import", MAIL)
 def email_import(ctx, args):
     ctx.check_account(args)
-    old = str(ctx.store.state(ctx.account.id, "Email"))
+    old = str(ctx.state("Email"))
     if args.get("ifInState") is not None and args["ifInState"] != old:
         raise MethodError("stateMismatch", f"the state is {old}")
     items = args.get("emails")

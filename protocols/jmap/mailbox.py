@@ -48,7 +48,7 @@ def mailbox_get(ctx, args):
     ctx.check_account(args)
     ids = ids_arg(ctx, args)
     props = properties_arg(args, PROPERTIES)
-    state = str(ctx.store.state(ctx.account.id, "Mailbox"))
+    state = str(ctx.state("Mailbox"))
     objs, _ = mailbox_objects(ctx)
     by_id = {o["id"]: o for o in objs.values()}
     wanted = list(by_id) if ids is None else ids
@@ -154,7 +154,7 @@ def mailbox_query(ctx, args):
         position = max(0, len(ids) + position)
     page = ids[position:position + limit if limit is not None else None]
     out = {"accountId": ctx.account_id_str,
-           "queryState": str(ctx.store.state(ctx.account.id, "Mailbox")),
+           "queryState": str(ctx.state("Mailbox")),
            "canCalculateChanges": True, "position": position, "ids": page}
     if bool_arg(args, "calculateTotal"):
         out["total"] = len(ids)
@@ -176,7 +176,7 @@ def query_changes(ctx, args, kind, current_ids, expand):
     if not isinstance(since, str):
         raise invalid("sinceQueryState is required")
     since_n = parse_state(since)
-    current = ctx.store.state(ctx.account.id, kind)
+    current = ctx.state(kind)
     if since_n is None or since_n > current:
         raise MethodError("cannotCalculateChanges", f"query state {since} is unknown")
     max_changes = uint_arg(args, "maxChanges", None, minimum=1)
@@ -331,7 +331,7 @@ def thread_get(ctx, args):
     ctx.check_account(args)
     ids = ids_arg(ctx, args)
     properties_arg(args, ("id", "emailIds"))
-    state = str(ctx.store.state(ctx.account.id, "Thread"))
+    state = str(ctx.state("Thread"))
     if ids is None:
         raise MethodError("requestTooLarge", "Thread/get needs ids")
     pks = [parse_oid("T", i) for i in ids]

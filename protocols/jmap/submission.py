@@ -67,7 +67,7 @@ def identity_get(ctx, args):
         else:
             missing.append(i)
     return {"accountId": ctx.account_id_str,
-            "state": str(ctx.store.state(ctx.account.id, "Identity")),
+            "state": str(ctx.state("Identity")),
             "list": found, "notFound": missing}
 
 
@@ -175,7 +175,7 @@ def submission_get(ctx, args):
         else:
             missing.append(i)
     return {"accountId": ctx.account_id_str,
-            "state": str(ctx.store.state(ctx.account.id, "EmailSubmission")),
+            "state": str(ctx.state("EmailSubmission")),
             "list": found, "notFound": missing}
 
 
@@ -217,7 +217,7 @@ def submission_query(ctx, args):
         raise invalid("position and limit are integers")
     page = ids[position:position + limit if limit is not None else None]
     out = {"accountId": ctx.account_id_str,
-           "queryState": str(ctx.store.state(ctx.account.id, "EmailSubmission")),
+           "queryState": str(ctx.state("EmailSubmission")),
            "canCalculateChanges": False, "position": position, "ids": page}
     if args.get("calculateTotal"):
         out["total"] = len(ids)
@@ -379,7 +379,7 @@ def vacation_get(ctx, args):
         else:
             missing.append(i)
     return {"accountId": ctx.account_id_str,
-            "state": str(ctx.store.state(ctx.account.id, "VacationResponse")),
+            "state": str(ctx.state("VacationResponse")),
             "list": found, "notFound": missing}
 
 

@@ -41,6 +41,7 @@ from .core import CAPABILITIES, LIMITS, RequestError, account_id_of
 log = logging.getLogger("roost.jmap")
 
 TICKET_SECONDS = 300
+AUTH_CACHE_SECONDS = 10
 COOKIE = "roost_jmap"
 CORS_HEADERS = {
     b"Access-Control-Allow-Origin": b"*",
@@ -61,6 +62,7 @@ class Service:
         self.auth = authenticator
         self.secret = secrets.token_bytes(32)
         self.uploads_in_flight = {}
+        self.auth_cache = {}
 
     def call(self, fn, *args):
         """A Deferred of ``fn(*args)`` run on the worker pool."""
@@ -87,8 +89,22 @@ class Service:
     # --- authentication ----------------------------------------------------------------
 
     async def authenticate(self, headers, ip, query=None, cookies=None):
-        """The Account for a request's credentials, or None."""
+        """The Account for a request's credentials, or None. A successful
+        Authorization header is remembered for ``AUTH_CACHE_SECONDS``, so a
+        client's every request does not cost a database read."""
         value = headers.get("authorization") or ""
+        key = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest() if value else None
+        hit = self.auth_cache.get(key) if key else None
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        acct = await self._authenticate(value, ip, query, cookies)
+        if acct is not None and key:
+            if len(self.auth_cache) > 10000:
+                self.auth_cache.clear()
+            self.auth_cache[key] = (time.monotonic() + AUTH_CACHE_SECONDS, acct)
+        return acct
+
+    async def _authenticate(self, value, ip, query, cookies):
         scheme, _, cred = value.partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
