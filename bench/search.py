@@ -45,13 +45,15 @@ RARE = ("quillfeather", 0.001)
 AND_PAIR = (("budget", 0.10), ("lantern", 0.10))     # both in about 1%
 PREFIX_FAMILY = [("zentro" + s, 0.002) for s in ("vax", "qua", "mel", "dine", "lith")]
 SENDERS = 2000
+# (label, criteria tree, IMAP SEARCH keys, JMAP FilterCondition)
 QUERIES = [
-    ("common word", S.Text("text", COMMON[0]), f"TEXT {COMMON[0]}"),
-    ("rare word", S.Text("text", RARE[0]), f"TEXT {RARE[0]}"),
+    ("common word", S.Text("text", COMMON[0]), f"TEXT {COMMON[0]}", {"text": COMMON[0]}),
+    ("rare word", S.Text("text", RARE[0]), f"TEXT {RARE[0]}", {"text": RARE[0]}),
     ("two-word AND", S.And((S.Text("text", AND_PAIR[0][0]), S.Text("text", AND_PAIR[1][0]))),
-     f"TEXT {AND_PAIR[0][0]} TEXT {AND_PAIR[1][0]}"),
-    ("prefix", S.Text("text", "zentro"), "TEXT zentro"),
-    ("FROM", S.Text("from", "sender0042"), "FROM sender0042"),
+     f"TEXT {AND_PAIR[0][0]} TEXT {AND_PAIR[1][0]}",
+     {"operator": "AND", "conditions": [{"text": AND_PAIR[0][0]}, {"text": AND_PAIR[1][0]}]}),
+    ("prefix", S.Text("text", "zentro"), "TEXT zentro", {"text": "zentro"}),
+    ("FROM", S.Text("from", "sender0042"), "FROM sender0042", {"from": "sender0042"}),
 ]
 SYLLABLES = ("ka ri to mo na le si vu pe da go ne lo ta mi ru be so fa ki ho "
              "za du ve ro ba ne ti ca po lu me sa fi de gu ra no").split()
@@ -105,7 +107,7 @@ def build(store, gen, count, log):
     acct = store.add_account("alice@example.org")
     box = store.mailbox(acct.id, "INBOX")
     folder = os.path.join(store.blobs.folder_path(acct.maildir_key, box.folder), "cur")
-    index_s, total_bytes, t0 = 0.0, 0, time.time()
+    index_s, index_cpu, total_bytes, t0 = 0.0, 0.0, 0, time.time()
     modseq = acct.modseq + 1
     for start in range(0, count, BATCH):
         ids = range(start + 1, min(count, start + BATCH) + 1)
@@ -134,9 +136,10 @@ def build(store, gen, count, log):
             conn.execute(insert(threads), trows)
             conn.execute(insert(messages), mrows)
             conn.execute(insert(mailbox_messages), mmrows)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             store.fulltext.index(conn, after, acct.id, [(pk, document(p)) for pk, p in docs])
             index_s += time.perf_counter() - t
+            index_cpu += time.process_time() - c
         done = ids[-1]
         log(f"\r  built {done}/{count} ({done / (time.time() - t0):.0f} msgs/s)")
     with store._write() as (conn, _after):
@@ -145,23 +148,24 @@ def build(store, gen, count, log):
         conn.execute(update(accounts).where(accounts.c.id == acct.id)
                      .values(modseq=modseq, used_bytes=total_bytes))
     log("\n")
-    return acct, box, index_s, total_bytes
+    return acct, box, (index_s, index_cpu), total_bytes
 
 
 def index_whoosh(store, gen, acct, count, log):
     """Index the same messages into a Whoosh-backed store; returns seconds."""
-    backend, spent = store.fulltext, 0.0
+    backend, spent, cpu = store.fulltext, 0.0, 0.0
     for start in range(0, count, BATCH):
         ids = range(start + 1, min(count, start + BATCH) + 1)
         parsed = [(pk, mime.ParsedMessage(gen.message(pk))) for pk in ids]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         with store._write() as (conn, after):
             backend.index(conn, after, acct.id, [(pk, document(p)) for pk, p in parsed])
         backend.flush()
         spent += time.perf_counter() - t
+        cpu += time.process_time() - c
         log(f"\r  whoosh {ids[-1]}/{count} ({ids[-1] / spent:.0f} msgs/s)")
     log("\n")
-    return spent
+    return spent, cpu
 
 
 def timings(fn, runs):
@@ -181,6 +185,58 @@ def rss_mb():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+# --- JMAP ------------------------------------------------------------------------
+
+def jmap_queries(data, box_pk, runs, log):
+    """Email/query over HTTP against ``roost serve --jmap`` on the bench data."""
+    import httpx
+    cli = [sys.executable, "-m", "roost.server.cli", "--data", data]
+    subprocess.run(cli + ["user", "passwd", "alice@example.org", "--password-stdin"],
+                   input=b"bench-secret\n", check=True, capture_output=True)
+    args = cli + ["serve"]
+    for name in ("imap", "imaps", "lmtp", "submission", "smtp", "managesieve"):
+        args += [f"--{name}", "off"]
+    proc = subprocess.Popen(args + ["--jmap", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    port = None
+    try:
+        for line in proc.stdout:
+            line = line.decode(errors="replace")
+            if "jmap listening on" in line:
+                port = int(line.rsplit(":", 1)[1])
+            if line.startswith("roost: ready") or not line:
+                break
+        if port is None:
+            return None, "roost serve did not start a JMAP listener", 0
+        http = httpx.Client(auth=("alice@example.org", "bench-secret"), timeout=120,
+                            follow_redirects=True)
+        session = http.get(f"http://127.0.0.1:{port}/.well-known/jmap").json()
+        account = next(iter(session["accounts"]))
+        rows = []
+        for label, _node, _q, jfilter in QUERIES:
+            def one(jfilter=jfilter):
+                body = {"using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"],
+                        "methodCalls": [["Email/query", {
+                            "accountId": account, "calculateTotal": True, "limit": 50,
+                            "filter": {"operator": "AND",
+                                       "conditions": [{"inMailbox": f"M{box_pk}"}, jfilter]}},
+                            "q"]]}
+                reply = http.post(session["apiUrl"], json=body).json()["methodResponses"][0]
+                if reply[0] != "Email/query":
+                    raise RuntimeError(f"Email/query failed: {reply}")
+                return reply[1]["total"]
+            rows.append((label,) + timings(one, runs))
+            log(f"  jmap: {label} done\n")
+        http.close()
+        with open(f"/proc/{proc.pid}/status") as f:
+            rss = next(int(x.split()[1]) / 1024 for x in f if x.startswith("VmRSS:"))
+        return rows, None, rss
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        proc.stdout.close()
 
 
 # --- Dovecot ---------------------------------------------------------------------
@@ -236,7 +292,7 @@ def dovecot_scan(maildir, tmp, runs, log):
         command("SELECT INBOX")
         log(f"  dovecot: SELECT INBOX (index build) {time.time() - t:.1f}s\n")
         rows = []
-        for label, _node, imap_query in QUERIES:
+        for label, _node, imap_query, _j in QUERIES:
             def one():
                 reply = command(f"SEARCH {imap_query}")
                 return sum(len(r.split()) - 2 for r in reply if r.startswith(b"* SEARCH"))
@@ -264,30 +320,36 @@ def main(argv=None):
     os.makedirs(tmp, exist_ok=True)
     gen = Generator()
     try:
-        print(f"bench.search: {args.messages} messages, seed {SEED}, in {tmp}")
+        print(f"bench.search: {args.messages} messages, seed {SEED}, in {tmp}; "
+              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
         store = Store.open(os.path.join(tmp, "data"))
         t = time.time()
-        acct, box, index_s, total = build(store, gen, args.messages, log)
+        acct, box, (index_s, index_cpu), total = build(store, gen, args.messages, log)
         build_s = time.time() - t
         print(f"built in {build_s:.0f}s: {total / args.messages / 1024:.1f} KB average, "
               f"{total / 1e6:.0f} MB (rows inserted in bulk, files written without fsync; "
               f"see the module docstring)")
         print(f"FTS5 indexing: {args.messages / index_s:.0f} msgs/s in batches of {BATCH} "
-              f"({index_s:.1f}s of the build)")
+              f"({index_s:.1f}s of the build; {args.messages / index_cpu:.0f} msgs per CPU second)")
         results = {"FTS5": [(label,) + timings(lambda n=node: len(S.search(store, acct.id, n, box.id)),
-                                               args.runs) for label, node, _q in QUERIES]}
+                                               args.runs) for label, node, _q, _j in QUERIES]}
         rss = rss_mb()
         wcount = args.whoosh if args.whoosh is not None else args.messages
         if wcount:
             wstore = Store.open(os.path.join(tmp, "data"), search="whoosh")
             wstore.fulltext.delay = 3600     # the bench applies the queue itself
-            w_s = index_whoosh(wstore, gen, acct, wcount, log)
-            print(f"Whoosh indexing: {wcount / w_s:.0f} msgs/s in batches of {BATCH}"
+            w_s, w_cpu = index_whoosh(wstore, gen, acct, wcount, log)
+            print(f"Whoosh indexing: {wcount / w_s:.0f} msgs/s in batches of {BATCH} "
+                  f"({wcount / w_cpu:.0f} msgs per CPU second)"
                   + ("" if wcount == args.messages else f" (first {wcount} messages only)"))
             results["Whoosh"] = [(label,) + timings(
                 lambda n=node: len(S.search(wstore, acct.id, n, box.id)), args.runs)
-                for label, node, _q in QUERIES]
+                for label, node, _q, _j in QUERIES]
             wstore.close()
+        store.close()
+        jrows, jwhy, jrss = jmap_queries(os.path.join(tmp, "data"), box.id, args.runs, log)
+        if jrows:
+            results["JMAP (FTS5)"] = jrows
         if not args.no_dovecot:
             maildir = store.blobs.folder_path(acct.maildir_key, box.folder)
             os.makedirs(os.path.join(tmp, "dovecot"), exist_ok=True)
@@ -300,16 +362,18 @@ def main(argv=None):
               f"mailbox through storage.search.search, {args.runs} runs, Dovecot "
               f"{args.dovecot_runs}):")
         print(f"{'query':<14} {'backend':<17} {'hits':>7} {'p50':>9} {'p99':>9}")
-        for label, _node, _q in QUERIES:
+        for label, _node, _q, _j in QUERIES:
             for backend, rows in results.items():
                 for r in rows:
                     if r[0] == label:
                         print(f"{label:<14} {backend:<17} {r[1]:>7} {r[2]:>9.2f} {r[3]:>9.2f}")
-        print("\nJMAP Email/query: not measured (no JMAP endpoint in the tree yet)")
+        print("\nJMAP rows: Email/query over HTTP (inMailbox AND the filter, calculateTotal, "
+              "limit 50) to roost serve on the same data" +
+              (f"; server RSS {jrss:.0f} MB" if jrows else f": skipped ({jwhy})"))
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} (latencies are wall clock)")
         print(f"RSS after the FTS5 queries: {rss:.0f} MB; peak RSS of the bench process "
               f"(generation and both backends): "
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-        store.close()
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -12,9 +12,11 @@ catches up. Removals are queued the same way; until applied, the SQL join in
 ``storage.search`` already hides removed messages.
 
 Matching is the same as FTS5's: words are pre-folded by ``search_text`` and
-indexed as given; header substrings use candidates from trigrams of all
-header lines, checked against the stored folded value (values shorter than three characters check every
-stored value of the account: slower, still no message file read).
+indexed as given; header substrings use candidates from trigrams of the
+subject, from, to, cc and bcc values, checked against the stored folded
+value. HEADER searches of other fields, and values shorter than three
+characters, check the stored values of every document of the account:
+slower, still no message file read.
 
 Must not be called on the event loop (Whoosh commits block), and must not
 read message files except in ``rebuild``.
@@ -65,7 +67,7 @@ def whoosh_document(pk, doc):
            "cjk_headers": " ".join(hc), "cjk_body": " ".join(bc)}
     for name in SUBSTRING_FIELDS:
         out["s_" + name] = st.fold(doc[name])
-    out["grams"] = out["s_fields"]
+    out["grams"] = "\n".join(out["s_" + name] for name in st.HEADER_FIELDS)
     return out
 
 
@@ -245,7 +247,9 @@ class WhooshBackend(SearchBackend):
             folded = st.fold(value)
             if name is None and not folded:
                 return self._all(searcher)
-            probe = folded if len(folded) >= 3 else (name + ":" if name else "")
+            # Trigrams cover subject/from/to/cc/bcc only (other header lines of real
+            # mail would double the index); other HEADER names check every document.
+            probe = folded if len(folded) >= 3 and (name is None or name in st.HEADER_FIELDS) else ""
 
             def ok(stored):
                 text = stored.get("s_" + key, "")
