@@ -187,7 +187,7 @@ def _condition(node, ctx):
             parts.append(m.c.size < node.smaller)
         return and_(*parts) if parts else true()
     if isinstance(node, Text):
-        return ctx.backend.condition(ctx.conn, ctx.account_id, node)
+        return ctx.backend.query(ctx.conn, ctx.account_id, node)
     if isinstance(node, InMailbox):
         other = aliased(mm)
         return exists().where(other.c.message_id == m.c.id,
@@ -252,9 +252,12 @@ class SearchBackend:
     ``index(conn, after, account_id, docs)``: docs is ``[(message_pk, document)]``
         (``search_text.document``), called in the delivery transaction.
     ``remove(conn, after, account_id, message_pks)``, ``remove_account(...)``.
-    ``condition(conn, account_id, text_node)``: a SQL condition on ``messages.id``.
+    ``query(conn, account_id, text_node)``: a SQL condition on ``messages.id``.
     ``rebuild(store, account_id, progress=None)``: index the account again from
-        its message files; ``drift(store, account_id)``: ``(missing, stale)`` ids.
+        its message files (``reindex`` does it for some messages).
+    ``drift(store, account_id)``: ids the index lacks; ``stale(conn)``:
+        ``{account_id or None: [ids]}`` indexed but gone; ``remove_stale``.
+    ``indexed(conn, account_id, ids)``: which ids the index (or its queue) has.
     """
 
     name = "none"
@@ -271,6 +274,9 @@ class SearchBackend:
             pks = list(conn.execute(select(messages.c.id).where(
                 messages.c.account_id == account_id).order_by(messages.c.id)).scalars())
             return sorted(set(pks) - self.indexed(conn, account_id, pks))
+
+    def rebuild(self, store, account_id, progress=None):
+        return self.reindex(store, account_id, None, progress)
 
     def reindex(self, store, account_id, message_pks=None, progress=None, batch=200):
         """Index the messages again from their files (all of the account's when

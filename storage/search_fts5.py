@@ -93,7 +93,7 @@ class Fts5Backend(SearchBackend):
 
     # --- queries ---------------------------------------------------------------
 
-    def condition(self, conn, account_id, node):
+    def query(self, conn, account_id, node):
         field, value = node.field, node.value
         name = st.header_name(field)
         if name is not None:

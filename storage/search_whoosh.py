@@ -29,10 +29,10 @@ import shutil
 import threading
 
 from sqlalchemy import delete, insert, select
-from whoosh import fields, formats, index, query
+from whoosh import fields, formats, index
+from whoosh import query as wq
 from whoosh.analysis import NgramTokenizer, SpaceSeparatedTokenizer
 from whoosh.filedb.filestore import RamStorage
-from whoosh.writing import CLEAR
 
 from . import search_text as st
 from .schema import messages, search_queue
@@ -218,7 +218,7 @@ class WhooshBackend(SearchBackend):
 
     # --- queries -------------------------------------------------------------------
 
-    def condition(self, conn, account_id, node):
+    def query(self, conn, account_id, node):
         field, value = node.field, node.value
         name = st.header_name(field)
         if name is None and field not in st.HEADER_FIELDS and field not in ("text", "body"):
@@ -267,17 +267,17 @@ class WhooshBackend(SearchBackend):
             return set()
         wfields = ("body",) if field == "body" else ("headers", "body")
         cfields = ("cjk_body",) if field == "body" else ("cjk_headers", "cjk_body")
-        parts = [query.Or([query.Prefix(f, st.fold_word(w)) for f in wfields]) for w in qwords]
+        parts = [wq.Or([wq.Prefix(f, st.fold_word(w)) for f in wfields]) for w in qwords]
         for run in runs:
             chars = list(run)
-            parts.append(query.Or([query.Phrase(f, chars) if len(chars) > 1 else query.Term(f, chars[0])
+            parts.append(wq.Or([wq.Phrase(f, chars) if len(chars) > 1 else wq.Term(f, chars[0])
                                    for f in cfields]))
-        return self._ids(searcher, searcher.docs_for_query(query.And(parts)))
+        return self._ids(searcher, searcher.docs_for_query(wq.And(parts)))
 
     @staticmethod
     def _grams(fieldname, value):
         grams = sorted({value[i:i + 3] for i in range(len(value) - 2)})
-        return query.And([query.Term(fieldname, g) for g in grams])
+        return wq.And([wq.Term(fieldname, g) for g in grams])
 
     @staticmethod
     def _checked(searcher, docs, ok):
@@ -334,8 +334,3 @@ class WhooshBackend(SearchBackend):
             with store._write() as (conn, after):
                 self.remove(conn, after, account_id, pks)
         self.flush()
-
-    def clear(self, account_id):
-        """Empty the account's index (before a rebuild)."""
-        ix = self._open(account_id)
-        ix.writer(timeout=60).commit(mergetype=CLEAR)
