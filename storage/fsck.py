@@ -47,12 +47,7 @@ def check(store, repair=False):
                 known.add(stem)
                 if stem not in on_disk:
                     report.append(f"{acct.address}: {box.name} UID {uid}: message file missing")
-            orphans = [s for s in on_disk if s not in known]
-            if orphans:
-                report.append(f"{acct.address}: {box.name}: {len(orphans)} files without a row" +
-                              (" (adopted)" if repair else ""))
-                if repair:
-                    _adopt(store, acct, box, [(s, *on_disk[s]) for s in orphans])
+            # UIDNEXT first: adopted files below take their UIDs from it.
             if box.uidnext <= max_uid:
                 report.append(f"{acct.address}: {box.name}: UIDNEXT {box.uidnext} <= UID {max_uid}" +
                               (" (fixed)" if repair else ""))
@@ -60,6 +55,13 @@ def check(store, repair=False):
                     with store._write() as (conn, _after):
                         conn.execute(update(mailboxes).where(mailboxes.c.id == box.id)
                                      .values(uidnext=max_uid + 1))
+            orphans = [s for s in on_disk if s not in known]
+            if orphans:
+                report.append(f"{acct.address}: {box.name}: {len(orphans)} files without a row" +
+                              (" (adopted)" if repair else ""))
+                if repair:
+                    _adopt(store, acct, box, [(s, *on_disk[s]) for s in orphans])
+        acct = store.account_by_id(acct.id)   # adopting files above changed used_bytes
         with store.engine.connect() as conn:
             used = conn.execute(select(func.coalesce(func.sum(messages.c.size), 0))
                                 .where(messages.c.account_id == acct.id)).scalar()
