@@ -6,6 +6,8 @@ either way); ``B<hash>_1_2`` is part 1.2 of that message, transfer-decoded.
 Every lookup is scoped to one account. Blocking: call from a worker thread.
 """
 
+import hashlib
+
 from roost.storage import account_data, emails
 from roost.storage.errors import MessageNotFound
 
@@ -25,9 +27,13 @@ class Backend:
         self.delivery = delivery
         self.hostname = hostname
         self.outbound = outbound     # the outbound relay queue, when one exists
+        self.push_changed = None     # called with an account id after its push subscriptions change
 
     def session_state(self, account):
-        return str(len(account.address))
+        """Changes only when what the Session object says changes (account, capabilities)."""
+        from .core import CAPABILITIES
+        digest = hashlib.sha256(repr((account.id, account.address, sorted(CAPABILITIES))).encode())
+        return digest.hexdigest()[:16]
 
     def read_blob(self, account_id, blob_id):
         """``(bytes, content type, name)``; raises BlobNotFound."""

@@ -12,7 +12,7 @@ import re
 import threading
 from collections import OrderedDict
 
-from roost.storage import emails, mime
+from roost.storage import emails, mime, search_snippet
 from roost.storage import search as criteria
 from roost.storage import flags as flagbits
 from roost.storage.errors import MailboxNotFound, MessageNotFound, MessageTooLarge, QuotaExceeded
@@ -785,76 +785,21 @@ def email_parse(ctx, args):
 
 @method("SearchSnippet/get", MAIL)
 def snippet_get(ctx, args):
+    """Highlights come from ``storage.search_snippet`` (the one highlighter,
+    shared with IMAP PREVIEW), over the same criteria tree Email/query uses."""
     ctx.check_account(args)
     ids = ids_arg(ctx, args, "emailIds", required=True)
     filt = args.get("filter")
-    if filt is not None:
-        compile_filter(ctx, filt)
-    terms = _filter_terms(filt)
+    node = compile_filter(ctx, filt) if filt is not None else criteria.All()
     pks = [parse_oid("E", i) for i in ids]
-    infos = emails.get_messages(ctx.store, ctx.account.id, [p for p in pks if p], parsed=False)
+    found_pks = emails.get_messages(ctx.store, ctx.account.id, [p for p in pks if p],
+                                    parsed=False, summary=False)
+    marked = search_snippet.snippets(ctx.store, ctx.account.id, list(found_pks), node)
     found, missing = [], []
-    highlight = _highlighter()
     for i, pk in zip(ids, pks):
-        info = infos.get(pk)
-        if info is None:
+        if pk not in found_pks:
             missing.append(i)
             continue
-        subject = highlight(info.subject, terms["subject"]) if terms["subject"] else None
-        preview = highlight(info.preview, terms["body"]) if terms["body"] else None
+        subject, preview = marked.get(pk, (None, None))
         found.append({"emailId": i, "subject": subject, "preview": preview})
     return {"accountId": ctx.account_id_str, "list": found, "notFound": missing or None}
-
-
-def _filter_terms(filt, out=None):
-    out = out if out is not None else {"subject": [], "body": []}
-    if isinstance(filt, dict):
-        if filt.get("operator") == "NOT":
-            return out
-        for c in filt.get("conditions") or []:
-            _filter_terms(c, out)
-        for key in ("text", "subject"):
-            if isinstance(filt.get(key), str):
-                out["subject"].append(filt[key])
-        for key in ("text", "body"):
-            if isinstance(filt.get(key), str):
-                out["body"].append(filt[key])
-    return out
-
-
-def _highlighter():
-    """The search engineer's highlighter when present, else a plain one."""
-    for mod in ("roost.storage.search_text", "roost.storage.search"):
-        try:
-            module = __import__(mod, fromlist=["highlight"])
-        except ImportError:
-            continue
-        fn = getattr(module, "highlight", None)
-        if fn is not None:
-            return lambda text, terms: _call_highlight(fn, text, terms)
-    return _plain_highlight
-
-
-def _call_highlight(fn, text, terms):
-    try:
-        return fn(text, " ".join(terms))
-    except TypeError:
-        return _plain_highlight(text, terms)
-
-
-def _plain_highlight(text, terms):
-    import html
-    if not text:
-        return None
-    words = [w for t in terms for w in re.findall(r"\w+", t)]
-    if not words:
-        return None
-    pattern = re.compile("|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True)),
-                         re.I)
-    out, last, hit = [], 0, False
-    for m in pattern.finditer(text):
-        out.append(html.escape(text[last:m.start()]))
-        out.append(f"<mark>{html.escape(m.group(0))}</mark>")
-        last, hit = m.end(), True
-    out.append(html.escape(text[last:]))
-    return "".join(out)[:1000] if hit else None

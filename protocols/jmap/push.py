@@ -311,3 +311,118 @@ def websocket_resource(service):
     Protocol.service = service
     factory.protocol = Protocol
     return WebSocketResource(factory)
+
+
+# --- web push to PushSubscriptions (RFC 8620 section 7.2, RFC 8291) ------------------------
+
+def encrypt(payload, keys):
+    """``payload`` as an RFC 8188 ``aes128gcm`` body for RFC 8291 ``keys``
+    (``p256dh`` and ``auth``, base64url); raises ValueError for bad keys."""
+    import base64
+    import os
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    def b64(value):
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    try:
+        ua_public = b64(keys["p256dh"])
+        auth = b64(keys["auth"])
+        ua_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), ua_public)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"bad push keys: {exc}") from None
+    private = ec.generate_private_key(ec.SECP256R1())
+    as_public = private.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    secret = private.exchange(ec.ECDH(), ua_key)
+    ikm = HKDF(hashes.SHA256(), 32, auth, b"WebPush: info\x00" + ua_public + as_public).derive(secret)
+    salt = os.urandom(16)
+    cek = HKDF(hashes.SHA256(), 16, salt, b"Content-Encoding: aes128gcm\x00").derive(ikm)
+    nonce = HKDF(hashes.SHA256(), 12, salt, b"Content-Encoding: nonce\x00").derive(ikm)
+    body = AESGCM(cek).encrypt(nonce, payload + b"\x02", None)
+    return salt + (4096).to_bytes(4, "big") + bytes([len(as_public)]) + as_public + body
+
+
+def post(url, payload, keys=None, timeout=10):
+    """POST a push message (blocking); returns True when the push service took it."""
+    import urllib.error
+    import urllib.request
+    headers = {"TTL": "86400", "Urgency": "normal"}
+    if keys:
+        payload = encrypt(payload, keys)
+        headers["Content-Encoding"] = "aes128gcm"
+        headers["Content-Type"] = "application/octet-stream"
+    else:
+        headers["Content-Type"] = "application/json"
+    try:
+        req = urllib.request.Request(url, data=payload, method="POST", headers=headers)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+
+
+class WebPush:
+    """Pushes StateChange objects to verified, unexpired push subscriptions.
+
+    Subscribes on the bus only for accounts that have such a subscription;
+    ``refresh(account_id)`` (called after PushSubscription/set, from any
+    thread) re-reads them."""
+
+    def __init__(self, service):
+        self.service = service
+        self.watching = {}    # account id -> Subscriber
+
+    def start(self):
+        spawn(self._start())
+
+    async def _start(self):
+        store = self.service.store
+        for acct in await self.service.run(store.accounts):
+            self.refresh(acct.id)
+
+    def refresh(self, account_id):
+        reactor.callFromThread(lambda: spawn(self._refresh(account_id)))
+
+    async def _refresh(self, account_id):
+        from roost.storage import account_data
+        subs = await self.service.run(account_data.push_subscriptions_of, self.service.store,
+                                      account_id)
+        live = [s for _pk, s in subs if s.get("verificationCode")]
+        old = self.watching.pop(account_id, None)
+        if old is not None:
+            old.close()
+        if live:
+            account = await self.service.run(self.service.store.account_by_id, account_id)
+            self.watching[account_id] = Subscriber(
+                self.service, account, None,
+                lambda changed, modseq: spawn(self._deliver(account, changed)))
+
+    async def _deliver(self, account, changed):
+        from roost.storage import account_data
+
+        from .bodies import parse_utc_date
+        import time
+        subs = await self.service.run(account_data.push_subscriptions_of, self.service.store,
+                                      account.id)
+        for _pk, s in subs:
+            if not s.get("verificationCode"):
+                continue
+            try:
+                if s.get("expires") and parse_utc_date(s["expires"]) < time.time():
+                    continue
+            except ValueError:
+                continue
+            types = s.get("types")
+            wanted = {t: v for t, v in changed.items() if not types or t in types}
+            if wanted:
+                body = json.dumps(state_change(account, wanted)).encode()
+                await self.service.run(post, s["url"], body, s.get("keys"))
+
+    def close(self):
+        for sub in self.watching.values():
+            sub.close()
+        self.watching.clear()

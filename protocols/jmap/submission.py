@@ -12,7 +12,6 @@ import json
 import secrets
 import threading
 import time
-import urllib.request
 
 from roost.storage import account_data, emails
 from roost.storage.store import parse_oid
@@ -429,19 +428,13 @@ def _push_json(pk, s):
             "expires": s.get("expires"), "types": s.get("types")}
 
 
-def send_verification(url, subscription_id, code):
+def send_verification(url, subscription_id, code, keys):
     """POST the PushVerification object to the client's push service, off-thread."""
+    from .push import post
     body = json.dumps({"@type": "PushVerification", "pushSubscriptionId": subscription_id,
                        "verificationCode": code}).encode()
-
-    def post():
-        try:
-            req = urllib.request.Request(url, data=body, method="POST", headers={
-                "Content-Type": "application/json", "TTL": "86400"})
-            urllib.request.urlopen(req, timeout=10).close()
-        except (OSError, ValueError):
-            pass
-    threading.Thread(target=post, name="roost-push-verify", daemon=True).start()
+    threading.Thread(target=post, args=(url, body, keys), name="roost-push-verify",
+                     daemon=True).start()
 
 
 @method("PushSubscription/get", CORE)
@@ -483,6 +476,16 @@ def push_set(ctx, args):
                                                    "url must be https and deviceClientId a string",
                                                    properties=["url", "deviceClientId"]))
             continue
+        keys = obj.get("keys")
+        if keys is not None and not (isinstance(keys, dict) and isinstance(keys.get("p256dh"), str)
+                                     and isinstance(keys.get("auth"), str)):
+            put(resp, "notCreated", cid, set_error("invalidProperties", "keys needs p256dh and auth",
+                                                   properties=["keys"]))
+            continue
+        types = obj.get("types")
+        if types is not None and not (isinstance(types, list) and all(isinstance(t, str) for t in types)):
+            put(resp, "notCreated", cid, set_error("invalidProperties", properties=["types"]))
+            continue
         if obj.get("verificationCode") is not None:
             put(resp, "notCreated", cid, set_error("invalidProperties", properties=["verificationCode"]))
             continue
@@ -493,7 +496,7 @@ def push_set(ctx, args):
                     "code": code, "verificationCode": None}
         pk = account_data.save_push_subscription(ctx.store, acct, None, settings)
         ctx.created[cid] = f"P{pk}"
-        send_verification(url, f"P{pk}", code)
+        send_verification(url, f"P{pk}", code, settings["keys"])
         put(resp, "created", cid, {"id": f"P{pk}", "expires": settings["expires"]})
     rows = dict(account_data.push_subscriptions_of(ctx.store, acct))
     for sid, patch in update.items():
@@ -518,6 +521,8 @@ def push_set(ctx, args):
             s["expires"] = patch["expires"]
         account_data.save_push_subscription(ctx.store, acct, pk, s)
         put(resp, "updated", sid, None)
+    if ctx.backend.push_changed is not None:
+        ctx.backend.push_changed(acct)
     for sid in destroy:
         pk = parse_oid("P", ctx.resolve_id(sid))
         if pk is not None and account_data.delete_push_subscription(ctx.store, acct, pk):

@@ -62,6 +62,7 @@ class Service:
         self.auth = authenticator
         self.secret = secrets.token_bytes(32)
         self.uploads_in_flight = {}
+        self.requests_in_flight = {}
         self.auth_cache = {}
 
     def call(self, fn, *args):
@@ -327,7 +328,15 @@ class ApiResource(AsyncResource):
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise RequestError("notJSON", "the request body is not JSON") from None
-        result = await self.service.run(core.process, self.service.backend, account, doc)
+        busy = self.service.requests_in_flight.get(account.id, 0)
+        if busy >= LIMITS["maxConcurrentRequests"]:
+            raise RequestError("limit", "too many concurrent requests", status=429,
+                               limit="maxConcurrentRequests")
+        self.service.requests_in_flight[account.id] = busy + 1
+        try:
+            result = await self.service.run(core.process, self.service.backend, account, doc)
+        finally:
+            self.service.requests_in_flight[account.id] -= 1
         _finish(request, 200, result)
 
 
@@ -455,6 +464,9 @@ def build_site(service):
     jmap.putChild(b"eventsource", push.EventSourceResource(service))
     jmap.putChild(b"ws", push.websocket_resource(service))
     root.putChild(b"jmap", jmap)
+    webpush = push.WebPush(service)
+    service.backend.push_changed = webpush.refresh
+    webpush.start()
     site = server.Site(root)
     site.requestFactory = LimitedRequest
     site.displayTracebacks = False

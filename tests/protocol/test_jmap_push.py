@@ -181,3 +181,32 @@ def test_push_never_crosses_accounts(alice, server):
         assert reader.wait_for("state", timeout=0.1) is None
     finally:
         bob.close()
+
+
+def test_push_subscription_lifecycle(alice, server):
+    core = ["urn:ietf:params:jmap:core"]
+    out = alice.request(["PushSubscription/set", {"create": {"p": {
+        "deviceClientId": "phone-1", "url": "https://push.invalid.example/x",
+        "types": ["Email"], "keys": {"p256dh": "x", "auth": "y"}}, "bad": {
+        "deviceClientId": "d", "url": "http://plain.example/"}}}, "0"], using=core)
+    res = out[0][1]
+    sid = res["created"]["p"]["id"]
+    assert res["created"]["p"]["expires"].endswith("Z")
+    assert res["notCreated"]["bad"]["type"] == "invalidProperties"
+    got = alice.request(["PushSubscription/get", {"ids": None}, "0"], using=core)[0][1]["list"]
+    mine = next(s for s in got if s["id"] == sid)
+    assert "url" not in mine and "keys" not in mine and mine["verificationCode"] is None
+    out = alice.request(["PushSubscription/set", {"update": {sid: {"verificationCode": "wrong"}}},
+                         "0"], using=core)
+    assert out[0][1]["notUpdated"][sid]["type"] == "invalidProperties"
+    out = alice.request(["PushSubscription/get", {"accountId": alice.account}, "0"], using=core)
+    assert out[0][1]["type"] == "invalidArguments"
+    out = alice.request(["PushSubscription/set", {"destroy": [sid]}, "0"], using=core)
+    assert out[0][1]["destroyed"] == [sid]
+    bob = Client(server, BOB)
+    try:
+        out = bob.request(["PushSubscription/get", {"ids": [sid]}, "0"], using=core)
+        assert out[0][1]["notFound"] == [sid]
+    finally:
+        bob.close()
+
