@@ -93,24 +93,31 @@ def get_messages(store, account_id, pks, *, parsed=True, summary=True):
         cols.append(messages.c.summary)
     if parsed:
         cols.append(messages.c.structure)
+    member_cols = [mailbox_messages.c.mailbox_id, mailbox_messages.c.uid,
+                   mailbox_messages.c.modseq, mailbox_messages.c.flags, mailbox_messages.c.keywords]
+    n = len(cols) + 1
     with store._read() as conn:
         for chunk in _chunks(pks):
-            rows = conn.execute(select(*cols).where(and_(
-                messages.c.account_id == account_id, messages.c.id.in_(chunk)))).all()
-            found = [r.id for r in rows]
-            members = {}
-            for m in conn.execute(select(
-                    mailbox_messages.c.message_id, mailbox_messages.c.mailbox_id,
-                    mailbox_messages.c.uid, mailbox_messages.c.modseq, mailbox_messages.c.flags,
-                    mailbox_messages.c.keywords).where(mailbox_messages.c.message_id.in_(found))):
-                members.setdefault(m[0], []).append(
-                    Membership(m[1], m[2], m[3], m[4], flagbits.decode_keywords(m[5])))
-            for r in rows:
-                out[r.id] = MessageInfo(
-                    r.id, r.thread_id, r.blob_id, r.size, r.internal_date, r.sent_at, r.subject,
+            # One statement, by primary key only (SQLite would otherwise walk
+            # the account's index); the account is checked on each row instead.
+            q = select(messages.c.account_id, *cols, *member_cols).outerjoin(
+                mailbox_messages, mailbox_messages.c.message_id == messages.c.id) \
+                .where(messages.c.id.in_(chunk))
+            rows, members = {}, {}
+            for r in conn.execute(q):
+                if r[0] != account_id:
+                    continue
+                rows.setdefault(r[1], r)
+                if r[n] is not None:
+                    members.setdefault(r[1], []).append(
+                        Membership(r[n], r[n + 1], r[n + 2], r[n + 3],
+                                   flagbits.decode_keywords(r[n + 4])))
+            for pk, r in rows.items():
+                out[pk] = MessageInfo(
+                    pk, r.thread_id, r.blob_id, r.size, r.internal_date, r.sent_at, r.subject,
                     r.preview, bool(r.has_attachment), json.loads(r.summary) if summary else {},
                     json.loads(r.structure) if parsed else None,
-                    tuple(sorted(members.get(r.id, ()), key=lambda m: m.mailbox_id)))
+                    tuple(sorted(members.get(pk, ()), key=lambda m: m.mailbox_id)))
     return out
 
 

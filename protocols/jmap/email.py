@@ -68,12 +68,25 @@ def flag_name(keyword):
 
 # --- Email/get ---------------------------------------------------------------------
 
+_RAW_PROPS = frozenset(("headers", "bodyStructure", "bodyValues", "textBody", "htmlBody",
+                        "attachments"))
+_needs_raw = {}
+
+
+def needs_raw(props):
+    key = tuple(props)
+    if key not in _needs_raw:
+        if len(_needs_raw) > 1000:
+            _needs_raw.clear()
+        _needs_raw[key] = any(p in _RAW_PROPS or p.startswith("header:") for p in props)
+    return _needs_raw[key]
+
+
 def email_json(ctx, info, props, body_props, opts, raw=None):
     """The Email object of ``info`` with ``props``; reads the bytes only when needed."""
     s = info.summary
     out = {}
-    need_raw = any(p in ("headers", "bodyStructure", "bodyValues", "textBody", "htmlBody",
-                         "attachments") or p.startswith("header:") for p in props)
+    need_raw = needs_raw(props)
     if need_raw and raw is None:
         try:
             raw = ctx.store.read_message(ctx.account.id, info.id)
@@ -356,7 +369,7 @@ def _sort_keys(args):
 
 
 def ordered_ids(ctx, args):
-    """``[(email pk, thread pk)]`` of the query, sorted (and collapsed)."""
+    """``([(email pk, thread pk)], [email pk])`` of the query, sorted (and collapsed)."""
     filt = args.get("filter")
     if filt is not None and not isinstance(filt, dict):
         raise invalid("filter must be an object")
@@ -387,8 +400,9 @@ def ordered_ids(ctx, args):
                 seen.add(tid)
                 kept.append((pk, tid))
         rows = kept
-    CACHE.put(cache_key, rows)
-    return rows
+    result = (rows, [r[0] for r in rows])
+    CACHE.put(cache_key, result)
+    return result
 
 
 def _search(ctx, node):
@@ -431,8 +445,7 @@ def _keyword_sorted(ctx, keys, mailbox_pk, pks):
 @method("Email/query", MAIL)
 def email_query(ctx, args):
     ctx.check_account(args)
-    rows = ordered_ids(ctx, args)
-    ids = [r[0] for r in rows]
+    rows, ids = ordered_ids(ctx, args)
     position = int_arg(args, "position", 0)
     limit = uint_arg(args, "limit", None)
     if limit is not None:
@@ -462,7 +475,7 @@ def email_query(ctx, args):
 @method("Email/queryChanges", MAIL)
 def email_query_changes(ctx, args):
     ctx.check_account(args)
-    rows = ordered_ids(ctx, args)
+    rows, _ids = ordered_ids(ctx, args)
     collapse = bool_arg(args, "collapseThreads")
 
     def expand(pks):
