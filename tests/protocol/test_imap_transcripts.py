@@ -350,6 +350,42 @@ def test_qresync_select(server, box):
     w.close()
 
 
+def test_qresync_expunge_is_vanished_and_fetch_vanished(box):
+    ok(box.cmd("v0 ENABLE QRESYNC"))
+    lines = ok(box.cmd("v1 FETCH 1:2 (MODSEQ)"))
+    low = min(int(re.search(rb"MODSEQ \((\d+)\)", x).group(1)) for x in lines[:-1])
+    ok(box.cmd("v2 STORE 1 +FLAGS.SILENT (\\Deleted)"))
+    assert ok(box.cmd("v3 EXPUNGE"))[0] == b"* VANISHED 1"
+    lines = ok(box.cmd(f"v4 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {low - 1} VANISHED)"))
+    assert lines[0] == b"* VANISHED (EARLIER) 1"
+    assert lines[1].startswith(b"* 1 FETCH (UID 2 FLAGS () MODSEQ (")
+    assert box.cmd("v5 FETCH 1 (FLAGS) (VANISHED)")[-1].startswith(b"v5 BAD")
+
+
+def test_rev2_behaviour(box):
+    ok(box.cmd("r0 ENABLE IMAP4rev2"))
+    lines = ok(box.cmd(f"r1 SELECT {box.name}"))
+    assert lines[0] == b"* OK [CLOSED] previous mailbox closed"
+    assert not any(b"RECENT" in x or b"[UNSEEN" in x for x in lines)
+    assert ok(box.cmd("r2 UID SEARCH ALL"))[0] == b'* ESEARCH (TAG "r2") UID ALL 1:2'
+    assert ok(box.cmd("r3 SEARCH SEEN"))[0] == b'* ESEARCH (TAG "r3")'
+
+
+def test_idle_in_authenticated_state_and_bad_done(server):
+    w = Wire(server.ports["imap"])
+    w.login()
+    w.send("i1 IDLE\r\n")
+    assert w.line() == b"+ idling"
+    assert w.cmd("NOT-DONE", tag="i1")[-1] == b"i1 BAD expected DONE to end IDLE"
+    ok(w.cmd("i2 NOOP"))
+
+
+def test_delete_selected_mailbox(box):
+    ok(box.cmd(f"d1 DELETE {box.name}"))
+    assert box.cmd("d2 FETCH 1 FLAGS")[-1].startswith(b"d2 BAD")
+    ok(box.cmd("d3 NOOP"))
+
+
 def test_other_connection_sees_updates(server, box):
     other = Wire(server.ports["imap"])
     other.login()
@@ -406,7 +442,14 @@ def test_bad_input_gets_bad_not_a_crash(server):
 
 def test_logindisabled_on_non_loopback(tmp_path):
     """A listener on a non-loopback address refuses cleartext passwords."""
-    addrs = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))          # no packet is sent; picks the outward address
+        addrs = [probe.getsockname()[0]]
+    except OSError:
+        addrs = []
+    finally:
+        probe.close()
     addrs = [a for a in addrs if not a.startswith("127.")]
     if not addrs:
         pytest.skip("no non-loopback IPv4 address on this machine")

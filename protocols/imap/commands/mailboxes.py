@@ -122,6 +122,9 @@ async def delete(s, cmd):
     name = s.mailbox_name(cmd.mailbox)
     store = s.ctx.store
     box = await s.ctx.run(store.mailbox, s.account.id, name)
+    if s.selected is not None and s.selected.pk == box.id:
+        s.selected = None
+        s.state = AUTHENTICATED
     await s.ctx.run(store.delete_mailbox, s.account.id, box.id)
 
 

@@ -201,9 +201,12 @@ async def fetch_cmd(s, cmd):
 
 
 def _send_flag_rows(s, v, rows, items):
+    """The bulk path (UID FETCH 1:* (FLAGS)): one formatted line per row, flag
+    lists formatted once per distinct combination."""
     seq_of = v.seq
-    send = s.send
     order = [i.name for i in items]
+    shown = {}
+    lines = []
     for uid, modseq, bits, keywords in rows:
         seq = seq_of(uid)
         if not seq:
@@ -213,10 +216,16 @@ def _send_flag_rows(s, v, rows, items):
             if name == "UID":
                 parts.append(b"UID %d" % uid)
             elif name == "FLAGS":
-                parts.append(b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")")
+                key = (bits, keywords)
+                text = shown.get(key)
+                if text is None:
+                    text = shown[key] = b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")"
+                parts.append(text)
             else:
                 parts.append(b"MODSEQ (%d)" % modseq)
-        send(b"* %d FETCH (" % seq + b" ".join(parts) + b")")
+        lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+    if lines:
+        s.send(b"".join(lines)[:-2])
 
 
 def _render(s, rec, data, items):

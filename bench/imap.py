@@ -1,0 +1,410 @@
+"""IMAP benchmark: Roost against a throwaway Dovecot, same load, same run.
+
+    python -m bench.imap [--messages 10000] [--sessions 20] [--idle 10000]
+
+Each session: LOGIN, SELECT INBOX, UID FETCH 1:* (FLAGS), 50 single
+UID FETCH n BODY.PEEK[], 50 UID STORE, LOGOUT, on a mailbox of
+``--messages`` messages. Prints cmds/s, p50/p99 per command, server CPU per
+session (from /proc), the cold SELECT and the FETCH FLAGS times, then the
+RSS growth of the server with ``--idle`` connections sitting in IDLE (on a
+small mailbox, so the figure is the cost of a connection, not of a mailbox
+view). Dovecot (Debian ``dovecot-imapd``) runs from a temp directory when
+installed; the ratio column is Roost / Dovecot (lower is better).
+"""
+
+import argparse
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+USER, PASSWORD = "bench@example.org", "benchpass"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- a minimal, fast IMAP client ---------------------------------------------------
+
+class Client:
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb", buffering=1 << 16)
+        self.file.readline()
+        self.n = 0
+
+    def cmd(self, text):
+        self.n += 1
+        tag = b"b%d" % self.n
+        self.sock.sendall(tag + b" " + text + b"\r\n")
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("server closed the connection")
+            m = re.search(rb"\{(\d+)\}\r\n$", line)
+            if m:
+                self.file.read(int(m.group(1)))
+                continue
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(line.decode(errors="replace"))
+                return
+
+    def close(self):
+        self.file.close()
+        self.sock.close()
+
+
+def session(port, uids, timings):
+    t = time.perf_counter
+    start = t()
+    c = Client(port)
+    timings.setdefault("connect", []).append(t() - start)
+
+    def timed(name, text):
+        s = t()
+        c.cmd(text)
+        timings.setdefault(name, []).append(t() - s)
+    timed("LOGIN", f'LOGIN "{USER}" "{PASSWORD}"'.encode())
+    timed("SELECT", b"SELECT INBOX")
+    timed("UID FETCH 1:* (FLAGS)", b"UID FETCH 1:* (FLAGS)")
+    for uid in random.sample(uids, 50):
+        timed("UID FETCH BODY.PEEK[]", b"UID FETCH %d BODY.PEEK[]" % uid)
+    for i, uid in enumerate(random.sample(uids, 50)):
+        timed("UID STORE", b"UID STORE %d %sFLAGS (\\Flagged)" % (uid, b"+" if i % 2 == 0 else b"-"))
+    timed("LOGOUT", b"LOGOUT")
+    c.close()
+
+
+# --- CPU and memory from /proc ---------------------------------------------------
+
+def _children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def cpu_seconds(pid):
+    """CPU of ``pid``, its live descendants and its reaped children."""
+    total = 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        stack.extend(_children(p))
+    return total / TICKS
+
+
+def rss_bytes(pid):
+    total = 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+        stack.extend(_children(p))
+    return total
+
+
+# --- the message set -------------------------------------------------------------
+
+def make_messages(n):
+    rnd = random.Random(42)
+    words = "alpha beta gamma delta meeting report invoice lunch roost dovecot".split()
+    for i in range(n):
+        body = " ".join(rnd.choice(words) for _ in range(rnd.randint(20, 400)))
+        yield (f"From: Sender {i % 97} <s{i % 97}@example.net>\r\nTo: {USER}\r\n"
+               f"Subject: message {i} {rnd.choice(words)}\r\nDate: Mon, 2 Mar 2026 10:00:00 +0000\r\n"
+               f"Message-ID: <bench-{i}@example.net>\r\n\r\n{body}\r\n").encode()
+
+
+# --- Roost -----------------------------------------------------------------------
+
+class RoostPeer:
+    name = "roost"
+
+    def __init__(self, tmp, n):
+        self.data = os.path.join(tmp, "roost")
+        env = dict(os.environ)
+        cli = [sys.executable, "-m", "roost.server.cli", "--data", self.data]
+        subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD.encode() + b"\n",
+                       check=True, capture_output=True, env=env)
+        from roost.storage.delivery import Delivery
+        from roost.storage.store import Store
+        store = Store.open(self.data)
+        delivery = Delivery(store)
+        acct = store.account(USER)
+        inbox = store.mailbox(acct.id, "INBOX")
+        batch = []
+        for data in make_messages(n):
+            batch.append((data, (), None))
+            if len(batch) == 1000:
+                delivery.import_many(acct, inbox, batch)
+                batch = []
+        if batch:
+            delivery.import_many(acct, inbox, batch)
+        idle = store.create_mailbox(acct.id, "Idle")
+        delivery.import_many(acct, idle, [(d, (), None) for d in make_messages(10)])
+        delivery.close()
+        store.close()
+        self.proc = subprocess.Popen(cli + ["serve", "--imap", "127.0.0.1:0", "--imaps", "off",
+                                            "--lmtp", "off", "--jmap", "off", "--submission", "off",
+                                            "--smtp", "off", "--managesieve", "off"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        while True:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                raise RuntimeError("roost serve did not start")
+            m = re.match(r"roost: imap listening on [\d.]+:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+            if line.startswith("roost: ready"):
+                break
+        self.pid = self.proc.pid
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.proc.stdout.close()
+
+
+# --- Dovecot ---------------------------------------------------------------------
+
+class DovecotPeer:
+    name = "dovecot"
+
+    def __init__(self, tmp, n):
+        import pwd
+        self.dir = os.path.join(tmp, "dovecot")
+        os.makedirs(self.dir)
+        os.chmod(tmp, 0o755)
+        mail_user = pwd.getpwnam("dovecot")
+        home = os.path.join(self.dir, "home")
+        for box, msgs in (("", make_messages(n)), (".Idle", make_messages(10))):
+            cur = os.path.join(home, "Maildir", box, "cur")
+            for sub in ("cur", "new", "tmp"):
+                os.makedirs(os.path.join(home, "Maildir", box, sub), exist_ok=True)
+            for i, data in enumerate(msgs):
+                with open(os.path.join(cur, f"{1700000000 + i}.M{i}P1.bench,S={len(data)}:2,"), "wb") as f:
+                    f.write(data)
+        with open(os.path.join(self.dir, "passwd"), "w") as f:
+            f.write(f"{USER}:{{PLAIN}}{PASSWORD}::::::\n")
+        self.port = _free_port()
+        conf = os.path.join(self.dir, "dovecot.conf")
+        with open(conf, "w") as f:
+            f.write(f"""base_dir = {self.dir}/run
+state_dir = {self.dir}/state
+log_path = {self.dir}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 1
+mail_location = maildir:~/Maildir
+default_internal_user = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = {self.dir}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={mail_user.pw_uid} gid={mail_user.pw_gid} home={home}
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service imap {{
+  process_limit = 20000
+}}
+service imap-login {{
+  process_limit = 20000
+  client_limit = 1000
+}}
+default_client_limit = 20000
+default_vsz_limit = 0
+""")
+        subprocess.run(["chown", "-R", f"{mail_user.pw_uid}:{mail_user.pw_gid}", home], check=True)
+        self.proc = subprocess.Popen(["dovecot", "-F", "-c", conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("dovecot did not start; see " + os.path.join(self.dir, "dovecot.log"))
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# --- measurements ----------------------------------------------------------------
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def run_sessions(peer, n_messages, sessions):
+    uids = list(range(1, n_messages + 1))
+    # Cold SELECT: the first SELECT after the server started (indexes not yet warm).
+    c = Client(peer.port)
+    c.cmd(f'LOGIN "{USER}" "{PASSWORD}"'.encode())
+    t = time.perf_counter()
+    c.cmd(b"SELECT INBOX")
+    cold_select = time.perf_counter() - t
+    t = time.perf_counter()
+    c.cmd(b"UID FETCH 1:* (FLAGS)")
+    first_flags = time.perf_counter() - t
+    c.cmd(b"LOGOUT")
+    c.close()
+    timings = {}
+    cpu0 = cpu_seconds(peer.pid)
+    wall0 = time.perf_counter()
+    for _ in range(sessions):
+        session(peer.port, uids, timings)
+    wall = time.perf_counter() - wall0
+    cpu = cpu_seconds(peer.pid) - cpu0
+    ncmds = sum(len(v) for k, v in timings.items() if k != "connect")
+    return {"cold SELECT": cold_select, "first UID FETCH 1:* (FLAGS)": first_flags,
+            "timings": timings, "cmds/s": ncmds / wall, "cpu/session": cpu / sessions}
+
+
+def idle_memory(peer, count):
+    before = rss_bytes(peer.pid)
+    conns = []
+    try:
+        for i in range(count):
+            c = Client(peer.port)
+            c.sock.sendall(f'a LOGIN "{USER}" "{PASSWORD}"\r\nb SELECT Idle\r\nc IDLE\r\n'.encode())
+            conns.append(c)
+            if i % 200 == 199:
+                _drain_idle(conns[-200:])
+        _drain_idle(conns[-(len(conns) % 200 or 200):])
+        time.sleep(1)
+        after = rss_bytes(peer.pid)
+    finally:
+        for c in conns:
+            try:
+                c.sock.sendall(b"DONE\r\nz LOGOUT\r\n")
+            except OSError:
+                pass
+            c.close()
+    return after - before, len(conns)
+
+
+def _drain_idle(conns):
+    for c in conns:
+        while True:
+            line = c.file.readline()
+            if not line or line.startswith(b"+ "):
+                break
+
+
+def report(results, idle):
+    names = list(results)
+    print()
+    print(f"{'':34}" + "".join(f"{n:>14}" for n in names) + ("   ratio" if len(names) > 1 else ""))
+
+    def row(label, values, unit, scale=1.0, fmt="{:>14.2f}"):
+        cells = "".join(fmt.format(v * scale) for v in values)
+        ratio = f"   {values[0] / values[1]:.2f}" if len(values) > 1 and values[1] else ""
+        print(f"{label + ' (' + unit + ')':34}{cells}{ratio}")
+
+    row("cmds/s", [results[n]["cmds/s"] for n in names], "1/s", fmt="{:>14.0f}")
+    row("server CPU per session", [results[n]["cpu/session"] for n in names], "ms", 1000)
+    row("cold SELECT", [results[n]["cold SELECT"] for n in names], "ms", 1000)
+    row("first UID FETCH 1:* (FLAGS)", [results[n]["first UID FETCH 1:* (FLAGS)"] for n in names], "ms", 1000)
+    for cmd in results[names[0]]["timings"]:
+        if cmd == "connect":
+            continue
+        for p in (50, 99):
+            row(f"{cmd} p{p}", [pct(results[n]["timings"][cmd], p) for n in names], "ms", 1000)
+    if idle:
+        row("RSS growth, idle conns", [idle[n][0] for n in names], "MiB", 1 / (1 << 20))
+        for n in names:
+            grown, count = idle[n]
+            print(f"  {n}: {count} connections in IDLE, {grown / max(count, 1) / 1024:.1f} KiB each, "
+                  f"{grown / max(count, 1) * 10000 / (1 << 30):.2f} GiB per 10,000")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=10000)
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--idle", type=int, default=2000, help="connections held in IDLE (0: skip)")
+    ap.add_argument("--no-dovecot", action="store_true")
+    args = ap.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="roost-bench-imap-")
+    peers = [RoostPeer]
+    if not args.no_dovecot:
+        if shutil.which("dovecot"):
+            peers.append(DovecotPeer)
+        else:
+            print("dovecot is not installed: Roost figures only (apt-get install dovecot-imapd)")
+    results, idle = {}, {}
+    try:
+        for cls in peers:
+            print(f"{cls.name}: loading {args.messages} messages ...", flush=True)
+            peer = cls(tmp, args.messages)
+            try:
+                results[cls.name] = run_sessions(peer, args.messages, args.sessions)
+                if args.idle:
+                    idle[cls.name] = idle_memory(peer, args.idle)
+            finally:
+                peer.stop()
+        report(results, idle)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
