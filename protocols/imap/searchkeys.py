@@ -4,14 +4,19 @@ Owns the mapping of every RFC 3501 search key (plus CONDSTORE ``MODSEQ``,
 SAVEDATE's ``SAVED*`` and SEARCHRES ``$``) onto ``storage.search`` nodes.
 It does not evaluate anything: ``storage.search.search`` does.
 
-Dates: RFC 3501 compares dates "disregarding time and timezone". The store
-keeps instants only, so day keys become UTC-day ranges ``[since, before)``.
+Dates: RFC 3501 compares dates "disregarding time and timezone". Internal
+dates are shown in UTC (INTERNALDATE ``+0000``), so BEFORE/ON/SINCE become
+UTC-day ranges ``[since, before)`` for the store. SENTBEFORE/SENTON/SENTSINCE
+compare the calendar date written in each message's Date header, in its own
+zone: the caller's ``sent_days`` gives ``{uid: (y, m, d)}`` and the key
+becomes the matching UIDs (so it composes under NOT and OR).
 Roost has no \\Recent (IMAP4rev2 dropped it): RECENT and NEW match nothing,
 OLD matches everything.
 """
 
 import calendar
 import re
+import time
 
 from roost.storage import search as q
 
@@ -48,9 +53,10 @@ class Compiler:
     """``seqs(SequenceSet)`` and ``uids(SequenceSet)`` turn sets into UID
     ranges of the selected mailbox (SEARCHRES ``$`` included)."""
 
-    def __init__(self, seqs, uids):
+    def __init__(self, seqs, uids, sent_days=None):
         self.seqs = seqs
         self.uids = uids
+        self.sent_days = sent_days
 
     def compile(self, keys):
         self.keys = keys
@@ -85,7 +91,7 @@ class Compiler:
         if isinstance(t, list):
             if not t:
                 raise ParseError("empty search key list")
-            sub = Compiler(self.seqs, self.uids)
+            sub = Compiler(self.seqs, self.uids, self.sent_days)
             return sub.compile(t)
         if isinstance(t, Str):
             raise ParseError("expected a search key, not a string")
@@ -110,6 +116,8 @@ class Compiler:
         if k in _DATE_KEYS:
             day = parse_date(self._string("a date"))
             field = _DATE_KEYS[k]
+            if field == "sent" and self.sent_days is not None:
+                return self._sent(k, time.gmtime(day)[:3])
             if k.endswith("BEFORE"):
                 return q.Date(field, before=day)
             if k.endswith("SINCE"):
@@ -133,6 +141,21 @@ class Compiler:
                 t = self._next("a MODSEQ")
             self.pos -= 1
             return q.ModSeq(self._number("a MODSEQ"))
+        if k == "THREADID":
+            oid = self._string("a thread id")
+            if not (oid[:1] == "T" and oid[1:].isdigit()):
+                return NOTHING
+            return q.Thread(int(oid[1:]))
         if k == "$" or k[:1].isdigit() or k[:1] == "*":
             return q.Uids(tuple(self.seqs(SequenceSet.parse(t))))
         raise ParseError(f"unknown search key {k[:30]}")
+
+    def _sent(self, key, day):
+        days = self.sent_days()
+        if key.endswith("BEFORE"):
+            uids = [u for u, d in days.items() if d < day]
+        elif key.endswith("SINCE"):
+            uids = [u for u, d in days.items() if d >= day]
+        else:
+            uids = [u for u, d in days.items() if d == day]
+        return q.Uids(tuple((u, u) for u in sorted(uids))) if uids else NOTHING

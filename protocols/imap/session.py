@@ -278,6 +278,8 @@ class IMAPSession(protocol.Protocol):
         if all(m in view.own for m in view.dirty):
             view.dirty.clear()
             view.own.clear()
+            if len(view.sent) > 4096:      # only dampens repeats; keep it small
+                view.sent.clear()
             return
         view.dirty.clear()
         view.own.clear()

@@ -244,6 +244,9 @@ def test_search_esearch_searchres(box):
     assert ok(box.cmd("q3 UID SEARCH NOT FROM foobar"))[0] == b"* SEARCH 2"
     assert ok(box.cmd("q4 SEARCH OR LARGER 100000 SENTSINCE 1-Feb-1994 SENTBEFORE 1-Mar-1994"))[0] == b"* SEARCH 1"
     assert ok(box.cmd("q4b SEARCH SMALLER 200 ON 1-Jan-1990"))[0] == b"* SEARCH"
+    # The Date header says 7 Feb (-0800) although it is 8 Feb in UTC: RFC 3501 wants 7 Feb.
+    assert ok(box.cmd("q4c SEARCH SENTON 7-Feb-1994"))[0] == b"* SEARCH 1"
+    assert ok(box.cmd("q4d SEARCH NOT SENTBEFORE 8-Feb-1994"))[0] == b"* SEARCH 2"
     assert ok(box.cmd('q5 SEARCH RETURN (MIN MAX COUNT) UNSEEN'))[0] == \
         b'* ESEARCH (TAG "q5") MIN 1 MAX 2 COUNT 2'
     assert ok(box.cmd("q6 SEARCH RETURN (SAVE) HEADER Subject parts")) == [b"q6 OK SEARCH completed"]
@@ -322,6 +325,14 @@ def test_status_id_enable_namespace(server):
     ok(w.cmd("e4 UNSELECT"))
     assert w.cmd("e5 FETCH 1 FLAGS")[-1].startswith(b"e5 BAD")
     w.close()
+
+
+def test_objectid(box):
+    line = ok(box.cmd("o1 FETCH 2 (EMAILID THREADID)"))[0]
+    m = re.fullmatch(rb"\* 2 FETCH \(EMAILID \((E\d+)\) THREADID \((T\d+)\)\)", line)
+    assert m, line
+    assert ok(box.cmd(f"o2 SEARCH THREADID {m.group(2).decode()}"))[0] == b"* SEARCH 2"
+    assert ok(box.cmd("o3 SEARCH THREADID Tnope"))[0] == b"* SEARCH"
 
 
 def test_condstore(box):

@@ -8,7 +8,9 @@ when a section is asked for) in chunks on a worker thread.
 """
 
 import asyncio
+import email.utils
 import json
+import time
 
 from roost.storage import errors
 from roost.storage.flags import names as flag_names
@@ -80,13 +82,16 @@ async def search(s, cmd):
         raise No("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset")
     if s.ctx.search is None:
         raise No("[UNAVAILABLE] search is not available")
-    criteria = Compiler(v.seq_ranges, v.uid_ranges).compile(cmd.keys)
-    uses_modseq = "ModSeq(" in repr(criteria)
+    store = s.ctx.store
+    memo = []
+    compiler = Compiler(v.seq_ranges, v.uid_ranges,
+                        lambda: memo[0] if memo else memo.append(sent_days(store, v.pk)) or memo[0])
+    uses_modseq = any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(cmd.keys))
     if uses_modseq:
         s.enabled.add("CONDSTORE")
-    store = s.ctx.store
 
     def run():
+        criteria = compiler.compile(cmd.keys)
         found = s.ctx.search(store, s.account.id, criteria, v.pk)
         top = None
         if uses_modseq and found:
@@ -125,6 +130,28 @@ async def search(s, cmd):
     if top is not None:
         parts.append(f"MODSEQ {top}")
     s.send(" ".join(parts).encode())
+
+
+def _flat(keys):
+    for k in keys:
+        if isinstance(k, list):
+            yield from _flat(k)
+        else:
+            yield k
+
+
+def sent_days(store, mailbox_pk):
+    """``{uid: (year, month, day)}`` of each message's Date header as written
+    (its own zone), falling back to the UTC day of the internal date."""
+    out = {}
+    for rec in store.records(mailbox_pk, parsed=True):
+        date = json.loads(rec.envelope).get("date")
+        parsed = email.utils.parsedate_tz(date) if date else None
+        if parsed and 1 <= parsed[1] <= 12 and 1 <= parsed[2] <= 31:
+            out[rec.uid] = tuple(parsed[:3])
+        else:
+            out[rec.uid] = time.gmtime(rec.internal_date)[:3]
+    return out
 
 
 # --- FETCH ------------------------------------------------------------------------
