@@ -103,6 +103,8 @@ messages = Table(
 Index("messages_dedupe", messages.c.account_id, messages.c.msgid, messages.c.content_hash)
 Index("messages_blob", messages.c.account_id, messages.c.blob_id)
 Index("messages_thread", messages.c.thread_id)
+# (account_id, rowid): an account-wide text search seeks each match here.
+Index("messages_account", messages.c.account_id)
 
 # A message's place in a mailbox: IMAP's UID, MODSEQ and flags live here.
 # ``flags`` is a bitmask of the system flags (see ``storage.flags``);
@@ -117,7 +119,9 @@ mailbox_messages = Table(
     Column("keywords", Text, nullable=False, default=""),
     Column("saved_at", Float, nullable=False),
 )
-Index("mailbox_messages_message", mailbox_messages.c.message_id)
+# Covering (message_id, mailbox_id, uid): a text search seeks each match here.
+Index("mailbox_messages_message_box", mailbox_messages.c.message_id,
+      mailbox_messages.c.mailbox_id, mailbox_messages.c.uid)
 Index("mailbox_messages_modseq", mailbox_messages.c.mailbox_id, mailbox_messages.c.modseq)
 
 expunged = Table(

@@ -33,9 +33,11 @@ from sqlalchemy import (Integer, and_, any_, exists, false, func, literal, liter
                         or_, select, true)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql import Select
 
 from . import flags as flagbits
-from .schema import mailbox_messages, messages
+from .search_text import query_words
+from .schema import mailbox_messages, mailboxes, messages
 
 
 @dataclass(frozen=True)
@@ -122,17 +124,67 @@ class HasAttachment:
 # --- evaluation --------------------------------------------------------------
 
 def search(store, account_id, criteria, mailbox_pk=None):
-    """Ascending UIDs in ``mailbox_pk`` (or message ids account-wide) matching ``criteria``."""
+    """Ascending UIDs in ``mailbox_pk`` (or message ids account-wide) matching ``criteria``.
+
+    A mailbox search reads ``mailbox_messages`` and joins ``messages`` only for
+    criteria on its columns. When the criteria are a text match (alone or in a
+    top-level And), SQLite is steered to start from the backend's matches
+    (``+0`` hides the mailbox column from the planner, which cannot size a text
+    subquery and would otherwise scan the whole mailbox) and to seek each match
+    in the covering index on (message_id, mailbox_id, uid). Account-wide, the
+    index on messages(account_id) gives that plan unaided.
+    """
     mm, m = mailbox_messages, messages
+    driven = store.sqlite and _text_driven(criteria)
     with store._read() as conn:
-        ctx = _Context(conn, account_id, mailbox_pk, store.fulltext)
-        cond = _condition(criteria, ctx)
         if mailbox_pk is not None:
-            q = select(mm.c.uid).select_from(mm.join(m, m.c.id == mm.c.message_id)).where(
-                mm.c.mailbox_id == mailbox_pk, m.c.account_id == account_id, cond).order_by(mm.c.uid)
+            owner = conn.execute(select(mailboxes.c.account_id).where(
+                mailboxes.c.id == mailbox_pk)).scalar()
+            if owner != account_id:
+                return []
+            ctx = _Context(conn, account_id, mailbox_pk, store.fulltext, mm.c.message_id)
+            cond = _condition(criteria, ctx)
+            box = (mm.c.mailbox_id + 0) if driven else mm.c.mailbox_id
+            source = mm.join(m, m.c.id == mm.c.message_id) if _needs_messages(criteria) else mm
+            q = select(mm.c.uid).select_from(source).where(box == mailbox_pk, cond).order_by(mm.c.uid)
         else:
+            ctx = _Context(conn, account_id, None, store.fulltext, m.c.id)
+            cond = _condition(criteria, ctx)
             q = select(m.c.id).where(m.c.account_id == account_id, cond).order_by(m.c.id)
         return list(conn.execute(q).scalars())
+
+
+def _text_driven(node):
+    if isinstance(node, Text):
+        return True
+    return isinstance(node, And) and any(isinstance(i, Text) for i in node.items)
+
+
+def _merge_words(items):
+    """BODY a AND BODY b is BODY "a b" (every word must match either way): one
+    backend query instead of two that the database then intersects."""
+    out, merged = [], {}
+    for item in items:
+        if isinstance(item, Text) and item.field in ("text", "body") and any(query_words(item.value)):
+            if item.field in merged:
+                out[merged[item.field]] = Text(item.field, out[merged[item.field]].value + " " + item.value)
+                continue
+            merged[item.field] = len(out)
+        out.append(item)
+    return out
+
+
+_MESSAGE_NODES = (Size, Thread, HasAttachment)
+
+
+def _needs_messages(node):
+    if isinstance(node, _MESSAGE_NODES) or (isinstance(node, Date) and node.field != "saved"):
+        return True
+    if isinstance(node, (And, Or)):
+        return any(_needs_messages(i) for i in node.items)
+    if isinstance(node, Not):
+        return _needs_messages(node.item)
+    return False
 
 
 def text_nodes(criteria):
@@ -150,6 +202,7 @@ class _Context:
     account_id: int
     mailbox_pk: int
     backend: object
+    message_id: object      # the column that holds the message id in the FROM clause
 
 
 def _condition(node, ctx):
@@ -157,7 +210,7 @@ def _condition(node, ctx):
     if isinstance(node, All):
         return true()
     if isinstance(node, And):
-        parts = [_condition(i, ctx) for i in node.items]
+        parts = [_condition(i, ctx) for i in _merge_words(node.items)]
         return and_(*parts) if parts else true()
     if isinstance(node, Or):
         parts = [_condition(i, ctx) for i in node.items]
@@ -187,10 +240,10 @@ def _condition(node, ctx):
             parts.append(m.c.size < node.smaller)
         return and_(*parts) if parts else true()
     if isinstance(node, Text):
-        return ctx.backend.query(ctx.conn, ctx.account_id, node)
+        return _matches(ctx, ctx.backend.query(ctx.conn, ctx.account_id, node))
     if isinstance(node, InMailbox):
         other = aliased(mm)
-        return exists().where(other.c.message_id == m.c.id,
+        return exists().where(other.c.message_id == ctx.message_id,
                               other.c.mailbox_id.in_(list(node.mailbox_pks)))
     if isinstance(node, ModSeq):
         return _per_mailbox(ctx, lambda row: row.c.modseq >= node.since)
@@ -206,7 +259,7 @@ def _per_mailbox(ctx, make):
     if ctx.mailbox_pk is not None:
         return make(mailbox_messages)
     other = aliased(mailbox_messages)
-    return exists().where(other.c.message_id == messages.c.id, make(other))
+    return exists().where(other.c.message_id == ctx.message_id, make(other))
 
 
 def _flag(row, name):
@@ -232,15 +285,20 @@ def like_escape(value):
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def ids_condition(conn, ids):
-    """``messages.id`` in a Python collection of ids, as one bound parameter."""
-    ids = sorted(set(ids))
+def _matches(ctx, found):
+    """A backend's answer as a condition on the message id column: ``True``
+    (every message), a SELECT of ids, or a collection of ids."""
+    if found is True:
+        return true()
+    if isinstance(found, Select):
+        return ctx.message_id.in_(found)
+    ids = sorted(set(found))
     if not ids:
         return false()
-    if conn.dialect.name == "sqlite":
-        return messages.c.id.in_(select(literal_column("value")).select_from(
+    if ctx.conn.dialect.name == "sqlite":
+        return ctx.message_id.in_(select(literal_column("value")).select_from(
             func.json_each(json.dumps(ids))))
-    return messages.c.id == any_(literal(ids, ARRAY(Integer)))
+    return ctx.message_id == any_(literal(ids, ARRAY(Integer)))
 
 
 # --- backends ----------------------------------------------------------------
@@ -252,7 +310,8 @@ class SearchBackend:
     ``index(conn, after, account_id, docs)``: docs is ``[(message_pk, document)]``
         (``search_text.document``), called in the delivery transaction.
     ``remove(conn, after, account_id, message_pks)``, ``remove_account(...)``.
-    ``query(conn, account_id, text_node)``: a SQL condition on ``messages.id``.
+    ``query(conn, account_id, text_node)``: the matching message ids of the
+        account, as ``True`` (all), a SELECT of one id column, or a collection.
     ``rebuild(store, account_id, progress=None)``: index the account again from
         its message files (``reindex`` does it for some messages).
     ``drift(store, account_id)``: ids the index lacks; ``stale(conn)``:

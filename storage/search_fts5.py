@@ -20,11 +20,11 @@ Must not read message files except in ``rebuild``, and must not be used on
 PostgreSQL (FTS5 is SQLite's).
 """
 
-from sqlalchemy import Integer, Text, column, false, insert, literal_column, select, table, text, true
+from sqlalchemy import Integer, Text, column, insert, literal_column, select, table, text
 
 from . import search_text as st
 from .schema import messages
-from .search import SearchBackend, like_escape, ids_condition
+from .search import SearchBackend, like_escape
 
 WORDS = table("message_words", column("rowid", Integer), column("headers", Text),
               column("body", Text), column("cjk_headers", Text), column("cjk_body", Text))
@@ -101,21 +101,21 @@ class Fts5Backend(SearchBackend):
         if field in HEADER_COLUMN:
             folded = st.fold(value)
             if not folded:
-                return true()
-            return messages.c.id.in_(self._substring(HEADER_COLUMN[field], folded))
+                return True
+            return self._substring(HEADER_COLUMN[field], folded)
         if field not in ("text", "body"):
             raise ValueError(f"unknown text field {field!r}")
         if not value.strip():
-            return true()
+            return True
         qwords, runs = st.query_words(value)
         if not qwords and not runs:
-            return false()
+            return ()
         wcols, ccols = ("body", "cjk_body") if field == "body" else \
             ("{headers body}", "{cjk_headers cjk_body}")
         parts = [f"{wcols} : {_phrase(w)} *" for w in qwords]
         parts += [f"{ccols} : {_phrase(' '.join(r))}" for r in runs]
-        return messages.c.id.in_(select(WORDS.c.rowid).where(
-            literal_column("message_words").op("MATCH")(" AND ".join(parts))))
+        return select(WORDS.c.rowid).where(
+            literal_column("message_words").op("MATCH")(" AND ".join(parts)))
 
     def _substring(self, col, folded):
         """Rowids whose folded column ``col`` contains ``folded``."""
@@ -138,7 +138,7 @@ class Fts5Backend(SearchBackend):
             lines = st.header_lines(fields, name)
             if lines and (not folded or any(folded in v for v in lines)):
                 found.append(pk)
-        return ids_condition(conn, found)
+        return found
 
     # --- maintenance -----------------------------------------------------------
 

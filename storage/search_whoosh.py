@@ -36,7 +36,7 @@ from whoosh.filedb.filestore import RamStorage
 
 from . import search_text as st
 from .schema import messages, search_queue
-from .search import SearchBackend, ids_condition
+from .search import SearchBackend
 
 log = logging.getLogger("roost.search")
 
@@ -239,7 +239,7 @@ class WhooshBackend(SearchBackend):
         if ix is not None:
             with ix.searcher() as searcher:
                 found.update(self._search(searcher, field, name, value))
-        return ids_condition(conn, found)
+        return found
 
     def _search(self, searcher, field, name, value):
         if name is not None or field in st.HEADER_FIELDS:

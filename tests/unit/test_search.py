@@ -264,6 +264,10 @@ def test_boolean_combinations(shared_mail):
     assert f(S.And(())) == set(KEYS)
     assert f(S.Or(())) == set()
     assert f(S.Not(T("body", ""))) == set()
+    assert f(S.And((T("body", "fallback"), T("body", "plain"), T("text", "multipart")))) == {"alt"}
+    assert f(S.And((T("body", "fallback"), T("body", "höhö")))) == set()
+    assert f(S.And((T("body", "?!"), T("body", "fallback")))) == set()
+    assert f(S.And((T("body", "正常"), T("body", "テスト")))) == {"ja"}
 
 
 def test_account_wide_per_mailbox_nodes(shared_mail):
