@@ -20,6 +20,17 @@ message primary keys (``messages.id``). Every date is epoch seconds (UTC);
 IMAP's day-granular keys are converted by the IMAP layer into [since, before)
 ranges in the time zone RFC 3501 asks for.
 
+Backends (``make_backend``): FTS5 is the default on SQLite. It indexes in the
+delivery transaction (a committed message is searchable at once, an expunged
+one never), runs in C at about 2,000 messages per CPU second, and answers the
+bench queries at 100,000 messages in milliseconds. PostgreSQL has no FTS5, so
+it uses Whoosh: pure Python, an order of magnitude slower to index (hence the
+background queue), with indexes under ``DATA/search/`` that several nodes
+must share the way they share the Maildir. PostgreSQL's own full text
+(tsvector) was not chosen: its parser cannot give RFC 3501 header substrings
+or CJK runs without a second mechanism, and one matcher for every deployment
+keeps IMAP and JMAP answers identical.
+
 Account-wide, the per-mailbox nodes (``Flag``, ``ModSeq``, ``Date("saved")``)
 match when the message matches in any of its mailboxes; ``Uids`` needs a
 mailbox. A ``Flag`` of an unknown system flag (``\\Recent`` is the IMAP
