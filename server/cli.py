@@ -73,6 +73,16 @@ def build_parser():
     e.add_argument("mailbox")
     e.add_argument("--mbox", required=True, metavar="FILE", help="output file, - for stdout")
 
+    t = sub.add_parser("token", parents=[common],
+                       help="app tokens (JMAP Bearer, or as a password)").add_subparsers(
+        dest="action", required=True)
+    ta = t.add_parser("add", parents=[common])
+    ta.add_argument("address")
+    ta.add_argument("name", help="what the token is for, e.g. phone")
+    td = t.add_parser("del", parents=[common])
+    td.add_argument("address")
+    td.add_argument("name")
+
     m = sub.add_parser("mailbox", parents=[common], help="inspect mailboxes").add_subparsers(
         dest="action", required=True)
     ml = m.add_parser("list", parents=[common])
@@ -152,6 +162,19 @@ def cmd_user(args, cfg):
         for acct in store.accounts():
             quota = acct.quota_bytes if acct.quota_bytes is not None else "-"
             print(f"{acct.address}\t{acct.used_bytes}\t{quota}")
+
+
+def cmd_token(args, cfg):
+    from roost.storage import account_data
+    store = open_store(cfg)
+    acct = store.account(args.address)
+    if acct is None:
+        raise errors.AccountNotFound(args.address)
+    if args.action == "add":
+        print(account_data.create_token(store, acct.id, args.name))
+    elif not account_data.delete_token(store, acct.id, args.name):
+        print(f"roost: {args.address} has no token named {args.name}", file=sys.stderr)
+        return EX_DATAERR
 
 
 def cmd_alias(args, cfg):

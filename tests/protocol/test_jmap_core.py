@@ -9,8 +9,7 @@ import socket
 import httpx
 import pytest
 
-from roost.storage import account_data
-from roost.storage.store import Store
+from tests.conftest import roost
 from tests.jmap_helpers import ALICE, BOB, PASSWORDS, USING, Client, start
 
 CORE = "urn:ietf:params:jmap:core"
@@ -80,16 +79,18 @@ def test_malformed_authorization_headers_are_401(server):
         assert r.status_code == 401, value
 
 
-def test_bearer_app_token(server, tmp_path):
-    store = Store.open(server.data)
-    try:
-        token = account_data.create_token(store, store.account(BOB).id, "phone")
-    finally:
-        store.close()
+def test_bearer_app_token_made_by_the_cli(server):
+    token = roost(server.data, "token", "add", BOB, "phone").stdout.decode().strip()
     r = httpx.get(base(server) + "/jmap/session", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200
     assert r.json()["username"] == BOB
+    # an app token also works as the password of Basic auth, for its own address only
+    assert httpx.get(base(server) + "/jmap/session", auth=(BOB, token)).status_code == 200
+    assert httpx.get(base(server) + "/jmap/session", auth=(ALICE, token)).status_code == 401
     r = httpx.get(base(server) + "/jmap/session", headers={"Authorization": "Bearer " + token + "x"})
+    assert r.status_code == 401
+    roost(server.data, "token", "del", BOB, "phone")
+    r = httpx.get(base(server) + "/jmap/session", headers={"Authorization": "Bearer x" + token})
     assert r.status_code == 401
 
 
