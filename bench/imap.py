@@ -322,13 +322,15 @@ def idle_memory(peer, count):
     before = rss_bytes(peer.pid)
     conns = []
     try:
+        drained = 0
         for i in range(count):
             c = Client(peer.port)
             c.sock.sendall(f'a LOGIN "{USER}" "{PASSWORD}"\r\nb SELECT Idle\r\nc IDLE\r\n'.encode())
             conns.append(c)
-            if i % 200 == 199:
-                _drain_idle(conns[-200:])
-        _drain_idle(conns[-(len(conns) % 200 or 200):])
+            if len(conns) - drained >= 200:
+                _drain_idle(conns[drained:])
+                drained = len(conns)
+        _drain_idle(conns[drained:])
         time.sleep(1)
         after = rss_bytes(peer.pid)
     finally:
@@ -398,7 +400,11 @@ def main(argv=None):
             try:
                 results[cls.name] = run_sessions(peer, args.messages, args.sessions)
                 if args.idle:
-                    idle[cls.name] = idle_memory(peer, args.idle)
+                    try:
+                        idle[cls.name] = idle_memory(peer, args.idle)
+                    except OSError as exc:
+                        print(f"{cls.name}: idle connections failed: {exc}")
+                        idle[cls.name] = (0, 0)
             finally:
                 peer.stop()
         report(results, idle)

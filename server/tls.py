@@ -7,6 +7,7 @@ implicit-TLS listeners.
 """
 
 import datetime
+import ipaddress
 import os
 
 from cryptography import x509
@@ -30,7 +31,9 @@ def ensure_certificate(data_dir, hostname):
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
             .sign(key, hashes.SHA256()))
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:

@@ -37,6 +37,8 @@ MAX_QUEUED = 64            # units queued before reading pauses
 MAX_BAD = 20               # consecutive BAD replies before the server hangs up
 MAX_AUTH_FAILURES = 3      # failed logins on one connection before BYE
 FLUSH_AT = 256 * 1024
+AUTOLOGOUT = 31 * 60
+AUTOLOGOUT_UNAUTHENTICATED = 120
 
 
 @dataclass
@@ -64,7 +66,7 @@ class IMAPSession(protocol.Protocol):
         self.selected = None
         self.enabled = set()
         self.tls = ctx.implicit_tls
-        self.framer = CommandFramer(literal_limit=ctx.literal_limit)
+        self.framer = CommandFramer(literal_limit=min(ctx.literal_limit, ctx.append_limit))
         self.queue = asyncio.Queue()
         self.out = []
         self.out_size = 0
@@ -121,6 +123,11 @@ class IMAPSession(protocol.Protocol):
         return not (host.startswith("127.") or host in ("::1", "localhost"))
 
     @property
+    def autologout(self):
+        """RFC 3501 5.4: at least 30 minutes once logged in; less before."""
+        return AUTOLOGOUT if self.account is not None else AUTOLOGOUT_UNAUTHENTICATED
+
+    @property
     def utf8(self):
         return "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled
 
@@ -168,7 +175,11 @@ class IMAPSession(protocol.Protocol):
     async def _pipeline(self):
         try:
             while not self.closing:
-                unit = await self.queue.get()
+                try:
+                    unit = await asyncio.wait_for(self.queue.get(), self.autologout)
+                except asyncio.TimeoutError:
+                    self.bye("autologout; idle for too long")
+                    return
                 self._resume()
                 await self._one(unit)
                 self.flush()
@@ -180,7 +191,10 @@ class IMAPSession(protocol.Protocol):
 
     async def _one(self, unit):
         if isinstance(unit, Abandoned):
-            self._reply_bad(unit.error.tag, str(unit.error))
+            if getattr(unit.error, "literal", False) and unit.error.tag:
+                self.send(f"{unit.error.tag} NO [TOOBIG] {unit.error}".encode())
+            else:
+                self._reply_bad(unit.error.tag, str(unit.error))
             return
         try:
             cmd = parse(unit)

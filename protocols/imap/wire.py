@@ -32,7 +32,10 @@ class ParseError(Exception):
 
 
 class TooBig(ParseError):
-    """A line or literal over the limit (the connection drops the command)."""
+    """A line or literal over the limit (the connection drops the command).
+    ``literal`` tells a refused literal (NO [TOOBIG]) from a long line (BAD)."""
+
+    literal = False
 
 
 class LiteralRequest:
@@ -124,8 +127,10 @@ class CommandFramer:
                 self.segments, self.total = [], 0
                 if m.group(3):   # non-synchronising: the octets follow anyway
                     self.skipping = size
-                yield Abandoned(TooBig(f"literal of {size} octets is over the limit of "
-                                       f"{self.literal_limit}", tag))
+                error = TooBig(f"literal of {size} octets is over the limit of "
+                               f"{self.literal_limit}", tag)
+                error.literal = True
+                yield Abandoned(error)
                 continue
             self.literal_left = size
             if not m.group(3) and len(self.buf) < size:

@@ -103,6 +103,39 @@ SyncState *
     assert len(flagged) == 1
 
 
+def test_mbsync_over_implicit_tls(server, tmp_path):
+    """mbsync on --imaps, trusting the generated certificate (README's set-up)."""
+    mbsync = need("mbsync")
+    local = tmp_path / "mail"
+    local.mkdir()
+    rc = tmp_path / "mbsyncrc"
+    rc.write_text(f"""IMAPAccount roost
+Host 127.0.0.1
+Port {server.ports['imaps']}
+User {USER}
+Pass {PASSWORD}
+SSLType IMAPS
+CertificateFile {server.cert}
+
+IMAPStore remote
+Account roost
+
+MaildirStore local
+Path {local}/
+Inbox {local}/INBOX
+
+Channel roost
+Far :remote:INBOX
+Near :local:INBOX
+Create Near
+Sync Pull
+SyncState *
+""")
+    out = subprocess.run([mbsync, "-c", str(rc), "-a"], capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    assert len(maildir_files(local / "INBOX")) >= COUNT
+
+
 def test_offlineimap(server, tmp_path):
     offlineimap = need("offlineimap")
     local = tmp_path / "mail"
