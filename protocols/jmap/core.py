@@ -76,6 +76,32 @@ def set_error(type_, description=None, **extra):
     return out
 
 
+def store_set_error(exc, mailbox_property="mailboxIds"):
+    """The SetError for a typed store error: the one place JMAP maps them.
+    ``mailbox_property`` names the argument a missing mailbox came from
+    (None: the object itself is the mailbox, so it is ``notFound``)."""
+    from roost.storage import errors
+    if isinstance(exc, errors.QuotaExceeded):
+        return set_error("overQuota", "the account is over its quota")
+    if isinstance(exc, errors.MessageTooLarge):
+        return set_error("tooLarge", str(exc))
+    if isinstance(exc, errors.MailboxNotFound):
+        if mailbox_property is None:
+            return set_error("notFound", "no such mailbox")
+        return set_error("invalidProperties", "a mailbox does not exist",
+                         properties=[mailbox_property])
+    if isinstance(exc, errors.MessageNotFound):
+        return set_error("notFound")
+    if isinstance(exc, errors.MailboxExists):
+        return set_error("invalidProperties", "a mailbox with that name already exists",
+                         properties=["name"])
+    if isinstance(exc, errors.InvalidName):
+        return set_error("invalidProperties", str(exc), properties=["name"])
+    if isinstance(exc, errors.Conflict):
+        return set_error("forbidden", str(exc))
+    raise exc
+
+
 # --- the registry ---------------------------------------------------------------
 
 METHODS = {}        # "Type/verb" -> (capability, handler)

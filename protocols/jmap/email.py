@@ -21,7 +21,8 @@ from roost.storage.store import email_oid, parse_oid
 from . import bodies
 from .blobs import BlobNotFound
 from .core import (MAIL, MethodError, bool_arg, changes_response, check_set_args, ids_arg,
-                   int_arg, invalid, method, put, set_error, set_response, uint_arg)
+                   int_arg, invalid, method, put, set_error, set_response, store_set_error,
+                   uint_arg)
 from .mailbox import query_changes
 
 SUMMARY_PROPS = ("id", "blobId", "threadId", "mailboxIds", "keywords", "size", "receivedAt",
@@ -40,7 +41,7 @@ IMAP_TO_KEYWORD = {"\\seen": "$seen", "\\flagged": "$flagged", "\\answered": "$a
                    "\\draft": "$draft"}
 KEYWORD_TO_IMAP = {"$seen": "\\Seen", "$flagged": "\\Flagged", "$answered": "\\Answered",
                    "$draft": "\\Draft"}
-_KEYWORD = re.compile(r'^[!#$&\'+-Z\[^-z|~]{1,255}$')
+_KEYWORD = re.compile(r'^[!#$&\'+-Z\[^-z|}~]{1,255}$')   # RFC 8621 4.1.1
 MAX_MAILBOXES_PER_EMAIL = 256
 MAX_BODY_VALUE = 1 << 20
 
@@ -535,18 +536,6 @@ def _created_json(ctx, pk):
             "size": info.size}
 
 
-def _write_error(exc):
-    if isinstance(exc, QuotaExceeded):
-        return set_error("overQuota", "the account is over its quota")
-    if isinstance(exc, MessageTooLarge):
-        return set_error("tooLarge", str(exc))
-    if isinstance(exc, MailboxNotFound):
-        return set_error("invalidProperties", "a mailbox does not exist", properties=["mailboxIds"])
-    if isinstance(exc, MessageNotFound):
-        return set_error("notFound")
-    raise exc
-
-
 def _create_one(ctx, obj):
     for key in ("id", "blobId", "threadId", "size", "hasAttachment", "preview"):
         if key in obj:
@@ -580,7 +569,7 @@ def _create_one(ctx, obj):
     try:
         return store_new(ctx, data, pks, flags, received)
     except (QuotaExceeded, MessageTooLarge, MailboxNotFound) as exc:
-        return _write_error(exc)
+        return store_set_error(exc)
 
 
 def _update_change(ctx, patch, info):
@@ -674,7 +663,7 @@ def email_set(ctx, args):
                 put(resp, "notUpdated", eid, set_error("invalidProperties", str(err),
                                                        properties=["mailboxIds"]))
             else:
-                put(resp, "notUpdated", eid, _write_error(err))
+                put(resp, "notUpdated", eid, store_set_error(err))
     if destroy:
         pks = {eid: parse_oid("E", ctx.resolve_id(eid)) for eid in destroy}
         done, _missing = emails.destroy_messages(ctx.store, ctx.account.id,
@@ -735,7 +724,7 @@ def email_import(ctx, args):
         try:
             pk = store_new(ctx, data, pks, flags, received)
         except (QuotaExceeded, MessageTooLarge, MailboxNotFound) as exc:
-            not_created[cid] = _write_error(exc)
+            not_created[cid] = store_set_error(exc)
             continue
         ctx.created[cid] = email_oid(pk)
         created[cid] = _created_json(ctx, pk)

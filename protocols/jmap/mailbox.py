@@ -2,7 +2,7 @@
 
 Owns the JMAP view of mailboxes (leaf names with ``parentId`` over the
 store's ``/``-separated names, roles, counts, rights) and of threads. Store
-errors map to SetErrors here, in one place (``_set_error``).
+errors map to SetErrors in ``core.store_set_error``.
 """
 
 from roost.storage import emails
@@ -11,7 +11,7 @@ from roost.storage.store import HIERARCHY, ROLES, mailbox_oid, parse_oid, thread
 
 from .core import (MAIL, MethodError, bool_arg, changes_response, check_set_args, ids_arg,
                    invalid, method, parse_state, properties_arg, put, set_error, set_response,
-                   uint_arg, int_arg)
+                   store_set_error, uint_arg, int_arg)
 
 PROPERTIES = ("id", "name", "parentId", "role", "sortOrder", "totalEmails", "unreadEmails",
               "totalThreads", "unreadThreads", "myRights", "isSubscribed")
@@ -199,19 +199,6 @@ def query_changes(ctx, args, kind, current_ids, expand):
 
 # --- set ------------------------------------------------------------------------
 
-def _set_error(exc):
-    if isinstance(exc, MailboxExists):
-        return set_error("invalidProperties", "a mailbox with that name already exists",
-                         properties=["name"])
-    if isinstance(exc, MailboxNotFound):
-        return set_error("notFound", "no such mailbox")
-    if isinstance(exc, InvalidName):
-        return set_error("invalidProperties", str(exc), properties=["name"])
-    if isinstance(exc, Conflict):
-        return set_error("forbidden", str(exc))
-    raise exc
-
-
 def _full_name(ctx, name, parent_id, boxes):
     if not isinstance(name, str) or not name or len(name.encode()) > MAX_NAME \
             or HIERARCHY in name or any(ord(c) < 32 for c in name):
@@ -256,7 +243,7 @@ def mailbox_set(ctx, args):
             put(resp, "notCreated", cid, exc.args[0])
             continue
         except (MailboxExists, InvalidName, Conflict, MailboxNotFound) as exc:
-            put(resp, "notCreated", cid, _set_error(exc))
+            put(resp, "notCreated", cid, store_set_error(exc, None))
             continue
         ctx.created[cid] = box.oid
         objs, _ = mailbox_objects(ctx)
@@ -298,7 +285,7 @@ def mailbox_set(ctx, args):
             put(resp, "notUpdated", mid, exc.args[0])
             continue
         except (MailboxExists, InvalidName, Conflict, MailboxNotFound) as exc:
-            put(resp, "notUpdated", mid, _set_error(exc))
+            put(resp, "notUpdated", mid, store_set_error(exc, None))
             continue
         put(resp, "updated", mid, None)
     for mid in destroy:
@@ -317,7 +304,7 @@ def mailbox_set(ctx, args):
         try:
             store.delete_mailbox(acct, pk)
         except (Conflict, MailboxNotFound) as exc:
-            put(resp, "notDestroyed", mid, _set_error(exc))
+            put(resp, "notDestroyed", mid, store_set_error(exc, None))
             continue
         put(resp, "destroyed", mid, None)
     resp["newState"] = str(store.state(acct, "Mailbox"))
