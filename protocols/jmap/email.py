@@ -491,9 +491,16 @@ def email_query_changes(ctx, args):
 
 # --- Email/set ----------------------------------------------------------------------
 
+class TooMany(ValueError):
+    """A limit SetError (tooManyKeywords, tooManyMailboxes); ``args[0]`` is the SetError."""
+
+
 def _keywords_arg(value):
     if not isinstance(value, dict) or not all(v is True for v in value.values()):
         raise ValueError("keywords must map keywords to true")
+    if len(value) > flagbits.MAX_KEYWORDS:
+        raise TooMany(set_error("tooManyKeywords", f"at most {flagbits.MAX_KEYWORDS} keywords",
+                                maxKeywords=flagbits.MAX_KEYWORDS))
     return [flag_name(k) for k in value]
 
 
@@ -501,7 +508,8 @@ def _mailboxes_arg(ctx, value):
     if not isinstance(value, dict) or not value or not all(v is True for v in value.values()):
         raise ValueError("mailboxIds must map at least one mailbox id to true")
     if len(value) > MAX_MAILBOXES_PER_EMAIL:
-        raise ValueError("too many mailboxes")
+        raise TooMany(set_error("tooManyMailboxes", f"at most {MAX_MAILBOXES_PER_EMAIL} mailboxes",
+                                maxMailboxes=MAX_MAILBOXES_PER_EMAIL))
     pks = []
     for k in value:
         pk = parse_oid("M", ctx.resolve_id(k))
@@ -542,12 +550,12 @@ def _create_one(ctx, obj):
             return set_error("invalidProperties", f"{key} is set by the server", properties=[key])
     try:
         pks = _mailboxes_arg(ctx, obj.get("mailboxIds"))
-    except ValueError as exc:
-        return set_error("invalidProperties", str(exc), properties=["mailboxIds"])
-    try:
         flags = _keywords_arg(obj.get("keywords") or {})
-    except ValueError:
-        return set_error("invalidProperties", "invalid keywords", properties=["keywords"])
+    except TooMany as exc:
+        return exc.args[0]
+    except ValueError as exc:
+        prop = "mailboxIds" if "mailbox" in str(exc) else "keywords"
+        return set_error("invalidProperties", str(exc), properties=[prop])
     received = None
     if obj.get("receivedAt") is not None:
         try:
@@ -580,6 +588,8 @@ def _update_change(ctx, patch, info):
         if path == "keywords":
             try:
                 ch.replace = _keywords_arg(value)
+            except TooMany:
+                raise
             except ValueError:
                 raise ValueError(set_error("invalidProperties", "invalid keywords",
                                            properties=["keywords"])) from None
@@ -600,6 +610,8 @@ def _update_change(ctx, patch, info):
         elif path == "mailboxIds":
             try:
                 pks = _mailboxes_arg(ctx, value)
+            except TooMany:
+                raise
             except ValueError as exc:
                 raise ValueError(set_error("invalidProperties", str(exc),
                                            properties=["mailboxIds"])) from None
@@ -705,12 +717,18 @@ def email_import(ctx, args):
     for cid, obj in items.items():
         try:
             pks = _mailboxes_arg(ctx, obj.get("mailboxIds"))
+        except TooMany as exc:
+            not_created[cid] = exc.args[0]
+            continue
         except ValueError as exc:
             not_created[cid] = set_error("invalidProperties", str(exc), properties=["mailboxIds"])
             continue
         try:
             flags = _keywords_arg(obj.get("keywords") or {})
             received = bodies.parse_utc_date(obj["receivedAt"]) if obj.get("receivedAt") else None
+        except TooMany as exc:
+            not_created[cid] = exc.args[0]
+            continue
         except ValueError:
             not_created[cid] = set_error("invalidProperties", "invalid keywords or receivedAt",
                                          properties=["keywords", "receivedAt"])

@@ -244,9 +244,11 @@ def test_create_errors(alice):
         "noblob": {"mailboxIds": {drafts: True}, "attachments": [{"blobId": "Bmissing"}]},
         "serverset": {"mailboxIds": {drafts: True}, "id": "E1"},
         "badaddr": {"mailboxIds": {drafts: True}, "from": [{"email": 5}]},
+        "manykw": {"mailboxIds": {drafts: True}, "keywords": {f"k{i}": True for i in range(65)}},
     })
     nc = res["notCreated"]
-    assert set(nc) == {"nobox", "badbox", "badkw", "noblob", "serverset", "badaddr"}
+    assert set(nc) == {"nobox", "badbox", "badkw", "noblob", "serverset", "badaddr", "manykw"}
+    assert nc["manykw"]["type"] == "tooManyKeywords" and nc["manykw"]["maxKeywords"] == 64
     assert nc["noblob"]["type"] == "blobNotFound"
     assert nc["badkw"]["type"] == "invalidProperties"
 
