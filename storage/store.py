@@ -544,6 +544,27 @@ class Store:
             after.append(lambda: self.blobs.delete_folder(acct.maildir_key, box.folder))
             self._publish(after, account_id, modseq, {"Mailbox", "Email", "Thread"}, {box.id})
 
+    def set_mailbox_role(self, account_id, mailbox_pk, role=None, sort_order=None):
+        """Give the mailbox ``role`` (None: no role; one mailbox per role) and,
+        unless None, the display position ``sort_order``."""
+        if role is not None and role not in ROLES:
+            raise InvalidName(f"unknown role {role}")
+        with self._write() as (conn, after):
+            if role and conn.execute(select(mailboxes.c.id).where(and_(
+                    mailboxes.c.account_id == account_id, mailboxes.c.role == role,
+                    mailboxes.c.id != mailbox_pk))).first():
+                raise Conflict(f"another mailbox has the role {role}")
+            values = {"role": role}
+            if sort_order is not None:
+                values["sort_order"] = int(sort_order)
+            modseq = self._next_modseq(conn, account_id)
+            if not conn.execute(update(mailboxes).where(and_(
+                    mailboxes.c.id == mailbox_pk, mailboxes.c.account_id == account_id))
+                    .values(**values)).rowcount:
+                raise MailboxNotFound(mailbox_pk)
+            self._log(conn, account_id, modseq, "Mailbox", [mailbox_pk], "u")
+            self._publish(after, account_id, modseq, {"Mailbox"})
+
     def set_subscribed(self, account_id, mailbox_pk, subscribed):
         with self._write() as (conn, after):
             modseq = self._next_modseq(conn, account_id)

@@ -234,9 +234,17 @@ def mailbox_set(ctx, args):
             put(resp, "notCreated", cid, set_error("invalidProperties", "unknown role",
                                                    properties=["role"]))
             continue
+        order = obj.get("sortOrder")
+        if order is not None and (not isinstance(order, int) or isinstance(order, bool)
+                                  or not 0 <= order < 2**31):
+            put(resp, "notCreated", cid, set_error("invalidProperties", "sortOrder is an UnsignedInt",
+                                                   properties=["sortOrder"]))
+            continue
         try:
             full = _full_name(ctx, obj.get("name"), obj.get("parentId"), boxes)
             box = store.create_mailbox(acct, full, role)
+            if order is not None:
+                store.set_mailbox_role(acct, box.id, role, order)
             if obj.get("isSubscribed") is False:
                 store.set_subscribed(acct, box.id, False)
         except ValueError as exc:
@@ -264,13 +272,17 @@ def mailbox_set(ctx, args):
         if bad:
             put(resp, "notUpdated", mid, set_error("invalidProperties", "not settable", properties=bad))
             continue
-        if patch.get("role", cur["role"]) != cur["role"] or \
-                patch.get("sortOrder", cur["sortOrder"]) != cur["sortOrder"]:
+        role = patch.get("role", cur["role"])
+        order = patch.get("sortOrder", cur["sortOrder"])
+        if (role is not None and (not isinstance(role, str) or role not in ROLES)) or \
+                not isinstance(order, int) or isinstance(order, bool) or not 0 <= order < 2**31:
             put(resp, "notUpdated", mid, set_error(
-                "invalidProperties", "role and sortOrder cannot be changed here",
+                "invalidProperties", "role must be a known role or null, sortOrder an UnsignedInt",
                 properties=[k for k in ("role", "sortOrder") if k in patch]))
             continue
         try:
+            if role != cur["role"] or order != cur["sortOrder"]:
+                store.set_mailbox_role(acct, pk, role, order)
             if "name" in patch or "parentId" in patch:
                 parent = patch["parentId"] if "parentId" in patch else cur["parentId"]
                 full = _full_name(ctx, patch.get("name", cur["name"]), parent, boxes)

@@ -71,6 +71,13 @@ def test_mailbox_create_rename_move_and_destroy(alice):
     assert alice.ok("Mailbox/get", ids=[b])["list"][0]["parentId"] == a
     res = alice.ok("Mailbox/set", destroy=[a])
     assert res["notDestroyed"][a]["type"] == "mailboxHasChild"
+    res = alice.ok("Mailbox/set", update={a: {"role": "flagged", "sortOrder": 7},
+                                          b: {"role": "inbox"}})
+    assert a in res["updated"] and res["notUpdated"][b]["type"] == "forbidden"
+    got = alice.ok("Mailbox/get", ids=[a])["list"][0]
+    assert got["role"] == "flagged" and got["sortOrder"] == 7
+    alice.ok("Mailbox/set", update={a: {"role": None}})
+    assert alice.ok("Mailbox/get", ids=[a])["list"][0]["role"] is None
     assert alice.ok("Mailbox/set", destroy=[b, a])["destroyed"] == [b, a]
 
 
