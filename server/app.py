@@ -129,8 +129,8 @@ class Roost:
         self.ports.append(listening)
         return host, listening.getHost().port
 
-    def _deliver(self, data, recipients, sender):
-        return self.delivery.deliver(data, recipients, sender=sender)
+    def _deliver(self, data, recipients, sender, targets=None):
+        return self.delivery.deliver(data, recipients, sender=sender, targets=targets)
 
     async def stop(self):
         """Stop listening, let in-flight deliveries finish, then close the store."""

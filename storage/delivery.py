@@ -122,16 +122,19 @@ class Delivery:
         self.max_size = max_size
         self.dedupe_window = dedupe_window
         self.committer = GroupCommitter(store)
+        self._inboxes = {}
 
     def close(self):
         self.committer.close()
 
-    def deliver(self, data, recipients, *, sender=None, mailbox=None, prepend=True):
+    def deliver(self, data, recipients, *, sender=None, mailbox=None, prepend=True, targets=None):
         """Deliver ``data`` to each address in ``recipients``.
 
         ``sender`` is the envelope sender (Return-Path); ``mailbox`` forces a
         mailbox name (``roost deliver --mailbox``) and falls back to INBOX when
-        it does not exist. Returns one ``DeliveryResult`` per recipient.
+        it does not exist; ``targets`` maps recipients to what ``store.resolve``
+        already returned for them (LMTP resolves at RCPT). Returns one
+        ``DeliveryResult`` per recipient.
         """
         results = [DeliveryResult(r, DELIVERED) for r in recipients]
         if len(data) > self.max_size:
@@ -145,11 +148,11 @@ class Delivery:
         eol = b"\r\n" if data.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
         staged = []   # (result, NewMessage)
         for result in results:
-            targets = self.store.resolve(result.recipient)
-            if not targets:
+            found = (targets or {}).get(result.recipient) or self.store.resolve(result.recipient)
+            if not found:
                 result.status, result.reason = NO_SUCH_USER, "no such user"
                 continue
-            for account, detail in targets:
+            for account, detail in found:
                 box = self._target_mailbox(account, mailbox or detail)
                 copy = data
                 if prepend:
@@ -192,7 +195,11 @@ class Delivery:
         return self.committer.submit(items) if items else []
 
     def _target_mailbox(self, account, name):
-        """The named mailbox (exact name first, then case-insensitively), else INBOX."""
+        """The named mailbox (exact name first, then case-insensitively), else INBOX.
+
+        INBOX is cached per account: it can be neither renamed nor deleted, so
+        its id and folder never change (a deleted account's stale entry only
+        makes that delivery fail as temporary, and is then dropped)."""
         if name:
             try:
                 return self.store.mailbox(account.id, name)
@@ -200,19 +207,25 @@ class Delivery:
                 for box in self.store.mailboxes(account.id):
                     if box.name.lower() == name.lower():
                         return box
-        return self.store.mailbox(account.id, "INBOX")
+        inbox = self._inboxes.get(account.id)
+        if inbox is None:
+            inbox = self._inboxes[account.id] = self.store.mailbox(account.id, "INBOX")
+        return inbox
 
     def _commit(self, staged):
         if not staged:
             return
         outcomes = self.committer.submit([item for _r, item in staged])
-        for (result, _item), outcome in zip(staged, outcomes):
+        for (result, item), outcome in zip(staged, outcomes):
             if isinstance(outcome, Stored):
                 result.stored.append(outcome)
                 if outcome.duplicate and result.status == DELIVERED:
                     result.status = DUPLICATE
             elif isinstance(outcome, QuotaExceeded):
                 result.status, result.reason = OVER_QUOTA, "mailbox is full"
+            elif isinstance(outcome, MailboxNotFound):
+                self._inboxes.pop(item.account.id, None)
+                result.status, result.reason = TEMPORARY, "mailbox is gone, try again"
             elif result.status in (DELIVERED, DUPLICATE):
                 result.status, result.reason = TEMPORARY, str(outcome) or "try again later"
 

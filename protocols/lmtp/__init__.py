@@ -5,13 +5,17 @@ calls ``resolve`` and ``deliver`` (blocking store functions) through ``run``,
 which puts them on a worker thread; it never touches the database or files.
 
 aiosmtpd's LMTP gives one reply to DATA for all recipients, which RFC 2033
-section 4.2 forbids. Roost's DATA hook returns one reply line per accepted
-recipient, in RCPT order; aiosmtpd writes that text followed by CRLF, so the
-client reads exactly one reply per recipient. Every reply carries an enhanced
-status code (RFC 2034), LHLO is required before mail, and a recipient's
-``+detail`` names the mailbox it goes to when that mailbox exists.
+section 4.2 forbids, and reads message data one line at a time (a Python
+loop per line: most of its CPU on big messages). ``LMTPServer.smtp_DATA``
+replaces both: it reads data in blocks up to each ``.<CRLF>``, undoes dot
+stuffing in one pass, leaves pipelined commands after the data in the stream,
+and writes one reply per accepted recipient in RCPT order. Every reply carries
+an enhanced status code (RFC 2034), LHLO is required before mail, and a
+recipient's ``+detail`` names the mailbox it goes to when that mailbox exists.
+Recipients are resolved once, at RCPT; DATA delivers to what RCPT found.
 """
 
+import asyncio
 import logging
 import re
 
@@ -24,6 +28,8 @@ log = logging.getLogger("roost.lmtp")
 MAX_RECIPIENTS = 1000
 LINE_LIMIT = 64 * 1024
 
+# An SMTP path: "<" [source route ":"] (quoted or plain local part) "@" domain ">" params
+_PATH = re.compile(r'\s*<(?:@[^<>:"]*:)?((?:"(?:[^"\\\r\n]|\\.)*"|[^<>"\s])*)>(.*)$|\s*([^<>\s]+)(.*)$')
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}\b")
 _DEFAULT_ENHANCED = {
     "221": "2.0.0", "250": "2.0.0", "451": "4.3.0", "452": "4.3.1", "421": "4.3.2",
@@ -78,6 +84,76 @@ class LMTPServer(LMTP):
     async def check_helo_needed(self, helo="LHLO"):
         return await super().check_helo_needed("LHLO")
 
+    def _getaddr(self, arg):
+        """``(address, rest)`` of a MAIL/RCPT argument; ``(None, None)`` when
+        malformed. The null path comes back as ``"<>"``, as aiosmtpd does."""
+        if not arg:
+            return "", ""
+        m = _PATH.match(arg)
+        if m is None:
+            return None, None
+        if m.group(3) is not None:
+            address, rest = m.group(3), m.group(4)
+            if "@" not in address:
+                return None, None
+        else:
+            address, rest = m.group(1), m.group(2)
+            if not address:
+                return "<>", rest
+        if rest and not rest[:1].isspace():
+            return None, None
+        return address, rest
+
+    async def smtp_DATA(self, arg):
+        if await self.check_helo_needed():
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content = await read_data(self._reader, self.data_size_limit)
+        except asyncio.IncompleteReadError:
+            return  # the client went away mid-message: nothing was acknowledged
+        if content is None:
+            replies = ["552 5.3.4 Error: too much mail data"]
+        else:
+            self.envelope.original_content = self.envelope.content = content
+            replies = await self.event_handler.deliver_data(self.envelope)
+        self._set_post_data_state()
+        for reply in replies:
+            await self.push(reply)
+
+
+async def read_data(reader, limit):
+    """Message data up to the ``.<CRLF>`` line, dot stuffing undone, ending in
+    CRLF as RFC 5321 says; None when it exceeds ``limit`` (the data is still
+    read to its end so the session can go on)."""
+    # ``tail`` holds the last bytes read; it starts as the CRLF that ended the
+    # DATA command, so a message that is only ".<CRLF>" is empty.
+    chunks, size, tail = [], 0, b"\r\n"
+    while True:
+        try:
+            chunk = await reader.readuntil(b".\r\n")
+        except asyncio.LimitOverrunError as exc:
+            chunk = await reader.readexactly(exc.consumed)
+        size += len(chunk)
+        if limit and size > limit:
+            chunks = None
+        elif chunks is not None:
+            chunks.append(chunk)
+        # The end is ".<CRLF>" right after a CRLF, possibly across two reads.
+        if chunk.endswith(b".\r\n") and (tail + chunk)[-5:] == b"\r\n.\r\n":
+            break
+        tail = (tail + chunk)[-4:]
+    if chunks is None:
+        return None
+    data = b"".join(chunks)[:-3]
+    return (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
+
 
 class LMTPHandler:
     """aiosmtpd hooks: recipients checked at RCPT, one reply each after DATA."""
@@ -85,7 +161,7 @@ class LMTPHandler:
     def __init__(self, run, resolve, deliver):
         self.run = run          # async run(fn, *args) on a worker thread
         self.resolve = resolve  # address -> list of local targets
-        self.deliver = deliver  # (data, recipients, sender=) -> [DeliveryResult]
+        self.deliver = deliver  # (data, recipients, sender, targets) -> [DeliveryResult]
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -105,14 +181,18 @@ class LMTPHandler:
             return f"550 5.1.1 <{address}> no such user here"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
+        if not hasattr(envelope, "targets"):
+            envelope.targets = {}
+        envelope.targets[address] = targets
         return f"250 2.1.5 <{address}> recipient ok"
 
-    async def handle_DATA(self, server, session, envelope):
-        data = envelope.original_content
+    async def deliver_data(self, envelope):
+        """One reply per accepted recipient, in RCPT order."""
+        rcpts = list(envelope.rcpt_tos)
         try:
-            results = await self.run(self.deliver, data, list(envelope.rcpt_tos), envelope.mail_from)
+            results = await self.run(self.deliver, envelope.content, rcpts, envelope.mail_from,
+                                     getattr(envelope, "targets", None))
         except Exception:  # noqa: BLE001
             log.exception("delivery failed")
-            return "\r\n".join(f"451 4.3.0 <{r}> temporary failure, try again later"
-                               for r in envelope.rcpt_tos)
-        return "\r\n".join(reply_for(r) for r in results)
+            return [f"451 4.3.0 <{r}> temporary failure, try again later" for r in rcpts]
+        return [reply_for(r) for r in results]
