@@ -298,6 +298,7 @@ def test_create_special_use_rename_delete_utf7(server):
     assert b'* LIST (\\HasNoChildren \\All) "/" Everything' in ok(w.cmd('c2 LIST "" Everything'))
     assert w.cmd("c3 CREATE Bad (USE (\\Nonsense))")[-1].startswith(b"c3 NO [USEATTR]")
     assert w.cmd("c4 CREATE Everything")[-1].startswith(b"c4 NO [ALREADYEXISTS]")
+    assert w.cmd('c4b CREATE "a*b"')[-1].startswith(b"c4b NO [CANNOT]")
     ok(w.cmd("c5 CREATE &AMk-t&AOk-"))                       # "Été" in modified UTF-7
     assert b'* LIST (\\HasNoChildren) "/" &AMk-t&AOk-' in ok(w.cmd('c6 LIST "" "&AMk-*"'))
     ok(w.cmd("c7 RENAME &AMk-t&AOk- Summer"))

@@ -101,6 +101,7 @@ async def _qresync(s, view, box, rows, params):
 @command("CREATE")
 async def create(s, cmd):
     name = s.mailbox_name(cmd.mailbox).rstrip(SEPARATOR)
+    _check_new_name(name)
     if name.upper() == "INBOX":
         raise No("[ALREADYEXISTS] INBOX always exists")
     role = None
@@ -115,6 +116,11 @@ async def create(s, cmd):
     except errors.Conflict as exc:
         raise No(f"[USEATTR] {exc}") from None
     return "CREATE completed"
+
+
+def _check_new_name(name):
+    if "*" in name or "%" in name:
+        raise No("[CANNOT] mailbox names cannot contain the LIST wildcards * and %")
 
 
 @command("DELETE")
@@ -132,6 +138,7 @@ async def delete(s, cmd):
 async def rename(s, cmd):
     name = s.mailbox_name(cmd.mailbox)
     new = s.mailbox_name(cmd.new_name).rstrip(SEPARATOR)
+    _check_new_name(new)
     store = s.ctx.store
     box = await s.ctx.run(store.mailbox, s.account.id, name)
     await s.ctx.run(store.rename_mailbox, s.account.id, box.id, new)

@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import json
 import time
+from operator import itemgetter
 
 from roost.storage import errors
 from roost.storage.flags import names as flag_names
@@ -228,31 +229,32 @@ async def fetch_cmd(s, cmd):
 
 
 def _send_flag_rows(s, v, rows, items):
-    """The bulk path (UID FETCH 1:* (FLAGS)): one formatted line per row, flag
-    lists formatted once per distinct combination."""
-    seq_of = v.seq
+    """The bulk path (UID FETCH 1:* (FLAGS)): rows and the view are both in UID
+    order, so sequence numbers come from one merge walk; each distinct flag set
+    is formatted once; each line is one %-format."""
     order = [i.name for i in items]
+    pieces = {"UID": b"UID %d", "FLAGS": b"%s", "MODSEQ": b"MODSEQ (%d)"}
+    template = b"* %d FETCH (" + b" ".join(pieces[n] for n in order) + b")"
+    pick = itemgetter(0, *[{"UID": 1, "FLAGS": 2, "MODSEQ": 3}[name] for name in order])
+    uids = v.uids
+    n = len(uids)
     shown = {}
     lines = []
+    i = 0
     for uid, modseq, bits, keywords in rows:
-        seq = seq_of(uid)
-        if not seq:
+        while i < n and uids[i] < uid:
+            i += 1
+        if i == n:
+            break
+        if uids[i] != uid:
             continue
-        parts = []
-        for name in order:
-            if name == "UID":
-                parts.append(b"UID %d" % uid)
-            elif name == "FLAGS":
-                key = (bits, keywords)
-                text = shown.get(key)
-                if text is None:
-                    text = shown[key] = b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")"
-                parts.append(text)
-            else:
-                parts.append(b"MODSEQ (%d)" % modseq)
-        lines.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(parts)))
+        key = (bits, keywords)
+        text = shown.get(key)
+        if text is None:
+            text = shown[key] = b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")"
+        lines.append(template % pick((i + 1, uid, text, modseq)))
     if lines:
-        s.send(b"".join(lines)[:-2])
+        s.send(b"\r\n".join(lines))
 
 
 def _render(s, rec, data, items):
