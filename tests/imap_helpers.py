@@ -12,8 +12,8 @@ USER, PASSWORD = "alice@example.org", "secret"
 
 
 def start_server(data, listeners=("imap", "imaps", "lmtp"), users=((USER, PASSWORD),)):
-    for address, password in users:
-        add_user(data, address, password)
+    for address, password, *quota in users:
+        add_user(data, address, password, *quota)
     return RoostServer(data, listeners=listeners).start()
 
 

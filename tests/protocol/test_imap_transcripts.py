@@ -32,7 +32,8 @@ MULTI = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: parts\r\n"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("imap"))
+    srv = start_server(tmp_path_factory.mktemp("imap"),
+                       users=((USER, PASSWORD), ("small@example.org", "pw", 300)))
     yield srv
     close_all()
     srv.stop()
@@ -266,6 +267,16 @@ def test_append_literals(server):
     lines = w.until("a2")
     assert re.match(rb"a2 OK \[APPENDUID \d+ \d+:\d+\]", lines[-1]), lines
     assert w.cmd("a3 APPEND nowhere {1+}\r\nx")[-1].startswith(b"a3 NO [TRYCREATE]")
+    w.close()
+
+
+def test_multiappend_is_all_or_nothing(server):
+    w = Wire(server.ports["imap"])
+    w.login("small@example.org", "pw")
+    one = b"Subject: x\r\n\r\n" + b"x" * 180 + b"\r\n"
+    w.send(b"m1 APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(one), one, len(one), one))
+    assert w.until("m1")[-1].startswith(b"m1 NO [OVERQUOTA]")
+    assert ok(w.cmd("m2 STATUS INBOX (MESSAGES)"))[0] == b"* STATUS INBOX (MESSAGES 0)"
     w.close()
 
 

@@ -315,8 +315,14 @@ async def append(s, cmd):
     except errors.MailboxNotFound:
         raise No("[TRYCREATE] no such mailbox") from None
     uids = []
-    for msg, date in zip(cmd.messages, dates):
-        stored = await s.ctx.run(s.ctx.append, s.account, box, msg.data, msg.flags, date)
-        uids.append(stored.uid)
-        validity = stored.uidvalidity
+    try:
+        for msg, date in zip(cmd.messages, dates):
+            stored = await s.ctx.run(s.ctx.append, s.account, box, msg.data, msg.flags, date)
+            uids.append(stored.uid)
+            validity = stored.uidvalidity
+    except errors.StoreError:
+        # MULTIAPPEND is all or nothing (RFC 3502): take back what went in.
+        if uids:
+            await s.ctx.run(store.remove, box.id, uids)
+        raise
     return f"[APPENDUID {validity} {uid_set_text(uids)}] APPEND completed"
