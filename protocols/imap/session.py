@@ -34,6 +34,7 @@ from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, Parse
 log = logging.getLogger("roost.imap")
 
 MAX_QUEUED = 64            # units queued before reading pauses
+MAX_QUEUED_BYTES = 8 << 20  # ... or octets queued
 MAX_BAD = 20               # consecutive BAD replies before the server hangs up
 MAX_AUTH_FAILURES = 3      # failed logins on one connection before BYE
 FLUSH_AT = 256 * 1024
@@ -78,6 +79,7 @@ class IMAPSession(protocol.Protocol):
         self.peer = "?"
         self.closing = False
         self.paused = False
+        self.queued_bytes = 0
 
     # --- connection ---------------------------------------------------------
 
@@ -109,8 +111,11 @@ class IMAPSession(protocol.Protocol):
             if isinstance(event, LiteralRequest):
                 self.write(b"+ Ready for literal data\r\n")
             else:
+                if isinstance(event, list):
+                    self.queued_bytes += sum(len(seg) for seg in event)
                 self.queue.put_nowait(event)
-        if self.queue.qsize() > MAX_QUEUED and not self.paused:
+        if (self.queue.qsize() > MAX_QUEUED or self.queued_bytes > MAX_QUEUED_BYTES) \
+                and not self.paused:
             self.paused = True
             self.transport.pauseProducing()
 
@@ -162,11 +167,14 @@ class IMAPSession(protocol.Protocol):
         """The next framed unit from the client (IDLE, AUTHENTICATE)."""
         self.flush()
         item = await self.queue.get()
-        self._resume()
+        self._resume(item)
         return item
 
-    def _resume(self):
-        if self.paused and self.queue.qsize() < MAX_QUEUED // 2:
+    def _resume(self, item=None):
+        if isinstance(item, list):
+            self.queued_bytes -= sum(len(seg) for seg in item)
+        if self.paused and self.queue.qsize() < MAX_QUEUED // 2 \
+                and self.queued_bytes < MAX_QUEUED_BYTES // 2:
             self.paused = False
             self.transport.resumeProducing()
 
@@ -180,7 +188,7 @@ class IMAPSession(protocol.Protocol):
                 except asyncio.TimeoutError:
                     self.bye("autologout; idle for too long")
                     return
-                self._resume()
+                self._resume(unit)
                 await self._one(unit)
                 self.flush()
         except asyncio.CancelledError:

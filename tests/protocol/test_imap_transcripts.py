@@ -450,6 +450,13 @@ def test_pipelined_commands_answer_in_order(box):
     assert tags == [b"p1", b"p2", b"p3", b"p4", b"p5"]
 
 
+def test_long_pipeline_pauses_reading_but_loses_nothing(box):
+    box.send(b"".join(b"n%d NOOP\r\n" % i for i in range(300)) + b"last FETCH 1 (UID)\r\n")
+    lines = box.until("last")
+    tags = [x.split(b" ")[0] for x in lines if not x.startswith(b"*")]
+    assert tags == [b"n%d" % i for i in range(300)] + [b"last"]
+
+
 def test_bad_input_gets_bad_not_a_crash(server):
     w = Wire(server.ports["imap"])
     assert w.cmd('b1 LOGIN "a\rb" c')[-1].startswith(b"b1 BAD")

@@ -31,6 +31,7 @@ async def starttls(s, cmd):
     # Anything pipelined after STARTTLS was sent in clear: drop it (RFC 3501 6.2.1).
     while not s.queue.empty():
         s.queue.get_nowait()
+    s.queued_bytes = 0
     s.framer.reset()
     s.transport.startTLS(s.ctx.tls)
     s.tls = True

@@ -421,7 +421,7 @@ async def idle(s, cmd):
         if not getter.done():
             getter.cancel()
     unit = getter.result()
-    s._resume()
+    s._resume(unit)
     if isinstance(unit, list) and len(unit) == 1 and unit[0].strip().upper() == b"DONE":
         return "IDLE terminated"
     raise Bad("expected DONE to end IDLE")
