@@ -7,10 +7,11 @@ JMAP and LMTP, and measures over HTTP keep-alive (httpx):
 - mail-list view: one request of ``Email/query`` (INBOX, newest first, 50 at
   a time) plus ``Email/get`` of those ids by result reference (subject, from,
   preview, keywords, receivedAt), paging through the whole mailbox: requests/s,
-  p50/p99, and the first page alone (nothing cached);
+  p50/p99, the first page alone (nothing cached), and the first page right
+  after each of 20 LMTP deliveries (the listing is patched from the change log);
 - ``Email/changes`` after 100 flag changes made by ``Email/set``: p50/p99;
 - push latency: LMTP delivery acknowledged -> ``state`` event on an open
-  event source, p50/p99;
+  event source, and -> StateChange on a WebSocket with push enabled, p50/p99;
 - server CPU per mail-list request.
 
 The issue gives Cyrus 3.6 on this machine as mail-list p50 13 ms, p99 19 ms
@@ -169,6 +170,17 @@ def run(ports, args):
     print(f"  vs Cyrus 3.6 (p50 {CYRUS['list_p50']:.0f} ms, p99 {CYRUS['list_p99']:.0f} ms): "
           f"p50 ratio {p50 / CYRUS['list_p50']:.2f}, p99 ratio {p99 / CYRUS['list_p99']:.2f}")
 
+    sock, send = lmtp(ports["lmtp"], 1)
+    fresh = []
+    for _ in range(20):
+        send()
+        t = time.perf_counter()
+        mail_list(http, url, account, inbox, 0)
+        fresh.append((time.perf_counter() - t) * 1000)
+    sock.close()
+    print(f"mail-list first page right after a new delivery: p50 {pct(fresh, 50):.2f} ms, "
+          f"p99 {pct(fresh, 99):.2f} ms (20 deliveries)")
+
     ids = first[0][1]["ids"] * 2
     state = api(http, url, [["Email/get", {"accountId": account, "ids": []}, "s"]])[0][1]["state"]
     for i in range(100):
@@ -187,6 +199,29 @@ def run(ports, args):
     push = push_latency(session, ports)
     print(f"push, LMTP ack -> event-source state event: p50 {pct(push, 50):.2f} ms, "
           f"p99 {pct(push, 99):.2f} ms ({len(push)} deliveries)")
+    push = websocket_latency(ports)
+    print(f"push, LMTP ack -> WebSocket StateChange: p50 {pct(push, 50):.2f} ms, "
+          f"p99 {pct(push, 99):.2f} ms ({len(push)} deliveries)")
+
+
+def websocket_latency(ports, n=30):
+    import base64
+    from tests.jmap_helpers import WebSocket
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    ws = WebSocket(ports["jmap"], headers=[f"Authorization: Basic {auth}"])
+    ws.send(json.dumps({"@type": "WebSocketPushEnable", "dataTypes": ["Email"]}))
+    time.sleep(0.3)
+    sock, send = lmtp(ports["lmtp"], 0)
+    out = []
+    for _ in range(n):
+        send()
+        acked = time.perf_counter()
+        json.loads(ws.recv())
+        out.append((time.perf_counter() - acked) * 1000)
+        time.sleep(0.05)
+    sock.close()
+    ws.close()
+    return out
 
 
 def server_pid(ports):

@@ -182,6 +182,25 @@ def ordered_messages(store, account_id, order, *, mailbox_pk=None, pks=None):
     return [(r[0], r[1]) for r in rows]
 
 
+def mailbox_sort_rows(store, account_id, mailbox_pk, pks=None):
+    """``[(pk, thread_pk, internal_date, size)]`` of the messages in the mailbox
+    (only those among ``pks`` when given), unordered."""
+    q = select(messages.c.id, messages.c.thread_id, messages.c.internal_date, messages.c.size,
+               messages.c.account_id) \
+        .join(mailbox_messages, mailbox_messages.c.message_id == messages.c.id)
+    out = []
+    with store._read() as conn:
+        for chunk in (_chunks(sorted(pks)) if pks is not None else [None]):
+            if chunk is None:
+                cq = q.where(mailbox_messages.c.mailbox_id == mailbox_pk)
+            else:
+                # "+ 0" keeps SQLite on the message index instead of walking the mailbox
+                cq = q.where(mailbox_messages.c.message_id.in_(chunk),
+                             mailbox_messages.c.mailbox_id + 0 == mailbox_pk)
+            out.extend(tuple(r[:4]) for r in conn.execute(cq) if r[4] == account_id)
+    return out
+
+
 def flagged_messages(store, account_id, name):
     """``(message pks, thread pks)`` of the account's messages that have flag
     ``name`` in some mailbox, and the threads they are in."""

@@ -8,6 +8,7 @@ paging with a small cache of ordered results keyed by the Email state, and
 every write through ``storage.emails`` or ``storage.delivery``.
 """
 
+import bisect
 import re
 import threading
 from collections import OrderedDict
@@ -386,6 +387,10 @@ def ordered_ids(ctx, args):
     mailbox_pk = pks = None
     if filt is not None and set(filt) == {"inMailbox"}:
         mailbox_pk = _mailbox_pk(ctx, filt["inMailbox"], "inMailbox")
+        if not collapse and len(keys) == 1 and keys[0][0] in LIVE_SORTS:
+            result = LIVE.get(ctx, mailbox_pk, keys[0][0], keys[0][1], state)
+            CACHE.put(cache_key, result)
+            return result
     elif filt:
         node = compile_filter(ctx, filt)
         pks = _search(ctx, node)
@@ -404,6 +409,90 @@ def ordered_ids(ctx, args):
     result = (rows, [r[0] for r in rows])
     CACHE.put(cache_key, result)
     return result
+
+
+LIVE_SORTS = {"receivedAt": 2, "size": 3}   # column of mailbox_sort_rows
+
+
+class LiveLists:
+    """A mailbox's messages in receivedAt or size order, kept up to date from
+    the change log: when the Email state moves, only the messages changed since
+    are re-read and re-placed by bisection (a message's arrival time and size
+    never change, so its place is known), so a new message in a 10k mailbox
+    costs a few rows, not a re-sort. Lists are copied, never mutated, so a
+    reader keeps a consistent snapshot."""
+
+    MAX_DELTA = 1000
+
+    def __init__(self, size=32):
+        self.size = size
+        self._items = OrderedDict()   # (account, mailbox, prop, asc) -> _Live
+        self._lock = threading.Lock()
+
+    def get(self, ctx, mailbox_pk, prop, asc, state):
+        col = LIVE_SORTS[prop]
+        key = (ctx.account.id, mailbox_pk, prop, asc)
+
+        def sort_key(r):
+            return (r[col] if asc else -r[col], -r[0])
+        with self._lock:
+            entry = self._items.get(key)
+        if entry is not None and entry.state == state:
+            return entry.pairs, entry.ids
+        if entry is not None and entry.state < state:
+            changed = ctx.store.changes(ctx.account.id, "Email", entry.state, limit=self.MAX_DELTA + 1)
+            if len(changed) <= self.MAX_DELTA:
+                touched = {oid for _m, oid, _op in changed}
+                fresh = emails.mailbox_sort_rows(ctx.store, ctx.account.id, mailbox_pk, touched)
+                new = entry.copy(state)
+                for pk in touched:
+                    new.remove(pk)
+                for r in fresh:
+                    new.insert(sort_key(r), (r[0], r[1]))
+                return self._put(key, new)
+        rows = emails.mailbox_sort_rows(ctx.store, ctx.account.id, mailbox_pk)
+        rows.sort(key=sort_key)
+        return self._put(key, _Live(state, [sort_key(r) for r in rows], [(r[0], r[1]) for r in rows]))
+
+    def _put(self, key, live):
+        with self._lock:
+            self._items[key] = live
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return live.pairs, live.ids
+
+
+class _Live:
+    """Parallel lists (sort keys, (pk, thread) pairs, pks) and pk -> sort key."""
+
+    def __init__(self, state, keys, pairs, ids=None, key_of=None):
+        self.state = state
+        self.keys = keys
+        self.pairs = pairs
+        self.ids = ids if ids is not None else [p[0] for p in pairs]
+        self.key_of = key_of if key_of is not None else dict(zip(self.ids, keys))
+
+    def copy(self, state):
+        return _Live(state, list(self.keys), list(self.pairs), list(self.ids), dict(self.key_of))
+
+    def remove(self, pk):
+        k = self.key_of.pop(pk, None)
+        if k is None:
+            return
+        i = bisect.bisect_left(self.keys, k)
+        if i < len(self.ids) and self.ids[i] == pk:
+            del self.keys[i], self.pairs[i], self.ids[i]
+
+    def insert(self, k, pair):
+        i = bisect.bisect_left(self.keys, k)
+        self.keys.insert(i, k)
+        self.pairs.insert(i, pair)
+        self.ids.insert(i, pair[0])
+        self.key_of[pair[0]] = k
+
+
+LIVE = LiveLists()
 
 
 def _search(ctx, node):

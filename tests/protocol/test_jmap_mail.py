@@ -529,3 +529,26 @@ def test_one_account_never_sees_or_changes_anothers_objects(alice, bob, server):
     assert eid not in ch["created"] + ch["updated"]
     e2 = alice.ok("Email/get", ids=[eid], properties=["keywords", "mailboxIds"])["list"][0]
     assert e2["keywords"] == {} and e2["mailboxIds"] == {box: True}
+
+
+@pytest.mark.parametrize("sort", [[{"property": "receivedAt", "isAscending": False}],
+                                  [{"property": "size", "isAscending": True}]])
+def test_a_mailbox_listing_kept_up_to_date_matches_a_fresh_query(alice, server, sort):
+    inbox, archive = alice.mailbox("inbox"), alice.mailbox("archive")
+    plain = {"inMailbox": inbox}
+    fresh = {"operator": "AND", "conditions": [{"inMailbox": inbox}]}   # never the live path
+
+    def ids(filt):
+        return alice.ok("Email/query", filter=filt, sort=sort, calculateTotal=True)
+    first = ids(plain)
+    assert first["ids"] == ids(fresh)["ids"]
+    for i in range(3):
+        deliver(server, f"live list {i}", body="y" * (i * 37))
+    new = alice.ok("Email/query", filter={"subject": "live list"})["ids"]
+    alice.ok("Email/set", update={new[0]: {"keywords/$seen": True},
+                                  new[1]: {"mailboxIds": {archive: True}}},
+             destroy=[first["ids"][-1]])
+    after = ids(plain)
+    assert after["ids"] == ids(fresh)["ids"]
+    assert new[1] not in after["ids"] and new[0] in after["ids"]
+    assert after["total"] == first["total"] + 3 - 2
