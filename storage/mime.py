@@ -16,6 +16,7 @@ where ``params`` is a list of ``[name, value]`` (raw, as in the header),
 ``[envelope, node]`` of an embedded message/rfc822.
 """
 
+import binascii
 import email.header
 import email.utils
 import hashlib
@@ -34,7 +35,10 @@ ENVELOPE_FIELDS = ("date", "subject", "from", "sender", "reply-to", "to", "cc", 
                    "in-reply-to", "message-id")
 
 _LINE_END = re.compile(rb"\r?\n")
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+# Header fields (name, optional white space, colon; obsolete syntax allows the
+# space) and their continuation lines; the last line may lack its newline. A
+# leading mbox "From " line stays in the header block.
+_HEADER_BLOCK = re.compile(rb"(?:From [^\n]*\n)?(?:[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*")
 
 
 def text_of(raw):
@@ -49,13 +53,18 @@ def bytes_of(value):
 # --- headers ---------------------------------------------------------------
 
 def header_end(data, start, end):
-    """Offset where the body starts (after the blank line), within [start, end)."""
+    """Offset where the body starts, within [start, end): after the blank line
+    that ends the header block, or at the first line that is neither a header
+    field nor a continuation (a missing blank line, as broken mailers write)."""
     if start >= end:
         return end
-    if data.startswith(b"\n", start, end) or data.startswith(b"\r\n", start, end):
-        return start + (2 if data[start] == 13 else 1)
-    m = _BLANK_LINE.search(data, start, end)
-    return end if m is None else m.end()
+    m = _HEADER_BLOCK.match(data, start, end)
+    pos = m.end()
+    if data.startswith(b"\r\n", pos, end):
+        return pos + 2
+    if data.startswith(b"\n", pos, end):
+        return pos + 1
+    return pos
 
 
 def parse_headers(data, start, body_start):
@@ -411,14 +420,25 @@ def filename(node):
 
 def decode_body(data, node, limit=None):
     """The decoded content of a leaf part as str (text) or bytes (otherwise)."""
-    raw = data[node[START]:node[END]]
-    if limit is not None:
-        raw = raw[:node[BODY_START] - node[START] + limit * 2]
+    end = node[END] if limit is None else min(node[END], node[BODY_START] + limit * 2)
+    body = data[node[BODY_START]:end]
+    encoding = node[FIELDS]["encoding"]
+    payload = None
     try:
-        msg = BytesParser(policy=policy.compat32).parsebytes(raw)
-        payload = msg.get_payload(decode=True) or b""
-    except Exception:  # noqa: BLE001 - malformed bodies decode to nothing
-        payload = b""
+        if encoding in (None, "7bit", "8bit", "binary"):
+            payload = body
+        elif encoding == "quoted-printable":
+            payload = binascii.a2b_qp(body)
+        elif encoding == "base64":
+            payload = binascii.a2b_base64(body)
+    except (binascii.Error, ValueError):
+        payload = None
+    if payload is None:  # other encodings, or broken base64: the email package copes
+        try:
+            msg = BytesParser(policy=policy.compat32).parsebytes(data[node[START]:end])
+            payload = msg.get_payload(decode=True) or b""
+        except Exception:  # noqa: BLE001 - malformed bodies decode to nothing
+            payload = b""
     if node[TYPE] != "text":
         return payload
     charset = (param(node[PARAMS], "charset") or "utf-8").strip().lower()
@@ -530,7 +550,9 @@ class ParsedMessage:
             if node[SUBTYPE] == "html":
                 body = html_to_text(body)
             if preview is None and node[SUBTYPE] in ("plain", "html"):
-                preview = " ".join(body.split())[:PREVIEW_CHARS]
+                preview = " ".join(body[:PREVIEW_CHARS * 8].split())[:PREVIEW_CHARS]
+                if len(preview) < PREVIEW_CHARS and len(body) > PREVIEW_CHARS * 8:
+                    preview = " ".join(body.split())[:PREVIEW_CHARS]
             bodies.append(body)
         self.preview = preview or ""
         self.has_attachment = attached

@@ -127,3 +127,32 @@ def test_corpus_envelope_and_summary():
 def test_japanese_text_is_decoded_for_search_and_preview():
     parsed = mime.ParsedMessage((CORPUS / "mail-rb/multi_charset/japanese.eml").read_bytes())
     assert any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in parsed.subject + parsed.preview)
+
+
+def test_header_block_ends_at_the_first_line_that_is_not_a_header():
+    data = (b"Content-Type: multipart/mixed; boundary=b\n\n--b\n"
+            b"Content-Type: application/zip\nContent-Transfer-Encoding: base64\n"
+            b"UEsDBAo=\n--b--\n")
+    node = mime.parse_structure(data)
+    (part,) = node[mime.CHILDREN]
+    assert data[part[mime.BODY_START]:part[mime.END]] == b"UEsDBAo="
+    assert mime.decode_body(data, part) == b"PK\x03\x04\n"
+    data = b"From someone Mon Jan  1 00:00:00 2024\nSubject: x\nX-Odd : spaced\n\nbody\n"
+    node = mime.parse_structure(data)
+    assert data[node[mime.BODY_START]:] == b"body\n"
+    assert mime.header(mime.parse_headers(data, 0, node[mime.BODY_START]), "x-odd") == "spaced"
+
+
+@pytest.mark.parametrize("encoding, body, expected", [
+    ("quoted-printable", b"caf=C3=A9 soft=\r\nbreak", "café softbreak"),
+    ("base64", b"Y2Fmw6k=\r\n", "café"),
+    ("8bit", "café".encode(), "café"),
+    ("x-uuencode", b"begin 644 f\n$8V%F\\0``\n`\nend\n", None),
+])
+def test_text_bodies_decode(encoding, body, expected):
+    data = (f"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n"
+            .encode() + body)
+    text = mime.decode_body(data, mime.parse_structure(data))
+    assert isinstance(text, str)
+    if expected is not None:
+        assert text == expected
