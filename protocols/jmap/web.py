@@ -42,6 +42,7 @@ log = logging.getLogger("roost.jmap")
 
 TICKET_SECONDS = 300
 AUTH_CACHE_SECONDS = 10
+UPLOAD_SPACE = 4 * LIMITS["maxSizeUpload"]   # per account, until uploads expire
 COOKIE = "roost_jmap"
 CORS_HEADERS = {
     b"Access-Control-Allow-Origin": b"*",
@@ -365,6 +366,11 @@ class UploadResource(AsyncResource):
         self.service.uploads_in_flight[account.id] = busy + 1
         try:
             data = _read_body(request, LIMITS["maxSizeUpload"], "maxSizeUpload")
+            held = await self.service.run(account_data.upload_sizes, self.service.store, account.id)
+            if held + len(data) > UPLOAD_SPACE:
+                raise RequestError("limit", f"uploads not yet used hold more than {UPLOAD_SPACE} "
+                                   "octets; use or wait for them to expire (24 hours)",
+                                   status=413, limit="maxSizeUpload")
             ctype = (request.getHeader(b"content-type") or b"application/octet-stream") \
                 .decode("latin-1")[:255]
             blob_id = await self.service.run(account_data.save_upload, self.service.store,

@@ -193,6 +193,12 @@ def test_too_many_ids_is_request_too_large(alice):
     assert (name, result["type"]) == ("error", "requestTooLarge")
 
 
+def test_too_many_objects_in_set_is_request_too_large(alice):
+    n = alice.session["capabilities"][CORE]["maxObjectsInSet"] + 1
+    name, result = alice.call("Email/set", destroy=[f"E{i}" for i in range(n)])
+    assert (name, result["type"]) == ("error", "requestTooLarge")
+
+
 def test_state_mismatch(alice):
     name, result = alice.call("Mailbox/set", ifInState="nope", create={})
     assert (name, result["type"]) == ("error", "stateMismatch")

@@ -163,9 +163,16 @@ def test_websocket_requests_and_push(alice, server):
     ws.close()
 
 
-def test_websocket_needs_auth_and_the_subprotocol(server):
+def test_websocket_needs_auth_and_the_subprotocol(server, alice):
     ws = WebSocket(server.ports["jmap"])
     assert ws.status == 401
+    ws.close()
+    ticket = alice.http.post(alice.session["apiUrl"].replace("/api/", "/ticket")).json()["ticket"]
+    ws = WebSocket(server.ports["jmap"], path="/jmap/ws?ticket=" + ticket)
+    assert ws.status == 101
+    ws.send(json.dumps({"@type": "Request", "using": ["urn:ietf:params:jmap:core"],
+                        "methodCalls": [["Core/echo", {}, "0"]]}))
+    assert json.loads(ws.recv())["methodResponses"] == [["Core/echo", {}, "0"]]
     ws.close()
     ws = WebSocket(server.ports["jmap"], headers=[_auth_header(BOB)], protocol=None)
     assert ws.status == 400
