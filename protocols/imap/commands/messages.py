@@ -162,6 +162,7 @@ BODY_ITEMS = {"BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE",
 PARSED_ITEMS = {"ENVELOPE", "BODY", "BODYSTRUCTURE", "BINARY", "BINARY.PEEK", "BINARY.SIZE",
                 "BODY.PEEK", "RFC822.HEADER", "RFC822.TEXT"}
 SETS_SEEN = {"BODY", "BINARY", "RFC822", "RFC822.TEXT"}
+WHOLE = ((), "", None)      # the section of BODY[] / BINARY[]: the whole message
 
 
 @command("FETCH", states=SEL, expunge_ok=False)
@@ -204,7 +205,7 @@ async def fetch_cmd(s, cmd):
         rows = await s.ctx.run(store.flags, v.pk, uids, cmd.changedsince)
         _send_flag_rows(s, v, rows, items)
         return
-    need_parsed = bool(names & PARSED_ITEMS)
+    need_parsed = any(i.name in PARSED_ITEMS and i.section != WHOLE for i in items)
     need_bytes = bool(names & (BODY_ITEMS - {"BODY"})) or any(
         i.name == "BODY" and i.section is not None for i in items)
     for start in range(0, len(uids), CHUNK):
@@ -292,6 +293,8 @@ def _render(s, rec, data, items):
         elif name == "RFC822.TEXT":
             structure = structure or json.loads(rec.structure)
             out.append(b"RFC822.TEXT " + literal(data[structure[1]:]))
+        elif name in ("BODY", "BODY.PEEK") and item.section == WHOLE:
+            out.append(item.label.encode() + b" " + literal(render.partial(data, item.partial)))
         elif name in ("BODY", "BODY.PEEK"):
             structure = structure or json.loads(rec.structure)
             section = render.section_bytes(data, structure, item.section)
@@ -300,7 +303,10 @@ def _render(s, rec, data, items):
             out.append(item.label.encode("utf-8", "surrogateescape") + b" " +
                        literal(render.partial(section, item.partial)))
         else:   # BINARY, BINARY.PEEK, BINARY.SIZE
-            structure = structure or json.loads(rec.structure)
+            if item.section == WHOLE:
+                structure = None
+            else:
+                structure = structure or json.loads(rec.structure)
             try:
                 decoded = render.binary_bytes(data, structure, item.section[0])
             except render.UnknownEncoding:
