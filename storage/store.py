@@ -290,9 +290,11 @@ class Store:
             address = normalise_address(address)
         except InvalidName:
             return None
-        with self._read() as conn:
-            row = conn.execute(select(accounts).where(accounts.c.address == address)).first()
-        return _account(row) if row else None
+        with self._read() as conn:   # driver-level: every LMTP RCPT comes here
+            row = _DriverSQL(conn, self.sqlite).one(
+                "SELECT id, address, password_hash, quota_bytes, used_bytes, modseq "
+                "FROM accounts WHERE address = ?", (address,))
+        return Account(*row) if row else None
 
     def account_by_id(self, account_id):
         with self._read() as conn:
@@ -393,13 +395,13 @@ class Store:
             # Recurse only after the connection is back: the in-memory store
             # has one connection, and nested reads would begin twice.
             with self._read() as conn:
-                targets = [r[0] for r in conn.execute(
-                    select(aliases.c.target).where(aliases.c.address == addr))]
+                sql = _DriverSQL(conn, self.sqlite)
+                lookup = "SELECT target FROM aliases WHERE address = ?"
+                targets = [r[0] for r in sql.all(lookup, (addr,))]
                 if not targets and "+" in local:
                     base, _, det = local.partition("+")
                 elif not targets and given:
-                    targets = [r[0] for r in conn.execute(
-                        select(aliases.c.target).where(aliases.c.address == "@" + domain))]
+                    targets = [r[0] for r in sql.all(lookup, ("@" + domain,))]
             if base is not None:
                 walk(f"{base}@{domain}", detail or det, depth + 1, given)
             for target in targets:
