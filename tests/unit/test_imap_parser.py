@@ -163,3 +163,29 @@ def test_modified_utf7_and_quoting():
         utf7.decode("&Jjo")
     assert astring("INBOX") == b"INBOX" and astring("a b") == b'"a b"' and astring("NIL") == b'"NIL"'
     assert quoted('a"b\\') == b'"a\\"b\\\\"' and quoted("a\r\nb") == b"{4}\r\na\r\nb"
+
+
+REAL_CLIENTS = [
+    # Thunderbird
+    "5 UID fetch 1:5 (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date "
+    "Message-ID Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])",
+    "6 UID fetch 1:* (FLAGS) (CHANGEDSINCE 12)",
+    '7 select "INBOX" (CONDSTORE)',
+    # Outlook
+    "A8 UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER])",
+    '9 LIST "" "*" RETURN (SPECIAL-USE SUBSCRIBED)',
+    # K-9 / FairEmail
+    "10 UID FETCH 3 (UID BODY.PEEK[HEADER.FIELDS (date subject from content-type to cc reply-to "
+    "message-id references in-reply-to X-K9mail-Identity Chat-Version)])",
+    "11 UID SEARCH 1:* NOT DELETED",
+    "12 UID FETCH 3 (UID BODYSTRUCTURE BODY.PEEK[1]<0.4096>)",
+    # iOS Mail
+    '13 ID ("name" "iPhone Mail" "version" "19E258" "os" "iOS")',
+    "14 UID STORE 3 +FLAGS.SILENT (\\Seen)",
+    '15 STATUS "INBOX" (MESSAGES UNSEEN UIDNEXT UIDVALIDITY HIGHESTMODSEQ)',
+]
+
+
+@pytest.mark.parametrize("wire", REAL_CLIENTS)
+def test_commands_real_clients_send_parse(wire):
+    assert one(wire).tag == wire.split(" ")[0]
