@@ -24,6 +24,7 @@ class SelectedMailbox:
         self.sent = {}             # uid -> modseq of flag changes already reported
         self.held = set()          # expunged UIDs not yet reported (during FETCH/STORE/SEARCH)
         self.saved = ()            # SEARCHRES: UIDs of the last SEARCH ... SAVE
+        self.keywords = {}         # lower-case keyword -> as first seen (the FLAGS response)
 
     @property
     def exists(self):

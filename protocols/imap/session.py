@@ -332,6 +332,7 @@ class IMAPSession(protocol.Protocol):
         if new:
             view.add(new)
             self.send(b"* %d EXISTS" % view.exists)
+        self.note_keywords(view, rows)
         for uid, modseq, bits, keywords in rows:
             if uid > last or uid in gone_set or view.sent.get(uid) == modseq:
                 continue
@@ -349,6 +350,25 @@ class IMAPSession(protocol.Protocol):
             return
         for seq in view.remove(uids):
             self.send(b"* %d EXPUNGE" % seq)
+
+    def send_flag_list(self, view):
+        """FLAGS and PERMANENTFLAGS of the selected mailbox (at SELECT, and
+        again whenever a keyword appears that the client has not been told of)."""
+        flags = " ".join(["\\Answered \\Flagged \\Deleted \\Seen \\Draft"] + list(view.keywords.values()))
+        self.send(f"* FLAGS ({flags})".encode())
+        perm = "" if view.readonly else f"{flags} \\*"
+        self.send(f"* OK [PERMANENTFLAGS ({perm})] flags the client can change".encode())
+
+    def note_keywords(self, view, rows):
+        """Announce keywords first seen in ``rows`` (uid, modseq, bits, keywords)."""
+        fresh = False
+        for row in rows:
+            for k in row[3]:
+                if k.lower() not in view.keywords:
+                    view.keywords[k.lower()] = k
+                    fresh = True
+        if fresh:
+            self.send_flag_list(view)
 
     def flags_fetch(self, seq, uid, modseq, bits, keywords, with_uid):
         from roost.storage.flags import names

@@ -214,7 +214,10 @@ def test_body_sets_seen_but_peek_does_not(box):
 
 
 def test_store_forms(box):
-    assert ok(box.cmd("s1 STORE 1 +FLAGS (\\Flagged $Work)"))[0] == b"* 1 FETCH (FLAGS (\\Flagged $Work))"
+    lines = ok(box.cmd("s1 STORE 1 +FLAGS (\\Flagged $Work)"))
+    assert lines[0] == b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)"   # a new keyword
+    assert lines[1].startswith(b"* OK [PERMANENTFLAGS (\\Answered ")
+    assert lines[2] == b"* 1 FETCH (FLAGS (\\Flagged $Work))"
     assert ok(box.cmd("s2 STORE 1 -FLAGS.SILENT (\\Flagged)")) == [b"s2 OK STORE completed"]
     assert ok(box.cmd("s3 UID STORE 1:2 FLAGS (\\Deleted)"))[:2] == [
         b"* 1 FETCH (FLAGS (\\Deleted) UID 1)", b"* 2 FETCH (FLAGS (\\Deleted) UID 2)"]

@@ -23,7 +23,6 @@ ROLE_ATTRS = {"drafts": "\\Drafts", "sent": "\\Sent", "archive": "\\Archive", "j
               "trash": "\\Trash", "all": "\\All", "flagged": "\\Flagged",
               "important": "\\Important"}
 ATTR_ROLES = {v.lower(): k for k, v in ROLE_ATTRS.items()}
-SYSTEM_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 
 
 def _wire(s, name):
@@ -52,17 +51,15 @@ async def select(s, cmd):
     box, rows = await s.ctx.run(load)
     readonly = cmd.verb == "EXAMINE"
     highest = max([box.highestmodseq] + [r[1] for r in rows])
-    view = SelectedMailbox(box, [r[0] for r in rows], highest, readonly)
     keywords, first_unseen = {}, 0
+    view = SelectedMailbox(box, [r[0] for r in rows], highest, readonly)
     for i, (_uid, _m, bits, kws) in enumerate(rows):
         if not first_unseen and not bits & 1:
             first_unseen = i + 1
         for k in kws:
             keywords.setdefault(k.lower(), k)
-    flags = " ".join([SYSTEM_FLAGS] + list(keywords.values()))
-    s.send(f"* FLAGS ({flags})".encode())
-    perm = "" if readonly else f"{flags} \\*"
-    s.send(f"* OK [PERMANENTFLAGS ({perm})] flags the client can change".encode())
+    view.keywords = keywords
+    s.send_flag_list(view)
     s.send(b"* %d EXISTS" % view.exists)
     if not s.rev2:
         s.send(b"* 0 RECENT")

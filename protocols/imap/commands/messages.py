@@ -348,6 +348,7 @@ async def store_cmd(s, cmd):
     for uid, modseq, _b, _k in changed:
         v.own.add(modseq)
         v.sent[uid] = modseq
+    s.note_keywords(v, changed)
     if not cmd.silent:
         rows = list(changed)
         done = {r[0] for r in changed} | set(failed)
