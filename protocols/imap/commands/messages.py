@@ -202,7 +202,10 @@ async def fetch_cmd(s, cmd):
             items.append(FetchItem("FLAGS", label="FLAGS"))
             names.add("FLAGS")
     if names <= {"FLAGS", "UID", "MODSEQ"}:
-        rows = await s.ctx.run(store.flags, v.pk, uids, cmd.changedsince)
+        # The whole view (UID FETCH 1:*): ask for the whole mailbox; the merge
+        # walk drops messages this connection has not been told about yet.
+        wanted = None if len(uids) == v.exists else uids
+        rows = await s.ctx.run(store.flags, v.pk, wanted, cmd.changedsince)
         _send_flag_rows(s, v, rows, items)
         return
     need_parsed = any(i.name in PARSED_ITEMS and i.section != WHOLE for i in items)
