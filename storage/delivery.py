@@ -64,6 +64,8 @@ class GroupCommitter:
 
     def submit(self, items):
         """Commit ``items`` (NewMessage); blocks until committed. Returns results in order."""
+        for item in items:
+            item.prepare()   # CPU work here, in the caller's thread, not the committer's
         fut = Future()
         self._ensure_thread()
         self._queue.put((items, fut))

@@ -144,6 +144,18 @@ class NewMessage:
     keywords: tuple = ()
     internal_date: float = None
     dedupe_window: float = 0
+    row: tuple = None   # derived values, see prepare()
+
+    def prepare(self):
+        """Compute the row's derived values (blob id, JSON, search document,
+        base subject). Delivery calls this in its own worker thread, so the
+        single committer thread only runs SQL."""
+        if self.row is None:
+            p = self.parsed
+            self.row = ("B" + hashlib.sha256(self.data).hexdigest()[:40], json.dumps(p.envelope),
+                        json.dumps(p.structure), json.dumps(p.summary), document(p),
+                        mime.base_subject(p.subject)[:1000])
+        return self.row
 
 
 @dataclass(frozen=True)
@@ -893,8 +905,6 @@ class Store:
         straight to the driver (SQLAlchemy's per-statement work was most of
         delivery's CPU).
         """
-        places = {(m.account.maildir_key, m.mailbox.folder) for m in batch}
-        self.blobs.sync_staged(places)
         results = [None] * len(batch)
         with self._write() as (conn, after):
             sql = _DriverSQL(conn, self.sqlite)
@@ -931,17 +941,17 @@ class Store:
                     results[i] = QuotaExceeded(acct.address)
                     continue
                 modseq = a["modseq"]
-                thread_pk, new_thread = self._thread_for(sql, acct.id, p, now)
+                blob_id, env_json, structure_json, summary_json, doc, base = item.prepare()
+                thread_pk, new_thread = self._thread_for(sql, acct.id, p, base, now)
                 msg_pk = sql.one(
                     "INSERT INTO messages (account_id, thread_id, stem, blob_id, content_hash, size, "
                     "internal_date, received_at, sent_at, msgid, subject, from_sort, to_sort, "
                     "has_attachment, preview, envelope, structure, summary) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    (acct.id, thread_pk, item.stem, "B" + hashlib.sha256(item.data).hexdigest()[:40],
+                    (acct.id, thread_pk, item.stem, blob_id,
                      p.content_hash, size, item.internal_date or now, now, p.sent_at,
                      p.msgid[:998] if p.msgid else None, p.subject[:4000], p.from_sort, p.to_sort,
-                     bool(p.has_attachment), p.preview, json.dumps(p.envelope),
-                     json.dumps(p.structure), json.dumps(p.summary)))[0]
+                     bool(p.has_attachment), p.preview, env_json, structure_json, summary_json))[0]
                 uid = b["next"]
                 b["next"] += 1
                 sql.run("INSERT INTO mailbox_messages (mailbox_id, uid, message_id, modseq, flags, "
@@ -949,7 +959,7 @@ class Store:
                         (box.id, uid, msg_pk, modseq, item.bits,
                          flagbits.encode_keywords(item.keywords), now))
                 a["added"] += size
-                a["docs"].append((msg_pk, document(p)))
+                a["docs"].append((msg_pk, doc))
                 a["changes"] += [(acct.id, modseq, "Email", msg_pk, "c"),
                                  (acct.id, modseq, "Thread", thread_pk, "c" if new_thread else "u")]
                 a["boxes"].add(box.id)
@@ -977,7 +987,7 @@ class Store:
                 self.blobs.discard(key, item.mailbox.folder, item.stem)
         return results
 
-    def _thread_for(self, sql, account_id, p, now):
+    def _thread_for(self, sql, account_id, p, base, now):
         """RFC 5256 REFERENCES threading, kept incrementally: a message joins the
         thread of any Message-ID it shares (its own or one it references); a
         reply with no known parent joins a recent thread of the same base subject."""
@@ -988,7 +998,6 @@ class Store:
                 f"SELECT msgid, thread_id FROM thread_refs WHERE account_id = ? "
                 f"AND msgid IN ({', '.join('?' * len(ids))})", (account_id, *ids)))
         thread_pk = next((found[ref] for ref in reversed(ids) if ref in found), None)
-        base = mime.base_subject(p.subject)[:1000]
         is_reply = bool(p.references) or base != " ".join(p.subject.split()).lower()
         if thread_pk is None and is_reply and base:
             row = sql.one("SELECT id FROM threads WHERE account_id = ? AND subject = ? AND updated > ? "
