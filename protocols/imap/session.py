@@ -409,3 +409,9 @@ class IMAPFactory(protocol.Factory):
         session = IMAPSession(self.ctx)
         session.factory = self
         return session
+
+    def stopFactory(self):
+        """The listener stopped (server shutting down): say goodbye (RFC 3501 7.1.5)."""
+        for session in list(self.ctx.sessions):
+            if not session.closing:
+                session.bye("Roost is shutting down")

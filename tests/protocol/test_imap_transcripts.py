@@ -6,6 +6,7 @@ shape of the RFC 3501 / RFC 9051 examples.
 
 import base64
 import re
+import signal
 import socket
 import time
 
@@ -494,5 +495,18 @@ def test_logindisabled_on_non_loopback(tmp_path):
         assert b"LOGINDISABLED" in w.greeting and b"AUTH=PLAIN" not in w.greeting
         assert w.cmd(f"a1 LOGIN {USER} {PASSWORD}")[-1].startswith(b"a1 NO [PRIVACYREQUIRED]")
         w.close()
+    finally:
+        srv.stop()
+
+
+def test_shutdown_says_bye(tmp_path):
+    srv = start_server(tmp_path, listeners=("imap",))
+    try:
+        w = Wire(srv.ports["imap"])
+        w.login()
+        w.send("i1 IDLE\r\n")
+        assert w.line() == b"+ idling"
+        srv.proc.send_signal(signal.SIGTERM)
+        assert w.line() == b"* BYE Roost is shutting down"
     finally:
         srv.stop()
