@@ -23,6 +23,8 @@ ROLE_ATTRS = {"drafts": "\\Drafts", "sent": "\\Sent", "archive": "\\Archive", "j
               "trash": "\\Trash", "all": "\\All", "flagged": "\\Flagged",
               "important": "\\Important"}
 ATTR_ROLES = {v.lower(): k for k, v in ROLE_ATTRS.items()}
+# XLIST (the pre-RFC 6154 Gmail extension) spells some roles its own way.
+XLIST_ATTRS = dict(ROLE_ATTRS, junk="\\Spam", all="\\AllMail", flagged="\\Starred")
 
 
 def _wire(s, name):
@@ -213,8 +215,9 @@ async def list_cmd(s, cmd):
         if box.subscribed and (cmd.verb == "LIST" and ("SUBSCRIBED" in cmd.select
                                                        or "SUBSCRIBED" in cmd.returns)):
             attrs.append("\\Subscribed")
-        if box.role in ROLE_ATTRS and cmd.verb != "LSUB":
-            attrs.append(ROLE_ATTRS[box.role])
+        roles = XLIST_ATTRS if cmd.verb == "XLIST" else ROLE_ATTRS
+        if box.role in roles and cmd.verb != "LSUB":
+            attrs.append(roles[box.role])
         if cmd.verb == "XLIST" and box.name == "INBOX":
             attrs.append("\\Inbox")
         line = verb + b" (" + " ".join(attrs).encode() + b') "/" ' + _wire(s, box.name)
