@@ -34,13 +34,32 @@ class InvalidHeaderProperty(ValueError):
     pass
 
 
+# Which parsed forms a header defined by RFC 5322 / RFC 2369 may be read in
+# (RFC 8621 section 4.1.2); any other header may be read in every form.
+_FORM_HEADERS = {
+    "asText": {"subject", "comments", "keywords", "list-id"},
+    "asAddresses": {"from", "sender", "reply-to", "to", "cc", "bcc", "resent-from",
+                    "resent-sender", "resent-reply-to", "resent-to", "resent-cc", "resent-bcc"},
+    "asMessageIds": {"message-id", "in-reply-to", "references", "resent-message-id"},
+    "asDate": {"date", "resent-date"},
+    "asURLs": {"list-help", "list-unsubscribe", "list-subscribe", "list-post", "list-owner",
+               "list-archive"},
+}
+_FORM_HEADERS["asGroupedAddresses"] = _FORM_HEADERS["asAddresses"]
+_KNOWN_HEADERS = set().union(*_FORM_HEADERS.values()) | {"return-path", "received"}
+
+
 def parse_header_property(prop):
-    """``header:Name[:asForm][:all]`` -> (name, form, all) or raise InvalidHeaderProperty."""
+    """``header:Name[:asForm][:all]`` -> (name, form, all) or raise InvalidHeaderProperty
+    (also when a standard header cannot be read in that form)."""
     m = _HEADER_PROP.match(prop)
     if not m:
         raise InvalidHeaderProperty(prop)
     form = m.group(2) or "asRaw"
     if form not in FORMS:
+        raise InvalidHeaderProperty(prop)
+    name = m.group(1).lower()
+    if form != "asRaw" and name in _KNOWN_HEADERS and name not in _FORM_HEADERS[form]:
         raise InvalidHeaderProperty(prop)
     return m.group(1), form, bool(m.group(3))
 

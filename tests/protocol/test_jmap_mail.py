@@ -178,7 +178,8 @@ def test_email_get_body_values_headers_and_forms(alice, server):
 
 
 def test_invalid_get_properties(alice):
-    for props in (["header:"], ["header:X:asNope"], ["nope"], ["header:A B"]):
+    for props in (["header:"], ["header:X:asNope"], ["nope"], ["header:A B"],
+                  ["header:Subject:asAddresses"], ["header:From:asDate"], ["header:Date:asText"]):
         name, err = alice.call("Email/get", ids=[], properties=props)
         assert err["type"] == "invalidArguments", props
 
