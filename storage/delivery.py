@@ -18,7 +18,7 @@ import queue
 import re
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -34,6 +34,7 @@ log = logging.getLogger("roost.delivery")
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024
 DEFAULT_DEDUPE_WINDOW = 24 * 3600
+IMPORT_THREADS = 8
 
 # Outcome of one recipient.
 DELIVERED, DUPLICATE, NO_SUCH_USER, OVER_QUOTA, TOO_LARGE, TEMPORARY = (
@@ -187,13 +188,21 @@ class Delivery:
         return result
 
     def import_many(self, account, mailbox, entries):
-        """Bulk import ``[(data, flags, internal_date)]`` into one mailbox (``roost import``)."""
-        items = []
-        for data, flags, date in entries:
+        """Bulk import ``[(data, flags, internal_date)]`` into one mailbox (``roost import``).
+        Files are written and fsynced by a few threads at once, so the
+        filesystem can share journal commits between them."""
+        def stage(entry):
+            data, flags, date = entry
             bits, keywords = flagbits.split(flags)
             stem = self.store.blobs.stage(account.maildir_key, mailbox.folder, data)
-            items.append(NewMessage(account, mailbox, stem, data, mime.ParsedMessage(data),
-                                    bits=bits, keywords=keywords, internal_date=date))
+            return NewMessage(account, mailbox, stem, data, mime.ParsedMessage(data),
+                              bits=bits, keywords=keywords, internal_date=date)
+        entries = list(entries)
+        if len(entries) < 4:
+            items = [stage(e) for e in entries]
+        else:
+            with ThreadPoolExecutor(IMPORT_THREADS) as pool:
+                items = list(pool.map(stage, entries))
         return self.committer.submit(items) if items else []
 
     def _target_mailbox(self, account, name):
