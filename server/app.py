@@ -22,6 +22,7 @@ from .config import parse_address
 log = logging.getLogger("roost")
 
 SHUTDOWN_GRACE = 30
+PRUNE_EVERY = 24 * 3600
 
 
 def install_reactor():
@@ -79,6 +80,20 @@ class Roost:
             self.addresses[name] = (host, port)
             print(f"roost: {name} listening on {host}:{port}", flush=True)
         print("roost: ready", flush=True)
+        self._prune_history()
+
+    def _prune_history(self):
+        """Trim the change log now, then once a day."""
+        async def prune():
+            try:
+                removed = await self.run(self.store.prune_history, self.config.history_days * 86400)
+                if removed:
+                    log.info("pruned %d change-log rows older than %d days", removed,
+                             self.config.history_days)
+            except Exception:  # noqa: BLE001 - retried tomorrow
+                log.exception("pruning the change log")
+        self._prune_task = asyncio.ensure_future(prune())
+        self._prune_timer = self.loop.call_later(PRUNE_EVERY, self._prune_history)
 
     async def _start_lmtp(self, host, port):
         from roost.protocols.lmtp import LMTPHandler, LMTPServer
@@ -134,6 +149,8 @@ class Roost:
 
     async def stop(self):
         """Stop listening, let in-flight deliveries finish, then close the store."""
+        if getattr(self, "_prune_timer", None) is not None:
+            self._prune_timer.cancel()
         for server in self.servers:
             server.close()
         for port in self.ports:

@@ -27,6 +27,7 @@ class Config:
     listen: dict = field(default_factory=lambda: dict(DEFAULT_LISTEN))
     max_message_size: int = 50 * 1024 * 1024
     dedupe_window: int = 24 * 3600
+    history_days: int = 60
     workers: int = 32
     tls_cert: str = ""
     tls_key: str = ""
@@ -61,6 +62,7 @@ def load(path=None, data=None):
         cfg.listen.update({k: str(v) for k, v in doc.get("listen", {}).items()})
         cfg.max_message_size = int(limits.get("max_message_size", cfg.max_message_size))
         cfg.dedupe_window = int(limits.get("dedupe_window", cfg.dedupe_window))
+        cfg.history_days = int(limits.get("history_days", cfg.history_days))
         cfg.tls_cert = tls.get("cert", cfg.tls_cert)
         cfg.tls_key = tls.get("key", cfg.tls_key)
     if os.environ.get("ROOST_DATA"):

@@ -9,9 +9,11 @@ next value in the same transaction and writes a ``changes`` row, so CONDSTORE,
 QRESYNC, JMAP ``/changes`` and push all read one fact.
 """
 
+import time
+
 from sqlalchemy import (
     BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
-    String, Table, Text, UniqueConstraint, create_engine, event, text,
+    String, Table, Text, UniqueConstraint, create_engine, event,
 )
 from sqlalchemy.pool import StaticPool
 
@@ -32,6 +34,8 @@ accounts = Table(
     Column("quota_bytes", BigInteger),
     Column("used_bytes", BigInteger, nullable=False, default=0),
     Column("modseq", BigInteger, nullable=False, default=1),
+    # Changes at or below this MODSEQ have been pruned from the change log.
+    Column("history_floor", BigInteger, nullable=False, default=0),
     Column("created", Float, nullable=False),
 )
 
@@ -142,6 +146,7 @@ changes = Table(
     Column("kind", String(32), nullable=False),
     Column("object_id", Integer, nullable=False),
     Column("op", String(1), nullable=False),
+    Column("at", Float, nullable=False, default=time.time),
 )
 Index("changes_lookup", changes.c.account_id, changes.c.kind, changes.c.modseq)
 

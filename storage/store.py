@@ -888,6 +888,36 @@ class Store:
         with self._read() as conn:
             return [tuple(r) for r in conn.execute(q)]
 
+    def history_floor(self, account_id):
+        """The MODSEQ at or below which the change and expunge logs were pruned:
+        a client state older than this cannot be brought up to date by changes."""
+        with self._read() as conn:
+            return conn.execute(select(accounts.c.history_floor)
+                                .where(accounts.c.id == account_id)).scalar_one()
+
+    def prune_history(self, keep_seconds):
+        """Drop change-log and expunge-log rows older than ``keep_seconds``
+        (whole MODSEQs only) and raise each account's ``history_floor``.
+        Returns the number of change rows removed."""
+        cutoff = time.time() - keep_seconds
+        removed = 0
+        for acct in self.accounts():
+            with self._write() as (conn, _after):
+                floor = conn.execute(select(func.max(changes.c.modseq)).where(and_(
+                    changes.c.account_id == acct.id, changes.c.at < cutoff))).scalar()
+                if floor is None:
+                    continue
+                removed += conn.execute(delete(changes).where(and_(
+                    changes.c.account_id == acct.id, changes.c.modseq <= floor))).rowcount
+                conn.execute(delete(expunged).where(and_(
+                    expunged.c.modseq <= floor,
+                    expunged.c.mailbox_id.in_(select(mailboxes.c.id)
+                                              .where(mailboxes.c.account_id == acct.id)))))
+                conn.execute(update(accounts).where(and_(accounts.c.id == acct.id,
+                                                         accounts.c.history_floor < floor))
+                             .values(history_floor=floor))
+        return removed
+
     # --- delivery (called by storage.delivery only) --------------------------
 
     def insert_messages(self, batch):
@@ -974,8 +1004,8 @@ class Store:
                     continue
                 sql.run("UPDATE accounts SET used_bytes = used_bytes + ? WHERE id = ?", (a["added"], aid))
                 a["changes"] += [(aid, a["modseq"], "Mailbox", bid, "u") for bid in sorted(a["boxes"])]
-                sql.many("INSERT INTO changes (account_id, modseq, kind, object_id, op) "
-                         "VALUES (?, ?, ?, ?, ?)", a["changes"])
+                sql.many("INSERT INTO changes (account_id, modseq, kind, object_id, op, at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", [(*c, now) for c in a["changes"]])
                 self.fulltext.index(conn, after, aid, a["docs"])
                 self._publish(after, aid, a["modseq"], {"Email", "Thread", "Mailbox", "EmailDelivery"},
                               a["boxes"])
