@@ -372,36 +372,56 @@ def parse_state(value):
 
 def changes_response(ctx, args, kind, encode):
     """The /changes answer for ``kind`` from the store's change log;
-    ``encode(object_pk)`` gives the public id."""
+    ``encode(object_pk)`` gives the public id.
+
+    A state is a MODSEQ. When one MODSEQ changed more objects than
+    ``maxChanges`` allows (a batch of deliveries, a bulk destroy), the answer
+    stops inside it with the intermediate state ``"<modseq>.<rows consumed>"``
+    (change rows of one MODSEQ have a fixed order), so the limit always holds."""
     ctx.check_account(args)
     since = args.get("sinceState")
     if not isinstance(since, str):
         raise invalid("sinceState is required")
     max_changes = uint_arg(args, "maxChanges", None, minimum=1)
     current = ctx.state(kind)
-    since_n = parse_state(since)
-    if since_n is None or since_n > current:
+    base, dot, skip = since.partition(".")
+    since_n = parse_state(base)
+    if since_n is None or since_n > current or \
+            (dot and (not skip.isdigit() or len(skip) > 9 or since_n < 1)):
         raise MethodError("cannotCalculateChanges", f"state {since} is not one this server gave")
-    rows = ctx.store.changes(ctx.account.id, kind, since_n)
+    skip = int(skip) if skip else 0
+    rows = ctx.store.changes(ctx.account.id, kind, since_n - 1 if skip else since_n)
+    if skip:    # rows come in MODSEQ order, so the partly read one is first
+        same = [r for r in rows if r[0] == since_n]
+        rows = same[skip:] + rows[len(same):]
     ops = {}
-    new_state = since_n
+    new_state = str(since_n) if not skip else since
     more = False
-    by_modseq = []
-    for modseq, oid, op in rows:
-        if by_modseq and by_modseq[-1][0] == modseq:
-            by_modseq[-1][1].append((oid, op))
-        else:
-            by_modseq.append((modseq, [(oid, op)]))
-    for modseq, items in by_modseq:
-        if max_changes and ops and len(set(ops) | {o for o, _ in items}) > max_changes:
+    i = 0
+    while i < len(rows):
+        modseq = rows[i][0]
+        j = i
+        while j < len(rows) and rows[j][0] == modseq:
+            j += 1
+        group = rows[i:j]
+        if max_changes and len(set(ops) | {r[1] for r in group}) > max_changes:
             more = True
+            if not ops:     # this MODSEQ alone is too big: stop inside it
+                used = 0
+                for _m, oid, op in group:
+                    if oid not in ops and len(ops) >= max_changes:
+                        break
+                    ops[oid] = (ops.get(oid, (op, op))[0], op)
+                    used += 1
+                offset = skip if (skip and modseq == since_n) else 0
+                new_state = f"{modseq}.{offset + used}"
             break
-        for oid, op in items:
-            first = ops.get(oid, (op, op))[0]
-            ops[oid] = (first, op)
-        new_state = modseq
+        for _m, oid, op in group:
+            ops[oid] = (ops.get(oid, (op, op))[0], op)
+        new_state = str(modseq)
+        i = j
     if not more:
-        new_state = max(new_state, current)
+        new_state = str(current)
     created, updated, destroyed = [], [], []
     for oid, (first, last) in ops.items():
         if first == "c" and last == "d":
@@ -412,7 +432,7 @@ def changes_response(ctx, args, kind, encode):
             created.append(encode(oid))
         else:
             updated.append(encode(oid))
-    return {"accountId": ctx.account_id_str, "oldState": since, "newState": str(new_state),
+    return {"accountId": ctx.account_id_str, "oldState": since, "newState": new_state,
             "hasMoreChanges": more, "created": created, "updated": updated,
             "destroyed": destroyed}
 

@@ -553,3 +553,20 @@ def test_a_mailbox_listing_kept_up_to_date_matches_a_fresh_query(alice, server, 
     assert after["ids"] == ids(fresh)["ids"]
     assert new[1] not in after["ids"] and new[0] in after["ids"]
     assert after["total"] == first["total"] + 3 - 2
+
+
+def test_changes_page_inside_one_big_modseq(alice):
+    ids = [alice.draft(f"bulk {i}") for i in range(5)]
+    state = alice.ok("Email/get", ids=[])["state"]
+    alice.ok("Email/set", destroy=ids)          # one MODSEQ for all five
+    seen, cur, pages = [], state, 0
+    while True:
+        ch = alice.ok("Email/changes", sinceState=cur, maxChanges=2)
+        assert len(ch["created"]) + len(ch["updated"]) + len(ch["destroyed"]) <= 2
+        seen += ch["destroyed"]
+        cur, pages = ch["newState"], pages + 1
+        if not ch["hasMoreChanges"]:
+            break
+    assert sorted(seen) == sorted(ids) and pages == 3
+    assert cur == alice.ok("Email/get", ids=[])["state"]
+    assert alice.ok("Email/changes", sinceState=cur)["destroyed"] == []
