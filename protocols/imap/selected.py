@@ -25,6 +25,10 @@ class SelectedMailbox:
         self.held = set()          # expunged UIDs not yet reported (during FETCH/STORE/SEARCH)
         self.saved = ()            # SEARCHRES: UIDs of the last SEARCH ... SAVE
         self.keywords = {}         # lower-case keyword -> as first seen (the FLAGS response)
+        # The flag rows SELECT read, kept until the next command ends: clients
+        # follow SELECT with UID FETCH 1:* (FLAGS), which then needs no query.
+        # Any change after the read is reported later (``modseq`` predates it).
+        self.select_rows = None
 
     @property
     def exists(self):

@@ -217,6 +217,9 @@ class IMAPSession(protocol.Protocol):
             self._reply_bad(cmd.tag, f"{cmd.verb} is not allowed in the {self.state} state")
             return
         self.bad_count = 0
+        view = self.selected
+        if view is not None and cmd.verb != "FETCH":
+            view.select_rows = None
         try:
             text = await spec.handler(self, cmd)
         except No as exc:
@@ -237,6 +240,9 @@ class IMAPSession(protocol.Protocol):
             log.exception("IMAP %s failed", cmd.verb)
             self.send(f"{cmd.tag} NO [SERVERBUG] internal error".encode())
             return
+        finally:
+            if view is not None:
+                view.select_rows = None
         if self.closing or text is False:
             return
         await self.report_changes(spec.expunge_ok or cmd.uid)

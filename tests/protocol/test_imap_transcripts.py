@@ -431,6 +431,18 @@ def test_other_connection_sees_updates(server, box):
     other.close()
 
 
+def test_flags_after_select_are_fresh(server, box):
+    """SELECT's flag rows serve the next FETCH FLAGS only while nothing changed."""
+    ok(box.cmd(f"a1 SELECT {box.name}"))
+    other = Wire(server.ports["imap"])
+    other.login()
+    ok(other.cmd(f"o1 SELECT {box.name}"))
+    ok(other.cmd("o2 STORE 1 +FLAGS (\\Flagged)"))
+    lines = ok(box.cmd("a2 UID FETCH 1:* (FLAGS)"))
+    assert b"* 1 FETCH (UID 1 FLAGS (\\Flagged))" in lines, lines
+    other.close()
+
+
 def test_idle_sees_lmtp_delivery_quickly(server):
     w = Wire(server.ports["imap"])
     w.login()

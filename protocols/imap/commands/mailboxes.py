@@ -61,6 +61,7 @@ async def select(s, cmd):
         for k in kws:
             keywords.setdefault(k.lower(), k)
     view.keywords = keywords
+    view.select_rows = rows
     s.send_flag_list(view)
     s.send(b"* %d EXISTS" % view.exists)
     if not s.rev2:

@@ -205,7 +205,11 @@ async def fetch_cmd(s, cmd):
         # The whole view (UID FETCH 1:*): ask for the whole mailbox; the merge
         # walk drops messages this connection has not been told about yet.
         wanted = None if len(uids) == v.exists else uids
-        rows = await s.ctx.run(store.flags, v.pk, wanted, cmd.changedsince)
+        if v.select_rows is not None and not v.dirty and not seen_now and cmd.changedsince is None:
+            keep = None if wanted is None else set(wanted)
+            rows = v.select_rows if keep is None else [r for r in v.select_rows if r[0] in keep]
+        else:
+            rows = await s.ctx.run(store.flags, v.pk, wanted, cmd.changedsince)
         _send_flag_rows(s, v, rows, items)
         return
     need_parsed = any(i.name in PARSED_ITEMS and i.section != WHOLE for i in items)
