@@ -114,6 +114,15 @@ def open_store(cfg):
     return Store.open(cfg.data, cfg.database or None)
 
 
+def open_account(cfg, address):
+    """The store and the account at ``address`` (AccountNotFound when there is none)."""
+    store = open_store(cfg)
+    acct = store.account(address)
+    if acct is None:
+        raise errors.AccountNotFound(address)
+    return store, acct
+
+
 def read_password(args, confirm=True):
     if args.password_stdin:
         pw = sys.stdin.readline().rstrip("\r\n")
@@ -166,10 +175,7 @@ def cmd_user(args, cfg):
 
 def cmd_token(args, cfg):
     from roost.storage import account_data
-    store = open_store(cfg)
-    acct = store.account(args.address)
-    if acct is None:
-        raise errors.AccountNotFound(args.address)
+    store, acct = open_account(cfg, args.address)
     if args.action == "add":
         print(account_data.create_token(store, acct.id, args.name))
     elif not account_data.delete_token(store, acct.id, args.name):
@@ -210,10 +216,7 @@ def cmd_deliver(args, cfg):
 
 def cmd_import(args, cfg):
     from roost.storage import mbox
-    store = open_store(cfg)
-    acct = store.account(args.address)
-    if acct is None:
-        raise errors.AccountNotFound(args.address)
+    store, acct = open_account(cfg, args.address)
     delivery = Delivery(store, max_size=cfg.max_message_size)
     if mbox.is_maildir(args.path):
         entries = ((name, data, flags, date) for name, data, flags, date in mbox.read_maildir(args.path))
@@ -259,10 +262,7 @@ def cmd_import(args, cfg):
 
 def cmd_export(args, cfg):
     from roost.storage import mbox
-    store = open_store(cfg)
-    acct = store.account(args.address)
-    if acct is None:
-        raise errors.AccountNotFound(args.address)
+    store, acct = open_account(cfg, args.address)
     box = store.mailbox(acct.id, args.mailbox)
     out = sys.stdout.buffer if args.mbox == "-" else open(args.mbox, "wb")
     try:
@@ -276,10 +276,7 @@ def cmd_export(args, cfg):
 
 
 def cmd_mailbox(args, cfg):
-    store = open_store(cfg)
-    acct = store.account(args.address)
-    if acct is None:
-        raise errors.AccountNotFound(args.address)
+    store, acct = open_account(cfg, args.address)
     for box in store.mailboxes(acct.id, counts=True):
         row = {"name": box.name, "role": box.role, "messages": box.messages, "unseen": box.unseen,
                "uidvalidity": box.uidvalidity, "uidnext": box.uidnext,

@@ -636,6 +636,15 @@ class Store:
 
     def read(self, mailbox_pk, uid):
         """The raw bytes of the message with ``uid`` in the mailbox."""
+        return self._read_file(uid, mailbox_messages.c.mailbox_id == mailbox_pk,
+                               mailbox_messages.c.uid == uid)
+
+    def read_message(self, account_id, message_pk):
+        """The raw bytes of a message by its id (whichever mailbox holds it)."""
+        return self._read_file(message_pk, messages.c.id == message_pk,
+                               messages.c.account_id == account_id)
+
+    def _read_file(self, what, *where):
         with self._read() as conn:
             row = conn.execute(
                 select(messages.c.stem, mailboxes.c.folder, mailbox_messages.c.flags,
@@ -643,25 +652,9 @@ class Store:
                 .join(messages, messages.c.id == mailbox_messages.c.message_id)
                 .join(mailboxes, mailboxes.c.id == mailbox_messages.c.mailbox_id)
                 .join(accounts, accounts.c.id == mailboxes.c.account_id)
-                .where(and_(mailbox_messages.c.mailbox_id == mailbox_pk,
-                            mailbox_messages.c.uid == uid))).first()
+                .where(and_(*where)).limit(1)).first()
         if row is None:
-            raise MessageNotFound(uid)
-        return self.blobs.read(_key(row.address), row.folder, row.stem, row.flags)
-
-    def read_message(self, account_id, message_pk):
-        """The raw bytes of a message by its id (whichever mailbox holds it)."""
-        with self._read() as conn:
-            row = conn.execute(
-                select(messages.c.stem, mailboxes.c.folder, mailbox_messages.c.flags,
-                       accounts.c.address)
-                .join(mailbox_messages, messages.c.id == mailbox_messages.c.message_id)
-                .join(mailboxes, mailboxes.c.id == mailbox_messages.c.mailbox_id)
-                .join(accounts, accounts.c.id == messages.c.account_id)
-                .where(and_(messages.c.id == message_pk, messages.c.account_id == account_id))
-                .limit(1)).first()
-        if row is None:
-            raise MessageNotFound(message_pk)
+            raise MessageNotFound(what)
         return self.blobs.read(_key(row.address), row.folder, row.stem, row.flags)
 
     def store_flags(self, mailbox_pk, uids, names, mode, unchanged_since=None):
