@@ -1,18 +1,15 @@
 """Commands valid in any state: CAPABILITY, NOOP, LOGOUT, ID, ENABLE.
 
-Also registers the capabilities that are features of the whole server rather
-than of one command (LITERAL+, IMAP4rev2, extensions of FETCH/SEARCH/LIST).
+Also registers the capabilities of the session as a whole (IMAP4rev1/rev2,
+LITERAL+, UTF8=ACCEPT); each command module registers its own.
 """
 
 from ..wire import quoted
 from . import ANY, capability, capabilities, command
 
-capability("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
-           "NAMESPACE", "UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "LIST-EXTENDED",
-           "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE", "XLIST", "ESEARCH",
-           "SEARCHRES", "STATUS=SIZE", "SAVEDATE", "MULTIAPPEND", "BINARY", "UTF8=ACCEPT",
-           "CONDSTORE", "QRESYNC", "OBJECTID")
-capability(lambda s: f"APPENDLIMIT={s.ctx.append_limit}")
+# The framing (wire.py) takes LITERAL+; ENABLE below switches IMAP4rev2 and
+# UTF8=ACCEPT behaviour on. Other modules register what their handlers implement.
+capability("IMAP4rev1", "IMAP4rev2", "LITERAL+", "ID", "ENABLE", "UTF8=ACCEPT")
 
 
 ENABLEABLE = {"IMAP4REV2", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC"}

@@ -15,6 +15,7 @@ from twisted.cred.credentials import UsernamePassword
 from .. import session as sessionmod
 from . import NOAUTH, NOT_AUTHENTICATED, Bad, No, capability, command
 
+capability("SASL-IR")
 capability("STARTTLS", when=lambda s: s.ctx.tls is not None and not s.tls
            and s.state == NOT_AUTHENTICATED)
 capability("LOGINDISABLED", when=lambda s: s.cleartext_refused)

@@ -15,8 +15,12 @@ from roost.storage import errors
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
 from ..wire import astring, quoted
-from . import AUTHENTICATED, SELECTED, Bad, No, command
+from . import AUTHENTICATED, SELECTED, Bad, No, capability, command
 from .messages import uid_set_text
+
+capability("NAMESPACE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE",
+           "CREATE-SPECIAL-USE", "XLIST", "STATUS=SIZE", "MULTIAPPEND")
+capability(lambda s: f"APPENDLIMIT={s.ctx.append_limit}")
 
 SEPARATOR = "/"
 ROLE_ATTRS = {"drafts": "\\Drafts", "sent": "\\Sent", "archive": "\\Archive", "junk": "\\Junk",

@@ -19,7 +19,10 @@ from roost.storage.flags import names as flag_names
 from .. import fetch as render
 from ..searchkeys import Compiler
 from ..wire import literal
-from . import AUTH, AUTHENTICATED, SEL, Bad, No, command
+from . import AUTH, AUTHENTICATED, SEL, Bad, No, capability, command
+
+capability("IDLE", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SAVEDATE", "BINARY",
+           "CONDSTORE", "QRESYNC", "OBJECTID")
 
 CHUNK = 200
 
