@@ -93,8 +93,11 @@ def bodystructure(node, extensible=True, utf8=False):
         return out + b")"
     size = node[N.END] - node[N.BODY_START]
     encoding = (fields["encoding"] or "7bit").upper()
+    params = node[N.PARAMS]
+    if node[N.TYPE] == "text" and not any(p[0] == "charset" for p in params):
+        params = list(params) + [["charset", "us-ascii"]]     # RFC 2045 5.2 default, said aloud
     parts = [quoted(node[N.TYPE].upper(), utf8), quoted(node[N.SUBTYPE].upper(), utf8),
-             _params(node[N.PARAMS], utf8), nstring(fields["id"], utf8),
+             _params(params, utf8), nstring(fields["id"], utf8),
              nstring(fields["description"], utf8), quoted(encoding, utf8), b"%d" % size]
     if node[N.TYPE] == "message" and node[N.SUBTYPE] in ("rfc822", "global"):
         if node[N.MESSAGE]:
