@@ -218,11 +218,20 @@ async def fetch_cmd(s, cmd):
     need_parsed = any(i.name in PARSED_ITEMS and i.section != WHOLE for i in items)
     need_bytes = bool(names & (BODY_ITEMS - {"BODY"})) or any(
         i.name == "BODY" and i.section is not None for i in items)
+    # UID FETCH n BODY.PEEK[] (what a client downloading mail sends): the bytes
+    # alone answer it, so the message's row is not read.
+    bytes_only = need_bytes and cmd.changedsince is None and all(
+        i.name == "UID" or i.name == "RFC822.SIZE" or i.name == "RFC822"
+        or (i.name in ("BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE")
+            and i.section == WHOLE) for i in items)
     for start in range(0, len(uids), CHUNK):
         chunk = uids[start:start + CHUNK]
 
         def load(chunk=chunk):
-            recs = store.records(v.pk, chunk, parsed=need_parsed)
+            if bytes_only:
+                recs = [_Bare(uid) for uid in chunk]
+            else:
+                recs = store.records(v.pk, chunk, parsed=need_parsed)
             if cmd.changedsince is not None:
                 recs = [r for r in recs if r.modseq > cmd.changedsince]
             out = []
@@ -231,12 +240,23 @@ async def fetch_cmd(s, cmd):
                     data = store.read(v.pk, r.uid) if need_bytes else None
                 except errors.MessageNotFound:
                     continue
+                if bytes_only:
+                    r = _Bare(r.uid, len(data))
                 out.append((r, data))
             return out
         for rec, data in await s.ctx.run(load):
             seq = v.seq(rec.uid)
             if seq:
                 s.send(b"* %d FETCH (" % seq + b" ".join(_render(s, rec, data, items)) + b")")
+
+
+class _Bare:
+    """What FETCH needs of a message when only its bytes were read."""
+    __slots__ = ("uid", "size")
+
+    def __init__(self, uid, size=0):
+        self.uid = uid
+        self.size = size
 
 
 def _send_flag_rows(s, v, rows, items):
