@@ -401,7 +401,10 @@ class DownloadResource(AsyncResource):
                        urllib.parse.quote(name, safe="")).encode("latin-1")
         _finish(request, 200, data, accept.encode("latin-1", "replace"),
                 {b"Content-Disposition": disposition,
-                 b"Cache-Control": b"private, immutable, max-age=31536000"})
+                 b"Cache-Control": b"private, immutable, max-age=31536000",
+                 # a blob is the sender's content: never render it as this origin's page
+                 b"X-Content-Type-Options": b"nosniff",
+                 b"Content-Security-Policy": b"sandbox; default-src 'none'"})
 
 
 class JMAPDir(resource.Resource):

@@ -286,6 +286,8 @@ def test_upload_download_round_trip_with_name_and_type(alice):
     assert r.status_code == 200 and r.content == data
     assert r.headers["content-type"] == "application/pdf"
     assert "filename*=UTF-8''r%C3%A9sum%C3%A9.bin" in r.headers["content-disposition"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in r.headers["content-security-policy"]
 
 
 def test_upload_to_another_account_and_download_of_unknown_blob(alice, bob):
