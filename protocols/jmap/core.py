@@ -30,9 +30,6 @@ LIMITS = {
     "collationAlgorithms": ["i;ascii-casemap", "i;octet"],
 }
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-
-
 class MethodError(Exception):
     """A method-level error (RFC 8620 section 3.6.2)."""
 
@@ -305,10 +302,6 @@ def _walk(doc, tokens):
 
 
 # --- argument helpers ------------------------------------------------------------
-
-def valid_id(value):
-    return isinstance(value, str) and bool(_ID.match(value))
-
 
 def ids_arg(ctx, args, key="ids", required=False, limit=None):
     ids = args.get(key)

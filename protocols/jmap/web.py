@@ -29,7 +29,6 @@ import secrets
 import time
 import urllib.parse
 
-from twisted.internet.defer import Deferred
 from twisted.web import resource, server
 
 from roost.storage import account_data
@@ -65,10 +64,6 @@ class Service:
         self.uploads_in_flight = {}
         self.requests_in_flight = {}
         self.auth_cache = {}
-
-    def call(self, fn, *args):
-        """A Deferred of ``fn(*args)`` run on the worker pool."""
-        return Deferred.fromFuture(asyncio.ensure_future(self.run(fn, *args)))
 
     # --- tickets ------------------------------------------------------------------
 
