@@ -199,14 +199,16 @@ class RoostPeer:
 class DovecotPeer:
     name = "dovecot"
 
-    def __init__(self, tmp, n):
+    def __init__(self, tmp, n, messages=None):
+        """A Dovecot whose INBOX holds ``messages`` (default: ``n`` generated ones)."""
         import pwd
         self.dir = os.path.join(tmp, "dovecot")
         os.makedirs(self.dir)
         os.chmod(tmp, 0o755)
         mail_user = pwd.getpwnam("dovecot")
         home = os.path.join(self.dir, "home")
-        for box, msgs in (("", make_messages(n)), (".Idle", make_messages(10))):
+        inbox = make_messages(n) if messages is None else messages
+        for box, msgs in (("", inbox), (".Idle", make_messages(10))):
             cur = os.path.join(home, "Maildir", box, "cur")
             for sub in ("cur", "new", "tmp"):
                 os.makedirs(os.path.join(home, "Maildir", box, sub), exist_ok=True)
