@@ -162,7 +162,17 @@ def search(store, account_id, criteria, mailbox_pk=None):
             ctx = _Context(conn, account_id, None, store.fulltext, m.c.id)
             cond = _condition(criteria, ctx)
             q = select(m.c.id).where(m.c.account_id == account_id, cond).order_by(m.c.id)
+        return _first_column(conn, q)
+
+
+def _first_column(conn, q):
+    """The first column of ``q``'s rows. On SQLite straight from the driver's
+    cursor: SQLAlchemy's row objects cost a third of a 20,000-match search."""
+    if conn.dialect.name != "sqlite":
         return list(conn.execute(q).scalars())
+    comp = q.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = tuple(comp.params[k] for k in comp.positiontup)
+    return [r[0] for r in conn.connection.driver_connection.execute(str(comp), params)]
 
 
 def _text_driven(node):
