@@ -170,7 +170,10 @@ class RoostPeer:
         delivery.import_many(acct, idle, [(d, (), None) for d in make_messages(10)])
         delivery.close()
         store.close()
-        self.proc = subprocess.Popen(cli + ["serve", "--imap", "127.0.0.1:0", "--imaps", "off",
+        conf = os.path.join(tmp, "roost-bench.toml")
+        with open(conf, "w") as f:   # the idle test holds thousands of sessions of one account
+            f.write("[limits]\nconnections_per_user_ip = 0\n")
+        self.proc = subprocess.Popen(cli + ["--config", conf, "serve", "--imap", "127.0.0.1:0", "--imaps", "off",
                                             "--lmtp", "off", "--jmap", "off", "--submission", "off",
                                             "--smtp", "off", "--managesieve", "off"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)

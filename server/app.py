@@ -117,6 +117,7 @@ class Roost:
             store=self.store, run=self.run, search=search, checker=StoreChecker(self.auth),
             authenticator=self.auth, tls=self._tls, implicit_tls=implicit_tls,
             hostname=self.config.hostname, append_limit=self.config.max_message_size,
+            connections_per_user_ip=self.config.connections_per_user_ip,
             append=lambda account, box, data, flags, date: self.delivery.append(
                 account, box, data, flags=flags, internal_date=date))
 

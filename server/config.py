@@ -28,6 +28,7 @@ class Config:
     max_message_size: int = 50 * 1024 * 1024
     dedupe_window: int = 24 * 3600
     history_days: int = 60
+    connections_per_user_ip: int = 50
     workers: int = 32
     tls_cert: str = ""
     tls_key: str = ""
@@ -63,6 +64,8 @@ def load(path=None, data=None):
         cfg.max_message_size = int(limits.get("max_message_size", cfg.max_message_size))
         cfg.dedupe_window = int(limits.get("dedupe_window", cfg.dedupe_window))
         cfg.history_days = int(limits.get("history_days", cfg.history_days))
+        cfg.connections_per_user_ip = int(limits.get("connections_per_user_ip",
+                                                     cfg.connections_per_user_ip))
         cfg.tls_cert = tls.get("cert", cfg.tls_cert)
         cfg.tls_key = tls.get("key", cfg.tls_key)
     if os.environ.get("ROOST_DATA"):

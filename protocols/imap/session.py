@@ -56,6 +56,7 @@ class IMAPContext:
     hostname: str = "localhost"
     append_limit: int = 50 * 1024 * 1024
     literal_limit: int = LITERAL_LIMIT
+    connections_per_user_ip: int = 0   # 0: no limit
     sessions: set = field(default_factory=set)
 
 

@@ -523,3 +523,23 @@ def test_shutdown_says_bye(tmp_path):
         assert w.line() == b"* BYE Roost is shutting down"
     finally:
         srv.stop()
+
+
+def test_connections_per_user_and_ip_are_limited(tmp_path):
+    from tests.conftest import RoostServer, add_user
+    add_user(tmp_path / "data", USER, PASSWORD)
+    conf = tmp_path / "roost.toml"
+    conf.write_text("[limits]\nconnections_per_user_ip = 2\n")
+    srv = RoostServer(tmp_path / "data", listeners=("imap",), config=conf).start()
+    try:
+        first, second, third = (Wire(srv.ports["imap"]) for _ in range(3))
+        first.login()
+        second.login()
+        assert third.cmd(f"a1 LOGIN {USER} {PASSWORD}")[-1].startswith(b"a1 NO [LIMIT]")
+        ok(first.cmd("z LOGOUT"))
+        first.close()
+        time.sleep(0.2)
+        ok(third.cmd(f"a2 LOGIN {USER} {PASSWORD}"))
+    finally:
+        close_all()
+        srv.stop()

@@ -111,4 +111,8 @@ async def _check(s, cmd, user, password):
             s.bye("too many failed logins")
             raise No("closing")
         raise No("[AUTHENTICATIONFAILED] invalid credentials")
+    limit = s.ctx.connections_per_user_ip
+    if limit and sum(1 for other in list(s.ctx.sessions) if other.account is not None
+                     and other.account.id == account.id and other.peer == s.peer) >= limit:
+        raise No(f"[LIMIT] {limit} connections of this account from this address are open already")
     s.logged_in(account)
