@@ -854,12 +854,13 @@ class Store:
     # --- changes -----------------------------------------------------------
 
     def state(self, account_id, kind=None):
-        """The account's MODSEQ, or the last MODSEQ at which ``kind`` changed."""
-        with self._read() as conn:
-            if kind is None:
+        """The account's MODSEQ, or the last MODSEQ at which ``kind`` changed
+        (the history floor when its changes were all pruned, so a state never
+        goes back)."""
+        if kind is None:
+            with self._read() as conn:
                 return conn.execute(select(accounts.c.modseq).where(accounts.c.id == account_id)).scalar_one()
-            return conn.execute(select(func.max(changes.c.modseq)).where(and_(
-                changes.c.account_id == account_id, changes.c.kind == kind))).scalar() or 1
+        return self.states(account_id, [kind])[kind]
 
     def states(self, account_id, kinds):
         """``{kind: state}`` for several kinds in one query (as ``state`` per kind)."""
@@ -867,9 +868,11 @@ class Store:
         subs = [select(func.max(changes.c.modseq)).where(and_(
             changes.c.account_id == account_id, changes.c.kind == k)).scalar_subquery()
             for k in kinds]
+        floor = select(accounts.c.history_floor).where(accounts.c.id == account_id).scalar_subquery()
         with self._read() as conn:
-            row = conn.execute(select(*subs)).first()
-        return {k: v or 1 for k, v in zip(kinds, row)}
+            row = conn.execute(select(floor, *subs)).first()
+        low = max(row[0] or 0, 1) if row else 1
+        return {k: v or low for k, v in zip(kinds, row[1:] if row else [None] * len(kinds))}
 
     def changes(self, account_id, kind, since, limit=None):
         """``[(modseq, object_id, op)]`` of ``kind`` after ``since``, oldest first."""

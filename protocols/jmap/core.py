@@ -382,6 +382,9 @@ def changes_response(ctx, args, kind, encode):
     if since_n is None or since_n > current or \
             (dot and (not skip.isdigit() or len(skip) > 9 or since_n < 1)):
         raise MethodError("cannotCalculateChanges", f"state {since} is not one this server gave")
+    if since_n < ctx.store.history_floor(ctx.account.id):
+        raise MethodError("cannotCalculateChanges",
+                          f"changes before {since} are no longer kept; fetch everything again")
     skip = int(skip) if skip else 0
     rows = ctx.store.changes(ctx.account.id, kind, since_n - 1 if skip else since_n)
     if skip:    # rows come in MODSEQ order, so the partly read one is first

@@ -439,7 +439,8 @@ class LiveLists:
             entry = self._items.get(key)
         if entry is not None and entry.state == state:
             return entry.pairs, entry.ids
-        if entry is not None and entry.state < state:
+        if entry is not None and entry.state < state and \
+                entry.state >= ctx.store.history_floor(ctx.account.id):
             changed = ctx.store.changes(ctx.account.id, "Email", entry.state, limit=self.MAX_DELTA + 1)
             if len(changed) <= self.MAX_DELTA:
                 touched = {oid for _m, oid, _op in changed}

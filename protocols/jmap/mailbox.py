@@ -177,8 +177,8 @@ def query_changes(ctx, args, kind, current_ids, expand):
         raise invalid("sinceQueryState is required")
     since_n = parse_state(since)
     current = ctx.state(kind)
-    if since_n is None or since_n > current:
-        raise MethodError("cannotCalculateChanges", f"query state {since} is unknown")
+    if since_n is None or since_n > current or since_n < ctx.store.history_floor(ctx.account.id):
+        raise MethodError("cannotCalculateChanges", f"query state {since} is unknown or too old")
     max_changes = uint_arg(args, "maxChanges", None, minimum=1)
     changed = expand({oid for _m, oid, _op in ctx.store.changes(ctx.account.id, kind, since_n)})
     up_to = args.get("upToId")
