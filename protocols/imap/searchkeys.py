@@ -10,8 +10,10 @@ UTC-day ranges ``[since, before)`` for the store. SENTBEFORE/SENTON/SENTSINCE
 compare the calendar date written in each message's Date header, in its own
 zone: the caller's ``sent_days`` gives ``{uid: (y, m, d)}`` and the key
 becomes the matching UIDs (so it composes under NOT and OR).
-Roost has no \\Recent (IMAP4rev2 dropped it): RECENT and NEW match nothing,
-OLD matches everything.
+
+OBJECTID: THREADID is a store criterion; EMAILID becomes the UIDs the
+caller's ``email_uids`` finds. Roost has no \\Recent (IMAP4rev2 dropped it):
+RECENT and NEW match nothing, OLD matches everything.
 """
 
 import calendar
@@ -53,10 +55,11 @@ class Compiler:
     """``seqs(SequenceSet)`` and ``uids(SequenceSet)`` turn sets into UID
     ranges of the selected mailbox (SEARCHRES ``$`` included)."""
 
-    def __init__(self, seqs, uids, sent_days=None):
+    def __init__(self, seqs, uids, sent_days=None, email_uids=None):
         self.seqs = seqs
         self.uids = uids
         self.sent_days = sent_days
+        self.email_uids = email_uids     # message pk -> UIDs of it in the mailbox (EMAILID)
 
     def compile(self, keys):
         self.keys = keys
@@ -91,7 +94,7 @@ class Compiler:
         if isinstance(t, list):
             if not t:
                 raise ParseError("empty search key list")
-            sub = Compiler(self.seqs, self.uids, self.sent_days)
+            sub = Compiler(self.seqs, self.uids, self.sent_days, self.email_uids)
             return sub.compile(t)
         if isinstance(t, Str):
             raise ParseError("expected a search key, not a string")
@@ -141,6 +144,11 @@ class Compiler:
                 t = self._next("a MODSEQ")
             self.pos -= 1
             return q.ModSeq(self._number("a MODSEQ"))
+        if k == "EMAILID" and self.email_uids is not None:
+            oid = self._string("an email id")
+            uids = self.email_uids(int(oid[1:])) if oid[:1] == "E" and oid[1:].isdigit() \
+                and len(oid) < 20 else []
+            return q.Uids(tuple((u, u) for u in uids)) if uids else NOTHING
         if k == "THREADID":
             oid = self._string("a thread id")
             if not (oid[:1] == "T" and oid[1:].isdigit()):

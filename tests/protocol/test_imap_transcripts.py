@@ -350,6 +350,8 @@ def test_objectid(box):
     assert m, line
     assert ok(box.cmd(f"o2 SEARCH THREADID {m.group(2).decode()}"))[0] == b"* SEARCH 2"
     assert ok(box.cmd("o3 SEARCH THREADID Tnope"))[0] == b"* SEARCH"
+    assert ok(box.cmd(f"o4 SEARCH EMAILID {m.group(1).decode()}"))[0] == b"* SEARCH 2"
+    assert ok(box.cmd("o5 SEARCH OR EMAILID E999999 EMAILID x"))[0] == b"* SEARCH"
 
 
 def test_condstore(box):

@@ -89,7 +89,8 @@ async def search(s, cmd):
     store = s.ctx.store
     memo = []
     compiler = Compiler(v.seq_ranges, v.uid_ranges,
-                        lambda: memo[0] if memo else memo.append(sent_days(store, v.pk)) or memo[0])
+                        lambda: memo[0] if memo else memo.append(sent_days(store, v.pk)) or memo[0],
+                        lambda pk: [r.uid for r in store.records(v.pk) if r.message_id == pk])
     uses_modseq = any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(cmd.keys))
     if uses_modseq:
         s.enabled.add("CONDSTORE")
