@@ -1,11 +1,11 @@
-"""JMAP (RFC 8620 Core, RFC 8621 Mail, RFC 8887 WebSocket) over the store.
+"""JMAP (RFC 8620 Core, RFC 8621 Mail, RFC 8887 WebSocket, RFC 9425 Quota) over the store.
 
 Owns the ``twisted.web`` site that serves JMAP. ``site(store, delivery, run,
 authenticator, hostname)`` builds it; ``roost.server`` listens with it. Like
 every protocol it never imports SQLAlchemy and never opens files under the
 data directory: everything goes through ``roost.storage``'s API, run on the
 worker pool. Layout: ``core`` (envelope, dispatch, errors), ``mailbox``,
-``email``, ``submission`` (methods), ``bodies`` (MIME views), ``blobs``,
+``email``, ``submission``, ``quota`` (methods), ``bodies`` (MIME views), ``blobs``,
 ``web`` (HTTP resources, auth) and ``push`` (event source, WebSocket).
 """
 
@@ -23,7 +23,7 @@ capability(SUBMISSION, {}, {"maxDelayedSend": 0, "submissionExtensions": {}})
 capability(VACATION, {}, {})
 capability(WEBSOCKET, {"url": None, "supportsPush": True})
 
-from . import blobs, email, mailbox, submission  # noqa: E402,F401  (register methods)
+from . import blobs, email, mailbox, quota, submission  # noqa: E402,F401  (register methods)
 from .blobs import Backend  # noqa: E402
 from .web import Service, build_site  # noqa: E402
 

@@ -1,0 +1,49 @@
+"""JMAP Quota (RFC 9425) over the account's storage quota."""
+
+from roost.protocols.jmap import core
+from roost.protocols.jmap.blobs import Backend
+from roost.storage.delivery import Delivery
+from roost.storage.store import Store
+
+USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:quota"]
+MESSAGE = b"From: a@example.org\r\nSubject: q\r\nMessage-ID: <%d@x>\r\n\r\nbody\r\n"
+
+
+def call(backend, acct, name, **args):
+    args["accountId"] = f"A{acct.id}"
+    (resp,) = core.process(backend, acct, {"using": USING, "methodCalls": [[name, args, "0"]]}
+                           )["methodResponses"]
+    assert resp[0] == name, resp
+    return resp[1]
+
+
+def test_quota_get_changes_and_query():
+    store = Store.memory()
+    delivery = Delivery(store)
+    try:
+        acct = store.add_account("a@example.org", quota_bytes=10_000)
+        free = store.add_account("free@example.org")
+        backend = Backend(store, delivery)
+        got = call(backend, acct, "Quota/get", ids=None)
+        (q,) = got["list"]
+        assert q["resourceType"] == "octets" and q["scope"] == "account"
+        assert q["used"] == 0 and q["hardLimit"] == 10_000 and q["types"] == ["Mail"]
+        state = got["state"]
+        assert call(backend, acct, "Quota/changes", sinceState=state)["updated"] == []
+        delivery.append(acct, store.mailbox(acct.id, "INBOX"), MESSAGE % 1)
+        ch = call(backend, acct, "Quota/changes", sinceState=state)
+        assert ch["updated"] == [q["id"]] and ch["updatedProperties"] == ["used"]
+        assert call(backend, acct, "Quota/get", ids=[q["id"]])["list"][0]["used"] > 0
+        assert call(backend, acct, "Quota/query", filter={"type": "Mail"})["ids"] == [q["id"]]
+        assert call(backend, acct, "Quota/query", filter={"scope": "domain"})["ids"] == []
+        assert call(backend, free, "Quota/get", ids=[q["id"]])["notFound"] == [q["id"]]
+        store.set_quota("free@example.org", 500)
+        free = store.account("free@example.org")
+        assert len(call(backend, free, "Quota/get", ids=None)["list"]) == 1
+        (resp,) = core.process(backend, acct, {"using": USING, "methodCalls": [
+            ["Quota/changes", {"accountId": f"A{acct.id}", "sinceState": "nonsense"}, "0"]]}
+        )["methodResponses"]
+        assert resp[1]["type"] == "cannotCalculateChanges"
+    finally:
+        delivery.close()
+        store.close()
