@@ -40,6 +40,7 @@ MAX_AUTH_FAILURES = 3      # failed logins on one connection before BYE
 FLUSH_AT = 256 * 1024
 AUTOLOGOUT = 31 * 60
 AUTOLOGOUT_UNAUTHENTICATED = 120
+AUTOLOGOUT_CHECK = 30
 
 
 @dataclass
@@ -81,6 +82,9 @@ class IMAPSession(protocol.Protocol):
         self.closing = False
         self.paused = False
         self.queued_bytes = 0
+        self.loop = asyncio.get_event_loop()
+        self.timer = None
+        self.last_input = 0.0
 
     # --- connection ---------------------------------------------------------
 
@@ -95,9 +99,22 @@ class IMAPSession(protocol.Protocol):
         caps = " ".join(commands.capabilities(self))
         self.write(f"* OK [CAPABILITY {caps}] {self.ctx.hostname} Roost IMAP ready\r\n".encode())
         self.task = asyncio.ensure_future(self._pipeline())
+        self.last_input = self.loop.time()
+        self.timer = self.loop.call_later(AUTOLOGOUT_CHECK, self._check_autologout)
+
+    def _check_autologout(self):
+        """RFC 3501 5.4 autologout, checked every AUTOLOGOUT_CHECK seconds, not per command."""
+        if self.closing:
+            return
+        if self.loop.time() - self.last_input > self.autologout:
+            self.bye("autologout; idle for too long")
+            return
+        self.timer = self.loop.call_later(AUTOLOGOUT_CHECK, self._check_autologout)
 
     def connectionLost(self, reason=None):
         self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
         self.ctx.sessions.discard(self)
         if self.unsubscribe:
             self.unsubscribe()
@@ -108,6 +125,7 @@ class IMAPSession(protocol.Protocol):
     def dataReceived(self, data):
         if self.closing:
             return
+        self.last_input = self.loop.time()
         for event in self.framer.feed(data):
             if isinstance(event, LiteralRequest):
                 self.write(b"+ Ready for literal data\r\n")
@@ -184,11 +202,7 @@ class IMAPSession(protocol.Protocol):
     async def _pipeline(self):
         try:
             while not self.closing:
-                try:
-                    unit = await asyncio.wait_for(self.queue.get(), self.autologout)
-                except asyncio.TimeoutError:
-                    self.bye("autologout; idle for too long")
-                    return
+                unit = await self.queue.get()
                 self._resume(unit)
                 await self._one(unit)
                 self.flush()

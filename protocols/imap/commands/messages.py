@@ -444,13 +444,9 @@ async def idle(s, cmd):
             await s.report_changes(True)
             s.flush()
             waiter = asyncio.ensure_future(wake.wait())
-            done, _ = await asyncio.wait({getter, waiter}, timeout=s.autologout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
                 break
-            if not done:
-                s.bye("IDLE for too long; autologout")
-                return False
             waiter = None
     finally:
         s.idle_wake = None
