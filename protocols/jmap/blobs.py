@@ -1,18 +1,22 @@
 """Blobs for JMAP: uploads, whole messages and message parts, by blob id;
-``Blob/copy``; the ``Backend`` that method handlers reach the store through.
+``Blob/copy``, RFC 9404's ``Blob/upload``, ``Blob/get`` and ``Blob/lookup``; the
+``Backend`` that method handlers reach the store through.
 
 Blob ids: ``B<hash>`` is an upload or a message's bytes (the same content hash
 either way); ``B<hash>_1_2`` is part 1.2 of that message, transfer-decoded.
 Every lookup is scoped to one account. Blocking: call from a worker thread.
 """
 
+import base64
+import binascii
 import hashlib
 
 from roost.storage import account_data, emails
 from roost.storage.errors import MessageNotFound
 
 from . import bodies
-from .core import CORE, MethodError, invalid, method
+from .core import (CORE, LIMITS, MethodError, capability, ids_arg, invalid, method, set_error,
+                   uint_arg)
 
 
 class BlobNotFound(KeyError):
@@ -84,3 +88,148 @@ def blob_copy(ctx, args):
             not_copied[blob_id] = {"type": "blobNotFound"}
     return {"fromAccountId": from_acct, "accountId": ctx.account_id_str,
             "copied": copied or None, "notCopied": not_copied or None}
+
+
+# --- RFC 9404 blob management: Blob/upload, Blob/get, Blob/lookup ----------------------------
+
+BLOB = "urn:ietf:params:jmap:blob"
+MAX_DATA_SOURCES = 64
+DIGESTS = {"sha": "sha1", "sha-256": "sha256"}
+LOOKUP_TYPES = ("Mailbox", "Thread", "Email")
+capability(BLOB, {}, {"maxSizeBlobSet": LIMITS["maxSizeUpload"],
+                      "maxDataSources": MAX_DATA_SOURCES,
+                      "supportedTypeNames": list(LOOKUP_TYPES),
+                      "supportedDigestAlgorithms": list(DIGESTS)})
+
+
+def _source_bytes(ctx, source):
+    """The bytes of one DataSourceObject; raises ValueError(SetError)."""
+    if not isinstance(source, dict) or len(source) == 0:
+        raise ValueError(set_error("invalidProperties", "a data source must be an object"))
+    if "data:asText" in source:
+        if len(source) != 1 or not isinstance(source["data:asText"], str):
+            raise ValueError(set_error("invalidProperties", "data:asText is a string"))
+        return source["data:asText"].encode("utf-8")
+    if "data:asBase64" in source:
+        try:
+            if len(source) != 1:
+                raise ValueError
+            return base64.b64decode(source["data:asBase64"], validate=True)
+        except (ValueError, TypeError, binascii.Error):
+            raise ValueError(set_error("invalidProperties", "data:asBase64 is not base64")) from None
+    blob_id = ctx.resolve_id(source.get("blobId"))
+    offset, length = source.get("offset") or 0, source.get("length")
+    if set(source) - {"blobId", "offset", "length"} or not isinstance(offset, int) or offset < 0 \
+            or (length is not None and (not isinstance(length, int) or length < 0)):
+        raise ValueError(set_error("invalidProperties", "blobId, offset and length only"))
+    try:
+        data = ctx.backend.blob_bytes(ctx.account.id, blob_id)
+    except BlobNotFound:
+        raise ValueError(set_error("blobNotFound", f"no blob {blob_id}",
+                                   notFound=[str(blob_id)])) from None
+    end = len(data) if length is None else offset + length
+    if end > len(data):
+        raise ValueError(set_error("invalidProperties", "the range goes past the end of the blob"))
+    return data[offset:end]
+
+
+@method("Blob/upload", BLOB)
+def blob_upload(ctx, args):
+    ctx.check_account(args)
+    create = args.get("create")
+    if not isinstance(create, dict) or not all(isinstance(v, dict) for v in create.values()):
+        raise invalid("create must map creation ids to BlobUploadObjects")
+    if len(create) > LIMITS["maxObjectsInSet"]:
+        raise MethodError("requestTooLarge", f"more than {LIMITS['maxObjectsInSet']} blobs")
+    created, not_created = {}, {}
+    for cid, obj in create.items():
+        sources, ctype = obj.get("data"), obj.get("type")
+        if not isinstance(sources, list) or not sources or len(sources) > MAX_DATA_SOURCES \
+                or (ctype is not None and not isinstance(ctype, str)):
+            not_created[cid] = set_error("invalidProperties",
+                                         f"data is a list of 1-{MAX_DATA_SOURCES} data sources",
+                                         properties=["data"])
+            continue
+        try:
+            data = b"".join(_source_bytes(ctx, s) for s in sources)
+        except ValueError as exc:
+            not_created[cid] = exc.args[0]
+            continue
+        if len(data) > LIMITS["maxSizeUpload"]:
+            not_created[cid] = set_error("tooLarge", "the blob is larger than maxSizeBlobSet")
+            continue
+        ctype = (ctype or "application/octet-stream")[:255]
+        blob_id = account_data.save_upload(ctx.store, ctx.account.id, data, ctype)
+        ctx.created[cid] = blob_id
+        created[cid] = {"id": blob_id, "type": ctype, "size": len(data)}
+    return {"accountId": ctx.account_id_str, "created": created or None,
+            "notCreated": not_created or None}
+
+
+@method("Blob/get", BLOB)
+def blob_get(ctx, args):
+    ctx.check_account(args)
+    ids = ids_arg(ctx, args, required=True)
+    props = args.get("properties") or ["data", "size"]
+    if not isinstance(props, list) or not all(
+            isinstance(p, str) and (p in ("data", "data:asText", "data:asBase64", "size")
+                                    or p.removeprefix("digest:") in DIGESTS) for p in props):
+        raise invalid("properties: data, data:asText, data:asBase64, size, digest:<alg>")
+    offset = uint_arg(args, "offset", 0)
+    length = uint_arg(args, "length", None)
+    found, missing = [], []
+    for blob_id in ids:
+        try:
+            data = ctx.backend.blob_bytes(ctx.account.id, blob_id)
+        except BlobNotFound:
+            missing.append(blob_id)
+            continue
+        part = data[offset:offset + length if length is not None else None]
+        item = {"id": blob_id}
+        if length is not None and offset + length > len(data) or offset > len(data):
+            item["isTruncated"] = True
+        for p in props:
+            if p == "size":
+                item["size"] = len(data)
+            elif p.startswith("digest:"):
+                item[p] = base64.b64encode(
+                    hashlib.new(DIGESTS[p[7:]], part).digest()).decode()
+            else:
+                try:
+                    text = part.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = None
+                if p == "data:asBase64" or (p == "data" and text is None):
+                    item["data:asBase64"] = base64.b64encode(part).decode()
+                else:
+                    item["data:asText"] = text
+                    if text is None:
+                        item["isEncodingProblem"] = True
+        found.append(item)
+    return {"accountId": ctx.account_id_str, "list": found, "notFound": missing}
+
+
+@method("Blob/lookup", BLOB)
+def blob_lookup(ctx, args):
+    ctx.check_account(args)
+    types = args.get("typeNames")
+    if not isinstance(types, list) or not all(t in LOOKUP_TYPES for t in types):
+        raise MethodError("unknownDataType", f"typeNames may name {', '.join(LOOKUP_TYPES)}")
+    ids = ids_arg(ctx, args, required=True)
+    out = []
+    for blob_id in ids:
+        matched = {t: [] for t in types}
+        head = blob_id.partition("_")[0] if isinstance(blob_id, str) else None
+        pk = emails.message_by_blob(ctx.store, ctx.account.id, head) if head else None
+        if pk is not None:
+            info = emails.get_messages(ctx.store, ctx.account.id, [pk], parsed=False,
+                                       summary=False).get(pk)
+            if info is not None:
+                if "Email" in matched:
+                    matched["Email"] = [f"E{pk}"]
+                if "Thread" in matched:
+                    matched["Thread"] = [f"T{info.thread_id}"]
+                if "Mailbox" in matched:
+                    matched["Mailbox"] = [f"M{m.mailbox_id}" for m in info.memberships]
+        out.append({"id": blob_id, "matchedIds": matched})
+    return {"accountId": ctx.account_id_str, "list": out, "notFound": []}

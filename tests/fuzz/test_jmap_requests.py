@@ -12,7 +12,8 @@ from roost.storage.delivery import Delivery
 from roost.storage.store import Store
 
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail",
-         "urn:ietf:params:jmap:submission", "urn:ietf:params:jmap:vacationresponse"]
+         "urn:ietf:params:jmap:submission", "urn:ietf:params:jmap:vacationresponse",
+         "urn:ietf:params:jmap:blob", "urn:ietf:params:jmap:quota"]
 MESSAGE = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: fuzz\r\n"
            b"Message-ID: <fuzz@example.org>\r\n\r\nbody\r\n")
 

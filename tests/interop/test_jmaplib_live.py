@@ -4,7 +4,7 @@ against a real ``roost serve``.
 Skips with a reason when the sdist cannot be downloaded (offline) or its test
 dependencies are missing. Every test that needs only JMAP Core, Mail,
 Submission or push must pass; the only skips allowed are the ones for
-features outside those (blobs extension, Sieve, calendars, contacts,
+features outside those (Sieve, calendars, contacts,
 web push VAPID, TLS-only checks).
 """
 
@@ -22,7 +22,7 @@ from tests.jmap_helpers import ALICE, BOB, PASSWORDS, start
 
 VERSION = "3.0.1"
 ALLOWED_SKIPS = re.compile(
-    r"does not implement (Blob/|SieveScript/|CalendarEvent/|ContactCard/)"
+    r"does not implement (SieveScript/|CalendarEvent/|ContactCard/)"
     r"|not itself over TLS|webpush-vapid|server can calculate changes for this query")
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
