@@ -339,6 +339,7 @@ def test_status_id_enable_namespace(server):
     assert not any(b"RECENT" in x for x in lines)
     assert b'* LIST () "/" INBOX' in lines
     assert ok(w.cmd("e3 SEARCH ALL"))[0].startswith(b'* ESEARCH (TAG "e3")')
+    assert ok(w.cmd("e3b CHECK")) == [b"e3b OK CHECK completed"]
     ok(w.cmd("e4 UNSELECT"))
     assert w.cmd("e5 FETCH 1 FLAGS")[-1].startswith(b"e5 BAD")
     w.close()

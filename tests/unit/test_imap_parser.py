@@ -33,6 +33,8 @@ def test_framer_splits_lines_and_literals():
 def test_framer_asks_for_continuation_only_when_literal_not_yet_sent():
     assert units(b"a LOGIN {3}\r\nbob x\r\n") == [[b"a LOGIN {3}", b"bob", b" x"]]
     assert not any(isinstance(e, LiteralRequest) for e in units(b"a LOGIN {3+}\r\n"))
+    assert not any(isinstance(e, LiteralRequest) for e in units(b"a LOGIN {3-}\r\n"))   # LITERAL-
+    assert one(b"a LOGIN {3-}\r\nbob pw\r\n").user == "bob"
 
 
 def test_framer_streams_byte_by_byte():
