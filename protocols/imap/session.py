@@ -27,7 +27,7 @@ from twisted.internet import protocol
 from roost.storage import errors
 
 from . import commands, utf7
-from .commands import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, Bad, No
+from .commands import AUTHENTICATED, NOT_AUTHENTICATED, Bad, No
 from .parser import parse
 from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError
 

@@ -14,7 +14,7 @@ from roost.storage import errors
 
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
-from ..wire import astring, quoted
+from ..wire import astring
 from . import AUTHENTICATED, SELECTED, Bad, No, capability, command
 from .messages import uid_set_text
 
