@@ -285,7 +285,10 @@ class IMAPSession(protocol.Protocol):
     def _on_change(self, change):
         view = self.selected
         if view is not None and view.pk in change.mailbox_ids:
-            view.dirty.append(change.modseq)
+            if len(view.dirty) < 256:
+                view.dirty.append(change.modseq)
+            else:                       # a quiet client of a busy mailbox: just "changed"
+                view.dirty[-1] = -1
             if self.idle_wake is not None:
                 self.idle_wake.set()
 
