@@ -93,7 +93,10 @@ def quota_query(ctx, args):
     filt = args.get("filter") or {}
     if not isinstance(filt, dict):
         raise invalid("filter must be an object")
-    for s in args.get("sort") or []:
+    sort = args.get("sort") or []
+    if not isinstance(sort, list):
+        raise invalid("sort must be a list")
+    for s in sort:
         if not isinstance(s, dict) or s.get("property") not in ("name", "used"):
             raise MethodError("unsupportedSort", "Quota sorts by name or used")
     state, quotas = _quotas(ctx)

@@ -17,9 +17,9 @@ from roost.storage import account_data, emails
 from roost.storage.store import parse_oid
 
 from . import bodies
-from .core import (CORE, SUBMISSION, VACATION, MethodError, changes_response,
-                   check_set_args, ids_arg, invalid, method, properties_arg, put, run_call,
-                   set_error, set_response, apply_patch)
+from .core import (CORE, SUBMISSION, VACATION, MethodError, apply_patch, bool_arg,
+                   changes_response, check_set_args, ids_arg, int_arg, invalid, method,
+                   properties_arg, put, run_call, set_error, set_response, uint_arg)
 
 IDENTITY_PROPS = ("id", "name", "email", "replyTo", "bcc", "textSignature", "htmlSignature",
                   "mayDelete")
@@ -195,10 +195,18 @@ def _submission_ids(ctx, args):
         elif key == "undoStatus":
             rows = [r for r in rows if r["undoStatus"] == value]
         elif key in ("before", "after"):
-            rows = [r for r in rows if (r["sendAt"] < value if key == "before" else r["sendAt"] >= value)]
+            try:
+                when = bodies.parse_utc_date(value)
+            except ValueError:
+                raise MethodError("unsupportedFilter", f"{key} must be a UTCDate") from None
+            rows = [r for r in rows if (bodies.parse_utc_date(r["sendAt"]) < when if key == "before"
+                                        else bodies.parse_utc_date(r["sendAt"]) >= when)]
         else:
             raise MethodError("unsupportedFilter", f"unknown filter property {key}")
-    for s in reversed(args.get("sort") or []):
+    sort = args.get("sort") or []
+    if not isinstance(sort, list):
+        raise invalid("sort must be a list")
+    for s in reversed(sort):
         if not isinstance(s, dict) or s.get("property") not in ("emailId", "threadId", "sentAt"):
             raise MethodError("unsupportedSort", "sort by emailId, threadId or sentAt")
         prop = "sendAt" if s["property"] == "sentAt" else s["property"]
@@ -210,15 +218,13 @@ def _submission_ids(ctx, args):
 def submission_query(ctx, args):
     ctx.check_account(args)
     ids = _submission_ids(ctx, args)
-    position = args.get("position") or 0
-    limit = args.get("limit")
-    if not isinstance(position, int) or (limit is not None and not isinstance(limit, int)):
-        raise invalid("position and limit are integers")
+    position = max(0, int_arg(args, "position", 0))
+    limit = uint_arg(args, "limit", None)
     page = ids[position:position + limit if limit is not None else None]
     out = {"accountId": ctx.account_id_str,
            "queryState": str(ctx.state("EmailSubmission")),
            "canCalculateChanges": False, "position": position, "ids": page}
-    if args.get("calculateTotal"):
+    if bool_arg(args, "calculateTotal"):
         out["total"] = len(ids)
     return out
 
