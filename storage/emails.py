@@ -16,7 +16,7 @@ caller's business. Nothing here knows about a protocol.
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 
 from . import flags as flagbits
 from .errors import MailboxNotFound, MessageNotFound
@@ -80,31 +80,44 @@ def _chunks(seq, n=CHUNK):
         yield seq[i:i + n]
 
 
+_MESSAGE_QUERIES = {}
+
+
+def _message_query(parsed, summary):
+    """The (cached) statement of ``get_messages``: its IN list is one expanding
+    parameter, so the statement is built and compiled once per shape."""
+    key = (parsed, summary)
+    if key not in _MESSAGE_QUERIES:
+        cols = [messages.c.id, messages.c.thread_id, messages.c.blob_id, messages.c.size,
+                messages.c.internal_date, messages.c.sent_at, messages.c.subject,
+                messages.c.preview, messages.c.has_attachment]
+        if summary:
+            cols.append(messages.c.summary)
+        if parsed:
+            cols.append(messages.c.structure)
+        member_cols = [mailbox_messages.c.mailbox_id, mailbox_messages.c.uid,
+                       mailbox_messages.c.modseq, mailbox_messages.c.flags,
+                       mailbox_messages.c.keywords]
+        q = select(messages.c.account_id, *cols, *member_cols).outerjoin(
+            mailbox_messages, mailbox_messages.c.message_id == messages.c.id) \
+            .where(messages.c.id.in_(bindparam("ids", expanding=True)))
+        _MESSAGE_QUERIES[key] = (q, len(cols) + 1)
+    return _MESSAGE_QUERIES[key]
+
+
 def get_messages(store, account_id, pks, *, parsed=True, summary=True):
     """``{pk: MessageInfo}`` of the account's messages among ``pks`` (others are
     absent). Without ``parsed`` the structure is None; without ``summary`` the
     decoded address/id summary is an empty dict (cheaper for list views)."""
     out = {}
     pks = sorted({p for p in pks if isinstance(p, int)})
-    cols = [messages.c.id, messages.c.thread_id, messages.c.blob_id, messages.c.size,
-            messages.c.internal_date, messages.c.sent_at, messages.c.subject, messages.c.preview,
-            messages.c.has_attachment]
-    if summary:
-        cols.append(messages.c.summary)
-    if parsed:
-        cols.append(messages.c.structure)
-    member_cols = [mailbox_messages.c.mailbox_id, mailbox_messages.c.uid,
-                   mailbox_messages.c.modseq, mailbox_messages.c.flags, mailbox_messages.c.keywords]
-    n = len(cols) + 1
+    q, n = _message_query(bool(parsed), bool(summary))
     with store._read() as conn:
         for chunk in _chunks(pks):
             # One statement, by primary key only (SQLite would otherwise walk
             # the account's index); the account is checked on each row instead.
-            q = select(messages.c.account_id, *cols, *member_cols).outerjoin(
-                mailbox_messages, mailbox_messages.c.message_id == messages.c.id) \
-                .where(messages.c.id.in_(chunk))
             rows, members = {}, {}
-            for r in conn.execute(q):
+            for r in conn.execute(q, {"ids": chunk}):
                 if r[0] != account_id:
                     continue
                 rows.setdefault(r[1], r)
