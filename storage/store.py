@@ -601,15 +601,14 @@ class Store:
 
     def flags(self, mailbox_pk, uids=None, changed_since=None):
         """``[(uid, modseq, bits, keywords)]`` ascending by UID (bulk FETCH FLAGS)."""
-        q = select(mailbox_messages.c.uid, mailbox_messages.c.modseq,
-                   mailbox_messages.c.flags, mailbox_messages.c.keywords) \
-            .where(mailbox_messages.c.mailbox_id == mailbox_pk)
+        where, params, wanted = _uid_sql("uid", uids)
+        since = ""
         if changed_since is not None:
-            q = q.where(mailbox_messages.c.modseq > changed_since)
-        q = _uid_filter(q, uids).order_by(mailbox_messages.c.uid)
+            since, params = " AND modseq > ?", (changed_since, *params)
         with self._read() as conn:
-            rows = conn.execute(q).all()
-        wanted = set(uids) if uids is not None and len(uids) > 500 else None
+            rows = _DriverSQL(conn, self.sqlite).all(
+                "SELECT uid, modseq, flags, keywords FROM mailbox_messages WHERE mailbox_id = ?"
+                + since + where + " ORDER BY uid", (mailbox_pk, *params))
         return [(u, m, b, flagbits.decode_keywords(k)) for u, m, b, k in rows
                 if wanted is None or u in wanted]
 
@@ -636,44 +635,44 @@ class Store:
 
     def read(self, mailbox_pk, uid):
         """The raw bytes of the message with ``uid`` in the mailbox."""
-        return self._read_file(uid, mailbox_messages.c.mailbox_id == mailbox_pk,
-                               mailbox_messages.c.uid == uid)
+        return self._read_file(uid, "mm.mailbox_id = ? AND mm.uid = ?", (mailbox_pk, uid))
 
     def read_message(self, account_id, message_pk):
         """The raw bytes of a message by its id (whichever mailbox holds it)."""
-        return self._read_file(message_pk, messages.c.id == message_pk,
-                               messages.c.account_id == account_id)
+        return self._read_file(message_pk, "m.id = ? AND m.account_id = ?", (message_pk, account_id))
 
-    def _read_file(self, what, *where):
+    def _read_file(self, what, where, params):
         with self._read() as conn:
-            row = conn.execute(
-                select(messages.c.stem, mailboxes.c.folder, mailbox_messages.c.flags,
-                       accounts.c.address)
-                .join(messages, messages.c.id == mailbox_messages.c.message_id)
-                .join(mailboxes, mailboxes.c.id == mailbox_messages.c.mailbox_id)
-                .join(accounts, accounts.c.id == mailboxes.c.account_id)
-                .where(and_(*where)).limit(1)).first()
+            row = _DriverSQL(conn, self.sqlite).one(
+                "SELECT m.stem, b.folder, mm.flags, a.address FROM mailbox_messages mm "
+                "JOIN messages m ON m.id = mm.message_id JOIN mailboxes b ON b.id = mm.mailbox_id "
+                "JOIN accounts a ON a.id = b.account_id WHERE " + where + " LIMIT 1", params)
         if row is None:
             raise MessageNotFound(what)
-        return self.blobs.read(_key(row.address), row.folder, row.stem, row.flags)
+        stem, folder, bits, address = row
+        return self.blobs.read(_key(address), folder, stem, bits)
 
     def store_flags(self, mailbox_pk, uids, names, mode, unchanged_since=None):
         """Change flags of ``uids``: ``mode`` is "add", "remove" or "replace".
 
         Returns ``(changed, failed)``: ``changed`` lists ``(uid, modseq, bits,
         keywords)`` of messages whose flags changed, ``failed`` the UIDs refused
-        by ``unchanged_since`` (CONDSTORE).
+        by ``unchanged_since`` (CONDSTORE). Driver-level SQL: IMAP STORE and
+        JMAP keyword changes are frequent.
         """
         bits, keywords = flagbits.split(names)
-        box = self._box(mailbox_pk)
-        acct = self.account_by_id(box.account_id)
         changed, failed, renames = [], [], []
         with self._write() as (conn, after):
-            q = select(mailbox_messages.c.uid, mailbox_messages.c.modseq, mailbox_messages.c.flags,
-                       mailbox_messages.c.keywords, messages.c.stem, messages.c.id) \
-                .join(messages, messages.c.id == mailbox_messages.c.message_id) \
-                .where(mailbox_messages.c.mailbox_id == mailbox_pk)
-            rows = conn.execute(_uid_filter(q, uids)).all()
+            sql = _DriverSQL(conn, self.sqlite)
+            box = sql.one("SELECT b.account_id, b.folder, a.address FROM mailboxes b "
+                          "JOIN accounts a ON a.id = b.account_id WHERE b.id = ?", (mailbox_pk,))
+            if box is None:
+                raise MailboxNotFound(mailbox_pk)
+            account_id, folder, address = box
+            where, params, _wanted = _uid_sql("mm.uid", uids)
+            rows = sql.all("SELECT mm.uid, mm.modseq, mm.flags, mm.keywords, m.stem, m.id "
+                           "FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id "
+                           "WHERE mm.mailbox_id = ?" + where, (mailbox_pk, *params))
             wanted = set(uids)
             updates = []
             for uid, modseq, old_bits, old_kw, stem, msg_pk in rows:
@@ -694,20 +693,24 @@ class Store:
                 updates.append((uid, nb, nk, msg_pk))
                 renames.append((stem, old_bits, nb))
             if updates:
-                modseq = self._next_modseq(conn, box.account_id)
-                for uid, nb, nk, _pk in updates:
-                    conn.execute(update(mailbox_messages).where(and_(
-                        mailbox_messages.c.mailbox_id == mailbox_pk, mailbox_messages.c.uid == uid))
-                        .values(flags=nb, keywords=flagbits.encode_keywords(nk), modseq=modseq))
-                    changed.append((uid, modseq, nb, nk))
-                conn.execute(update(mailboxes).where(mailboxes.c.id == mailbox_pk)
-                             .values(highestmodseq=modseq))
-                self._log(conn, box.account_id, modseq, "Email", sorted({u[3] for u in updates}), "u")
+                modseq = sql.one("UPDATE accounts SET modseq = modseq + 1 WHERE id = ? RETURNING modseq",
+                                 (account_id,))[0]
+                sql.many("UPDATE mailbox_messages SET flags = ?, keywords = ?, modseq = ? "
+                         "WHERE mailbox_id = ? AND uid = ?",
+                         [(nb, flagbits.encode_keywords(nk), modseq, mailbox_pk, uid)
+                          for uid, nb, nk, _pk in updates])
+                changed = [(uid, modseq, nb, nk) for uid, nb, nk, _pk in updates]
+                sql.run("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, mailbox_pk))
+                now = time.time()
+                log = [(account_id, modseq, "Email", pk, "u", now) for pk in sorted({u[3] for u in updates})]
                 if any((nb ^ ob) & flagbits.SEEN for _s, ob, nb in renames):
-                    self._log(conn, box.account_id, modseq, "Mailbox", [mailbox_pk], "u")
-                after.append(lambda: [self.blobs.set_flags(acct.maildir_key, box.folder, s, ob, nb)
+                    log.append((account_id, modseq, "Mailbox", mailbox_pk, "u", now))
+                sql.many("INSERT INTO changes (account_id, modseq, kind, object_id, op, at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", log)
+                key = _key(address)
+                after.append(lambda: [self.blobs.set_flags(key, folder, s, ob, nb)
                                       for s, ob, nb in renames])
-                self._publish(after, box.account_id, modseq, {"Email", "Mailbox"}, {mailbox_pk})
+                self._publish(after, account_id, modseq, {"Email", "Mailbox"}, {mailbox_pk})
         return changed, sorted(failed)
 
     def copy(self, mailbox_pk, uids, dest_pk):
@@ -1117,6 +1120,19 @@ def _mailbox(row, messages_=0, unseen=0, size=0):
 def relay_socket_path(data_dir):
     """Where the server listens for other processes' change notices."""
     return os.path.join(os.path.abspath(data_dir), "roost.sock")
+
+
+def _uid_sql(column, uids):
+    """``(where, params, wanted)`` restricting ``column`` to ``uids`` (all when
+    None); beyond 500 UIDs a range, and ``wanted`` is the set to filter by."""
+    if uids is None:
+        return "", (), None
+    uids = list(uids)
+    if not uids:
+        return f" AND {column} = -1", (), None
+    if len(uids) <= 500:
+        return f" AND {column} IN ({', '.join('?' * len(uids))})", tuple(uids), None
+    return f" AND {column} BETWEEN ? AND ?", (min(uids), max(uids)), set(uids)
 
 
 def _uid_filter(q, uids):
