@@ -7,6 +7,7 @@ throttling per IP and per account. Protocols see only the portal/checker and
 """
 
 import hashlib
+import ipaddress
 import threading
 import time
 
@@ -66,9 +67,14 @@ class Authenticator:
 
     def failed(self, *keys):
         """Record a failed login for each key (an IP, an address); returns the
-        delay in seconds the caller should wait before answering."""
+        delay in seconds the caller should wait before answering.
+
+        Loopback addresses are not counted: a webmail or proxy on the same host
+        speaks for many users, and one of them mistyping must not lock out the
+        rest. Their accounts are still counted and limited."""
         now = time.monotonic()
         worst = 0
+        keys = [k for k in keys if not _loopback(k)]
         with self._lock:
             for k in keys:
                 times = [t for t in self._failures.get(k, []) if t > now - FAIL_WINDOW]
@@ -78,10 +84,18 @@ class Authenticator:
         return min(2 ** max(worst - 1, 0), 15) if worst > 1 else 1
 
     def blocked(self, *keys):
+        keys = [k for k in keys if not _loopback(k)]
         now = time.monotonic()
         with self._lock:
             return any(len([t for t in self._failures.get(k, []) if t > now - FAIL_WINDOW]) >= FAIL_LIMIT
                        for k in keys)
+
+
+def _loopback(key):
+    try:
+        return ipaddress.ip_address(str(key).strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 _dummy = []
