@@ -713,8 +713,9 @@ class Store:
                 self._publish(after, account_id, modseq, {"Email", "Mailbox"}, {mailbox_pk})
         return changed, sorted(failed)
 
-    def copy(self, mailbox_pk, uids, dest_pk):
-        """Copy messages into ``dest_pk`` (the same message, hard-linked).
+    def copy(self, mailbox_pk, uids, dest_pk, *, move=False):
+        """Copy messages into ``dest_pk`` (the same message, hard-linked); with
+        ``move`` they leave the source in the same transaction.
         Returns ``(uidvalidity, [(src_uid, dst_uid)])``."""
         box = self._box(mailbox_pk)
         dest = self._box(dest_pk)
@@ -723,6 +724,9 @@ class Store:
         acct = self.account_by_id(box.account_id)
         with self._write() as (conn, after):
             pairs = self._copy(conn, after, acct, box, dest, uids)
+            if move and pairs:
+                modseq = self._next_modseq(conn, acct.id)
+                self._remove(conn, after, acct, box, [p[0] for p in pairs], modseq)
         return dest.uidvalidity, pairs
 
     def _copy(self, conn, after, acct, box, dest, uids):
@@ -755,17 +759,7 @@ class Store:
 
     def move(self, mailbox_pk, uids, dest_pk):
         """Move messages: copy, then remove from the source, in one transaction."""
-        box = self._box(mailbox_pk)
-        dest = self._box(dest_pk)
-        if dest.account_id != box.account_id:
-            raise MailboxNotFound(dest_pk)
-        acct = self.account_by_id(box.account_id)
-        with self._write() as (conn, after):
-            pairs = self._copy(conn, after, acct, box, dest, uids)
-            if pairs:
-                modseq = self._next_modseq(conn, acct.id)
-                self._remove(conn, after, acct, box, [p[0] for p in pairs], modseq)
-        return dest.uidvalidity, pairs
+        return self.copy(mailbox_pk, uids, dest_pk, move=True)
 
     def expunge(self, mailbox_pk, uids=None):
         """Remove the messages flagged \\Deleted (only those in ``uids`` when given).
