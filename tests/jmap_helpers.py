@@ -7,6 +7,7 @@ import socket
 import struct
 
 import httpx
+import pytest
 
 from tests.conftest import RoostServer, add_user
 
@@ -21,6 +22,27 @@ def start(tmp_path_factory, name, listeners=("jmap", "lmtp")):
     for user, password in PASSWORDS.items():
         add_user(data, user, password)
     return RoostServer(data, listeners=listeners).start()
+
+
+def fixtures(name, listeners=("jmap", "lmtp")):
+    """A test module's fixtures: ``server`` (a started ``roost serve``) and the
+    ``alice`` and ``bob`` JMAP clients on it, all module-scoped."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        srv = start(tmp_path_factory, name, listeners=listeners)
+        yield srv
+        srv.stop()
+
+    def client(user, fixture_name):
+        @pytest.fixture(scope="module", name=fixture_name)
+        def one(server):
+            c = Client(server, user)
+            yield c
+            c.close()
+        return one
+
+    return server, client(ALICE, "alice"), client(BOB, "bob")
 
 
 class Client:

@@ -10,30 +10,12 @@ import httpx
 import pytest
 
 from tests.conftest import roost
-from tests.jmap_helpers import ALICE, BOB, PASSWORDS, USING, Client, start
+from tests.jmap_helpers import ALICE, BOB, PASSWORDS, USING, fixtures
 
 CORE = "urn:ietf:params:jmap:core"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory, "jmapcore")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def alice(server):
-    c = Client(server, ALICE)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def bob(server):
-    c = Client(server, BOB)
-    yield c
-    c.close()
+server, alice, bob = fixtures("jmapcore")
 
 
 def base(server):

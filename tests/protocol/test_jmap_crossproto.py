@@ -4,24 +4,13 @@ IMAP FETCH FLAGS and IDLE, IMAP STORE/EXPUNGE -> JMAP changes)."""
 
 import pytest
 
-from tests.jmap_helpers import ALICE, PASSWORDS, Client, lmtp_deliver, message, start
+from tests.jmap_helpers import ALICE, PASSWORDS, fixtures, lmtp_deliver, message
 
 imapclient = pytest.importorskip("imapclient")
 pytest.importorskip("roost.protocols.imap", reason="the IMAP server is not part of this build")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory, "jmapcross", listeners=("jmap", "lmtp", "imap"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def alice(server):
-    c = Client(server, ALICE)
-    yield c
-    c.close()
+server, alice, bob = fixtures("jmapcross", listeners=("jmap", "lmtp", "imap"))
 
 
 @pytest.fixture

@@ -6,31 +6,13 @@ import pathlib
 
 import pytest
 
-from tests.jmap_helpers import ALICE, BOB, Client, lmtp_deliver, message, start
+from tests.jmap_helpers import ALICE, BOB, fixtures, lmtp_deliver, message
 
 CORPUS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "corpus"
 RFC8621_EXAMPLE = CORPUS / "stalwart-mail-parser" / "rfc" / "007.eml"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory, "jmapmail")
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def alice(server):
-    c = Client(server, ALICE)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def bob(server):
-    c = Client(server, BOB)
-    yield c
-    c.close()
+server, alice, bob = fixtures("jmapmail")
 
 
 def deliver(server, subject, **kw):

@@ -7,23 +7,11 @@ import threading
 import time
 
 import httpx
-import pytest
 
-from tests.jmap_helpers import ALICE, BOB, PASSWORDS, Client, WebSocket, lmtp_deliver, message, start
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = start(tmp_path_factory, "jmappush")
-    yield srv
-    srv.stop()
+from tests.jmap_helpers import ALICE, BOB, PASSWORDS, Client, WebSocket, fixtures, lmtp_deliver, message
 
 
-@pytest.fixture(scope="module")
-def alice(server):
-    c = Client(server, ALICE)
-    yield c
-    c.close()
+server, alice, bob = fixtures("jmappush")
 
 
 class EventReader:
