@@ -35,6 +35,19 @@ def add_user(data, address, password="secret", quota=None):
     roost(data, *args, input=password.encode() + b"\n")
 
 
+def stored_messages(data, address, mailbox="INBOX"):
+    """Every message in ``address``'s ``mailbox`` under ``data``, as bytes, in UID order."""
+    from roost.storage.store import Store
+
+    store = Store.open(str(data))
+    try:
+        acct = store.account(address)
+        box = store.mailbox(acct.id, mailbox)
+        return [store.read(box.id, r.uid) for r in store.records(box.id)]
+    finally:
+        store.close()
+
+
 class RoostServer:
     """``roost serve`` as a subprocess; ``ports["lmtp"]`` etc. once started.
 

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from roost.storage.store import Store
-from tests.conftest import RoostServer, add_user, wait_for
+from tests.conftest import RoostServer, add_user, stored_messages, wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -181,16 +181,6 @@ def _log(confdir):
         return ""
 
 
-def _messages(data, address, mailbox="INBOX"):
-    store = Store.open(str(data))
-    try:
-        acct = store.account(address)
-        box = store.mailbox(acct.id, mailbox)
-        return [store.read(box.id, r.uid) for r in store.records(box.id)]
-    finally:
-        store.close()
-
-
 def test_postfix_delivers_to_roost_over_lmtp(postfix_instance, roost_data):
     port, confdir, _server = postfix_instance
     body = (b"From: sender@example.org\r\nTo: a@example.org, b@example.org\r\n"
@@ -203,13 +193,14 @@ def test_postfix_delivers_to_roost_over_lmtp(postfix_instance, roost_data):
     assert refused == {}   # Postfix queues everything; Roost decides at RCPT
 
     def arrived():
-        return (_messages(roost_data, "a@example.org") and _messages(roost_data, "b@example.org")
-                and _messages(roost_data, "a@example.org", "Lists"))
+        return (stored_messages(roost_data, "a@example.org")
+                and stored_messages(roost_data, "b@example.org")
+                and stored_messages(roost_data, "a@example.org", "Lists"))
     assert wait_for(arrived, timeout=60), _log(confdir)
 
     for address, mailbox in (("a@example.org", "INBOX"), ("b@example.org", "INBOX"),
                              ("a@example.org", "Lists")):
-        (got,) = _messages(roost_data, address, mailbox)
+        (got,) = stored_messages(roost_data, address, mailbox)
         assert got.startswith(b"Return-Path: <sender@example.org>\r\n")
         assert b"<pf-1@postfix.test>" in got
         assert got.endswith(b"Hello through Postfix.\r\n.leading dot line\r\n")
@@ -226,7 +217,7 @@ def test_postfix_delivers_to_roost_over_lmtp(postfix_instance, roost_data):
     delivered = [ln for ln in log.splitlines() if "status=sent" in ln and "lmtp" in ln]
     assert len(delivered) >= 3
 
-    notices = wait_for(lambda: _messages(roost_data, "sender@example.org"), timeout=60)
+    notices = wait_for(lambda: stored_messages(roost_data, "sender@example.org"), timeout=60)
     assert notices, _log(confdir)
     assert notices[0].startswith(b"Return-Path: <>\r\nDelivered-To: sender@example.org\r\n")
     assert b"nobody@example.org" in notices[0]
@@ -249,7 +240,7 @@ def test_postfix_defers_on_temporary_failure(postfix_instance, roost_data):
     again.start()
     try:
         postfix(confdir, "flush", check=False)
-        got = wait_for(lambda: _messages(roost_data, "b@example.org"), timeout=60)
+        got = wait_for(lambda: stored_messages(roost_data, "b@example.org"), timeout=60)
         assert got and got[0].endswith(b"retry me\r\n"), _log(confdir)
     finally:
         again.stop()

@@ -7,8 +7,7 @@ import shutil
 
 import pytest
 
-from roost.storage.store import Store
-from tests.conftest import add_user, roost
+from tests.conftest import add_user, roost, stored_messages
 
 MESSAGE = b"From: x@example.net\nSubject: via deliver\nMessage-ID: <d1@example.net>\n\nhello\n"
 
@@ -20,16 +19,6 @@ def data(tmp_path):
     return d
 
 
-def messages(data, address, mailbox="INBOX"):
-    store = Store.open(str(data))
-    try:
-        acct = store.account(address)
-        box = store.mailbox(acct.id, mailbox)
-        return [store.read(box.id, r.uid) for r in store.records(box.id)]
-    finally:
-        store.close()
-
-
 def deliver(data, *args, input=MESSAGE):
     return roost(data, "deliver", *args, input=input, check=False)
 
@@ -37,7 +26,7 @@ def deliver(data, *args, input=MESSAGE):
 def test_delivered_exit_0(data):
     proc = deliver(data, "a@example.org", "--sender", "x@example.net")
     assert proc.returncode == 0, proc.stderr
-    assert messages(data, "a@example.org") == [
+    assert stored_messages(data, "a@example.org") == [
         b"Return-Path: <x@example.net>\nDelivered-To: a@example.org\n" + MESSAGE]
 
 
@@ -50,8 +39,8 @@ def test_unknown_user_exit_67(data):
 def test_mailbox_option_and_fallback(data):
     assert deliver(data, "a@example.org", "--mailbox", "Junk").returncode == 0
     assert deliver(data, "a@example.org", "--mailbox", "No/Such").returncode == 0
-    assert len(messages(data, "a@example.org", "Junk")) == 1
-    assert len(messages(data, "a@example.org")) == 1
+    assert len(stored_messages(data, "a@example.org", "Junk")) == 1
+    assert len(stored_messages(data, "a@example.org")) == 1
 
 
 def test_over_quota_exit_75(tmp_path):
@@ -61,7 +50,7 @@ def test_over_quota_exit_75(tmp_path):
     assert deliver(d, "small@example.org").returncode == 0   # the same again: a duplicate
     proc = deliver(d, "small@example.org", input=MESSAGE.replace(b"<d1@", b"<d2@"))
     assert proc.returncode == 75
-    assert len(messages(d, "small@example.org")) == 1
+    assert len(stored_messages(d, "small@example.org")) == 1
 
 
 def test_storage_failure_exit_75_and_nothing_stored(data):
@@ -73,9 +62,9 @@ def test_storage_failure_exit_75_and_nothing_stored(data):
     assert proc.returncode == 75
     os.unlink(tmp)
     tmp.mkdir()
-    assert messages(data, "a@example.org") == []
+    assert stored_messages(data, "a@example.org") == []
     assert deliver(data, "a@example.org").returncode == 0
-    assert len(messages(data, "a@example.org")) == 1
+    assert len(stored_messages(data, "a@example.org")) == 1
 
 
 def test_too_large_is_permanent(tmp_path):
@@ -86,4 +75,4 @@ def test_too_large_is_permanent(tmp_path):
     proc = roost(d, "--config", config, "deliver", "a@example.org", input=MESSAGE + b"x" * 200,
                  check=False)
     assert proc.returncode not in (0, 75)   # the MTA must bounce, not retry
-    assert messages(d, "a@example.org") == []
+    assert stored_messages(d, "a@example.org") == []

@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from tests.conftest import LineClient, RoostServer, add_user
+from tests.conftest import LineClient, RoostServer, add_user, stored_messages
 from roost.storage.store import Store
 
 QUOTA = 4000
@@ -56,20 +56,9 @@ def wire(data):
     return b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n" for ln in lines) + b".\r\n"
 
 
-def stored(server, address, mailbox="INBOX"):
-    """Every message in ``address``'s ``mailbox``, as bytes, in UID order."""
-    store = Store.open(server.data)
-    try:
-        acct = store.account(address)
-        box = store.mailbox(acct.id, mailbox)
-        return [store.read(box.id, r.uid) for r in store.records(box.id)]
-    finally:
-        store.close()
-
-
 def find(server, address, tag, mailbox="INBOX"):
     needle = b"<" + tag.encode() + b"@test.example>"
-    return [m for m in stored(server, address, mailbox) if needle in m]
+    return [m for m in stored_messages(server.data, address, mailbox) if needle in m]
 
 
 def send(client, rcpts, data, sender="sender@example.net", mail_params=""):
@@ -306,7 +295,7 @@ def test_size_limit(tmp_path):
         _, replies = send(c, ["a@example.org"], message("small"))
         assert replies[0][0] == 250
         c.close()
-        msgs = stored(srv, "a@example.org")
+        msgs = stored_messages(srv.data, "a@example.org")
         assert len(msgs) == 1 and b"<small@test.example>" in msgs[0]
     finally:
         srv.stop()
