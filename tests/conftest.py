@@ -5,17 +5,20 @@ shell shim is needed). ``RoostServer`` starts ``roost serve`` with only the
 listeners asked for, on port 0, and reads the real ports from its output.
 """
 
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
 ROOST = [sys.executable, "-m", "roost.server.cli"]
 LISTENERS = ("lmtp", "imap", "imaps", "jmap", "submission", "smtp", "managesieve")
+PG_URL = os.environ.get("ROOST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1/test")
 
 
 def roost(data, *args, input=None, check=True, timeout=120):
@@ -46,6 +49,33 @@ def stored_messages(data, address, mailbox="INBOX"):
         return [store.read(box.id, r.uid) for r in store.records(box.id)]
     finally:
         store.close()
+
+
+def pg_store(tmp_path, prefix, **store_args):
+    """A PostgreSQL + Maildir ``Store`` in a fresh schema named ``prefix`` + a random
+    suffix, and a function that closes it and drops the schema. Skips the test,
+    with the reason, when PostgreSQL is not reachable at ``PG_URL``."""
+    from roost.storage.maildir import Maildir
+    from roost.storage.schema import make_engine
+    from roost.storage.store import Store
+
+    try:
+        import psycopg
+        admin = psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"),
+                                connect_timeout=3, autocommit=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to connect means "not here"
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+    schema = prefix + uuid.uuid4().hex[:12]
+    admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    store = Store(make_engine(f"{PG_URL}{sep}options=-csearch_path%3D{schema}"),
+                  Maildir(str(tmp_path / "mail")), **store_args)
+
+    def drop():
+        store.close()
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+    return store, drop
 
 
 class RoostServer:

@@ -6,20 +6,16 @@ come from the index), and Whoosh on PostgreSQL (skipped, with the reason,
 when PostgreSQL is not reachable at ``ROOST_TEST_PG``).
 """
 
-import os
 import pathlib
-import uuid
 
 import pytest
 
 from roost.storage import search as S
 from roost.storage.delivery import Delivery
-from roost.storage.maildir import Maildir
-from roost.storage.schema import make_engine
 from roost.storage.store import Store
+from tests.conftest import pg_store
 
 CORPUS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "corpus"
-PG_URL = os.environ.get("ROOST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1/test")
 DAY = 86400.0
 BASE = 1_700_000_000.0
 
@@ -41,25 +37,6 @@ MESSAGES = {
     "ko": ("mail-rb/plain_emails/raw_email.eml", ("\\Deleted",)),
 }
 KEYS = list(MESSAGES)
-
-
-def _pg_store(tmp_path):
-    try:
-        import psycopg
-        admin = psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"),
-                                connect_timeout=3, autocommit=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means "not here"
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-    schema = "roost_s_" + uuid.uuid4().hex[:12]
-    admin.execute(f"CREATE SCHEMA {schema}")
-    store = Store(make_engine(f"{PG_URL}?options=-csearch_path%3D{schema}"),
-                  Maildir(str(tmp_path / "mail")), search_dir=str(tmp_path / "search"))
-
-    def drop():
-        store.close()
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
-    return store, drop
 
 
 class Mail:
@@ -126,7 +103,7 @@ def _mail(kind, tmp_path):
     elif kind == "whoosh":
         store = Store.open(str(tmp_path / "data"), search="whoosh")
     else:
-        store, cleanup = _pg_store(tmp_path)
+        store, cleanup = pg_store(tmp_path, "roost_s_", search_dir=str(tmp_path / "search"))
     m = Mail(store, "whoosh" if kind in ("whoosh", "whoosh-postgresql") else kind)
     m.cleanup = cleanup or store.close
     return m

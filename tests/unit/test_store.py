@@ -8,7 +8,6 @@ server cannot be reached.
 """
 
 import os
-import uuid
 
 import pytest
 
@@ -17,30 +16,9 @@ from roost.storage import flags as fl
 from roost.storage.errors import (AccountExists, Conflict, InvalidName, MailboxExists,
                                   MailboxNotFound, QuotaExceeded)
 from roost.storage.maildir import Maildir
-from roost.storage.schema import make_engine
 from roost.storage.store import Store
+from tests.conftest import pg_store
 
-PG_URL = os.environ.get("ROOST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1/test")
-
-
-def _pg_store(tmp_path):
-    try:
-        import psycopg
-        admin = psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"),
-                                connect_timeout=3, autocommit=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to connect means "not here"
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-    schema = "roost_t_" + uuid.uuid4().hex[:12]
-    admin.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_URL else "?"
-    store = Store(make_engine(f"{PG_URL}{sep}options=-csearch_path%3D{schema}"),
-                  Maildir(str(tmp_path / "mail")))
-
-    def drop():
-        store.close()
-        admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
-    return store, drop
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])
@@ -50,7 +28,7 @@ def store(request, tmp_path):
     elif request.param == "sqlite":
         s, cleanup = Store.open(str(tmp_path / "data")), None
     else:
-        s, cleanup = _pg_store(tmp_path)
+        s, cleanup = pg_store(tmp_path, "roost_t_")
     s.kind = request.param
     yield s
     if cleanup:
