@@ -9,6 +9,7 @@ import struct
 import httpx
 import pytest
 
+from roost.protocols.jmap import core
 from tests.conftest import RoostServer, add_user
 
 ALICE, BOB = "alice@example.org", "bob@example.org"
@@ -43,6 +44,15 @@ def fixtures(name, listeners=("jmap", "lmtp")):
         return one
 
     return server, client(ALICE, "alice"), client(BOB, "bob")
+
+
+def process_call(using, backend, acct, name, **args):
+    """One method call straight through ``core.process`` (no HTTP), with
+    ``accountId`` filled in; returns the response's (name, arguments)."""
+    args["accountId"] = f"A{acct.id}"
+    (resp,) = core.process(backend, acct, {"using": using, "methodCalls": [[name, args, "0"]]}
+                           )["methodResponses"]
+    return resp[0], resp[1]
 
 
 class Client:

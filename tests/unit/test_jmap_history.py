@@ -1,20 +1,17 @@
 """JMAP states and /changes across a prune of the change log: a state never
 goes back, and a state older than the kept history gets cannotCalculateChanges."""
 
-from roost.protocols.jmap import core
 from roost.protocols.jmap.blobs import Backend
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
+from tests.jmap_helpers import process_call
 
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
 MESSAGE = b"From: a@example.org\r\nSubject: kept\r\nMessage-ID: <%d@x>\r\n\r\nbody\r\n"
 
 
 def call(backend, acct, name, **args):
-    args["accountId"] = f"A{acct.id}"
-    (resp,) = core.process(backend, acct, {"using": USING, "methodCalls": [[name, args, "0"]]}
-                           )["methodResponses"]
-    return resp[0], resp[1]
+    return process_call(USING, backend, acct, name, **args)
 
 
 def test_changes_after_the_history_is_pruned():

@@ -4,15 +4,14 @@ from roost.protocols.jmap import core
 from roost.protocols.jmap.blobs import Backend
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
+from tests.jmap_helpers import process_call
 
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:quota"]
 MESSAGE = b"From: a@example.org\r\nSubject: q\r\nMessage-ID: <%d@x>\r\n\r\nbody\r\n"
 
 
 def call(backend, acct, name, **args):
-    args["accountId"] = f"A{acct.id}"
-    (resp,) = core.process(backend, acct, {"using": USING, "methodCalls": [[name, args, "0"]]}
-                           )["methodResponses"]
+    resp = process_call(USING, backend, acct, name, **args)
     assert resp[0] == name, resp
     return resp[1]
 
