@@ -61,18 +61,19 @@ def maildir_files(path):
     return sorted(p.name for sub in ("cur", "new") for p in (path / sub).glob("*"))
 
 
-def test_mbsync(server, tmp_path):
-    mbsync = need("mbsync")
+def mbsync_rc(tmp_path, port, security, maildir_extra, channel):
+    """An empty local Maildir and an mbsyncrc that pulls from Roost on ``port``
+    into it; ``security`` and ``channel`` are lines for the IMAPAccount and
+    Channel sections, ``maildir_extra`` ends the MaildirStore section."""
     local = tmp_path / "mail"
     local.mkdir()
     rc = tmp_path / "mbsyncrc"
     rc.write_text(f"""IMAPAccount roost
 Host 127.0.0.1
-Port {server.ports['imap']}
+Port {port}
 User {USER}
 Pass {PASSWORD}
-SSLType None
-AuthMechs LOGIN
+{security}
 
 IMAPStore remote
 Account roost
@@ -80,16 +81,18 @@ Account roost
 MaildirStore local
 Path {local}/
 Inbox {local}/INBOX
-SubFolders Verbatim
-
+{maildir_extra}
 Channel roost
-Far :remote:
-Near :local:
-Patterns *
+{channel}
 Create Near
 Sync Pull
 SyncState *
 """)
+    return local, rc
+def test_mbsync(server, tmp_path):
+    mbsync = need("mbsync")
+    local, rc = mbsync_rc(tmp_path, server.ports["imap"], "SSLType None\nAuthMechs LOGIN",
+                          "SubFolders Verbatim\n", "Far :remote:\nNear :local:\nPatterns *")
     run = lambda: subprocess.run([mbsync, "-c", str(rc), "-a"], capture_output=True, timeout=120)
     out = run()
     assert out.returncode == 0, out.stderr.decode()
@@ -106,31 +109,9 @@ SyncState *
 def test_mbsync_over_implicit_tls(server, tmp_path):
     """mbsync on --imaps, trusting the generated certificate (README's set-up)."""
     mbsync = need("mbsync")
-    local = tmp_path / "mail"
-    local.mkdir()
-    rc = tmp_path / "mbsyncrc"
-    rc.write_text(f"""IMAPAccount roost
-Host 127.0.0.1
-Port {server.ports['imaps']}
-User {USER}
-Pass {PASSWORD}
-SSLType IMAPS
-CertificateFile {server.cert}
-
-IMAPStore remote
-Account roost
-
-MaildirStore local
-Path {local}/
-Inbox {local}/INBOX
-
-Channel roost
-Far :remote:INBOX
-Near :local:INBOX
-Create Near
-Sync Pull
-SyncState *
-""")
+    local, rc = mbsync_rc(tmp_path, server.ports["imaps"],
+                          f"SSLType IMAPS\nCertificateFile {server.cert}", "",
+                          "Far :remote:INBOX\nNear :local:INBOX")
     out = subprocess.run([mbsync, "-c", str(rc), "-a"], capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()
     assert len(maildir_files(local / "INBOX")) >= COUNT
