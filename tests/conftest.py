@@ -153,16 +153,27 @@ def roost_server(tmp_path):
         server.stop()
 
 
-class LineClient:
+class SocketClient:
+    """A raw-socket client: ``sock``, and ``file`` reading from it."""
+
+    def send(self, data):
+        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def close(self):
+        try:
+            self.file.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class LineClient(SocketClient):
     """A raw-socket client that reads SMTP/LMTP replies (multi-line aware)."""
 
     def __init__(self, port, host="127.0.0.1", timeout=30):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.file = self.sock.makefile("rb")
-
-    def send(self, data):
-        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
 
     def reply(self):
         """One reply: ``(code, [lines])``; raises on a closed connection."""
@@ -178,13 +189,6 @@ class LineClient:
     def cmd(self, line):
         self.send(line + "\r\n")
         return self.reply()
-
-    def close(self):
-        try:
-            self.file.close()
-            self.sock.close()
-        except OSError:
-            pass
 
 
 def wait_for(predicate, timeout=30, interval=0.1):

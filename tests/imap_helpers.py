@@ -6,7 +6,7 @@ import smtplib
 import socket
 import ssl
 
-from tests.conftest import RoostServer, add_user
+from tests.conftest import RoostServer, SocketClient, add_user
 
 USER, PASSWORD = "alice@example.org", "secret"
 
@@ -33,7 +33,7 @@ def close_all():
         OPEN.pop().close()
 
 
-class Wire:
+class Wire(SocketClient):
     """A raw IMAP connection: ``cmd("a1 NOOP")`` returns the response lines
     (literals inlined) through the tagged one. ``close_all`` closes every one."""
 
@@ -70,9 +70,6 @@ class Wire:
                 return out.rstrip(b"\r\n")
             out += self.file.read(int(m.group(1)))
 
-    def send(self, data):
-        self.sock.sendall(data if isinstance(data, bytes) else data.encode())
-
     def cmd(self, line, tag=None):
         tag = tag or line.split(" ", 1)[0]
         self.send(line + "\r\n")
@@ -91,10 +88,3 @@ class Wire:
         lines = self.cmd(f'L1 LOGIN "{user}" "{password}"')
         assert lines[-1].startswith(b"L1 OK"), lines
         return lines
-
-    def close(self):
-        try:
-            self.file.close()
-            self.sock.close()
-        except OSError:
-            pass
