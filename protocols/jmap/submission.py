@@ -52,13 +52,13 @@ def allowed_from(ctx, address):
                for alias, target in ctx.store.aliases())
 
 
-@method("Identity/get", SUBMISSION)
-def identity_get(ctx, args):
+def _get_response(ctx, args, kind, allowed, load):
+    """A ``kind``/get response: the arguments are checked first, then ``load()``
+    gives every object by id, and the state is read after it."""
     ctx.check_account(args)
     ids = ids_arg(ctx, args)
-    props = properties_arg(args, IDENTITY_PROPS)
-    rows = {f"I{r[0]}": _identity_json(r)
-            for r in account_data.identities_of(ctx.store, ctx.account.id)}
+    props = properties_arg(args, allowed)
+    rows = load()
     found, missing = [], []
     for i in (list(rows) if ids is None else ids):
         if i in rows:
@@ -66,8 +66,15 @@ def identity_get(ctx, args):
         else:
             missing.append(i)
     return {"accountId": ctx.account_id_str,
-            "state": str(ctx.state("Identity")),
+            "state": str(ctx.state(kind)),
             "list": found, "notFound": missing}
+
+
+@method("Identity/get", SUBMISSION)
+def identity_get(ctx, args):
+    return _get_response(ctx, args, "Identity", IDENTITY_PROPS, lambda: {
+        f"I{r[0]}": _identity_json(r)
+        for r in account_data.identities_of(ctx.store, ctx.account.id)})
 
 
 @method("Identity/changes", SUBMISSION)
@@ -162,20 +169,9 @@ def _submission_json(row):
 
 @method("EmailSubmission/get", SUBMISSION)
 def submission_get(ctx, args):
-    ctx.check_account(args)
-    ids = ids_arg(ctx, args)
-    props = properties_arg(args, SUBMISSION_PROPS)
-    rows = {f"S{r[0]}": _submission_json(r)
-            for r in account_data.submissions_of(ctx.store, ctx.account.id)}
-    found, missing = [], []
-    for i in (list(rows) if ids is None else ids):
-        if i in rows:
-            found.append({p: rows[i][p] for p in props} | {"id": i})
-        else:
-            missing.append(i)
-    return {"accountId": ctx.account_id_str,
-            "state": str(ctx.state("EmailSubmission")),
-            "list": found, "notFound": missing}
+    return _get_response(ctx, args, "EmailSubmission", SUBMISSION_PROPS, lambda: {
+        f"S{r[0]}": _submission_json(r)
+        for r in account_data.submissions_of(ctx.store, ctx.account.id)})
 
 
 @method("EmailSubmission/changes", SUBMISSION)
@@ -373,19 +369,8 @@ def _vacation_json(settings):
 
 @method("VacationResponse/get", VACATION)
 def vacation_get(ctx, args):
-    ctx.check_account(args)
-    ids = ids_arg(ctx, args)
-    props = properties_arg(args, VACATION_PROPS)
-    obj = _vacation_json(account_data.vacation(ctx.store, ctx.account.id))
-    found, missing = [], []
-    for i in (["singleton"] if ids is None else ids):
-        if i == "singleton":
-            found.append({p: obj[p] for p in props} | {"id": "singleton"})
-        else:
-            missing.append(i)
-    return {"accountId": ctx.account_id_str,
-            "state": str(ctx.state("VacationResponse")),
-            "list": found, "notFound": missing}
+    return _get_response(ctx, args, "VacationResponse", VACATION_PROPS, lambda: {
+        "singleton": _vacation_json(account_data.vacation(ctx.store, ctx.account.id))})
 
 
 @method("VacationResponse/set", VACATION)
