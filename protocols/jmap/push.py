@@ -17,10 +17,10 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.web import resource, server
+from twisted.web import server
 
 from . import core
-from .web import spawn
+from .web import ServiceResource, spawn
 from .core import RequestError, account_id_of
 
 log = logging.getLogger("roost.jmap")
@@ -91,19 +91,7 @@ def state_change(account, changed):
 
 # --- event source ------------------------------------------------------------------
 
-class EventSourceResource(resource.Resource):
-    isLeaf = True
-
-    def __init__(self, service):
-        super().__init__()
-        self.service = service
-
-    def render_OPTIONS(self, request):
-        from .web import _cors
-        request.setResponseCode(204)
-        _cors(request)
-        return b""
-
+class EventSourceResource(ServiceResource):
     def render_GET(self, request):
         from .web import _cookies, _headers, _query, problem, unauthorized
 

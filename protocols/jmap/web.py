@@ -229,12 +229,10 @@ def unauthorized(request):
             {b"WWW-Authenticate": b'Basic realm="roost", charset="UTF-8", Bearer realm="roost"'})
 
 
-class AsyncResource(resource.Resource):
-    """A leaf whose GET/POST are coroutines; errors never become tracebacks."""
+class ServiceResource(resource.Resource):
+    """A leaf of the JMAP service that answers CORS preflights (OPTIONS)."""
 
     isLeaf = True
-    needs_auth = True
-    allow_ticket = False
 
     def __init__(self, service):
         super().__init__()
@@ -244,6 +242,13 @@ class AsyncResource(resource.Resource):
         request.setResponseCode(204)
         _cors(request)
         return b""
+
+
+class AsyncResource(ServiceResource):
+    """A leaf whose GET/POST are coroutines; errors never become tracebacks."""
+
+    needs_auth = True
+    allow_ticket = False
 
     def render_GET(self, request):
         return self._start(request, self.get)
