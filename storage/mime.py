@@ -486,13 +486,18 @@ def base_subject(subject):
     return s.lower()
 
 
-def parse_date(value):
+def parse_datetime(value):
+    """A Date header value as a datetime (naive when its zone is -0000), or None."""
     if not value:
         return None
     try:
-        dt = email.utils.parsedate_to_datetime(value)
+        return email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
+
+
+def parse_date(value):
+    dt = parse_datetime(value)
     if dt is None:
         return None
     try:

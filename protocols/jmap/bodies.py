@@ -133,10 +133,7 @@ def grouped_addresses(value):
 
 
 def date_value(value):
-    try:
-        dt = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
+    dt = mime.parse_datetime(value)
     if dt is None:
         return None
     if dt.tzinfo is None:
