@@ -24,8 +24,9 @@ import sys
 import tempfile
 import time
 
+from bench.proc import cpu_seconds, rss_bytes
+
 USER, PASSWORD = "bench@example.org", "benchpass"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- a minimal, fast IMAP client ---------------------------------------------------
@@ -79,54 +80,6 @@ def session(port, uids, timings):
         timed("UID STORE", b"UID STORE %d %sFLAGS (\\Flagged)" % (uid, b"+" if i % 2 == 0 else b"-"))
     timed("LOGOUT", b"LOGOUT")
     c.close()
-
-
-# --- CPU and memory from /proc ---------------------------------------------------
-
-def _children(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
-
-
-def cpu_seconds(pid):
-    """CPU of ``pid``, its live descendants and its reaped children."""
-    total = 0
-    stack = [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-        stack.extend(_children(p))
-    return total / TICKS
-
-
-def rss_bytes(pid):
-    total = 0
-    stack = [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-        stack.extend(_children(p))
-    return total
 
 
 # --- the message set -------------------------------------------------------------

@@ -30,7 +30,8 @@ import time
 
 import httpx
 
-from bench.lmtp import cpu_seconds, make_message
+from bench.lmtp import make_message
+from bench.proc import cpu_seconds
 
 USER, PASSWORD = "bench@example.org", "bench-password"
 CYRUS = {"list_p50": 13.0, "list_p99": 19.0, "changes": 10.0}

@@ -20,11 +20,12 @@ import tempfile
 import threading
 import time
 
+from bench.proc import cpu_seconds
+
 USERS = [f"bench{i}@example.org" for i in range(4)]
 SMALL = 5 * 1024
 LARGE = 1024 * 1024
 LARGE_EVERY = 100     # one 1 MB message in every 100
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def make_message(n, size):
@@ -34,24 +35,6 @@ def make_message(n, size):
     line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
     body = line * ((size - len(head)) // len(line) + 1)
     return head + body[:size - len(head) - 2] + b"\r\n"
-
-
-def cpu_seconds(pid):
-    """CPU time of ``pid`` and its live children, plus its reaped children."""
-    def stat(p):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-            return int(fields[1]), [int(x) for x in fields[11:15]]   # ppid, utime stime cutime cstime
-        except (OSError, ValueError):
-            return None, [0, 0, 0, 0]
-    total = sum(stat(pid)[1])
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != pid:
-            ppid, times = stat(entry)
-            if ppid == pid:
-                total += sum(times)
-    return total / TICK
 
 
 class Client:

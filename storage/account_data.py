@@ -132,13 +132,19 @@ def save_identity(store, account_id, pk, name, email, settings):
 
 
 def delete_identity(store, account_id, pk):
+    return _delete_logged(store, account_id, identities, "Identity", pk)
+
+
+def _delete_logged(store, account_id, table, kind, pk):
+    """Delete the account's row ``pk`` of ``table``, logging and publishing a
+    ``kind`` change; False when there was no such row."""
     with store._write() as (conn, after):
-        if not conn.execute(delete(identities).where(and_(
-                identities.c.id == pk, identities.c.account_id == account_id))).rowcount:
+        if not conn.execute(delete(table).where(and_(
+                table.c.id == pk, table.c.account_id == account_id))).rowcount:
             return False
         modseq = store._next_modseq(conn, account_id)
-        store._log(conn, account_id, modseq, "Identity", [pk], "d")
-        store._publish(after, account_id, modseq, {"Identity"})
+        store._log(conn, account_id, modseq, kind, [pk], "d")
+        store._publish(after, account_id, modseq, {kind})
     return True
 
 
@@ -198,14 +204,7 @@ def update_submission(store, account_id, pk, status):
 
 
 def delete_submission(store, account_id, pk):
-    with store._write() as (conn, after):
-        if not conn.execute(delete(submissions).where(and_(
-                submissions.c.id == pk, submissions.c.account_id == account_id))).rowcount:
-            return False
-        modseq = store._next_modseq(conn, account_id)
-        store._log(conn, account_id, modseq, "EmailSubmission", [pk], "d")
-        store._publish(after, account_id, modseq, {"EmailSubmission"})
-    return True
+    return _delete_logged(store, account_id, submissions, "EmailSubmission", pk)
 
 
 # --- push subscriptions ----------------------------------------------------------
