@@ -105,7 +105,7 @@ class RoostPeer:
         cli = [sys.executable, "-m", "roost.server.cli", "--data", self.data]
         subprocess.run(cli + ["user", "add", USER, "--password-stdin"], input=PASSWORD.encode() + b"\n",
                        check=True, capture_output=True, env=env)
-        from roost.storage.delivery import Delivery
+        from roost.storage.delivery import Delivery, Incoming
         from roost.storage.store import Store
         store = Store.open(self.data)
         delivery = Delivery(store)
@@ -113,14 +113,14 @@ class RoostPeer:
         inbox = store.mailbox(acct.id, "INBOX")
         batch = []
         for data in make_messages(n):
-            batch.append((data, (), None))
+            batch.append(Incoming(data, account=acct, mailboxes=(inbox,)))
             if len(batch) == 1000:
-                delivery.import_many(acct, inbox, batch)
+                delivery.store(*batch)
                 batch = []
         if batch:
-            delivery.import_many(acct, inbox, batch)
+            delivery.store(*batch)
         idle = store.create_mailbox(acct.id, "Idle")
-        delivery.import_many(acct, idle, [(d, (), None) for d in make_messages(10)])
+        delivery.store(*(Incoming(d, account=acct, mailboxes=(idle,)) for d in make_messages(10)))
         delivery.close()
         store.close()
         conf = os.path.join(tmp, "roost-bench.toml")

@@ -1,7 +1,7 @@
 """JMAP benchmark: ``python -m bench.jmap [--messages 10000]``.
 
 Builds one account with N messages in INBOX through the real delivery path
-(``Delivery.import_many``, group-committed), starts ``roost serve`` with only
+(``Delivery.store``, group-committed), starts ``roost serve`` with only
 JMAP and LMTP, and measures over HTTP keep-alive (httpx):
 
 - mail-list view: one request of ``Email/query`` (INBOX, newest first, 50 at
@@ -45,7 +45,7 @@ def pct(values, p):
 
 def build(data, n):
     from roost.server.auth import hash_password
-    from roost.storage.delivery import Delivery
+    from roost.storage.delivery import Delivery, Incoming
     from roost.storage.store import Store
     store = Store.open(data)
     acct = store.add_account(USER, hash_password(PASSWORD))
@@ -54,9 +54,9 @@ def build(data, n):
     start = time.perf_counter()
     base = time.time() - n
     for i in range(0, n, 500):
-        batch = [(make_message(j, 2048 + (j % 7) * 300), ["\\Seen"] if j % 3 else [], base + j)
-                 for j in range(i, min(n, i + 500))]
-        delivery.import_many(acct, inbox, batch)
+        delivery.store(*(Incoming(make_message(j, 2048 + (j % 7) * 300), account=acct, mailboxes=(inbox,),
+                                  flags=("\\Seen",) if j % 3 else (), internal_date=base + j)
+                         for j in range(i, min(n, i + 500))))
     took = time.perf_counter() - start
     delivery.close()
     store.close()
@@ -130,7 +130,7 @@ def main():
         if not os.path.exists(os.path.join(data, "roost.db")):
             took = build(data, args.messages)
             print(f"built {args.messages} messages in {took:.1f}s "
-                  f"({args.messages / took:.0f} msgs/s through Delivery.import_many)")
+                  f"({args.messages / took:.0f} msgs/s through Delivery.store)")
         proc, ports = start_server(data)
         try:
             run(ports, args)

@@ -132,20 +132,20 @@ def build(store, gen, count, log):
             mmrows.append({"mailbox_id": box.id, "uid": pk, "message_id": pk, "modseq": modseq,
                            "flags": 0, "keywords": "", "saved_at": t0})
             docs.append((pk, p))
-        with store._write() as (conn, after):
-            conn.execute(insert(threads), trows)
-            conn.execute(insert(messages), mrows)
-            conn.execute(insert(mailbox_messages), mmrows)
+        with store.write() as txn:
+            txn.conn.execute(insert(threads), trows)
+            txn.conn.execute(insert(messages), mrows)
+            txn.conn.execute(insert(mailbox_messages), mmrows)
             t, c = time.perf_counter(), time.process_time()
-            store.fulltext.index(conn, after, acct.id, [(pk, document(p)) for pk, p in docs])
+            store.fulltext.index(txn, acct.id, [(pk, document(p)) for pk, p in docs])
             index_s += time.perf_counter() - t
             index_cpu += time.process_time() - c
         done = ids[-1]
         log(f"\r  built {done}/{count} ({done / (time.time() - t0):.0f} msgs/s)")
-    with store._write() as (conn, _after):
-        conn.execute(update(mailboxes).where(mailboxes.c.id == box.id)
+    with store.write() as txn:
+        txn.conn.execute(update(mailboxes).where(mailboxes.c.id == box.id)
                      .values(uidnext=count + 1, highestmodseq=modseq))
-        conn.execute(update(accounts).where(accounts.c.id == acct.id)
+        txn.conn.execute(update(accounts).where(accounts.c.id == acct.id)
                      .values(modseq=modseq, used_bytes=total_bytes))
     log("\n")
     return acct, box, (index_s, index_cpu), total_bytes
@@ -158,8 +158,8 @@ def index_whoosh(store, gen, acct, count, log):
         ids = range(start + 1, min(count, start + BATCH) + 1)
         parsed = [(pk, mime.ParsedMessage(gen.message(pk))) for pk in ids]
         t, c = time.perf_counter(), time.process_time()
-        with store._write() as (conn, after):
-            backend.index(conn, after, acct.id, [(pk, document(p)) for pk, p in parsed])
+        with store.write() as txn:
+            backend.index(txn, acct.id, [(pk, document(p)) for pk, p in parsed])
         backend.flush()
         spent += time.perf_counter() - t
         cpu += time.process_time() - c

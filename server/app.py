@@ -13,7 +13,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from roost.storage.delivery import Delivery, recover
+from roost.storage.delivery import Delivery, Incoming, recover
 from roost.storage.store import Store, relay_socket_path
 
 from .auth import Authenticator
@@ -118,8 +118,7 @@ class Roost:
             authenticator=self.auth, tls=self._tls, implicit_tls=implicit_tls,
             hostname=self.config.hostname, append_limit=self.config.max_message_size,
             connections_per_user_ip=self.config.connections_per_user_ip,
-            append=lambda account, box, data, flags, date: self.delivery.append(
-                account, box, data, flags=flags, internal_date=date))
+            append=self._append)
 
     async def _start_imap(self, host, port, implicit_tls=False):
         from twisted.internet import reactor
@@ -146,7 +145,13 @@ class Roost:
         return host, listening.getHost().port
 
     def _deliver(self, data, recipients, sender, targets=None):
-        return self.delivery.deliver(data, recipients, sender=sender, targets=targets)
+        return self.delivery.store(Incoming(data, tuple(recipients), sender=sender, targets=targets))
+
+    def _append(self, account, mailbox, data, flags, date):
+        """IMAP APPEND: ``Stored``, or the typed store error for the session's mapper."""
+        (result,) = self.delivery.store(Incoming(data, account=account, mailboxes=(mailbox,),
+                                                 flags=tuple(flags), internal_date=date))
+        return result.stored_or_raise()
 
     async def stop(self):
         """Stop listening, let in-flight deliveries finish, then close the store."""

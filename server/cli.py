@@ -14,7 +14,7 @@ import secrets
 import sys
 
 from roost.storage import errors
-from roost.storage.delivery import NO_SUCH_USER, TOO_LARGE, Delivery, recover
+from roost.storage.delivery import NO_SUCH_USER, TOO_LARGE, Delivery, Incoming, recover
 from roost.storage.store import Store
 
 from . import config as configmod
@@ -199,7 +199,8 @@ def cmd_deliver(args, cfg):
     try:
         store = open_store(cfg)
         delivery = Delivery(store, max_size=cfg.max_message_size, dedupe_window=cfg.dedupe_window)
-        (result,) = delivery.deliver(data, [args.address], sender=args.sender, mailbox=args.mailbox)
+        (result,) = delivery.store(Incoming(data, (args.address,), sender=args.sender,
+                                            mailbox_name=args.mailbox))
         delivery.close()
     except Exception as exc:  # noqa: BLE001 - any storage trouble means "retry later"
         print(f"roost: temporary failure: {exc}", file=sys.stderr)
@@ -237,9 +238,8 @@ def cmd_import(args, cfg):
     def flush():
         nonlocal batch, done
         if batch:
-            for r in delivery.import_many(acct, boxes[batch_box], batch):
-                if isinstance(r, Exception):
-                    raise r
+            for r in delivery.store(*batch):
+                r.stored_or_raise()
             done += len(batch)
             progress.show(done)
             batch = []
@@ -253,7 +253,8 @@ def cmd_import(args, cfg):
         if name != batch_box or len(batch) >= 200:
             flush()
             batch_box = name
-        batch.append((data, flags, date))
+        batch.append(Incoming(data, account=acct, mailboxes=(boxes[name],), flags=flags,
+                              internal_date=date))
     flush()
     delivery.close()
     progress.finish(done)
@@ -320,7 +321,7 @@ def cmd_reindex(args, cfg):
                 progress.show(done)
             count = store.fulltext.reindex(store, acct.id, progress=show)
             progress.finish(count, f"reindexed {acct.address}:")
-        with store._read() as conn:
+        with store.reader() as conn:
             stale = store.fulltext.stale(conn)
         store.fulltext.remove_stale(store, stale)
     finally:

@@ -34,7 +34,8 @@ def save_upload(store, account_id, data, content_type):
     bytes again returns the same id and refreshes its expiry."""
     blob_id = blob_id_of(data)
     now = time.time()
-    with store._write() as (conn, _after):
+    with store.write() as txn:
+        conn = txn.conn
         conn.execute(delete(uploads).where(uploads.c.created < now - UPLOAD_TTL))
         n = conn.execute(update(uploads).where(and_(
             uploads.c.account_id == account_id, uploads.c.blob_id == blob_id))
@@ -48,7 +49,7 @@ def save_upload(store, account_id, data, content_type):
 
 def read_upload(store, account_id, blob_id):
     """``(bytes, content type)`` of an upload; raises MessageNotFound."""
-    with store._read() as conn:
+    with store.reader() as conn:
         row = conn.execute(select(uploads.c.data, uploads.c.type).where(and_(
             uploads.c.account_id == account_id, uploads.c.blob_id == blob_id))).first()
     if row is None:
@@ -58,7 +59,7 @@ def read_upload(store, account_id, blob_id):
 
 def upload_sizes(store, account_id):
     """Total bytes the account holds in uploads."""
-    with store._read() as conn:
+    with store.reader() as conn:
         return sum(r[0] for r in conn.execute(
             select(uploads.c.size).where(uploads.c.account_id == account_id)))
 
@@ -72,7 +73,8 @@ def _token_hash(token):
 def create_token(store, account_id, name):
     """A new random token for the account; only its hash is stored."""
     token = "rst_" + secrets.token_urlsafe(32)
-    with store._write() as (conn, _after):
+    with store.write() as txn:
+        conn = txn.conn
         conn.execute(insert(app_tokens).values(account_id=account_id, name=name[:255],
                                                token_hash=_token_hash(token), created=time.time()))
     return token
@@ -80,7 +82,7 @@ def create_token(store, account_id, name):
 
 def token_account(store, token):
     """The ``Account`` the token belongs to, or None."""
-    with store._read() as conn:
+    with store.reader() as conn:
         account_id = conn.execute(select(app_tokens.c.account_id).where(
             app_tokens.c.token_hash == _token_hash(token))).scalar()
     if account_id is None:
@@ -92,7 +94,8 @@ def token_account(store, token):
 
 
 def delete_token(store, account_id, name):
-    with store._write() as (conn, _after):
+    with store.write() as txn:
+        conn = txn.conn
         return conn.execute(delete(app_tokens).where(and_(
             app_tokens.c.account_id == account_id, app_tokens.c.name == name))).rowcount
 
@@ -101,7 +104,7 @@ def delete_token(store, account_id, name):
 
 def identities_of(store, account_id):
     """``[(pk, name, email, settings)]``; an account with none gets one for its address."""
-    with store._read() as conn:
+    with store.reader() as conn:
         rows = conn.execute(select(identities).where(identities.c.account_id == account_id)
                             .order_by(identities.c.id)).all()
     if not rows:
@@ -113,8 +116,9 @@ def identities_of(store, account_id):
 
 def save_identity(store, account_id, pk, name, email, settings):
     """Create (``pk`` None) or update an identity; returns its pk (None: not found)."""
-    with store._write() as (conn, after):
-        modseq = store._next_modseq(conn, account_id)
+    with store.write() as txn:
+        conn = txn.conn
+        txn.next_modseq(account_id)
         values = dict(name=name, email=email, settings=json.dumps(settings))
         if pk is None:
             pk = conn.execute(insert(identities).values(account_id=account_id, **values)) \
@@ -126,8 +130,7 @@ def save_identity(store, account_id, pk, name, email, settings):
                     .values(**values)).rowcount:
                 return None
             op = "u"
-        store._log(conn, account_id, modseq, "Identity", [pk], op)
-        store._publish(after, account_id, modseq, {"Identity"})
+        txn.log(account_id, "Identity", [pk], op)
     return pk
 
 
@@ -138,46 +141,46 @@ def delete_identity(store, account_id, pk):
 def _delete_logged(store, account_id, table, kind, pk):
     """Delete the account's row ``pk`` of ``table``, logging and publishing a
     ``kind`` change; False when there was no such row."""
-    with store._write() as (conn, after):
+    with store.write() as txn:
+        conn = txn.conn
         if not conn.execute(delete(table).where(and_(
                 table.c.id == pk, table.c.account_id == account_id))).rowcount:
             return False
-        modseq = store._next_modseq(conn, account_id)
-        store._log(conn, account_id, modseq, kind, [pk], "d")
-        store._publish(after, account_id, modseq, {kind})
+        txn.next_modseq(account_id)
+        txn.log(account_id, kind, [pk], "d")
     return True
 
 
 # --- vacation ------------------------------------------------------------------
 
 def vacation(store, account_id):
-    with store._read() as conn:
+    with store.reader() as conn:
         raw = conn.execute(select(vacations.c.settings).where(
             vacations.c.account_id == account_id)).scalar()
     return json.loads(raw) if raw else {}
 
 
 def save_vacation(store, account_id, settings):
-    with store._write() as (conn, after):
-        modseq = store._next_modseq(conn, account_id)
+    with store.write() as txn:
+        conn = txn.conn
+        txn.next_modseq(account_id)
         if not conn.execute(update(vacations).where(vacations.c.account_id == account_id)
                             .values(settings=json.dumps(settings))).rowcount:
             conn.execute(insert(vacations).values(account_id=account_id,
                                                   settings=json.dumps(settings)))
-        store._log(conn, account_id, modseq, "VacationResponse", [account_id], "u")
-        store._publish(after, account_id, modseq, {"VacationResponse"})
+        txn.log(account_id, "VacationResponse", [account_id], "u")
 
 
 # --- submissions ---------------------------------------------------------------
 
 def add_submission(store, account_id, identity_pk, message_pk, thread_pk, send_at, status):
-    with store._write() as (conn, after):
-        modseq = store._next_modseq(conn, account_id)
+    with store.write() as txn:
+        conn = txn.conn
+        txn.next_modseq(account_id)
         pk = conn.execute(insert(submissions).values(
             account_id=account_id, identity_id=identity_pk, message_id=message_pk,
             thread_id=thread_pk, send_at=send_at, status=json.dumps(status))).inserted_primary_key[0]
-        store._log(conn, account_id, modseq, "EmailSubmission", [pk], "c")
-        store._publish(after, account_id, modseq, {"EmailSubmission"})
+        txn.log(account_id, "EmailSubmission", [pk], "c")
     return pk
 
 
@@ -186,20 +189,20 @@ def submissions_of(store, account_id, pks=None):
     q = select(submissions).where(submissions.c.account_id == account_id)
     if pks is not None:
         q = q.where(submissions.c.id.in_(list(pks)[:1000]))
-    with store._read() as conn:
+    with store.reader() as conn:
         return [(r.id, r.identity_id, r.message_id, r.thread_id, r.send_at, json.loads(r.status))
                 for r in conn.execute(q.order_by(submissions.c.id))]
 
 
 def update_submission(store, account_id, pk, status):
-    with store._write() as (conn, after):
+    with store.write() as txn:
+        conn = txn.conn
         if not conn.execute(update(submissions).where(and_(
                 submissions.c.id == pk, submissions.c.account_id == account_id))
                 .values(status=json.dumps(status))).rowcount:
             return False
-        modseq = store._next_modseq(conn, account_id)
-        store._log(conn, account_id, modseq, "EmailSubmission", [pk], "u")
-        store._publish(after, account_id, modseq, {"EmailSubmission"})
+        txn.next_modseq(account_id)
+        txn.log(account_id, "EmailSubmission", [pk], "u")
     return True
 
 
@@ -211,7 +214,7 @@ def delete_submission(store, account_id, pk):
 
 def push_subscriptions_of(store, account_id):
     """``[(pk, settings)]``."""
-    with store._read() as conn:
+    with store.reader() as conn:
         return [(r.id, json.loads(r.settings)) for r in conn.execute(
             select(push_subscriptions).where(push_subscriptions.c.account_id == account_id)
             .order_by(push_subscriptions.c.id))]
@@ -219,7 +222,8 @@ def push_subscriptions_of(store, account_id):
 
 def save_push_subscription(store, account_id, pk, settings):
     """Create (``pk`` None) or replace; returns the pk, or None when not found."""
-    with store._write() as (conn, _after):
+    with store.write() as txn:
+        conn = txn.conn
         if pk is None:
             return conn.execute(insert(push_subscriptions).values(
                 account_id=account_id, settings=json.dumps(settings))).inserted_primary_key[0]
@@ -230,6 +234,7 @@ def save_push_subscription(store, account_id, pk, settings):
 
 
 def delete_push_subscription(store, account_id, pk):
-    with store._write() as (conn, _after):
+    with store.write() as txn:
+        conn = txn.conn
         return bool(conn.execute(delete(push_subscriptions).where(and_(
             push_subscriptions.c.id == pk, push_subscriptions.c.account_id == account_id))).rowcount)

@@ -1,17 +1,29 @@
-"""The one delivery path: LMTP, ``roost deliver``, IMAP APPEND, JMAP import and
-``roost import`` all call ``Delivery.deliver`` (or ``append``).
+"""The one delivery path: LMTP, the SMTP edge, ``roost deliver``, IMAP APPEND,
+JMAP Email/import, Email/set create, local EmailSubmission and ``roost
+import`` all call ``Delivery.store(Incoming(...))``.
 
-Order, per DESIGN.md section 4: parse once; resolve aliases; check size; write
-each recipient's copy to ``tmp/`` and fsync it (in the caller's thread, so
-copies are written in parallel); hand the staged rows to the group committer,
-which commits many deliveries in one database transaction (one fsync); only
-then rename the files into ``cur/`` and return. A caller acknowledges the
-message (LMTP 250, APPEND OK) only after ``deliver`` returns, so everything
-acknowledged is durable. ``recover`` finishes what a crash interrupted.
+An ``Incoming`` is either an envelope (bytes, sender, recipients: aliases are
+followed and Return-Path/Delivered-To prepended) or bytes for given mailboxes
+of one account (APPEND, JMAP, import: stored exactly as given, in every listed
+mailbox as one message, in one transaction). ``store`` returns one
+``DeliveryResult`` per recipient (or one per mailbox item) with a ``Status``;
+each protocol turns statuses into replies in one place (LMTP: ``reply_for``;
+IMAP and JMAP: ``DeliveryResult.stored_or_raise`` gives their store-error
+mappers a typed error).
+
+Order, per DESIGN.md section 4: parse once; resolve aliases; check size; route
+(the inbound-policy step, ``Delivery.route``: Sieve plugs in there); write
+each copy to the blob store and fsync it (several at once when there are
+many); hand the staged rows to the group committer, which commits many
+deliveries in one database transaction (one fsync); only then are the files
+made visible and ``store`` returns. A caller acknowledges the message (LMTP
+250, APPEND OK) only after ``store`` returns, so everything acknowledged is
+durable. ``recover`` finishes what a crash interrupted.
 
 Methods here block: call them from a worker thread, never on the event loop.
 """
 
+import enum
 import logging
 import os
 import queue
@@ -26,31 +38,80 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import flags as flagbits
 from . import mime
-from .errors import MailboxNotFound, MessageTooLarge, QuotaExceeded, TemporaryFailure
+from .blobs import BlobRef
+from .errors import (AccountNotFound, MailboxNotFound, MessageTooLarge, QuotaExceeded,
+                     TemporaryFailure)
+from .model import NewMessage, Stored
 from .schema import accounts, mailbox_messages, mailboxes, messages
-from .store import NewMessage, Stored
 
 log = logging.getLogger("roost.delivery")
 
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024
 DEFAULT_DEDUPE_WINDOW = 24 * 3600
-IMPORT_THREADS = 8
+STAGE_THREADS = 8
 
-# Outcome of one recipient.
-DELIVERED, DUPLICATE, NO_SUCH_USER, OVER_QUOTA, TOO_LARGE, TEMPORARY = (
-    "delivered", "duplicate", "no-such-user", "over-quota", "too-large", "temporary")
+
+class Status(enum.Enum):
+    """The outcome of one recipient (or one mailbox item)."""
+    DELIVERED = "delivered"
+    DUPLICATE = "duplicate"
+    NO_SUCH_USER = "no-such-user"
+    NO_SUCH_MAILBOX = "no-such-mailbox"
+    OVER_QUOTA = "over-quota"
+    TOO_LARGE = "too-large"
+    TEMPORARY = "temporary"
+
+
+DELIVERED, DUPLICATE, NO_SUCH_USER, NO_SUCH_MAILBOX, OVER_QUOTA, TOO_LARGE, TEMPORARY = Status
+
+_ERRORS = {NO_SUCH_USER: AccountNotFound, NO_SUCH_MAILBOX: MailboxNotFound,
+           OVER_QUOTA: QuotaExceeded, TOO_LARGE: MessageTooLarge, TEMPORARY: TemporaryFailure}
+
+
+@dataclass
+class Incoming:
+    """One message to store. Either an envelope (``recipients``, ``sender``;
+    optionally ``mailbox_name``, the mailbox to use when it exists, and
+    ``targets``, what ``store.resolve`` already returned per recipient) or
+    ``account`` with ``mailboxes`` (Mailbox records, the first gets the UID
+    reported). ``dedupe`` and ``prepend`` default to on for envelopes and off
+    for mailbox items."""
+    data: bytes
+    recipients: tuple = ()
+    sender: str = None
+    mailbox_name: str = None
+    targets: dict = None
+    account: object = None
+    mailboxes: tuple = ()
+    flags: tuple = ()
+    internal_date: float = None
+    dedupe: bool = None
+    prepend: bool = None
 
 
 @dataclass
 class DeliveryResult:
     recipient: str
-    status: str
+    status: Status
     stored: list = field(default_factory=list)   # Stored, one per local mailbox
     reason: str = ""
 
     @property
     def ok(self):
         return self.status in (DELIVERED, DUPLICATE)
+
+    def stored_or_raise(self):
+        """The first ``Stored``, or the typed store error of the status."""
+        if self.ok:
+            return self.stored[0]
+        raise _ERRORS[self.status](self.reason)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one recipient's copy goes: a mailbox, with flags."""
+    mailbox: object
+    flags: tuple = ()
 
 
 class GroupCommitter:
@@ -121,89 +182,100 @@ class GroupCommitter:
 
 class Delivery:
     def __init__(self, store, *, max_size=DEFAULT_MAX_SIZE, dedupe_window=DEFAULT_DEDUPE_WINDOW):
-        self.store = store
+        self.mailstore = store
         self.max_size = max_size
         self.dedupe_window = dedupe_window
         self.committer = GroupCommitter(store)
         self._inboxes = {}
+        self._pool = None
+        self._pool_lock = threading.Lock()
 
     def close(self):
         self.committer.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
-    def deliver(self, data, recipients, *, sender=None, mailbox=None, prepend=True, targets=None):
-        """Deliver ``data`` to each address in ``recipients``.
+    def store(self, *items):
+        """Store each ``Incoming``; returns the ``DeliveryResult`` of each of its
+        recipients (or the one of a mailbox item), in order, for all items."""
+        out, jobs = [], []   # jobs: (result, account, [Route], data, parsed or None, item)
+        for item in items:
+            if item.account is not None:
+                result = DeliveryResult(item.account.address, DELIVERED)
+                out.append(result)
+                if self._fits(result, item.data):
+                    jobs.append((result, item.account, [Route(b, tuple(item.flags)) for b in item.mailboxes],
+                                 item.data, None, item))
+                continue
+            parsed = None
+            for rcpt in item.recipients:
+                result = DeliveryResult(rcpt, DELIVERED)
+                out.append(result)
+                if not self._fits(result, item.data):
+                    continue
+                found = (item.targets or {}).get(rcpt) or self.mailstore.resolve(rcpt)
+                if not found:
+                    result.status, result.reason = NO_SUCH_USER, "no such user"
+                    continue
+                parsed = parsed or mime.ParsedMessage(item.data)
+                for account, detail in found:
+                    routes = self.route(account, item.mailbox_name or detail, item, parsed)
+                    data = self._prepend(item, rcpt) if item.prepend is not False else item.data
+                    jobs.append((result, account, routes, data, parsed, item))
+        staged = self._stage_all(jobs)
+        self._commit(staged)
+        return out
 
-        ``sender`` is the envelope sender (Return-Path); ``mailbox`` forces a
-        mailbox name (``roost deliver --mailbox``) and falls back to INBOX when
-        it does not exist; ``targets`` maps recipients to what ``store.resolve``
-        already returned for them (LMTP resolves at RCPT). Returns one
-        ``DeliveryResult`` per recipient.
-        """
-        results = [DeliveryResult(r, DELIVERED) for r in recipients]
-        if len(data) > self.max_size:
-            for r in results:
-                r.status, r.reason = TOO_LARGE, f"message exceeds {self.max_size} bytes"
-            return results
-        parsed = mime.ParsedMessage(data)
-        sender = (sender or "").strip()
+    def route(self, account, mailbox_name, incoming, parsed):
+        """The inbound-policy step: where one recipient's copy goes.
+
+        Today: the named mailbox (exact name first, then case-insensitively),
+        else INBOX, with the item's flags. Sieve (``storage.sieve``) plugs in
+        here: it returns the mailboxes and flags of ``fileinto``/``keep``/
+        ``addflag``, and records redirect and vacation actions in the outbound
+        queue, from the message's ``parsed`` headers and the verdicts."""
+        return [Route(self._target_mailbox(account, mailbox_name), tuple(incoming.flags))]
+
+    def _fits(self, result, data):
+        if len(data) <= self.max_size:
+            return True
+        result.status, result.reason = TOO_LARGE, f"message exceeds {self.max_size} bytes"
+        return False
+
+    def _prepend(self, item, rcpt):
+        sender = (item.sender or "").strip()
         if sender.startswith("<") and sender.endswith(">"):
             sender = sender[1:-1]   # the null sender arrives as "<>"
+        data = item.data
         eol = b"\r\n" if data.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
-        staged = []   # (result, NewMessage)
-        for result in results:
-            found = (targets or {}).get(result.recipient) or self.store.resolve(result.recipient)
-            if not found:
-                result.status, result.reason = NO_SUCH_USER, "no such user"
-                continue
-            for account, detail in found:
-                box = self._target_mailbox(account, mailbox or detail)
-                copy = data
-                if prepend:
-                    prefix = (b"Return-Path: <" + mime.bytes_of(sender) + b">" + eol +
-                              b"Delivered-To: " + mime.bytes_of(result.recipient) + eol)
-                    copy = prefix + data
-                try:
-                    stem = self.store.blobs.stage(account.maildir_key, box.folder, copy)
-                except OSError as exc:
-                    result.status, result.reason = TEMPORARY, f"cannot write: {exc.strerror}"
-                    continue
-                staged.append((result, NewMessage(
-                    account, box, stem, copy, shifted(parsed, len(copy) - len(data)),
-                    dedupe_window=self.dedupe_window)))
-        self._commit(staged)
-        return results
+        return (b"Return-Path: <" + mime.bytes_of(sender) + b">" + eol +
+                b"Delivered-To: " + mime.bytes_of(rcpt) + eol + data)
 
-    def append(self, account, mailbox, data, *, flags=(), internal_date=None):
-        """Store ``data`` in ``mailbox`` as given (IMAP APPEND, JMAP import).
-        Returns ``Stored``; raises QuotaExceeded, MessageTooLarge, ..."""
-        if len(data) > self.max_size:
-            raise MessageTooLarge(f"message exceeds {self.max_size} bytes")
-        bits, keywords = flagbits.split(flags)
-        stem = self.store.blobs.stage(account.maildir_key, mailbox.folder, data)
-        item = NewMessage(account, mailbox, stem, data, mime.ParsedMessage(data),
-                          bits=bits, keywords=keywords, internal_date=internal_date)
-        (result,) = self.committer.submit([item])
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    def import_many(self, account, mailbox, entries):
-        """Bulk import ``[(data, flags, internal_date)]`` into one mailbox (``roost import``).
-        Files are written and fsynced by a few threads at once, so the
-        filesystem can share journal commits between them."""
-        def stage(entry):
-            data, flags, date = entry
-            bits, keywords = flagbits.split(flags)
-            stem = self.store.blobs.stage(account.maildir_key, mailbox.folder, data)
-            return NewMessage(account, mailbox, stem, data, mime.ParsedMessage(data),
-                              bits=bits, keywords=keywords, internal_date=date)
-        entries = list(entries)
-        if len(entries) < 4:
-            items = [stage(e) for e in entries]
-        else:
-            with ThreadPoolExecutor(IMPORT_THREADS) as pool:
-                items = list(pool.map(stage, entries))
-        return self.committer.submit(items) if items else []
+    def _stage_all(self, jobs):
+        """Write each job's copy to the blob store; returns ``[(result, NewMessage
+        or OSError, Incoming)]``."""
+        def stage(job):
+            result, account, routes, data, parsed, item = job
+            parsed = mime.ParsedMessage(data) if parsed is None else \
+                shifted(parsed, len(data) - len(item.data))
+            first, *rest = routes
+            try:
+                stem = self.mailstore.blobs.put(account.maildir_key, first.mailbox.folder, data)
+            except OSError as exc:
+                return result, OSError(exc.strerror or str(exc)), item
+            bits, keywords = flagbits.split(first.flags)
+            dedupe = item.dedupe if item.dedupe is not None else item.account is None
+            return result, NewMessage(
+                account, first.mailbox, stem, data, parsed, bits=bits, keywords=keywords,
+                internal_date=item.internal_date, dedupe_window=self.dedupe_window if dedupe else 0,
+                also=tuple((r.mailbox, *flagbits.split(r.flags)) for r in rest)), item
+        jobs = [j for j in jobs if j[2]]
+        if len(jobs) < 4:
+            return [stage(j) for j in jobs]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(STAGE_THREADS, thread_name_prefix="roost-stage")
+        return list(self._pool.map(stage, jobs))
 
     def _target_mailbox(self, account, name):
         """The named mailbox (exact name first, then case-insensitively), else INBOX.
@@ -213,30 +285,37 @@ class Delivery:
         makes that delivery fail as temporary, and is then dropped)."""
         if name:
             try:
-                return self.store.mailbox(account.id, name)
+                return self.mailstore.mailbox(account.id, name)
             except MailboxNotFound:
-                for box in self.store.mailboxes(account.id):
+                for box in self.mailstore.mailboxes(account.id):
                     if box.name.lower() == name.lower():
                         return box
         inbox = self._inboxes.get(account.id)
         if inbox is None:
-            inbox = self._inboxes[account.id] = self.store.mailbox(account.id, "INBOX")
+            inbox = self._inboxes[account.id] = self.mailstore.mailbox(account.id, "INBOX")
         return inbox
 
     def _commit(self, staged):
+        for result, item, _incoming in staged:
+            if isinstance(item, OSError):
+                result.status, result.reason = TEMPORARY, f"cannot write: {item}"
+        staged = [s for s in staged if isinstance(s[1], NewMessage)]
         if not staged:
             return
-        outcomes = self.committer.submit([item for _r, item in staged])
-        for (result, item), outcome in zip(staged, outcomes):
+        outcomes = self.committer.submit([item for _r, item, _i in staged])
+        for (result, item, incoming), outcome in zip(staged, outcomes):
             if isinstance(outcome, Stored):
                 result.stored.append(outcome)
                 if outcome.duplicate and result.status == DELIVERED:
                     result.status = DUPLICATE
             elif isinstance(outcome, QuotaExceeded):
                 result.status, result.reason = OVER_QUOTA, "mailbox is full"
-            elif isinstance(outcome, MailboxNotFound):
-                self._inboxes.pop(item.account.id, None)
-                result.status, result.reason = TEMPORARY, "mailbox is gone, try again"
+            elif isinstance(outcome, MailboxNotFound) and result.status in (DELIVERED, DUPLICATE):
+                if incoming.account is not None:   # the caller named the mailbox
+                    result.status, result.reason = NO_SUCH_MAILBOX, "no such mailbox"
+                else:
+                    self._inboxes.pop(item.account.id, None)
+                    result.status, result.reason = TEMPORARY, "mailbox is gone, try again"
             elif result.status in (DELIVERED, DUPLICATE):
                 result.status, result.reason = TEMPORARY, str(outcome) or "try again later"
 
@@ -283,18 +362,28 @@ def recover(store):
                 stems = store.blobs.staged(key, folder)
                 if not stems:
                     continue
-                known = {}
+                known = {}   # stem -> [(folder, bits, keywords)] of every copy
                 for i in range(0, len(stems), 500):
-                    chunk = stems[i:i + 500]
-                    known.update(conn.execute(
-                        select(messages.c.stem, mailbox_messages.c.flags)
-                        .join(mailbox_messages, mailbox_messages.c.message_id == messages.c.id)
-                        .join(mailboxes, mailboxes.c.id == mailbox_messages.c.mailbox_id)
-                        .where(mailboxes.c.account_id == acct_id, mailboxes.c.folder == folder,
-                               messages.c.stem.in_(chunk))).all())
+                    for stem, *copy in conn.execute(
+                            select(messages.c.stem, mailboxes.c.folder, mailbox_messages.c.flags,
+                                   mailbox_messages.c.keywords)
+                            .join(mailbox_messages, mailbox_messages.c.message_id == messages.c.id)
+                            .join(mailboxes, mailboxes.c.id == mailbox_messages.c.mailbox_id)
+                            .where(messages.c.account_id == acct_id,
+                                   messages.c.stem.in_(stems[i:i + 500]))):
+                        known.setdefault(stem, []).append(copy)
                 for stem in stems:
-                    if stem in known:
-                        store.blobs.publish(key, folder, stem, known[stem])
+                    copies = known.get(stem)
+                    if copies:
+                        # the copy staged in this folder first, then links for the others
+                        copies.sort(key=lambda c: c[0] != folder)
+                        f0, bits, kws = copies[0]
+                        ref = BlobRef(key, folder, stem, bits if f0 == folder else 0)
+                        store.blobs.commit(ref, flagbits.decode_keywords(kws) if f0 == folder else ())
+                        for f, b, k in copies[1 if f0 == folder else 0:]:
+                            store.blobs.link(ref, f, flagbits.decode_keywords(k), b)
+                        if f0 != folder:
+                            store.blobs.unlink(ref)
                         published += 1
                     elif _abandoned(store.blobs, key, folder, stem):
                         store.blobs.discard(key, folder, stem)

@@ -6,9 +6,10 @@ writes that act on a message wherever it is: change flags in every mailbox,
 add or remove mailbox memberships, destroy a message everywhere. JMAP uses
 these; so may any protocol that addresses messages by id rather than by UID.
 
-Every write runs in one transaction, takes the account's next MODSEQ (several
-when one call changes several things), logs ``changes`` rows and publishes on
-the store's bus, exactly like ``Store``'s own writes. Flag names are IMAP's
+Every write runs in one ``store.write()`` transaction, takes the account's
+next MODSEQ (several when one call changes several things), logs ``changes``
+rows and publishes on the store's bus, through the same functions
+``Store``'s own writes use (``storage.messages``). Flag names are IMAP's
 (``\\Seen``, keywords as written); mapping to other vocabularies is the
 caller's business. Nothing here knows about a protocol.
 """
@@ -16,10 +17,12 @@ caller's business. Nothing here knows about a protocol.
 import json
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, select
 
 from . import flags as flagbits
 from .errors import MailboxNotFound, MessageNotFound
+from .mailboxes import mailbox_of
+from .messages import FlagChange, apply_flags, chunks, copy_rows, remove_rows
 from .schema import mailbox_messages, mailboxes, messages
 
 CHUNK = 500
@@ -74,12 +77,6 @@ class MessageChange:
     remove_from: list = field(default_factory=list)
 
 
-def _chunks(seq, n=CHUNK):
-    seq = list(seq)
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]
-
-
 _MESSAGE_QUERIES = {}
 
 
@@ -112,8 +109,8 @@ def get_messages(store, account_id, pks, *, parsed=True, summary=True):
     out = {}
     pks = sorted({p for p in pks if isinstance(p, int)})
     q, n = _message_query(bool(parsed), bool(summary))
-    with store._read() as conn:
-        for chunk in _chunks(pks):
+    with store.reader() as conn:
+        for chunk in chunks(pks):
             # One statement, by primary key only (SQLite would otherwise walk
             # the account's index); the account is checked on each row instead.
             rows, members = {}, {}
@@ -136,7 +133,7 @@ def get_messages(store, account_id, pks, *, parsed=True, summary=True):
 
 def message_by_blob(store, account_id, blob_id):
     """The primary key of the account's message whose bytes are ``blob_id``, or None."""
-    with store._read() as conn:
+    with store.reader() as conn:
         return conn.execute(select(messages.c.id).where(and_(
             messages.c.account_id == account_id, messages.c.blob_id == blob_id)).limit(1)).scalar()
 
@@ -144,8 +141,8 @@ def message_by_blob(store, account_id, blob_id):
 def thread_messages(store, account_id, thread_pks):
     """``{thread_pk: [message pk, ...]}`` oldest first (by arrival, then id)."""
     out = {}
-    with store._read() as conn:
-        for chunk in _chunks(sorted(set(thread_pks))):
+    with store.reader() as conn:
+        for chunk in chunks(sorted(set(thread_pks))):
             for tid, mid in conn.execute(
                     select(messages.c.thread_id, messages.c.id).where(and_(
                         messages.c.account_id == account_id, messages.c.thread_id.in_(chunk)))
@@ -164,7 +161,7 @@ def mailbox_thread_counts(store, account_id):
          .where(mailboxes.c.account_id == account_id)
          .group_by(mailbox_messages.c.mailbox_id))
     qu = q.where(unseen == 1)
-    with store._read() as conn:
+    with store.reader() as conn:
         total = dict(conn.execute(q).all())
         unread = dict(conn.execute(qu).all())
     return {k: (v, unread.get(k, 0)) for k, v in total.items()}
@@ -188,7 +185,7 @@ def ordered_messages(store, account_id, order, *, mailbox_pk=None, pks=None):
     keys = [ORDER_COLUMNS[c].asc() if asc else ORDER_COLUMNS[c].desc() for c, asc in order]
     q = q.order_by(*keys, messages.c.id.desc())
     wanted = set(pks) if pks is not None else None
-    with store._read() as conn:
+    with store.reader() as conn:
         rows = conn.execute(q).all()
     if wanted is not None:
         return [(r[0], r[1]) for r in rows if r[0] in wanted]
@@ -202,8 +199,8 @@ def mailbox_sort_rows(store, account_id, mailbox_pk, pks=None):
                messages.c.account_id) \
         .join(mailbox_messages, mailbox_messages.c.message_id == messages.c.id)
     out = []
-    with store._read() as conn:
-        for chunk in (_chunks(sorted(pks)) if pks is not None else [None]):
+    with store.reader() as conn:
+        for chunk in (chunks(sorted(pks)) if pks is not None else [None]):
             if chunk is None:
                 cq = q.where(mailbox_messages.c.mailbox_id == mailbox_pk)
             else:
@@ -230,7 +227,7 @@ def flagged_messages(store, account_id, name):
         return set(), set()
     want = kws[0].lower() if kws else None
     msgs, threads_ = set(), set()
-    with store._read() as conn:
+    with store.reader() as conn:
         for mid, tid, kw in conn.execute(q):
             if want is None or want in (k.lower() for k in flagbits.decode_keywords(kw)):
                 msgs.add(mid)
@@ -240,7 +237,7 @@ def flagged_messages(store, account_id, name):
 
 def all_thread_pairs(store, account_id):
     """``[(message pk, thread pk)]`` of every message of the account."""
-    with store._read() as conn:
+    with store.reader() as conn:
         return [tuple(r) for r in conn.execute(
             select(messages.c.id, messages.c.thread_id).where(messages.c.account_id == account_id))]
 
@@ -253,92 +250,44 @@ def change_messages(store, account_id, changes):
     Returns ``{pk: None or error}`` where an error is a ``MessageNotFound`` or
     ``MailboxNotFound`` instance, or ``ValueError`` when the change would leave
     a message in no mailbox. A failing message changes nothing; the others
-    still apply.
+    still apply. Flags change through ``messages.apply_flags`` (the rule IMAP
+    STORE uses too); each changed message takes its own MODSEQ.
     """
     acct = store.account_by_id(account_id)
     results = {}
-    with store._write() as (conn, after):
-        boxes = {r.id: r for r in conn.execute(
+    with store.write() as txn:
+        conn = txn.conn
+        boxes = {r.id: mailbox_of(r) for r in conn.execute(
             select(mailboxes).where(mailboxes.c.account_id == account_id))}
-        box_objs = {}
-
-        def box(pk):
-            if pk not in box_objs:
-                from .store import _mailbox
-                box_objs[pk] = _mailbox(boxes[pk])
-            return box_objs[pk]
-
         for pk, ch in changes.items():
-            row = conn.execute(select(messages.c.id, messages.c.stem).where(and_(
-                messages.c.id == pk, messages.c.account_id == account_id))).first()
-            if row is None:
+            if not isinstance(pk, int) or conn.execute(select(messages.c.id).where(and_(
+                    messages.c.id == pk, messages.c.account_id == account_id))).first() is None:
                 results[pk] = MessageNotFound(pk)
                 continue
             bad = [b for b in list(ch.add_to) + list(ch.remove_from) if b not in boxes]
             if bad:
                 results[pk] = MailboxNotFound(bad[0])
                 continue
-            members = conn.execute(select(
-                mailbox_messages.c.mailbox_id, mailbox_messages.c.uid, mailbox_messages.c.flags,
-                mailbox_messages.c.keywords).where(mailbox_messages.c.message_id == pk)).all()
-            have = {m.mailbox_id for m in members}
-            final = (have | set(ch.add_to)) - set(ch.remove_from)
-            if not final:
+            members = dict(conn.execute(select(mailbox_messages.c.mailbox_id, mailbox_messages.c.uid)
+                                        .where(mailbox_messages.c.message_id == pk)).all())
+            if not (set(members) | set(ch.add_to)) - set(ch.remove_from):
                 results[pk] = ValueError("a message must stay in at least one mailbox")
                 continue
-            with conn.begin_nested():
-                _flags(store, conn, after, acct, pk, row.stem, members, ch, box)
-                adds = [b for b in dict.fromkeys(ch.add_to) if b not in have]
-                if adds:
-                    src = conn.execute(select(mailbox_messages.c.mailbox_id, mailbox_messages.c.uid)
-                                       .where(mailbox_messages.c.message_id == pk).limit(1)).first()
-                    for dest in adds:
-                        store._copy(conn, after, acct, box(src.mailbox_id), box(dest), [src.uid])
-                for b in dict.fromkeys(ch.remove_from):
-                    if b in have:
-                        uid = next(m.uid for m in members if m.mailbox_id == b)
-                        modseq = store._next_modseq(conn, account_id)
-                        store._remove(conn, after, acct, box(b), [uid], modseq)
+            flags = FlagChange(None if ch.replace is None else tuple(ch.replace), ch.keep_bits,
+                               tuple(ch.add), tuple(ch.remove))
+            if flags:
+                apply_flags(txn, acct, flags, message_pks=[pk])
+            adds = [b for b in dict.fromkeys(ch.add_to) if b not in members]
+            if adds:
+                src_box, src_uid = next(iter(sorted(members.items())))
+                for dest in adds:
+                    copy_rows(txn, acct, boxes[src_box], boxes[dest], [src_uid])
+            for b in dict.fromkeys(ch.remove_from):
+                if b in members:
+                    txn.next_modseq(account_id)
+                    remove_rows(txn, acct, boxes[b], [members[b]])
             results[pk] = None
     return results
-
-
-def _flags(store, conn, after, acct, pk, stem, members, ch, box):
-    if ch.replace is None and not ch.add and not ch.remove:
-        return
-    rbits, rkw = flagbits.split(ch.replace or [])
-    abits, akw = flagbits.split(ch.add)
-    dbits, dkw = flagbits.split(ch.remove)
-    updates = []
-    for m in members:
-        old_k = flagbits.decode_keywords(m.keywords)
-        if ch.replace is not None:
-            nb = (m.flags & ch.keep_bits) | (rbits & ~ch.keep_bits)
-            nk = flagbits.merge_keywords((), rkw)
-        else:
-            nb, nk = m.flags, old_k
-        nb = (nb | abits) & ~dbits
-        nk = flagbits.merge_keywords(nk, akw, dkw)
-        if nb != m.flags or nk != old_k:
-            updates.append((m, nb, nk))
-    if not updates:
-        return
-    modseq = store._next_modseq(conn, acct.id)
-    renames = []
-    for m, nb, nk in updates:
-        conn.execute(update(mailbox_messages).where(and_(
-            mailbox_messages.c.mailbox_id == m.mailbox_id, mailbox_messages.c.uid == m.uid))
-            .values(flags=nb, keywords=flagbits.encode_keywords(nk), modseq=modseq))
-        conn.execute(update(mailboxes).where(mailboxes.c.id == m.mailbox_id)
-                     .values(highestmodseq=modseq))
-        renames.append((box(m.mailbox_id).folder, m.flags, nb))
-    store._log(conn, acct.id, modseq, "Email", [pk], "u")
-    seen_changed = [m.mailbox_id for m, nb, _nk in updates if (nb ^ m.flags) & flagbits.SEEN]
-    if seen_changed:
-        store._log(conn, acct.id, modseq, "Mailbox", sorted(seen_changed), "u")
-    after.append(lambda: [store.blobs.set_flags(acct.maildir_key, f, stem, ob, nb)
-                          for f, ob, nb in renames if ob != nb])
-    store._publish(after, acct.id, modseq, {"Email", "Mailbox"}, {m.mailbox_id for m, _b, _k in updates})
 
 
 def destroy_messages(store, account_id, pks):
@@ -346,8 +295,9 @@ def destroy_messages(store, account_id, pks):
     Returns ``(destroyed pks, not found pks)``."""
     acct = store.account_by_id(account_id)
     destroyed, missing = [], []
-    with store._write() as (conn, after):
-        boxes = {r.id: r for r in conn.execute(
+    with store.write() as txn:
+        conn = txn.conn
+        boxes = {r.id: mailbox_of(r) for r in conn.execute(
             select(mailboxes).where(mailboxes.c.account_id == account_id))}
         by_box = {}
         for pk in pks:
@@ -362,8 +312,7 @@ def destroy_messages(store, account_id, pks):
             for b, uid in members:
                 by_box.setdefault(b, []).append(uid)
         if by_box:
-            from .store import _mailbox
-            modseq = store._next_modseq(conn, account_id)
+            txn.next_modseq(account_id)
             for b, uids in by_box.items():
-                store._remove(conn, after, acct, _mailbox(boxes[b]), uids, modseq)
+                remove_rows(txn, acct, boxes[b], uids)
     return destroyed, missing

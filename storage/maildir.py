@@ -1,4 +1,4 @@
-"""Message bytes: Maildir++ on local disk, and an in-memory twin for tests.
+"""Message bytes: Maildir++ on local disk, the default blob store (``storage.blobs``).
 
 Owns files under ``DATA/mail/<domain>/<local>/`` and nothing else: it never
 touches the database. A message is a file named ``<stem>:2,<info>`` in a
@@ -23,7 +23,6 @@ import itertools
 import os
 import shutil
 import socket
-import threading
 import time
 
 from . import flags as flagbits
@@ -75,8 +74,28 @@ def file_name(stem, bits):
     return f"{stem}:2,{flagbits.maildir_info(bits)}"
 
 
+KEYWORDS_FILE = "roost-keywords"
+ALL_FLAGS = flagbits.SEEN | flagbits.ANSWERED | flagbits.FLAGGED | flagbits.DELETED | flagbits.DRAFT
+
+
 class Maildir:
-    """The blob store on disk. ``account`` arguments are ``"domain/local"`` keys."""
+    """The default blob store (``storage.blobs``): Maildir++ under ``root``.
+    ``account`` arguments are ``"domain/local"`` keys; a blob's key is its stem.
+
+    A read opens the exact name the database implies (``cur/<stem>:2,<info of
+    the row's flags>``). Only when that name is missing (a writer renamed the
+    file since the row was read, or a crash fell between a commit and its
+    rename) does it try the other names the same file can have: the 31 other
+    info suffixes of the five system flags, then ``tmp/`` and ``new/``; at most
+    34 opens, never a directory listing. ``roost fsck`` renames such files
+    back to the names their rows imply.
+
+    Keywords are mirrored for ``fsck --rebuild`` in each folder's
+    ``roost-keywords`` file: one line ``<stem> TAB <keywords>`` appended per
+    change, the last line of a stem wins (``roost fsck`` compacts it). Like the
+    info suffix it is a mirror written after the commit, without fsync: the
+    database is the record.
+    """
 
     def __init__(self, root):
         self.root = root
@@ -91,7 +110,7 @@ class Maildir:
         if folder:
             open(os.path.join(base, "maildirfolder"), "a").close()
 
-    def stage(self, account, folder, data):
+    def put(self, account, folder, data):
         """Write ``data`` to ``tmp/`` and fsync it; return the new stem."""
         stem = new_stem(len(data))
         path = os.path.join(self.folder_path(account, folder), "tmp", stem)
@@ -110,67 +129,113 @@ class Maildir:
             os.close(fd)
         return stem
 
-    def publish(self, account, folder, stem, bits):
-        base = self.folder_path(account, folder)
+    def commit(self, ref, keywords=()):
+        base = self.folder_path(ref.account, ref.folder)
         try:
-            os.rename(os.path.join(base, "tmp", stem), os.path.join(base, "cur", file_name(stem, bits)))
+            os.rename(os.path.join(base, "tmp", ref.key), os.path.join(base, "cur", file_name(ref.key, ref.bits)))
         except FileNotFoundError:
-            pass  # already published (recovery ran first)
+            return  # already committed (recovery ran first), or adopted in place by fsck
+        if keywords:
+            self._note_keywords(ref.account, ref.folder, ref.key, keywords)
 
-    def discard(self, account, folder, stem):
+    def discard(self, account, folder, key):
         try:
-            os.unlink(os.path.join(self.folder_path(account, folder), "tmp", stem))
+            os.unlink(os.path.join(self.folder_path(account, folder), "tmp", key))
         except FileNotFoundError:
             pass
 
-    def find(self, account, folder, stem, bits):
-        """The path of a stored message, wherever a crash may have left it."""
-        base = self.folder_path(account, folder)
-        path = os.path.join(base, "cur", file_name(stem, bits))
-        if os.path.exists(path):
-            return path
-        for sub in ("cur", "new"):
+    def _candidates(self, ref):
+        base = self.folder_path(ref.account, ref.folder)
+        cur = os.path.join(base, "cur")
+        yield os.path.join(cur, file_name(ref.key, ref.bits))
+        for bits in sorted(range(ALL_FLAGS + 1), key=lambda b: (bin(b ^ ref.bits).count("1"), b)):
+            if bits != ref.bits:
+                yield os.path.join(cur, file_name(ref.key, bits))
+        yield os.path.join(base, "tmp", ref.key)
+        yield os.path.join(base, "new", ref.key)
+
+    def path(self, ref):
+        """The path the copy at ``ref`` has now (see the class docstring)."""
+        for path in self._candidates(ref):
+            if os.path.exists(path):
+                return path
+        raise FileNotFoundError(file_name(ref.key, ref.bits))
+
+    def get(self, ref, start=0, end=None):
+        for path in self._candidates(ref):
             try:
-                for entry in os.scandir(os.path.join(base, sub)):
-                    if entry.name == stem or entry.name.startswith(stem + ":"):
-                        return entry.path
+                f = open(path, "rb")
             except FileNotFoundError:
-                pass
-        tmp = os.path.join(base, "tmp", stem)
-        if os.path.exists(tmp):
-            return tmp
-        raise FileNotFoundError(path)
+                continue
+            with f:
+                if start:
+                    f.seek(start)
+                return f.read() if end is None else f.read(max(0, end - start))
+        raise FileNotFoundError(file_name(ref.key, ref.bits))
 
-    def read(self, account, folder, stem, bits):
-        with open(self.find(account, folder, stem, bits), "rb") as f:
-            return f.read()
-
-    def link(self, account, src_folder, stem, src_bits, dst_folder, dst_bits):
-        src = self.find(account, src_folder, stem, src_bits)
-        dst = os.path.join(self.folder_path(account, dst_folder), "cur", file_name(stem, dst_bits))
+    def link(self, ref, dst_folder, keywords=(), dst_bits=None):
+        bits = ref.bits if dst_bits is None else dst_bits
+        dst = os.path.join(self.folder_path(ref.account, dst_folder), "cur", file_name(ref.key, bits))
         try:
-            os.link(src, dst)
+            os.link(self.path(ref), dst)
         except FileNotFoundError:
-            self.create_folder(account, dst_folder)
-            os.link(src, dst)
+            self.create_folder(ref.account, dst_folder)
+            os.link(self.path(ref), dst)
         except FileExistsError:
             pass
+        if keywords:
+            self._note_keywords(ref.account, dst_folder, ref.key, keywords)
 
-    def remove(self, account, folder, stem, bits):
+    def unlink(self, ref):
         try:
-            os.unlink(self.find(account, folder, stem, bits))
+            os.unlink(self.path(ref))
         except FileNotFoundError:
             pass
 
-    def set_flags(self, account, folder, stem, old_bits, new_bits):
-        if flagbits.maildir_info(old_bits) == flagbits.maildir_info(new_bits):
+    def set_flags(self, ref, new_bits, keywords=None):
+        if keywords is not None:
+            self._note_keywords(ref.account, ref.folder, ref.key, keywords)
+        if flagbits.maildir_info(ref.bits) == flagbits.maildir_info(new_bits):
             return
         try:
-            src = self.find(account, folder, stem, old_bits)
+            src = self.path(ref)
         except FileNotFoundError:
             return
-        dst = os.path.join(self.folder_path(account, folder), "cur", file_name(stem, new_bits))
-        os.rename(src, dst)
+        os.rename(src, os.path.join(self.folder_path(ref.account, ref.folder), "cur",
+                                    file_name(ref.key, new_bits)))
+
+    def _note_keywords(self, account, folder, stem, keywords):
+        line = f"{stem}\t{' '.join(keywords)}\n".encode("utf-8", "surrogateescape")
+        try:
+            with open(os.path.join(self.folder_path(account, folder), KEYWORDS_FILE), "ab") as f:
+                f.write(line)
+        except OSError:
+            pass  # a mirror: the database has the keywords
+
+    def keywords(self, account, folder):
+        """``{stem: (keyword, ...)}`` from the folder's keywords file."""
+        out = {}
+        try:
+            with open(os.path.join(self.folder_path(account, folder), KEYWORDS_FILE), "rb") as f:
+                for line in f:
+                    stem, sep, kws = line.decode("utf-8", "surrogateescape").rstrip("\n").partition("\t")
+                    if sep:
+                        out[stem] = tuple(kws.split())
+        except FileNotFoundError:
+            pass
+        return {k: v for k, v in out.items() if v}
+
+    def write_keywords(self, account, folder, by_stem):
+        """Replace the folder's keywords file with ``{stem: keywords}`` (compaction)."""
+        path = os.path.join(self.folder_path(account, folder), KEYWORDS_FILE)
+        if not by_stem:
+            if os.path.exists(path):
+                os.unlink(path)
+            return
+        with open(path + ".new", "wb") as f:
+            for stem, kws in sorted(by_stem.items()):
+                f.write(f"{stem}\t{' '.join(kws)}\n".encode("utf-8", "surrogateescape"))
+        os.rename(path + ".new", path)
 
     def rename_folder(self, account, old, new):
         src, dst = self.folder_path(account, old), self.folder_path(account, new)
@@ -211,7 +276,7 @@ class Maildir:
         return out
 
     def staged(self, account, folder):
-        """Stems in ``tmp/`` (staged, not yet published)."""
+        """Stems in ``tmp/`` (staged, not yet committed)."""
         try:
             return os.listdir(os.path.join(self.folder_path(account, folder), "tmp"))
         except FileNotFoundError:
@@ -230,63 +295,3 @@ class Maildir:
                 stem, _sep, info = entry.name.partition(":2,")
                 out.append((stem, flagbits.bits_from_info(info), entry.path))
         return out
-
-
-class MemoryBlobs:
-    """The same interface as ``Maildir``, holding bytes in a dict (tests only)."""
-
-    def __init__(self):
-        self.files = {}
-        self.lock = threading.Lock()
-
-    def create_folder(self, account, folder):
-        pass
-
-    def stage(self, account, folder, data):
-        stem = new_stem(len(data))
-        with self.lock:
-            self.files[(account, folder, stem)] = bytes(data)
-        return stem
-
-    def publish(self, account, folder, stem, bits):
-        pass
-
-    def discard(self, account, folder, stem):
-        self.files.pop((account, folder, stem), None)
-
-    def read(self, account, folder, stem, bits):
-        try:
-            return self.files[(account, folder, stem)]
-        except KeyError:
-            raise FileNotFoundError(stem) from None
-
-    def link(self, account, src_folder, stem, src_bits, dst_folder, dst_bits):
-        with self.lock:
-            self.files[(account, dst_folder, stem)] = self.files[(account, src_folder, stem)]
-
-    def remove(self, account, folder, stem, bits):
-        self.files.pop((account, folder, stem), None)
-
-    def set_flags(self, account, folder, stem, old_bits, new_bits):
-        pass
-
-    def rename_folder(self, account, old, new):
-        with self.lock:
-            for key in [k for k in self.files if k[0] == account and k[1] == old]:
-                self.files[(account, new, key[2])] = self.files.pop(key)
-
-    def delete_folder(self, account, folder):
-        with self.lock:
-            for key in [k for k in self.files if k[0] == account and k[1] == folder]:
-                del self.files[key]
-
-    def delete_account(self, account):
-        with self.lock:
-            for key in [k for k in self.files if k[0] == account]:
-                del self.files[key]
-
-    def accounts(self):
-        return []
-
-    def staged(self, account, folder):
-        return []

@@ -147,7 +147,7 @@ def search(store, account_id, criteria, mailbox_pk=None):
     """
     mm, m = mailbox_messages, messages
     driven = store.sqlite and _text_driven(criteria)
-    with store._read() as conn:
+    with store.reader() as conn:
         if mailbox_pk is not None:
             owner = conn.execute(select(mailboxes.c.account_id).where(
                 mailboxes.c.id == mailbox_pk)).scalar()
@@ -325,12 +325,12 @@ def _matches(ctx, found):
 # --- backends ----------------------------------------------------------------
 
 class SearchBackend:
-    """Where text criteria are answered. Every method that takes ``conn`` runs
-    inside the caller's transaction; ``after`` collects work for after commit.
+    """Where text criteria are answered. The writes run inside the caller's
+    write transaction (``storage.txn.Txn``: ``txn.conn``, ``txn.after(fn)``).
 
-    ``index(conn, after, account_id, docs)``: docs is ``[(message_pk, document)]``
+    ``index(txn, account_id, docs)``: docs is ``[(message_pk, document)]``
         (``search_text.document``), called in the delivery transaction.
-    ``remove(conn, after, account_id, message_pks)``, ``remove_account(...)``.
+    ``remove(txn, account_id, message_pks)``, ``remove_account(txn, account_id)``.
     ``query(conn, account_id, text_node)``: the matching message ids of the
         account, as ``True`` (all), a SELECT of one id column, or a collection.
     ``rebuild(store, account_id, progress=None)``: index the account again from
@@ -350,7 +350,7 @@ class SearchBackend:
 
     def drift(self, store, account_id):
         """Message ids of the account that the index lacks."""
-        with store._read() as conn:
+        with store.reader() as conn:
             pks = list(conn.execute(select(messages.c.id).where(
                 messages.c.account_id == account_id).order_by(messages.c.id)).scalars())
             return sorted(set(pks) - self.indexed(conn, account_id, pks))
@@ -366,7 +366,7 @@ class SearchBackend:
         from .errors import MessageNotFound
         from .search_text import document
         if message_pks is None:
-            with store._read() as conn:
+            with store.reader() as conn:
                 message_pks = list(conn.execute(select(messages.c.id).where(
                     messages.c.account_id == account_id).order_by(messages.c.id)).scalars())
         total, done = len(message_pks), 0
@@ -378,12 +378,12 @@ class SearchBackend:
                 except (MessageNotFound, OSError):
                     continue
                 docs.append((pk, document(mime.ParsedMessage(data))))
-            with store._write() as (conn, after):
-                live = set(conn.execute(select(messages.c.id).where(
+            with store.write() as txn:
+                live = set(txn.conn.execute(select(messages.c.id).where(
                     messages.c.id.in_([pk for pk, _d in docs]))).scalars())
                 docs = [(pk, d) for pk, d in docs if pk in live]
-                self.remove(conn, after, account_id, [pk for pk, _d in docs])
-                self.index(conn, after, account_id, docs)
+                self.remove(txn, account_id, [pk for pk, _d in docs])
+                self.index(txn, account_id, docs)
             done += len(chunk)
             if progress:
                 progress(done, total)

@@ -77,25 +77,24 @@ class Fts5Backend(SearchBackend):
         with engine.begin() as conn:
             create_tables(conn)
 
-    def index(self, conn, after, account_id, docs):
+    def index(self, txn, account_id, docs):
         # Straight to the sqlite3 cursor (FTS5 is SQLite-only): this runs in
         # the delivery committer, where SQLAlchemy's per-call work showed.
         words, heads = rows(docs)
         if words:
-            cursor = conn.connection.driver_connection.cursor()
-            cursor.executemany(_INSERT_WORDS, words)
-            cursor.executemany(_INSERT_HEADERS, heads)
+            txn.sql.many(_INSERT_WORDS, words)
+            txn.sql.many(_INSERT_HEADERS, heads)
 
-    def remove(self, conn, after, account_id, message_pks):
+    def remove(self, txn, account_id, message_pks):
         pks = sorted(set(message_pks))
         for i in range(0, len(pks), 500):
             chunk = ",".join(str(int(p)) for p in pks[i:i + 500])
             for name in ("message_words", "message_headers"):
-                conn.execute(text(f"DELETE FROM {name} WHERE rowid IN ({chunk})"))
+                txn.conn.execute(text(f"DELETE FROM {name} WHERE rowid IN ({chunk})"))
 
-    def remove_account(self, conn, after, account_id):
+    def remove_account(self, txn, account_id):
         for name in ("message_words", "message_headers"):
-            conn.execute(text(f"DELETE FROM {name} WHERE rowid IN "
+            txn.conn.execute(text(f"DELETE FROM {name} WHERE rowid IN "
                               "(SELECT id FROM messages WHERE account_id = :a)"), {"a": account_id})
 
     # --- queries ---------------------------------------------------------------
@@ -169,5 +168,5 @@ class Fts5Backend(SearchBackend):
 
     def remove_stale(self, store, stale):
         for _account, pks in stale.items():
-            with store._write() as (conn, after):
-                self.remove(conn, after, None, pks)
+            with store.write() as txn:
+                self.remove(txn, None, pks)

@@ -89,27 +89,27 @@ class WhooshBackend(SearchBackend):
 
     # --- writes (in the caller's transaction) ----------------------------------
 
-    def index(self, conn, after, account_id, docs):
+    def index(self, txn, account_id, docs):
         rows = [{"account_id": account_id, "message_id": pk, "op": "i", "doc": json.dumps(doc)}
                 for pk, doc in docs]
         if rows:
-            conn.execute(insert(search_queue), rows)
-            after.append(self._kick)
+            txn.conn.execute(insert(search_queue), rows)
+            txn.after(self._kick)
 
-    def remove(self, conn, after, account_id, message_pks):
+    def remove(self, txn, account_id, message_pks):
         pks = sorted(set(message_pks))
         for i in range(0, len(pks), 500):
-            conn.execute(delete(search_queue).where(
+            txn.conn.execute(delete(search_queue).where(
                 search_queue.c.account_id == account_id, search_queue.c.op == "i",
                 search_queue.c.message_id.in_(pks[i:i + 500])))
         if pks:
-            conn.execute(insert(search_queue), [
+            txn.conn.execute(insert(search_queue), [
                 {"account_id": account_id, "message_id": pk, "op": "d", "doc": None} for pk in pks])
-            after.append(self._kick)
+            txn.after(self._kick)
 
-    def remove_account(self, conn, after, account_id):
-        conn.execute(delete(search_queue).where(search_queue.c.account_id == account_id))
-        after.append(lambda: self._drop(account_id))
+    def remove_account(self, txn, account_id):
+        txn.conn.execute(delete(search_queue).where(search_queue.c.account_id == account_id))
+        txn.after(lambda: self._drop(account_id))
 
     # --- the indexes -------------------------------------------------------------
 
@@ -170,7 +170,7 @@ class WhooshBackend(SearchBackend):
     def apply_queue(self, limit=BATCH):
         """Move up to ``limit`` queued changes into Whoosh; returns how many."""
         with self._applying:
-            with self.store._read() as conn:
+            with self.store.reader() as conn:
                 rows = conn.execute(select(search_queue).order_by(search_queue.c.id)
                                     .limit(limit)).all()
             if not rows:
@@ -193,9 +193,9 @@ class WhooshBackend(SearchBackend):
                 writer.commit()
             # Delete exactly the rows applied: on PostgreSQL a smaller id can commit later.
             ids = [r.id for r in rows]
-            with self.store._write() as (conn, _after):
+            with self.store.write() as txn:
                 for i in range(0, len(ids), 500):
-                    conn.execute(delete(search_queue).where(search_queue.c.id.in_(ids[i:i + 500])))
+                    txn.conn.execute(delete(search_queue).where(search_queue.c.id.in_(ids[i:i + 500])))
             return len(rows)
 
     def flush(self):
@@ -331,6 +331,6 @@ class WhooshBackend(SearchBackend):
 
     def remove_stale(self, store, stale):
         for account_id, pks in stale.items():
-            with store._write() as (conn, after):
-                self.remove(conn, after, account_id, pks)
+            with store.write() as txn:
+                self.remove(txn, account_id, pks)
         self.flush()

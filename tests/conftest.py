@@ -200,3 +200,19 @@ def wait_for(predicate, timeout=30, interval=0.1):
         time.sleep(interval)
     return predicate()
 
+
+
+def append(delivery, account, mailbox, data, flags=(), internal_date=None):
+    """Store ``data`` in ``mailbox`` through ``Delivery.store`` (as IMAP APPEND
+    does); returns the ``Stored``, or raises the typed store error."""
+    from roost.storage.delivery import Incoming
+    (result,) = delivery.store(Incoming(data, account=account, mailboxes=(mailbox,),
+                                        flags=tuple(flags), internal_date=internal_date))
+    return result.stored_or_raise()
+
+
+def deliver(delivery, data, recipients, sender=None, mailbox=None):
+    """Deliver ``data`` to envelope ``recipients`` through ``Delivery.store``
+    (as LMTP does); returns one ``DeliveryResult`` per recipient."""
+    from roost.storage.delivery import Incoming
+    return delivery.store(Incoming(data, tuple(recipients), sender=sender, mailbox_name=mailbox))

@@ -86,3 +86,46 @@ def test_listener_addresses_are_validated():
         except ValueError:
             continue
         raise AssertionError(f"{bad} accepted")
+
+
+def _private_names(cls, instance_attrs):
+    names = {n for n in dir(cls) if n.startswith("_") and not n.startswith("__")}
+    return names | set(instance_attrs)
+
+
+def test_nothing_outside_the_store_calls_its_private_helpers():
+    """The store's public boundary: ``Store`` and its write transaction are
+    used through their public API only (``self._x`` inside their own classes
+    is theirs); every module, test and benchmark keeps to it."""
+    import ast
+
+    from roost.storage.store import Store
+    from roost.storage.txn import Txn
+    private = _private_names(Store, {"_wlock"}) | _private_names(Txn, {"_sql", "_hooks", "_rows", "_events"})
+    assert {"_read_blob", "_wlock", "_rows"} <= private
+    found = []
+    for directory in ("server", "protocols", "storage", "tests", "bench"):
+        for path in _python_files(directory):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Attribute) and node.attr in private and \
+                        not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
+    assert not found, found
+
+
+def test_one_flag_rule_and_one_delivery_entry():
+    """Flags change only in ``storage.messages.apply_flags`` (the flag columns
+    are written by ``storage.hot.write_flags`` alone), and every ingest calls
+    ``Delivery.store``: no module outside the store writes message rows or
+    calls the committer directly."""
+    writers = {}
+    for directory in ("server", "protocols", "storage"):
+        for path in _python_files(directory):
+            text = path.read_text()
+            for pattern in (r"SET flags\b", r"\.values\(flags=", r"insert_messages\(", r"committer\.submit\("):
+                if re.search(pattern, text):
+                    writers.setdefault(pattern, set()).add(path.name)
+    assert writers[r"SET flags\b"] == {"hot.py"}
+    assert r"\.values\(flags=" not in writers
+    assert writers[r"insert_messages\("] == {"hot.py", "messages.py", "delivery.py", "fsck.py"}
+    assert writers[r"committer\.submit\("] == {"delivery.py"}

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from roost.storage import emails, mime, search_snippet
 from roost.storage import search as criteria
 from roost.storage import flags as flagbits
+from roost.storage.delivery import Incoming
 from roost.storage.errors import MailboxNotFound, MessageNotFound, MessageTooLarge, QuotaExceeded
 from roost.storage.store import email_oid, parse_oid
 
@@ -614,18 +615,17 @@ def _boxes(ctx):
 
 
 def store_new(ctx, data, mailbox_pks, flags, received):
-    """Store ``data`` through the delivery path into the first mailbox and add
-    the others; returns the message pk. Raises MailboxNotFound, QuotaExceeded..."""
+    """Store ``data`` through the delivery path in every mailbox of
+    ``mailbox_pks`` (one message, one transaction); returns the message pk.
+    Raises MailboxNotFound, QuotaExceeded..."""
     boxes = _boxes(ctx)
     missing = [p for p in mailbox_pks if p not in boxes]
     if missing:
         raise MailboxNotFound(missing[0])
-    stored = ctx.backend.delivery.append(ctx.account, boxes[mailbox_pks[0]], data,
-                                         flags=flags, internal_date=received)
-    if len(mailbox_pks) > 1:
-        emails.change_messages(ctx.store, ctx.account.id,
-                               {stored.message_id: emails.MessageChange(add_to=mailbox_pks[1:])})
-    return stored.message_id
+    (result,) = ctx.backend.delivery.store(Incoming(
+        data, account=ctx.account, mailboxes=tuple(boxes[p] for p in dict.fromkeys(mailbox_pks)),
+        flags=tuple(flags), internal_date=received))
+    return result.stored_or_raise().message_id
 
 
 def _created_json(ctx, pk):

@@ -14,6 +14,7 @@ import threading
 import time
 
 from roost.storage import account_data, emails
+from roost.storage.delivery import Incoming
 from roost.storage.store import parse_oid
 
 from . import bodies
@@ -284,10 +285,10 @@ def _submit_one(ctx, obj):
     status = {}
     local = [r for r in rcpts if r not in remote]
     if local:
-        results = ctx.backend.delivery.deliver(data, local, sender=env["mailFrom"]["email"])
+        results = ctx.backend.delivery.store(Incoming(data, tuple(local), sender=env["mailFrom"]["email"]))
         for r in results:
             status[r.recipient] = {"smtpReply": "250 2.0.0 delivered" if r.ok else
-                                   f"550 5.0.0 {r.reason or r.status}",
+                                   f"550 5.0.0 {r.reason or r.status.value}",
                                    "delivered": "yes" if r.ok else "no", "displayed": "unknown"}
     if remote:
         ctx.backend.outbound(data, remote, env["mailFrom"]["email"])

@@ -11,6 +11,8 @@ from roost.protocols.jmap.blobs import Backend
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
 
+from tests.conftest import append
+
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail",
          "urn:ietf:params:jmap:submission", "urn:ietf:params:jmap:vacationresponse",
          "urn:ietf:params:jmap:blob", "urn:ietf:params:jmap:quota"]
@@ -50,8 +52,8 @@ def world():
     delivery = Delivery(store)
     a = store.add_account("a@example.org")
     b = store.add_account("b@example.org")
-    delivery.append(a, store.mailbox(a.id, "INBOX"), MESSAGE)
-    delivery.append(b, store.mailbox(b.id, "INBOX"), MESSAGE)
+    append(delivery, a, store.mailbox(a.id, "INBOX"), MESSAGE)
+    append(delivery, b, store.mailbox(b.id, "INBOX"), MESSAGE)
     yield Backend(store, delivery), a, b
     delivery.close()
     store.close()

@@ -24,7 +24,7 @@ from roost.storage import flags as fl
 from roost.storage import mbox
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
-from tests.conftest import LineClient, RoostServer, add_user, roost
+from tests.conftest import LineClient, RoostServer, add_user, append, deliver, roost
 
 CORPUS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "corpus"
 EMLS = sorted(CORPUS.glob("*/**/*.eml"))
@@ -67,7 +67,7 @@ def test_every_corpus_message_round_trips(tmp_path):
     try:
         for path in EMLS:
             raw = path.read_bytes()
-            (result,) = delivery.deliver(raw, ["corpus@example.org"], sender="sender@example.net")
+            (result,) = deliver(delivery, raw, ["corpus@example.org"], sender="sender@example.net")
             assert result.ok, (path, result)
             originals.append(raw)
         acct = store.account("corpus@example.org")
@@ -261,10 +261,10 @@ def _populated(tmp_path):
     acct = store.account("f1@example.org")
     work = store.create_mailbox(acct.id, "Work/Projects")
     for path in EMLS[:30]:
-        delivery.deliver(path.read_bytes(), ["f1@example.org", "f2@example.org"],
+        deliver(delivery, path.read_bytes(), ["f1@example.org", "f2@example.org"],
                          sender="sender@example.net")
     for path in EMLS[30:40]:
-        delivery.append(acct, work, path.read_bytes(), flags=["\\Seen", "$Later"])
+        append(delivery, acct, work, path.read_bytes(), flags=["\\Seen", "$Later"])
     inbox = store.mailbox(acct.id, "INBOX")
     store.store_flags(inbox.id, [1, 2, 3], ["\\Flagged", "\\Answered"], "add")
     store.copy(inbox.id, [4, 5], store.mailbox(acct.id, "Archive").id)

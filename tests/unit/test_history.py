@@ -10,6 +10,8 @@ from roost.storage.delivery import Delivery
 from roost.storage.schema import changes, expunged
 from roost.storage.store import Store
 
+from tests.conftest import deliver
+
 
 @pytest.fixture(params=["memory", "sqlite"])
 def store(request, tmp_path):
@@ -21,7 +23,7 @@ def store(request, tmp_path):
 def _deliver(store, n):
     d = Delivery(store)
     for i in range(n):
-        d.deliver(b"Subject: %d\r\nMessage-ID: <%d@h>\r\n\r\nx\r\n" % (i, i), ["a@example.org"])
+        deliver(d, b"Subject: %d\r\nMessage-ID: <%d@h>\r\n\r\nx\r\n" % (i, i), ["a@example.org"])
     d.close()
 
 

@@ -9,6 +9,8 @@ from roost.protocols.jmap.blobs import Backend
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
 
+from tests.conftest import append
+
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:blob"]
 MESSAGE = b"From: a@example.org\r\nSubject: b\r\nMessage-ID: <b@x>\r\n\r\nbody\r\n"
 
@@ -55,7 +57,7 @@ def test_upload_get_and_lookup():
         got = run(backend, other, ("Blob/get", {"ids": [w["id"]]}))[0][1]
         assert got["notFound"] == [w["id"]]
 
-        stored = delivery.append(acct, store.mailbox(acct.id, "INBOX"), MESSAGE)
+        stored = append(delivery, acct, store.mailbox(acct.id, "INBOX"), MESSAGE)
         blob = emails_blob(store, acct.id, stored.message_id)
         look = run(backend, acct, ("Blob/lookup", {"typeNames": ["Email", "Mailbox", "Thread"],
                                                    "ids": [blob, "Bnope"]}))[0][1]["list"]

@@ -4,6 +4,8 @@ goes back, and a state older than the kept history gets cannotCalculateChanges."
 from roost.protocols.jmap.blobs import Backend
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
+
+from tests.conftest import append
 from tests.jmap_helpers import process_call
 
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
@@ -23,7 +25,7 @@ def test_changes_after_the_history_is_pruned():
         inbox = store.mailbox(acct.id, "INBOX")
         old_email = call(backend, acct, "Email/get", ids=[])[1]["state"]
         old_mailbox = call(backend, acct, "Mailbox/get", ids=[])[1]["state"]
-        delivery.append(acct, inbox, MESSAGE % 1)
+        append(delivery, acct, inbox, MESSAGE % 1)
         before_prune = call(backend, acct, "Email/get", ids=[])[1]["state"]
         assert store.prune_history(-1) > 0
         mailbox_state = call(backend, acct, "Mailbox/get", ids=[])[1]["state"]
@@ -36,7 +38,7 @@ def test_changes_after_the_history_is_pruned():
         assert (name, err["type"]) == ("error", "cannotCalculateChanges")
         name, ok = call(backend, acct, "Email/changes", sinceState=before_prune)
         assert name == "Email/changes" and ok["created"] == []
-        delivery.append(acct, inbox, MESSAGE % 2)
+        append(delivery, acct, inbox, MESSAGE % 2)
         name, ok = call(backend, acct, "Email/changes", sinceState=before_prune)
         assert len(ok["created"]) == 1
     finally:

@@ -4,6 +4,8 @@ from roost.protocols.jmap import core
 from roost.protocols.jmap.blobs import Backend
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
+
+from tests.conftest import append
 from tests.jmap_helpers import process_call
 
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:quota"]
@@ -29,7 +31,7 @@ def test_quota_get_changes_and_query():
         assert q["used"] == 0 and q["hardLimit"] == 10_000 and q["types"] == ["Mail"]
         state = got["state"]
         assert call(backend, acct, "Quota/changes", sinceState=state)["updated"] == []
-        delivery.append(acct, store.mailbox(acct.id, "INBOX"), MESSAGE % 1)
+        append(delivery, acct, store.mailbox(acct.id, "INBOX"), MESSAGE % 1)
         ch = call(backend, acct, "Quota/changes", sinceState=state)
         assert ch["updated"] == [q["id"]] and ch["updatedProperties"] == ["used"]
         assert call(backend, acct, "Quota/get", ids=[q["id"]])["list"][0]["used"] > 0

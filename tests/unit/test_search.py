@@ -13,7 +13,7 @@ import pytest
 from roost.storage import search as S
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
-from tests.conftest import pg_store
+from tests.conftest import append, pg_store
 
 CORPUS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "corpus"
 DAY = 86400.0
@@ -52,7 +52,7 @@ class Mail:
         for i, key in enumerate(KEYS):
             path, flags = MESSAGES[key]
             data = (CORPUS / path).read_bytes()
-            stored = self.delivery.append(self.account, self.inbox, data, flags=flags,
+            stored = append(self.delivery, self.account, self.inbox, data, flags=flags,
                                           internal_date=BASE + i * DAY)
             self.data[key], self.uid[key], self.pk[key] = data, stored.uid, stored.message_id
         store.copy(self.inbox.id, [self.uid["ja"]], self.archive.id)
@@ -263,7 +263,7 @@ def test_account_wide_per_mailbox_nodes(shared_mail):
 def test_other_accounts_stay_invisible(mail):
     bob = mail.store.add_account("bob@example.org")
     bob_box = mail.store.mailbox(bob.id, "INBOX")
-    mail.delivery.append(bob, bob_box, mail.data["alt"])
+    append(mail.delivery, bob, bob_box, mail.data["alt"])
     mail.settle()
     assert S.search(mail.store, bob.id, T("body", "fallback")) != [mail.pk["alt"]]
     assert len(S.search(mail.store, bob.id, T("body", "fallback"))) == 1
@@ -282,7 +282,7 @@ def test_expunge_and_new_mail_are_searchable_at_once(mail):
     mail.settle()
     assert S.search(store, mail.account.id, T("body", "正常"), mail.inbox.id) == []
     assert S.search(store, mail.account.id, T("body", "正常")) == [mail.pk["ja"]]
-    stored = mail.delivery.append(mail.account, mail.inbox, b"From: carol@example.net\r\n"
+    stored = append(mail.delivery, mail.account, mail.inbox, b"From: carol@example.net\r\n"
                                   b"Subject: Quarterly figures\r\n\r\nThe zeppelin budget.\r\n")
     assert S.search(store, mail.account.id, T("body", "zeppelin"), mail.inbox.id) == [stored.uid]
     assert S.search(store, mail.account.id, T("subject", "terly fig"), mail.inbox.id) == [stored.uid]
@@ -293,12 +293,12 @@ def test_index_follows_expunge_and_account_deletion(mail):
     assert backend.drift(store, mail.account.id) == []
     store.expunge(mail.inbox.id)
     mail.settle()
-    with store._read() as conn:
+    with store.reader() as conn:
         assert backend.indexed(conn, mail.account.id, [mail.pk["ko"]]) == set()
         assert backend.stale(conn) == {}
     store.delete_account("alice@example.org")
     mail.settle()
-    with store._read() as conn:
+    with store.reader() as conn:
         assert backend.indexed(conn, mail.account.id, list(mail.pk.values())) == set()
         assert backend.stale(conn) == {}
 
@@ -306,8 +306,8 @@ def test_index_follows_expunge_and_account_deletion(mail):
 def test_drift_and_reindex(mail):
     store, backend = mail.store, mail.store.fulltext
     lost = [mail.pk["ru"], mail.pk["de"]]
-    with store._write() as (conn, after):         # lose two messages' index entries
-        backend.remove(conn, after, mail.account.id, lost)
+    with store.write() as txn:         # lose two messages' index entries
+        backend.remove(txn, mail.account.id, lost)
     mail.settle()
     assert backend.drift(store, mail.account.id) == sorted(lost)
     assert mail.find(T("body", "появился")) == set()

@@ -7,13 +7,15 @@ from roost.storage import search as S
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
 
+from tests.conftest import deliver
+
 
 def _mailstore(data):
     store = Store.open(str(data))
     acct = store.add_account("alice@example.org")
     delivery = Delivery(store)
     for i in range(3):
-        delivery.deliver(f"From: bob@example.net\r\nSubject: note {i}\r\n\r\n"
+        deliver(delivery, f"From: bob@example.net\r\nSubject: note {i}\r\n\r\n"
                          f"kumquat number{i}\r\n".encode(), ["alice@example.org"])
     delivery.close()
     return store, acct
@@ -21,9 +23,9 @@ def _mailstore(data):
 
 def test_reindex_command(tmp_path, capsys):
     store, acct = _mailstore(tmp_path / "data")
-    with store._write() as (conn, _after):
-        conn.execute(text("DELETE FROM message_words"))
-        conn.execute(text("DELETE FROM message_headers"))
+    with store.write() as txn:
+        txn.conn.execute(text("DELETE FROM message_words"))
+        txn.conn.execute(text("DELETE FROM message_headers"))
     assert S.search(store, acct.id, S.Text("body", "kumquat")) == []
     store.close()
     assert cli.main(["reindex", "alice@example.org", "--data", str(tmp_path / "data")]) == 0
@@ -38,10 +40,10 @@ def test_reindex_command(tmp_path, capsys):
 
 def test_fsck_reports_and_repairs_index_drift(tmp_path, capsys):
     store, acct = _mailstore(tmp_path / "data")
-    with store._write() as (conn, _after):
-        conn.execute(text("DELETE FROM message_words WHERE rowid IN (1, 2)"))
-        conn.execute(text("DELETE FROM message_headers WHERE rowid IN (1, 2)"))
-        conn.execute(text("INSERT INTO message_words(rowid, headers, body, cjk_headers, cjk_body) "
+    with store.write() as txn:
+        txn.conn.execute(text("DELETE FROM message_words WHERE rowid IN (1, 2)"))
+        txn.conn.execute(text("DELETE FROM message_headers WHERE rowid IN (1, 2)"))
+        txn.conn.execute(text("INSERT INTO message_words(rowid, headers, body, cjk_headers, cjk_body) "
                           "VALUES (999, '', 'kumquat', '', '')"))
     store.close()
     assert cli.main(["fsck", "--data", str(tmp_path / "data")]) == 0

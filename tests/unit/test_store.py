@@ -17,7 +17,7 @@ from roost.storage.errors import (AccountExists, Conflict, InvalidName, MailboxE
                                   MailboxNotFound, QuotaExceeded)
 from roost.storage.maildir import Maildir
 from roost.storage.store import Store
-from tests.conftest import pg_store
+from tests.conftest import append, deliver, pg_store
 
 
 
@@ -61,7 +61,7 @@ def msg(n, subject=None, msgid=None, refs=None, body=None, in_reply_to=None):
 
 
 def put(delivery, data, rcpt="alice@example.org", **kw):
-    (result,) = delivery.deliver(data, [rcpt], sender="bob@example.net", **kw)
+    (result,) = deliver(delivery, data, [rcpt], sender="bob@example.net", **kw)
     return result
 
 
@@ -191,7 +191,7 @@ def test_rename_with_children(store, delivery, alice):
     store.create_mailbox(alice.id, "Work/Old")
     work = store.mailbox(alice.id, "Work")
     child = store.mailbox(alice.id, "Work/Old")
-    delivery.append(alice, child, msg(1))
+    append(delivery, alice, child, msg(1))
     assert len(store.uids(child.id)) == 1
     uidvalidity = child.uidvalidity
     store.rename_mailbox(alice.id, work.id, "Jobs/Past")
@@ -478,7 +478,7 @@ def test_quota(store, delivery, alice):
     assert len(store.uids(box.id)) == 3
     acct = store.account("alice@example.org")
     with pytest.raises(QuotaExceeded):
-        delivery.append(acct, box, msg(5))
+        append(delivery, acct, box, msg(5))
     store.store_flags(box.id, [1], ["\\Deleted"], "add")
     store.expunge(box.id)
     assert put(delivery, msg(6)).status == dv.DELIVERED
@@ -513,7 +513,7 @@ def test_dedupe_window(store, alice):
 
 def test_append_flags_and_internal_date(store, delivery, alice):
     box = store.mailbox(alice.id, "Drafts")
-    stored = delivery.append(alice, box, msg(1), flags=["\\Draft", "\\Seen", "$Todo"],
+    stored = append(delivery, alice, box, msg(1), flags=["\\Draft", "\\Seen", "$Todo"],
                              internal_date=1_000_000_000.0)
     (rec,) = store.records(box.id)
     assert rec.uid == stored.uid and rec.internal_date == 1_000_000_000.0

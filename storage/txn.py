@@ -1,0 +1,100 @@
+"""The store's write transaction: the one way anything changes.
+
+``Store.write()`` yields a ``Txn``. Every write in ``roost.storage`` (the store's
+own parts, account data, search backends, fsck) runs inside one, and no module
+needs a private store helper:
+
+- ``txn.conn`` is the SQLAlchemy connection, in the transaction (``txn.sql`` is
+  the same transaction at the DB-API level, for ``storage.hot`` only);
+- ``txn.next_modseq(account_id)`` takes the account's next MODSEQ;
+- ``txn.log(account_id, kind, ids, op)`` records ``changes`` rows at the
+  account's latest MODSEQ of this transaction (``op`` is "c", "u" or "d");
+- ``txn.publish(account_id, kinds, mailboxes)`` adds kinds and mailboxes to the
+  event the account gets after the commit (logged kinds are added by ``log``);
+- ``txn.after(fn)`` runs ``fn`` once the commit has succeeded (file side
+  effects: publish staged files, links, flag renames, unlinks).
+
+Change rows are buffered and written by one ``executemany`` just before the
+commit. After the commit the ``after`` hooks run in order, still under the
+store's writer lock, so the Maildir mirror of flags follows commit order; then
+each account that changed gets one ``Change`` on the bus, at the highest MODSEQ
+the transaction took for it. Hooks and events are dropped when the
+transaction rolls back.
+"""
+
+import time
+
+from .hot import DriverSQL
+from .notify import Change
+
+
+class Txn:
+    def __init__(self, store, conn):
+        self.store = store
+        self.conn = conn
+        self.sqlite = store.sqlite
+        self._sql = None
+        self._hooks = []
+        self._rows = []
+        self._events = {}   # account_id -> [modseq, kinds, mailbox ids]
+
+    @property
+    def sql(self):
+        """The transaction's DB-API cursor wrapper (``storage.hot`` statements)."""
+        if self._sql is None:
+            self._sql = DriverSQL(self.conn, self.sqlite)
+        return self._sql
+
+    def execute(self, statement, params=None):
+        return self.conn.execute(statement, params) if params is not None else self.conn.execute(statement)
+
+    def _event(self, account_id):
+        ev = self._events.get(account_id)
+        if ev is None:
+            ev = self._events[account_id] = [None, set(), set()]
+        return ev
+
+    def next_modseq(self, account_id):
+        modseq = self.sql.one("UPDATE accounts SET modseq = modseq + 1 WHERE id = ? RETURNING modseq",
+                              (account_id,))[0]
+        self._event(account_id)[0] = modseq
+        return modseq
+
+    def modseq(self, account_id):
+        """The latest MODSEQ this transaction took for the account."""
+        modseq = self._events.get(account_id, (None,))[0]
+        if modseq is None:
+            raise RuntimeError("log() before next_modseq()")
+        return modseq
+
+    def log(self, account_id, kind, object_ids, op):
+        modseq, now = self.modseq(account_id), time.time()
+        before = len(self._rows)
+        self._rows.extend((account_id, modseq, kind, oid, op, now) for oid in object_ids)
+        if len(self._rows) > before:
+            self._event(account_id)[1].add(kind)
+
+    def publish(self, account_id, kinds=(), mailboxes=()):
+        ev = self._event(account_id)
+        ev[1].update(kinds)
+        ev[2].update(mailboxes)
+
+    def after(self, fn):
+        self._hooks.append(fn)
+
+    # --- driven by Store.write() ---------------------------------------------
+
+    def flush(self):
+        """Write the buffered change rows (before the commit)."""
+        if self._rows:
+            self.sql.many("INSERT INTO changes (account_id, modseq, kind, object_id, op, at) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", self._rows)
+            self._rows = []
+
+    def committed(self):
+        for fn in self._hooks:
+            fn()
+        bus = self.store.bus
+        for account_id, (modseq, kinds, boxes) in self._events.items():
+            if kinds or boxes:
+                bus.publish(Change(account_id, modseq or 0, frozenset(kinds), frozenset(boxes)))
