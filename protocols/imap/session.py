@@ -16,6 +16,10 @@ held back during FETCH, STORE and SEARCH, and at once while idling.
 Store errors map to replies in ``store_error_reply``, in one place. It never
 imports SQLAlchemy or opens files: the store is reached only through
 ``ctx.run`` (a worker thread) and the server's callables in ``IMAPContext``.
+
+Imports go one way: the session imports the command registry (which loads
+the handler modules); no command module imports the session, and shared
+helpers (``wire.uid_set_text``) live in the neutral modules.
 """
 
 import asyncio
@@ -25,18 +29,18 @@ from dataclasses import dataclass, field
 from twisted.internet import protocol
 
 from roost.storage import errors
+from roost.storage.flags import names as flag_names
 
 from . import commands, utf7
 from .commands import AUTHENTICATED, NOT_AUTHENTICATED, Bad, No
 from .parser import parse
-from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError
+from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError, uid_set_text
 
 log = logging.getLogger("roost.imap")
 
 MAX_QUEUED = 64            # units queued before reading pauses
 MAX_QUEUED_BYTES = 8 << 20  # ... or octets queued
 MAX_BAD = 20               # consecutive BAD replies before the server hangs up
-MAX_AUTH_FAILURES = 3      # failed logins on one connection before BYE
 FLUSH_AT = 256 * 1024
 AUTOLOGOUT = 31 * 60
 AUTOLOGOUT_UNAUTHENTICATED = 120
@@ -369,7 +373,6 @@ class IMAPSession(protocol.Protocol):
     def _report_expunges(self, view, uids):
         if "QRESYNC" in self.enabled:
             view.remove(uids)
-            from .commands.messages import uid_set_text
             self.send(b"* VANISHED " + uid_set_text(uids).encode())
             return
         for seq in view.remove(uids):
@@ -395,8 +398,7 @@ class IMAPSession(protocol.Protocol):
             self.send_flag_list(view)
 
     def flags_fetch(self, seq, uid, modseq, bits, keywords, with_uid):
-        from roost.storage.flags import names
-        parts = b"FLAGS (" + " ".join(names(bits, keywords)).encode() + b")"
+        parts = b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")"
         if with_uid:
             parts += b" UID %d" % uid
         if self.condstore:

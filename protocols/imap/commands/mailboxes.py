@@ -14,9 +14,8 @@ from roost.storage import errors
 
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
-from ..wire import astring
+from ..wire import astring, uid_set_text
 from . import AUTHENTICATED, SELECTED, Bad, No, capability, command
-from .messages import uid_set_text
 
 capability("NAMESPACE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE",
            "CREATE-SPECIAL-USE", "XLIST", "STATUS=SIZE", "MULTIAPPEND")
