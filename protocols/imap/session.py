@@ -13,9 +13,11 @@ wake IDLE; the session reports EXISTS/EXPUNGE/FETCH FLAGS at the points RFC
 3501 section 7 allows: before the tagged reply of any command, with EXPUNGE
 held back during FETCH, STORE and SEARCH, and at once while idling.
 
-Store errors map to replies in ``store_error_reply``, in one place. It never
-imports SQLAlchemy or opens files: the store is reached only through
-``ctx.run`` (a worker thread) and the server's callables in ``IMAPContext``.
+Store errors map to replies in ``store_error_reply``, in one place: handlers
+let them propagate, and the command's registration (``commands.Spec``) tells
+the mapper what they mean for that command. The session never imports
+SQLAlchemy or opens files: the store is reached only through ``ctx.run`` (a
+worker thread) and the server's callables in ``IMAPContext``.
 
 Imports go one way: the session imports the command registry (which loads
 the handler modules); no command module imports the session, and shared
@@ -241,17 +243,15 @@ class IMAPSession(protocol.Protocol):
             view.select_rows = None
         try:
             text = await spec.handler(self, cmd)
-        except No as exc:
+        except (No, errors.StoreError) as exc:
             if self.closing:
                 return
             await self.report_changes(spec.expunge_ok or cmd.uid)
-            self.send(f"{cmd.tag} NO {exc}".encode())
+            reason = store_error_reply(exc, spec) if isinstance(exc, errors.StoreError) else exc
+            self.send(f"{cmd.tag} NO {reason}".encode())
             return
         except (Bad, ParseError) as exc:
             self._reply_bad(cmd.tag, str(exc))
-            return
-        except errors.StoreError as exc:
-            self.send(f"{cmd.tag} NO {store_error_reply(exc)}".encode())
             return
         except asyncio.CancelledError:
             raise
@@ -406,9 +406,17 @@ class IMAPSession(protocol.Protocol):
         return b"* %d FETCH (%s)" % (seq, parts)
 
 
-def store_error_reply(exc):
-    """The one place store errors become IMAP NO replies (with response codes)."""
+def store_error_reply(exc, spec=None):
+    """The one place store errors become IMAP NO replies (with response codes).
+
+    ``spec`` is the failing command's registration: where a missing mailbox is
+    the destination of APPEND, COPY or MOVE the client may create it and retry
+    (TRYCREATE: RFC 3501 6.3.11 and 6.4.7, RFC 6851 3.3); anywhere else it is
+    NONEXISTENT (RFC 5530). A conflict in CREATE is the special-use attribute
+    that another mailbox holds (USEATTR, RFC 6154 section 3)."""
     if isinstance(exc, errors.MailboxNotFound):
+        if spec is not None and spec.trycreate:
+            return "[TRYCREATE] no such mailbox"
         return "[NONEXISTENT] no such mailbox"
     if isinstance(exc, errors.MailboxExists):
         return "[ALREADYEXISTS] mailbox already exists"
@@ -419,7 +427,7 @@ def store_error_reply(exc):
     if isinstance(exc, errors.InvalidName):
         return f"[CANNOT] {exc}"
     if isinstance(exc, errors.Conflict):
-        return f"[CANNOT] {exc}"
+        return f"[{'USEATTR' if spec is not None and spec.useattr else 'CANNOT'}] {exc}"
     if isinstance(exc, errors.MessageNotFound):
         return "[NONEXISTENT] no such message"
     if isinstance(exc, errors.TemporaryFailure):

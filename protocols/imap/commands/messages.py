@@ -387,17 +387,14 @@ async def store_cmd(s, cmd):
 
 # --- COPY / MOVE --------------------------------------------------------------------
 
-@command("COPY", "MOVE", states=SEL)
+@command("COPY", "MOVE", states=SEL, trycreate=True)
 async def copy(s, cmd):
     v = s.selected
     if cmd.verb == "MOVE" and v.readonly:
         raise No("[READ-ONLY] mailbox is read-only")
     uids = _targets(s, cmd)
     store = s.ctx.store
-    try:
-        dest = await s.ctx.run(store.mailbox, s.account.id, s.mailbox_name(cmd.mailbox))
-    except errors.MailboxNotFound:
-        raise No("[TRYCREATE] no such mailbox") from None
+    dest = await s.ctx.run(store.mailbox, s.account.id, s.mailbox_name(cmd.mailbox))
     if not uids:
         return f"{cmd.verb} completed (no messages)"
     fn = store.move if cmd.verb == "MOVE" else store.copy
