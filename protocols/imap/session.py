@@ -13,9 +13,15 @@ wake IDLE; the session reports EXISTS/EXPUNGE/FETCH FLAGS at the points RFC
 3501 section 7 allows: before the tagged reply of any command, with EXPUNGE
 held back during FETCH, STORE and SEARCH, and at once while idling.
 
-Store errors map to replies in ``store_error_reply``, in one place. It never
-imports SQLAlchemy or opens files: the store is reached only through
-``ctx.run`` (a worker thread) and the server's callables in ``IMAPContext``.
+Store errors map to replies in ``store_error_reply``, in one place: handlers
+let them propagate, and the command's registration (``commands.Spec``) tells
+the mapper what they mean for that command. The session never imports
+SQLAlchemy or opens files: the store is reached only through ``ctx.run`` (a
+worker thread) and the server's callables in ``IMAPContext``.
+
+Imports go one way: the session imports the command registry (which loads
+the handler modules); no command module imports the session, and shared
+helpers (``wire.uid_set_text``) live in the neutral modules.
 """
 
 import asyncio
@@ -25,18 +31,18 @@ from dataclasses import dataclass, field
 from twisted.internet import protocol
 
 from roost.storage import errors
+from roost.storage.flags import names as flag_names
 
 from . import commands, utf7
 from .commands import AUTHENTICATED, NOT_AUTHENTICATED, Bad, No
 from .parser import parse
-from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError
+from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError, uid_set_text
 
 log = logging.getLogger("roost.imap")
 
 MAX_QUEUED = 64            # units queued before reading pauses
 MAX_QUEUED_BYTES = 8 << 20  # ... or octets queued
 MAX_BAD = 20               # consecutive BAD replies before the server hangs up
-MAX_AUTH_FAILURES = 3      # failed logins on one connection before BYE
 FLUSH_AT = 256 * 1024
 AUTOLOGOUT = 31 * 60
 AUTOLOGOUT_UNAUTHENTICATED = 120
@@ -237,17 +243,15 @@ class IMAPSession(protocol.Protocol):
             view.select_rows = None
         try:
             text = await spec.handler(self, cmd)
-        except No as exc:
+        except (No, errors.StoreError) as exc:
             if self.closing:
                 return
             await self.report_changes(spec.expunge_ok or cmd.uid)
-            self.send(f"{cmd.tag} NO {exc}".encode())
+            reason = store_error_reply(exc, spec) if isinstance(exc, errors.StoreError) else exc
+            self.send(f"{cmd.tag} NO {reason}".encode())
             return
         except (Bad, ParseError) as exc:
             self._reply_bad(cmd.tag, str(exc))
-            return
-        except errors.StoreError as exc:
-            self.send(f"{cmd.tag} NO {store_error_reply(exc)}".encode())
             return
         except asyncio.CancelledError:
             raise
@@ -369,7 +373,6 @@ class IMAPSession(protocol.Protocol):
     def _report_expunges(self, view, uids):
         if "QRESYNC" in self.enabled:
             view.remove(uids)
-            from .commands.messages import uid_set_text
             self.send(b"* VANISHED " + uid_set_text(uids).encode())
             return
         for seq in view.remove(uids):
@@ -395,8 +398,7 @@ class IMAPSession(protocol.Protocol):
             self.send_flag_list(view)
 
     def flags_fetch(self, seq, uid, modseq, bits, keywords, with_uid):
-        from roost.storage.flags import names
-        parts = b"FLAGS (" + " ".join(names(bits, keywords)).encode() + b")"
+        parts = b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")"
         if with_uid:
             parts += b" UID %d" % uid
         if self.condstore:
@@ -404,9 +406,17 @@ class IMAPSession(protocol.Protocol):
         return b"* %d FETCH (%s)" % (seq, parts)
 
 
-def store_error_reply(exc):
-    """The one place store errors become IMAP NO replies (with response codes)."""
+def store_error_reply(exc, spec=None):
+    """The one place store errors become IMAP NO replies (with response codes).
+
+    ``spec`` is the failing command's registration: where a missing mailbox is
+    the destination of APPEND, COPY or MOVE the client may create it and retry
+    (TRYCREATE: RFC 3501 6.3.11 and 6.4.7, RFC 6851 3.3); anywhere else it is
+    NONEXISTENT (RFC 5530). A conflict in CREATE is the special-use attribute
+    that another mailbox holds (USEATTR, RFC 6154 section 3)."""
     if isinstance(exc, errors.MailboxNotFound):
+        if spec is not None and spec.trycreate:
+            return "[TRYCREATE] no such mailbox"
         return "[NONEXISTENT] no such mailbox"
     if isinstance(exc, errors.MailboxExists):
         return "[ALREADYEXISTS] mailbox already exists"
@@ -417,7 +427,7 @@ def store_error_reply(exc):
     if isinstance(exc, errors.InvalidName):
         return f"[CANNOT] {exc}"
     if isinstance(exc, errors.Conflict):
-        return f"[CANNOT] {exc}"
+        return f"[{'USEATTR' if spec is not None and spec.useattr else 'CANNOT'}] {exc}"
     if isinstance(exc, errors.MessageNotFound):
         return "[NONEXISTENT] no such message"
     if isinstance(exc, errors.TemporaryFailure):

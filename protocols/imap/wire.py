@@ -10,7 +10,8 @@ Owns three small things and nothing else:
 * ``tokenize`` turns one unit into tokens: atoms (``str``), strings
   (``Str``, from quoted strings and literals), and ``(``/``)`` markers.
   Atoms may carry a bracketed section (``BODY[HEADER.FIELDS (A B)]<0.9>``).
-* ``astring``/``nstring``/``literal`` encode values for responses.
+* ``astring``/``nstring``/``literal`` encode values for responses, and
+  ``uid_set_text`` a set of numbers (APPENDUID, COPYUID, VANISHED, ESEARCH ALL).
 
 It must not know any command or touch storage.
 """
@@ -317,3 +318,17 @@ def astring(value, utf8=False):
     if _ATOM_SAFE.fullmatch(data) and data.upper() != b"NIL":
         return data
     return quoted(data, utf8)
+
+
+def uid_set_text(uids):
+    """Ascending numbers as a compact set: ``1:3,7,9:10``."""
+    out = []
+    uids = sorted(uids)
+    i = 0
+    while i < len(uids):
+        j = i
+        while j + 1 < len(uids) and uids[j + 1] == uids[j] + 1:
+            j += 1
+        out.append(str(uids[i]) if i == j else f"{uids[i]}:{uids[j]}")
+        i = j + 1
+    return ",".join(out)

@@ -229,7 +229,11 @@ def test_copy_move_and_uidplus(box):
     box.cmd(f"c0 CREATE {box.name}/dest")
     lines = ok(box.cmd(f"c1 COPY 1:2 {box.name}/dest"))
     assert re.match(rb"c1 OK \[COPYUID \d+ 1:2 1:2\]", lines[-1])
-    assert box.cmd("c2 COPY 1 nowhere")[-1].startswith(b"c2 NO [TRYCREATE]")
+    # A missing destination is one the client may create (RFC 3501 6.4.7, RFC 6851 3.3).
+    assert box.cmd("c2 COPY 1 nowhere") == [b"c2 NO [TRYCREATE] no such mailbox"]
+    assert box.cmd("c3 UID COPY 1 nowhere") == [b"c3 NO [TRYCREATE] no such mailbox"]
+    assert box.cmd("m0 MOVE 1 nowhere") == [b"m0 NO [TRYCREATE] no such mailbox"]
+    assert box.cmd("m0b UID MOVE 1:* nowhere") == [b"m0b NO [TRYCREATE] no such mailbox"]
     lines = ok(box.cmd(f"m1 UID MOVE 1 {box.name}/dest"))
     assert re.match(rb"\* OK \[COPYUID \d+ 1 3\]", lines[0])
     assert lines[1] == b"* 1 EXPUNGE"
@@ -270,7 +274,7 @@ def test_append_literals(server):
     w.send(b"a2 APPEND INBOX {3+}\r\nabc {3+}\r\ndef\r\n")   # MULTIAPPEND, no continuation
     lines = w.until("a2")
     assert re.match(rb"a2 OK \[APPENDUID \d+ \d+:\d+\]", lines[-1]), lines
-    assert w.cmd("a3 APPEND nowhere {1+}\r\nx")[-1].startswith(b"a3 NO [TRYCREATE]")
+    assert w.cmd("a3 APPEND nowhere {1+}\r\nx") == [b"a3 NO [TRYCREATE] no such mailbox"]
     w.close()
 
 
@@ -281,6 +285,26 @@ def test_multiappend_is_all_or_nothing(server):
     w.send(b"m1 APPEND INBOX {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(one), one, len(one), one))
     assert w.until("m1")[-1].startswith(b"m1 NO [OVERQUOTA]")
     assert ok(w.cmd("m2 STATUS INBOX (MESSAGES)"))[0] == b"* STATUS INBOX (MESSAGES 0)"
+    w.close()
+
+
+def test_store_errors_get_response_codes(server):
+    """Each store error has one reply (session.store_error_reply); a missing
+    mailbox is TRYCREATE only where it is a destination (APPEND/COPY/MOVE)."""
+    w = Wire(server.ports["imap"])
+    w.login()
+    assert w.cmd("e1 SELECT nowhere") == [b"e1 NO [NONEXISTENT] no such mailbox"]
+    assert w.cmd("e2 STATUS nowhere (MESSAGES)") == [b"e2 NO [NONEXISTENT] no such mailbox"]
+    assert w.cmd("e3 RENAME nowhere elsewhere") == [b"e3 NO [NONEXISTENT] no such mailbox"]
+    assert w.cmd("e4 CREATE Bin (USE (\\Trash))") == \
+        [b"e4 NO [USEATTR] another mailbox has the role trash"]
+    assert w.cmd("e5 DELETE INBOX") == [b"e5 NO [CANNOT] INBOX cannot be deleted"]
+    assert w.cmd("e6 CREATE Trash") == [b"e6 NO [ALREADYEXISTS] mailbox already exists"]
+    w.close()
+    w = Wire(server.ports["imap"])
+    w.login("small@example.org", "pw")
+    big = "Subject: x\r\n\r\n" + "x" * 400
+    assert w.cmd(f"q1 APPEND INBOX {{{len(big)}+}}\r\n{big}") == [b"q1 NO [OVERQUOTA] mailbox is full"]
     w.close()
 
 

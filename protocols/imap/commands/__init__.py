@@ -6,7 +6,10 @@ for dispatch and ``capabilities`` for the CAPABILITY response, so a
 capability is advertised exactly when the code that implements it is loaded.
 Handlers are ``async def handler(session, cmd)``; they send untagged
 responses through the session and return the text of the tagged OK (or raise
-``No``/``Bad``).
+``No``/``Bad``). Store errors (``roost.storage.errors``) are left to propagate:
+the session's ``store_error_reply`` turns them into the tagged NO, and the
+registration says what they mean for the command where that differs
+(``trycreate``, ``useattr``).
 """
 
 from dataclasses import dataclass
@@ -32,16 +35,18 @@ class Spec:
     handler: object
     states: frozenset
     expunge_ok: bool = True    # may EXPUNGE responses follow this command?
+    trycreate: bool = False    # a missing mailbox is the destination: NO [TRYCREATE]
+    useattr: bool = False      # a store Conflict is about the special-use attribute: NO [USEATTR]
 
 
 _COMMANDS = {}
 _CAPABILITIES = []   # (name, condition(session) or None)
 
 
-def command(*verbs, states=AUTH, expunge_ok=True):
+def command(*verbs, states=AUTH, expunge_ok=True, trycreate=False, useattr=False):
     def register(fn):
         for verb in verbs:
-            _COMMANDS[verb] = Spec(verb, fn, states, expunge_ok)
+            _COMMANDS[verb] = Spec(verb, fn, states, expunge_ok, trycreate, useattr)
         return fn
     return register
 

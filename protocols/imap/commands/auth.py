@@ -12,8 +12,9 @@ import binascii
 
 from twisted.cred.credentials import UsernamePassword
 
-from .. import session as sessionmod
-from . import NOAUTH, NOT_AUTHENTICATED, Bad, No, capability, command
+from . import NOAUTH, NOT_AUTHENTICATED, Bad, No, capabilities, capability, command
+
+MAX_AUTH_FAILURES = 3      # failed logins on one connection before BYE
 
 capability("SASL-IR")
 capability("STARTTLS", when=lambda s: s.ctx.tls is not None and not s.tls
@@ -44,7 +45,7 @@ async def login(s, cmd):
     if s.cleartext_refused:
         raise No("[PRIVACYREQUIRED] use STARTTLS first")
     await _check(s, cmd, cmd.user, cmd.password)
-    return "[CAPABILITY " + " ".join(sessionmod.commands.capabilities(s)) + "] LOGIN completed"
+    return "[CAPABILITY " + " ".join(capabilities(s)) + "] LOGIN completed"
 
 
 @command("AUTHENTICATE", states=NOAUTH)
@@ -65,7 +66,7 @@ async def authenticate(s, cmd):
     else:
         raise No(f"[CANNOT] unsupported mechanism {cmd.mechanism}")
     await _check(s, cmd, user, password)
-    return "[CAPABILITY " + " ".join(sessionmod.commands.capabilities(s)) + "] AUTHENTICATE completed"
+    return "[CAPABILITY " + " ".join(capabilities(s)) + "] AUTHENTICATE completed"
 
 
 async def _response(s, initial, challenge):
@@ -106,7 +107,7 @@ async def _check(s, cmd, user, password):
         delay = auth.failed(*keys) if auth is not None else 1
         await asyncio.sleep(delay)
         s.auth_failures += 1
-        if s.auth_failures >= sessionmod.MAX_AUTH_FAILURES:
+        if s.auth_failures >= MAX_AUTH_FAILURES:
             s.send(f"{cmd.tag} NO [AUTHENTICATIONFAILED] invalid credentials".encode())
             s.bye("too many failed logins")
             raise No("closing")

@@ -14,9 +14,8 @@ from roost.storage import errors
 
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
-from ..wire import astring
+from ..wire import astring, uid_set_text
 from . import AUTHENTICATED, SELECTED, Bad, No, capability, command
-from .messages import uid_set_text
 
 capability("NAMESPACE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE",
            "CREATE-SPECIAL-USE", "XLIST", "STATUS=SIZE", "MULTIAPPEND")
@@ -102,7 +101,7 @@ async def _qresync(s, view, box, rows, params):
 
 # --- CREATE / DELETE / RENAME / SUBSCRIBE -------------------------------------------
 
-@command("CREATE")
+@command("CREATE", useattr=True)
 async def create(s, cmd):
     name = s.mailbox_name(cmd.mailbox).rstrip(SEPARATOR)
     _check_new_name(name)
@@ -115,10 +114,7 @@ async def create(s, cmd):
         role = ATTR_ROLES.get(cmd.use[0].lower())
         if role is None:
             raise No(f"[USEATTR] {cmd.use[0]} is not a special-use attribute Roost supports")
-    try:
-        await s.ctx.run(s.ctx.store.create_mailbox, s.account.id, name, role)
-    except errors.Conflict as exc:
-        raise No(f"[USEATTR] {exc}") from None
+    await s.ctx.run(s.ctx.store.create_mailbox, s.account.id, name, role)
     return "CREATE completed"
 
 
@@ -301,7 +297,7 @@ def parse_append_date(text):
     return ts - offset if m.group(7) == "+" else ts + offset
 
 
-@command("APPEND")
+@command("APPEND", trycreate=True)
 async def append(s, cmd):
     name = s.mailbox_name(cmd.mailbox)
     store = s.ctx.store
@@ -315,10 +311,7 @@ async def append(s, cmd):
         if not msg.data:
             raise No("empty message")
     dates = [parse_append_date(m.date) if m.date else None for m in cmd.messages]
-    try:
-        box = await s.ctx.run(store.mailbox, s.account.id, name)
-    except errors.MailboxNotFound:
-        raise No("[TRYCREATE] no such mailbox") from None
+    box = await s.ctx.run(store.mailbox, s.account.id, name)
     uids = []
     try:
         for msg, date in zip(cmd.messages, dates):

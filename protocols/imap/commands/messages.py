@@ -18,27 +18,13 @@ from roost.storage.flags import names as flag_names
 
 from .. import fetch as render
 from ..searchkeys import Compiler
-from ..wire import literal
+from ..wire import literal, uid_set_text
 from . import AUTH, AUTHENTICATED, SEL, Bad, No, capability, command
 
 capability("IDLE", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SAVEDATE", "BINARY",
            "CONDSTORE", "QRESYNC", "OBJECTID")
 
 CHUNK = 200
-
-
-def uid_set_text(uids):
-    """Ascending numbers as a compact set: ``1:3,7,9:10``."""
-    out = []
-    uids = sorted(uids)
-    i = 0
-    while i < len(uids):
-        j = i
-        while j + 1 < len(uids) and uids[j + 1] == uids[j] + 1:
-            j += 1
-        out.append(str(uids[i]) if i == j else f"{uids[i]}:{uids[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 def _targets(s, cmd):
@@ -401,17 +387,14 @@ async def store_cmd(s, cmd):
 
 # --- COPY / MOVE --------------------------------------------------------------------
 
-@command("COPY", "MOVE", states=SEL)
+@command("COPY", "MOVE", states=SEL, trycreate=True)
 async def copy(s, cmd):
     v = s.selected
     if cmd.verb == "MOVE" and v.readonly:
         raise No("[READ-ONLY] mailbox is read-only")
     uids = _targets(s, cmd)
     store = s.ctx.store
-    try:
-        dest = await s.ctx.run(store.mailbox, s.account.id, s.mailbox_name(cmd.mailbox))
-    except errors.MailboxNotFound:
-        raise No("[TRYCREATE] no such mailbox") from None
+    dest = await s.ctx.run(store.mailbox, s.account.id, s.mailbox_name(cmd.mailbox))
     if not uids:
         return f"{cmd.verb} completed (no messages)"
     fn = store.move if cmd.verb == "MOVE" else store.copy
