@@ -14,6 +14,7 @@ from roost.protocols.imap.session import IMAPContext, IMAPSession, store_error_r
 from roost.storage import errors
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
+from tests.conftest import append, deliver
 
 USER = "u@example.org"
 MSG = b"From: a@example.org\r\nSubject: s\r\n\r\nbody\r\n"
@@ -123,14 +124,14 @@ def _session_with(append_error=None, quota=None, max_size=1 << 20, feed=()):
     store.add_account(USER, quota_bytes=quota)
     delivery = Delivery(store, max_size=max_size)
 
-    def append(account, box, data, flags, date):
+    def append_to(account, box, data, flags, date):
         if append_error is not None:
             raise append_error
-        return delivery.append(account, box, data, flags=flags, internal_date=date)
+        return append(delivery, account, box, data, flags=flags, internal_date=date)
     try:
-        feed = [(lambda: delivery.deliver(MSG, [USER])) if x is DELIVER else x for x in feed]
+        feed = [(lambda: deliver(delivery, MSG, [USER])) if x is DELIVER else x for x in feed]
         return run(_run(store, "127.0.0.1", [b"L LOGIN u@example.org pw\r\n", *feed],
-                        append=append, checker=_Checker()))
+                        append=append_to, checker=_Checker()))
     finally:
         delivery.close()
         store.close()
