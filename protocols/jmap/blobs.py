@@ -67,6 +67,31 @@ class Backend:
     def blob_bytes(self, account_id, blob_id):
         return self.read_blob(account_id, blob_id)[0]
 
+    def blob_range(self, account_id, blob_id, start=0, end=None):
+        """``(bytes[start:end], size of the whole blob, content type, name)``.
+        A whole message's bytes come from the store as just that range (a
+        ranged download or ``Blob/get`` with offset/length reads no more);
+        uploads and decoded parts are read whole, then cut. Raises BlobNotFound."""
+        head, _, part = (blob_id.partition("_") if isinstance(blob_id, str) else ("", "", ""))
+        if not part and isinstance(blob_id, str) and blob_id.startswith("B") and len(blob_id) <= 200:
+            pk = emails.message_by_blob(self.store, account_id, head)
+            if pk is not None and not self._is_upload(account_id, head):
+                info = emails.get_messages(self.store, account_id, [pk], parsed=False, summary=False)[pk]
+                try:
+                    data = self.store.read_message(account_id, pk, start, end) if end != start else b""
+                except MessageNotFound:
+                    raise BlobNotFound(blob_id) from None
+                return data, info.size, "message/rfc822", None
+        data, ctype, name = self.read_blob(account_id, blob_id)
+        return data[start:end], len(data), ctype, name
+
+    def _is_upload(self, account_id, blob_id):
+        try:
+            account_data.read_upload(self.store, account_id, blob_id)
+        except MessageNotFound:
+            return False
+        return True
+
 
 @method("Blob/copy", CORE)
 def blob_copy(ctx, args):
@@ -178,19 +203,20 @@ def blob_get(ctx, args):
     offset = uint_arg(args, "offset", 0)
     length = uint_arg(args, "length", None)
     found, missing = [], []
+    # Only the requested range is read (just the size when only "size" is asked).
+    end = offset if props == ["size"] else (offset + length if length is not None else None)
     for blob_id in ids:
         try:
-            data = ctx.backend.blob_bytes(ctx.account.id, blob_id)
+            part, size, _ctype, _name = ctx.backend.blob_range(ctx.account.id, blob_id, offset, end)
         except BlobNotFound:
             missing.append(blob_id)
             continue
-        part = data[offset:offset + length if length is not None else None]
         item = {"id": blob_id}
-        if length is not None and offset + length > len(data) or offset > len(data):
+        if length is not None and offset + length > size or offset > size:
             item["isTruncated"] = True
         for p in props:
             if p == "size":
-                item["size"] = len(data)
+                item["size"] = size
             elif p.startswith("digest:"):
                 item[p] = base64.b64encode(
                     hashlib.new(DIGESTS[p[7:]], part).digest()).decode()

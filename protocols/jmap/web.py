@@ -381,6 +381,26 @@ class UploadResource(AsyncResource):
                                "type": ctype, "size": len(data)})
 
 
+def byte_range(header):
+    """A single ``Range: bytes=...`` as ``(start, end)`` (``end`` exclusive or
+    None), ``(None, n)`` for the last ``n`` bytes, or None: no header, or one
+    this server ignores (several ranges, other units), answered with the whole
+    blob as RFC 9110 section 14.2 allows."""
+    if not header:
+        return None
+    unit, _, spec = header.decode("latin-1").partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()) or len(spec) > 40:
+        return None
+    if not first:
+        return (None, int(last))
+    if last and (not last.isdigit() or int(last) < int(first)):
+        return None
+    return (int(first), int(last) + 1 if last else None)
+
+
 class DownloadResource(AsyncResource):
     async def get(self, request, account):
         parts = [urllib.parse.unquote_to_bytes(p).decode("utf-8", "replace") for p in request.postpath]
@@ -388,19 +408,32 @@ class DownloadResource(AsyncResource):
             raise RequestError("notFound", "no such blob", status=404)
         blob_id = parts[1]
         name = parts[2] if len(parts) > 2 and parts[2] else None
+        wanted = byte_range(request.getHeader(b"range"))
+        backend = self.service.backend
         try:
-            data, ctype, part_name = await self.service.run(
-                self.service.backend.read_blob, account.id, blob_id)
+            if wanted is not None and wanted[0] is None:     # bytes=-N: the last N bytes
+                _d, size, _t, _n = await self.service.run(backend.blob_range, account.id, blob_id, 0, 0)
+                wanted = (max(0, size - wanted[1]), None)
+            start, end = wanted or (0, None)
+            data, size, ctype, part_name = await self.service.run(
+                backend.blob_range, account.id, blob_id, start, end)
         except BlobNotFound:
             raise RequestError("notFound", "no such blob", status=404) from None
+        status, extra = 200, {b"Accept-Ranges": b"bytes"}
+        if wanted is not None:
+            if start >= size:
+                _finish(request, 416, b"", b"text/plain", {b"Content-Range": b"bytes */%d" % size})
+                return
+            status = 206
+            extra[b"Content-Range"] = b"bytes %d-%d/%d" % (start, start + len(data) - 1, size)
         accept = _query(request).get("accept") or ctype
         if not accept or any(c in accept for c in "\r\n"):
             accept = "application/octet-stream"
         name = name or part_name or "download"
         disposition = ("attachment; filename*=UTF-8''" +
                        urllib.parse.quote(name, safe="")).encode("latin-1")
-        _finish(request, 200, data, accept.encode("latin-1", "replace"),
-                {b"Content-Disposition": disposition,
+        _finish(request, status, data, accept.encode("latin-1", "replace"),
+                {**extra, b"Content-Disposition": disposition,
                  b"Cache-Control": b"private, immutable, max-age=31536000",
                  # a blob is the sender's content: never render it as this origin's page
                  b"X-Content-Type-Options": b"nosniff",

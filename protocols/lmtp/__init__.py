@@ -39,18 +39,20 @@ _DEFAULT_ENHANCED = {
 }
 
 
+# Every reply about a recipient, by delivery status (RFC 2033 section 4.2, RFC 3463 codes).
+REPLIES = {
+    outcome.DELIVERED: "250 2.0.0 <{}> delivered",
+    outcome.DUPLICATE: "250 2.0.0 <{}> delivered",
+    outcome.NO_SUCH_USER: "550 5.1.1 <{}> no such user here",
+    outcome.OVER_QUOTA: "552 5.2.2 <{}> mailbox is full",
+    outcome.TOO_LARGE: "552 5.3.4 <{}> message too big",
+    outcome.TEMPORARY: "451 4.3.0 <{}> temporary failure, try again later",
+}
+
+
 def reply_for(result):
     """The LMTP reply line of one recipient's ``DeliveryResult``."""
-    rcpt = result.recipient
-    if result.status in (outcome.DELIVERED, outcome.DUPLICATE):
-        return f"250 2.0.0 <{rcpt}> delivered"
-    if result.status == outcome.NO_SUCH_USER:
-        return f"550 5.1.1 <{rcpt}> no such user here"
-    if result.status == outcome.OVER_QUOTA:
-        return f"552 5.2.2 <{rcpt}> mailbox is full"
-    if result.status == outcome.TOO_LARGE:
-        return f"552 5.3.4 <{rcpt}> message too big"
-    return f"451 4.3.0 <{rcpt}> temporary failure, try again later"
+    return REPLIES.get(result.status, REPLIES[outcome.TEMPORARY]).format(result.recipient)
 
 
 class LMTPServer(LMTP):
@@ -176,9 +178,9 @@ class LMTPHandler:
             targets = await self.run(self.resolve, address)
         except Exception:  # noqa: BLE001 - storage trouble is a temporary failure
             log.exception("resolving %s", address)
-            return f"451 4.3.0 <{address}> temporary failure, try again later"
+            return REPLIES[outcome.TEMPORARY].format(address)
         if not targets:
-            return f"550 5.1.1 <{address}> no such user here"
+            return REPLIES[outcome.NO_SUCH_USER].format(address)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         if not hasattr(envelope, "targets"):
@@ -194,5 +196,5 @@ class LMTPHandler:
                                      getattr(envelope, "targets", None))
         except Exception:  # noqa: BLE001
             log.exception("delivery failed")
-            return [f"451 4.3.0 <{r}> temporary failure, try again later" for r in rcpts]
+            return [REPLIES[outcome.TEMPORARY].format(r) for r in rcpts]
         return [reply_for(r) for r in results]

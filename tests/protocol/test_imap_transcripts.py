@@ -197,6 +197,18 @@ def test_fetch_sections_and_partials(box):
     assert b"\\Seen" not in line
 
 
+def test_partial_body_alone_is_a_ranged_read(box):
+    """BODY[]<origin.length> on its own (chunked download) is read as a byte
+    range from the store; the reply is the same slice either way."""
+    lines = ok(box.cmd("f1 UID FETCH 1:2 (UID BODY.PEEK[]<5.12>)"))
+    assert lines[0] == b"* 1 FETCH (UID 1 BODY[]<5> {12}\r\n" + MSG[5:17] + b")"
+    assert lines[1] == b"* 2 FETCH (UID 2 BODY[]<5> {12}\r\n" + MULTI[5:17] + b")"
+    lines = ok(box.cmd(f"f2 UID FETCH 1 (BODY.PEEK[]<{len(MSG) - 3}.100>)"))
+    assert lines[0] == b"* 1 FETCH (UID 1 BODY[]<%d> {3}\r\n" % (len(MSG) - 3) + MSG[-3:] + b")"
+    lines = ok(box.cmd(f"f3 UID FETCH 1 (BODY.PEEK[]<{len(MSG) + 10}.5>)"))
+    assert lines[0] == b"* 1 FETCH (UID 1 BODY[]<%d> {0}\r\n)" % (len(MSG) + 10)
+
+
 def test_rfc822_items(box):
     line = ok(box.cmd("r1 FETCH 1 (RFC822.HEADER RFC822.TEXT)"))[0]
     head, _, text = MSG.partition(b"\r\n\r\n")

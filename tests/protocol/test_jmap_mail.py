@@ -127,6 +127,37 @@ def test_email_get_summary_properties(alice, server):
     assert e["textBody"][0]["type"] == "text/plain" and e["htmlBody"][0]["partId"] == "1"
 
 
+def test_message_blob_ranges_over_http_and_blob_get(alice, server):
+    deliver(server, "Ranged download", body="0123456789" * 50)
+    eid = find(alice, "Ranged download")
+    e = alice.ok("Email/get", ids=[eid], properties=["blobId", "size"])["list"][0]
+    url = (alice.session["downloadUrl"].replace("{accountId}", alice.account)
+           .replace("{blobId}", e["blobId"]).replace("{name}", "m.eml").replace("{type}", "message/rfc822"))
+    whole = alice.http.get(url)
+    assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+    raw = whole.content
+    assert len(raw) == e["size"]
+    part = alice.http.get(url, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == raw[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{len(raw)}"
+    tail = alice.http.get(url, headers={"Range": "bytes=-7"})
+    assert tail.status_code == 206 and tail.content == raw[-7:]
+    rest = alice.http.get(url, headers={"Range": f"bytes={len(raw) - 5}-"})
+    assert rest.content == raw[-5:] and rest.headers["content-range"].endswith(f"/{len(raw)}")
+    past = alice.http.get(url, headers={"Range": f"bytes={len(raw)}-"})
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(raw)}"
+    several = alice.http.get(url, headers={"Range": "bytes=0-1,5-6"})   # ignored: the whole blob
+    assert several.status_code == 200 and several.content == raw
+    ((name, res, _c),) = alice.request(
+        ["Blob/get", {"accountId": alice.account, "ids": [e["blobId"]], "offset": 3, "length": 4,
+                      "properties": ["data:asText", "size"]}, "c"],
+        using=["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:blob"])
+    assert name == "Blob/get", res
+    got = res["list"][0]
+    assert got["data:asText"] == raw[3:7].decode() and got["size"] == len(raw)
+    assert "isTruncated" not in got
+
+
 def test_email_get_body_values_headers_and_forms(alice, server):
     deliver(server, "=?utf-8?q?Caf=C3=A9?= forms", body="x" * 50,
             extra=b"List-Post: <mailto:list@example.org>\r\nX-Multi: one\r\nX-Multi:  two\r\n"

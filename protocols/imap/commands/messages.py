@@ -8,6 +8,7 @@ when a section is asked for) in chunks on a worker thread.
 """
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import time
@@ -211,6 +212,15 @@ async def fetch_cmd(s, cmd):
         i.name == "UID" or i.name == "RFC822.SIZE" or i.name == "RFC822"
         or (i.name in ("BODY", "BODY.PEEK", "BINARY", "BINARY.PEEK", "BINARY.SIZE")
             and i.section == WHOLE) for i in items)
+    # BODY[]<origin.length> alone (a client fetching a big message in chunks):
+    # the store reads just that range, and the items render it as it is.
+    ranges = {i.partial for i in items if i.name != "UID"}
+    span = None
+    if bytes_only and len(ranges) == 1 and None not in ranges and all(
+            i.name in ("UID", "BODY", "BODY.PEEK") for i in items):
+        (origin, length), = ranges
+        span = (origin, origin + length)
+        items = [dataclasses.replace(i, partial=None) for i in items]
     for start in range(0, len(uids), CHUNK):
         chunk = uids[start:start + CHUNK]
 
@@ -224,7 +234,8 @@ async def fetch_cmd(s, cmd):
             out = []
             for r in recs:
                 try:
-                    data = store.read(v.pk, r.uid) if need_bytes else None
+                    data = (store.read(v.pk, r.uid, *span) if span else store.read(v.pk, r.uid)) \
+                        if need_bytes else None
                 except errors.MessageNotFound:
                     continue
                 if bytes_only:
