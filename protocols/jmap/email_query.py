@@ -1,17 +1,17 @@
 """Email/query and Email/queryChanges (RFC 8621 sections 4.4 and 4.5).
 
 Owns the filter compiler (FilterOperator/FilterCondition to a
-``storage.search`` criteria tree, evaluated by the store, never here), the
-sort engine (column sorts by the store, keyword sorts as stable sorts over
-them), and two process-wide caches: ordered results keyed by the Email state,
-and live per-mailbox lists kept up to date from the change log.
+``storage.search`` criteria tree, evaluated by the store, never here) and
+the JMAP side of sorting: sort properties map to the store's sort keys
+(receivedAt to ``received``, sentAt to ``sent``, ...), and the ordering itself
+comes from ``storage.views``, the sorted-view API shared with IMAP SORT: a
+mailbox's view kept fresh from the change log for a plain ``inMailbox``
+query with one sort, the database's sort otherwise, and every ordered result
+cached per (query, Email state, Mailbox state) so paging sorts once. Keyword
+sorts (hasKeyword...) are stable sorts applied over those orders.
 """
 
-import bisect
-import threading
-from collections import OrderedDict
-
-from roost.storage import emails
+from roost.storage import emails, views
 from roost.storage import search as criteria
 from roost.storage.store import email_oid, parse_oid
 
@@ -24,33 +24,6 @@ SORTS = {"receivedAt": "received", "size": "size", "from": "from", "to": "to",
          "subject": "subject", "sentAt": "sent"}
 KEYWORD_SORTS = ("hasKeyword", "allInThreadHaveKeyword", "someInThreadHaveKeyword")
 SORT_OPTIONS = list(SORTS) + list(KEYWORD_SORTS)
-
-
-class QueryCache:
-    """Ordered results of recent queries, keyed by (account, query, Email state):
-    paging through a big mailbox sorts it once."""
-
-    def __init__(self, size=64):
-        self.size = size
-        self._items = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key, value):
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-
-CACHE = QueryCache()
 
 
 def _date(value, key):
@@ -181,123 +154,30 @@ def ordered_ids(ctx, args):
         raise invalid("filter must be an object")
     keys = _sort_keys(args)
     collapse = bool_arg(args, "collapseThreads")
-    acct = ctx.account.id
     state = ctx.state("Email")
-    cache_key = (acct, repr(filt), repr(keys), collapse, state,
-                 ctx.state("Mailbox"))
-    hit = CACHE.get(cache_key)
-    if hit is not None:
-        return hit
+    result = views.for_store(ctx.store).query(
+        ctx.account.id, ("Email/query", repr(filt), repr(keys), collapse),
+        (state, ctx.state("Mailbox")), lambda: _run_query(ctx, filt, keys, collapse, state))
+    return result.pairs, result.ids
+
+
+def _run_query(ctx, filt, keys, collapse, state):
+    """The query's ``views.SortedIds``: a lone ``inMailbox`` filter with one
+    sort is that mailbox's view (the store keeps it fresh); other filters
+    select messages through the search backend, then the store sorts them."""
     mailbox_pk = pks = None
     if filt is not None and set(filt) == {"inMailbox"}:
         mailbox_pk = _mailbox_pk(ctx, filt["inMailbox"], "inMailbox")
-        if not collapse and len(keys) == 1 and keys[0][0] in LIVE_SORTS:
-            result = LIVE.get(ctx, mailbox_pk, keys[0][0], keys[0][1], state)
-            CACHE.put(cache_key, result)
-            return result
     elif filt:
         node = compile_filter(ctx, filt)
         pks = _search(ctx, node)
-    sql_keys = [(SORTS[p], asc) for p, asc, _k in keys if p in SORTS]
-    if len(sql_keys) == len(keys):
-        rows = emails.ordered_messages(ctx.store, acct, sql_keys, mailbox_pk=mailbox_pk, pks=pks)
+    if all(p in SORTS for p, _asc, _k in keys):
+        result = views.for_store(ctx.store).order(
+            ctx.account.id, [(SORTS[p], asc) for p, asc, _k in keys],
+            mailbox_pk=mailbox_pk, pks=pks, state=state)
     else:
-        rows = _keyword_sorted(ctx, keys, mailbox_pk, pks)
-    if collapse:
-        seen, kept = set(), []
-        for pk, tid in rows:
-            if tid not in seen:
-                seen.add(tid)
-                kept.append((pk, tid))
-        rows = kept
-    result = (rows, [r[0] for r in rows])
-    CACHE.put(cache_key, result)
-    return result
-
-
-LIVE_SORTS = {"receivedAt": 2, "size": 3}   # column of mailbox_sort_rows
-
-
-class LiveLists:
-    """A mailbox's messages in receivedAt or size order, kept up to date from
-    the change log: when the Email state moves, only the messages changed since
-    are re-read and re-placed by bisection (a message's arrival time and size
-    never change, so its place is known), so a new message in a 10k mailbox
-    costs a few rows, not a re-sort. Lists are copied, never mutated, so a
-    reader keeps a consistent snapshot."""
-
-    MAX_DELTA = 1000
-
-    def __init__(self, size=32):
-        self.size = size
-        self._items = OrderedDict()   # (account, mailbox, prop, asc) -> _Live
-        self._lock = threading.Lock()
-
-    def get(self, ctx, mailbox_pk, prop, asc, state):
-        col = LIVE_SORTS[prop]
-        key = (ctx.account.id, mailbox_pk, prop, asc)
-
-        def sort_key(r):
-            return (r[col] if asc else -r[col], -r[0])
-        with self._lock:
-            entry = self._items.get(key)
-        if entry is not None and entry.state == state:
-            return entry.pairs, entry.ids
-        if entry is not None and entry.state < state and \
-                entry.state >= ctx.store.history_floor(ctx.account.id):
-            changed = ctx.store.changes(ctx.account.id, "Email", entry.state, limit=self.MAX_DELTA + 1)
-            if len(changed) <= self.MAX_DELTA:
-                touched = {oid for _m, oid, _op in changed}
-                fresh = emails.mailbox_sort_rows(ctx.store, ctx.account.id, mailbox_pk, touched)
-                new = entry.copy(state)
-                for pk in touched:
-                    new.remove(pk)
-                for r in fresh:
-                    new.insert(sort_key(r), (r[0], r[1]))
-                return self._put(key, new)
-        rows = emails.mailbox_sort_rows(ctx.store, ctx.account.id, mailbox_pk)
-        rows.sort(key=sort_key)
-        return self._put(key, _Live(state, [sort_key(r) for r in rows], [(r[0], r[1]) for r in rows]))
-
-    def _put(self, key, live):
-        with self._lock:
-            self._items[key] = live
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return live.pairs, live.ids
-
-
-class _Live:
-    """Parallel lists (sort keys, (pk, thread) pairs, pks) and pk -> sort key."""
-
-    def __init__(self, state, keys, pairs, ids=None, key_of=None):
-        self.state = state
-        self.keys = keys
-        self.pairs = pairs
-        self.ids = ids if ids is not None else [p[0] for p in pairs]
-        self.key_of = key_of if key_of is not None else dict(zip(self.ids, keys))
-
-    def copy(self, state):
-        return _Live(state, list(self.keys), list(self.pairs), list(self.ids), dict(self.key_of))
-
-    def remove(self, pk):
-        k = self.key_of.pop(pk, None)
-        if k is None:
-            return
-        i = bisect.bisect_left(self.keys, k)
-        if i < len(self.ids) and self.ids[i] == pk:
-            del self.keys[i], self.pairs[i], self.ids[i]
-
-    def insert(self, k, pair):
-        i = bisect.bisect_left(self.keys, k)
-        self.keys.insert(i, k)
-        self.pairs.insert(i, pair)
-        self.ids.insert(i, pair[0])
-        self.key_of[pair[0]] = k
-
-
-LIVE = LiveLists()
+        result = views.SortedIds(_keyword_sorted(ctx, keys, mailbox_pk, pks, state))
+    return result.collapsed() if collapse else result
 
 
 def _search(ctx, node):
@@ -310,18 +190,19 @@ def _search(ctx, node):
         raise MethodError("unsupportedFilter", str(exc) or "this filter is not supported") from None
 
 
-def _keyword_sorted(ctx, keys, mailbox_pk, pks):
+def _keyword_sorted(ctx, keys, mailbox_pk, pks, state):
     """Sort with keyword keys: fetch the column sorts' order, then apply every
     key as a stable sort from last to first."""
-    base = emails.ordered_messages(ctx.store, ctx.account.id, [("received", False)],
-                                   mailbox_pk=mailbox_pk, pks=pks)
-    rows = list(base)
+    sorter = views.for_store(ctx.store)
+    base = sorter.order(ctx.account.id, [("received", False)],
+                        mailbox_pk=mailbox_pk, pks=pks, state=state)
+    rows = list(base.pairs)     # a copy: the view's lists are shared
     positions = {}
     for prop, asc, kw in reversed(keys):
         if prop in SORTS:
-            order = emails.ordered_messages(ctx.store, ctx.account.id, [(SORTS[prop], asc)],
-                                            mailbox_pk=mailbox_pk, pks=pks)
-            positions = {pk: i for i, (pk, _t) in enumerate(order)}
+            order = sorter.order(ctx.account.id, [(SORTS[prop], asc)],
+                                 mailbox_pk=mailbox_pk, pks=pks, state=state)
+            positions = {pk: i for i, (pk, _t) in enumerate(order.pairs)}
             rows.sort(key=lambda r: positions[r[0]])
             continue
         msgs, threads = emails.flagged_messages(ctx.store, ctx.account.id, kw)
