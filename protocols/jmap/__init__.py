@@ -4,9 +4,11 @@ Owns the ``twisted.web`` site that serves JMAP. ``site(store, delivery, run,
 authenticator, hostname)`` builds it; ``roost.server`` listens with it. Like
 every protocol it never imports SQLAlchemy and never opens files under the
 data directory: everything goes through ``roost.storage``'s API, run on the
-worker pool. Layout: ``core`` (envelope, dispatch, errors), ``mailbox``,
-``email``, ``submission``, ``quota`` (methods), ``bodies`` (MIME views), ``blobs``,
-``web`` (HTTP resources, auth) and ``push`` (event source, WebSocket).
+worker pool. Layout: ``core`` (envelope, dispatch, errors); methods in ``mailbox``,
+``email_get``, ``email_query``, ``email_set``, ``email_import``, ``email_snippet``
+(with the Email object in ``email_common``), ``submission``, ``quota``; ``bodies``
+(MIME views), ``blobs``, ``web`` (HTTP resources, auth) and ``push`` (event
+source, WebSocket).
 """
 
 from . import core
@@ -23,7 +25,8 @@ capability(SUBMISSION, {}, {"maxDelayedSend": 0, "submissionExtensions": {}})
 capability(VACATION, {}, {})
 capability(WEBSOCKET, {"url": None, "supportsPush": True})
 
-from . import blobs, email, mailbox, quota, submission  # noqa: E402,F401  (register methods)
+from . import (blobs, email_get, email_import, email_query, email_set,  # noqa: E402,F401
+               email_snippet, mailbox, quota, submission)                # (register methods)
 from .blobs import Backend  # noqa: E402
 from .web import Service, build_site  # noqa: E402
 

@@ -356,11 +356,13 @@ def part_json(data, part, properties):
 # --- building messages ---------------------------------------------------------
 
 class BuildError(ValueError):
-    """A create request that cannot become a message; ``properties`` names the culprits."""
+    """A create request that cannot become a message; ``properties`` names the
+    culprits, ``missing_blob`` the blob id it named that does not exist."""
 
-    def __init__(self, description, properties=()):
+    def __init__(self, description, properties=(), missing_blob=None):
         super().__init__(description)
         self.properties = list(properties)
+        self.missing_blob = missing_blob
 
 
 def _addresses(value, prop):
@@ -513,7 +515,8 @@ def _content(part, body_values, blob_reader, where):
         try:
             data = blob_reader(part["blobId"])
         except KeyError:
-            raise BuildError(f"{where}: blob {part['blobId']} not found", [where]) from None
+            raise BuildError(f"{where}: blob {part['blobId']} not found", [where],
+                             missing_blob=part["blobId"]) from None
         return maintype, subtype, data
     raise BuildError(f"{where} needs a partId or a blobId", [where])
 

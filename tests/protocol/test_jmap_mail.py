@@ -270,8 +270,9 @@ def test_create_errors(alice):
     nc = res["notCreated"]
     assert set(nc) == {"nobox", "badbox", "badkw", "noblob", "serverset", "badaddr", "manykw"}
     assert nc["manykw"]["type"] == "tooManyKeywords" and nc["manykw"]["maxKeywords"] == 64
-    assert nc["noblob"]["type"] == "blobNotFound"
-    assert nc["badkw"]["type"] == "invalidProperties"
+    assert nc["noblob"]["type"] == "blobNotFound" and nc["noblob"]["notFound"] == ["Bmissing"]
+    assert nc["badkw"]["type"] == "invalidProperties" and nc["badkw"]["properties"] == ["keywords"]
+    assert nc["nobox"]["type"] == "invalidProperties" and nc["nobox"]["properties"] == ["mailboxIds"]
 
 
 def test_keywords_and_mailboxes_patch_and_replace(alice):
