@@ -110,6 +110,7 @@ class AccountsAPI:
             for table in (mailboxes, changes):
                 conn.execute(delete(table).where(table.c.account_id == acct.id))
             conn.execute(delete(accounts).where(accounts.c.id == acct.id))
+            txn.file_op("rmaccount", acct.maildir_key)
             txn.after(lambda: self.blobs.delete_account(acct.maildir_key))
 
     # --- aliases -----------------------------------------------------------

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import blobops
 from . import flags as flagbits
 from . import mime
 from .blobs import BlobRef
@@ -347,7 +348,10 @@ def recover(store):
     """Finish what a crash interrupted (run at start-up, before listening).
 
     Rows committed but not yet renamed are published; ``tmp/`` files with no
-    row are deleted (never acknowledged). Returns (published, discarded).
+    row are deleted (never acknowledged); then the file operations committed
+    transactions still owed are finished (``storage.blobops``: links of copies,
+    unlinks of moved or expunged copies, folder renames and deletions).
+    Returns (published, discarded).
     """
     published = discarded = 0
     if not hasattr(store.blobs, "accounts"):
@@ -362,28 +366,18 @@ def recover(store):
                 stems = store.blobs.staged(key, folder)
                 if not stems:
                     continue
-                known = {}   # stem -> [(folder, bits, keywords)] of every copy
+                known = {}   # stem -> (bits, keywords) of its membership in this folder
                 for i in range(0, len(stems), 500):
-                    for stem, *copy in conn.execute(
-                            select(messages.c.stem, mailboxes.c.folder, mailbox_messages.c.flags,
-                                   mailbox_messages.c.keywords)
-                            .join(mailbox_messages, mailbox_messages.c.message_id == messages.c.id)
-                            .join(mailboxes, mailboxes.c.id == mailbox_messages.c.mailbox_id)
-                            .where(messages.c.account_id == acct_id,
-                                   messages.c.stem.in_(stems[i:i + 500]))):
-                        known.setdefault(stem, []).append(copy)
+                    known.update((r[0], r[1:]) for r in conn.execute(
+                        select(messages.c.stem, mailbox_messages.c.flags, mailbox_messages.c.keywords)
+                        .join(mailbox_messages, mailbox_messages.c.message_id == messages.c.id)
+                        .join(mailboxes, mailboxes.c.id == mailbox_messages.c.mailbox_id)
+                        .where(mailboxes.c.account_id == acct_id, mailboxes.c.folder == folder,
+                               messages.c.stem.in_(stems[i:i + 500]))).all())
                 for stem in stems:
-                    copies = known.get(stem)
-                    if copies:
-                        # the copy staged in this folder first, then links for the others
-                        copies.sort(key=lambda c: c[0] != folder)
-                        f0, bits, kws = copies[0]
-                        ref = BlobRef(key, folder, stem, bits if f0 == folder else 0)
-                        store.blobs.commit(ref, flagbits.decode_keywords(kws) if f0 == folder else ())
-                        for f, b, k in copies[1 if f0 == folder else 0:]:
-                            store.blobs.link(ref, f, flagbits.decode_keywords(k), b)
-                        if f0 != folder:
-                            store.blobs.unlink(ref)
+                    if stem in known:
+                        bits, keywords = known[stem]
+                        store.blobs.commit(BlobRef(key, folder, stem, bits), flagbits.decode_keywords(keywords))
                         published += 1
                     elif _abandoned(store.blobs, key, folder, stem):
                         store.blobs.discard(key, folder, stem)
@@ -391,6 +385,7 @@ def recover(store):
         conn.rollback()
     if published or discarded:
         log.info("recovery: published %d, discarded %d staged files", published, discarded)
+    blobops.replay(store)   # after the staged files: links of new copies start from them
     return published, discarded
 
 

@@ -18,6 +18,7 @@ import os
 
 from sqlalchemy import delete, func, select, update
 
+from . import blobops
 from . import flags as flagbits
 from . import mime
 from .accounts import clear_mail
@@ -33,6 +34,12 @@ def check(store, repair=False):
     report = []
     if not hasattr(store.blobs, "stored"):
         return ["blob store is not a Maildir; nothing to check"]
+    # First what interrupted transactions still owed the files: what is left
+    # after that and has no row is mail the database never knew, never the
+    # remains of a move or an expunge.
+    redone = blobops.replay(store)
+    if redone:
+        report.append(f"finished {redone} file operations of interrupted transactions")
     for acct in store.accounts():
         key = acct.maildir_key
         boxes = store.mailboxes(acct.id)

@@ -119,6 +119,13 @@ def message_location(sql, *, mailbox_pk=None, uid=None, account_id=None, message
         "JOIN accounts a ON a.id = b.account_id WHERE " + where + " LIMIT 1", params)
 
 
+def mailbox_owner(sql, mailbox_pk):
+    """``(account id, address)`` of the mailbox's owner, or None: the one
+    lookup IMAP STORE makes before the flag rule runs."""
+    return sql.one("SELECT a.id, a.address FROM mailboxes b JOIN accounts a ON a.id = b.account_id "
+                   "WHERE b.id = ?", (mailbox_pk,))
+
+
 def flag_targets(sql, account_id, *, mailbox_pk=None, uids=None, message_pks=None):
     """The memberships a flag change acts on: ``[(mailbox pk, uid, modseq, bits,
     keywords text, stem, message pk, folder)]``, either the UIDs of one mailbox
@@ -212,6 +219,8 @@ def insert_messages(txn, batch):
              p.msgid[:998] if p.msgid else None, p.subject[:4000], p.from_sort, p.to_sort,
              bool(p.has_attachment), p.preview, env_json, structure_json, summary_json))[0]
         first_uid = None
+        for member, bits, _kw in item.also:
+            txn.file_op("link", acct.maildir_key, box.folder, item.stem, item.bits, member.folder, bits)
         for member, bits, keywords in ((box, item.bits, item.keywords), *item.also):
             mb = box_state[member.id]
             uid = mb["next"]

@@ -173,7 +173,9 @@ class MailboxesAPI:
                 txn.conn.execute(update(mailboxes).where(mailboxes.c.id == r.id).values(
                     name=renamed, folder=folder_for(renamed), highestmodseq=modseq))
                 txn.log(account_id, "Mailbox", [r.id], "u")
-                self.blobs.rename_folder(acct.maildir_key, r.folder, folder_for(renamed))
+                txn.file_op("mvfolder", acct.maildir_key, r.folder, dst_folder=folder_for(renamed))
+                txn.after(lambda old=r.folder, new=folder_for(renamed):
+                          self.blobs.rename_folder(acct.maildir_key, old, new))
         return self.mailbox(account_id, mailbox_id=mailbox_pk)
 
     def delete_mailbox(self, account_id, mailbox_pk):
@@ -190,6 +192,7 @@ class MailboxesAPI:
             txn.conn.execute(delete(expunged).where(expunged.c.mailbox_id == box.id))
             txn.conn.execute(delete(mailboxes).where(mailboxes.c.id == box.id))
             txn.log(account_id, "Mailbox", [box.id], "d")
+            txn.file_op("rmfolder", acct.maildir_key, box.folder)
             txn.after(lambda: self.blobs.delete_folder(acct.maildir_key, box.folder))
             txn.publish(account_id, {"Mailbox", "Email", "Thread"}, {box.id})
 

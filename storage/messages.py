@@ -26,7 +26,7 @@ from . import hot
 from .blobs import BlobRef
 from .errors import MailboxNotFound, MessageNotFound
 from .mailboxes import take_uids
-from .model import MessageRecord, Stored
+from .model import Account, MessageRecord, Stored
 from .schema import accounts, expunged, mailbox_messages, mailboxes, messages
 
 CHUNK = 500
@@ -121,6 +121,8 @@ def copy_rows(txn, account, box, dest, uids):
     txn.publish(account.id, {"Email", "Mailbox"}, {dest.id})
     refs = [(BlobRef(account.maildir_key, box.folder, r.stem, r.flags),
              flagbits.decode_keywords(r.keywords)) for r in rows]
+    for ref, _kw in refs:
+        txn.file_op("link", ref.account, ref.folder, ref.key, ref.bits, dest.folder, ref.bits)
     blobs = txn.store.blobs
     txn.after(lambda: [blobs.link(ref, dest.folder, kw) for ref, kw in refs])
     return [(r.uid, first + i) for i, r in enumerate(rows)]
@@ -168,6 +170,8 @@ def remove_rows(txn, account, box, uids, *, log_expunge=True):
     txn.log(account.id, "Mailbox", [box.id], "u")
     txn.publish(account.id, {"Email", "Mailbox", "Thread"}, {box.id})
     refs = [BlobRef(account.maildir_key, box.folder, r.stem, r.flags) for r in rows]
+    for ref in refs:
+        txn.file_op("unlink", ref.account, ref.folder, ref.key, ref.bits)
     blobs = txn.store.blobs
     txn.after(lambda: [blobs.unlink(ref) for ref in refs])
     return removed
@@ -234,9 +238,11 @@ class MessagesAPI:
         "replace" (``apply_flags``). Returns ``(changed, failed)``: ``changed``
         lists ``(uid, modseq, bits, keywords)``, ``failed`` the UIDs refused by
         ``unchanged_since`` (CONDSTORE)."""
-        box = self.mailbox_by_id(mailbox_pk)
-        acct = self.account_by_id(box.account_id)
         with self.write() as txn:
+            owner = hot.mailbox_owner(txn.sql, mailbox_pk)
+            if owner is None:
+                raise MailboxNotFound(mailbox_pk)
+            acct = Account(owner[0], owner[1], None, None, 0, 0)
             changed, failed = apply_flags(txn, acct, FlagChange.of(mode, names), mailbox_pk=mailbox_pk,
                                           uids=list(uids), unchanged_since=unchanged_since)
         return [(uid, modseq, bits, kw) for _b, uid, modseq, bits, kw in changed], failed

@@ -163,6 +163,26 @@ search_queue = Table(
 )
 Index("search_queue_account", search_queue.c.account_id, search_queue.c.id)
 
+# File operations a committed transaction still owes the blob store (links of
+# copies, unlinks of removed copies, folder renames and deletions): written in
+# the transaction that decides them, done right after its commit, deleted once
+# done; start-up recovery and ``roost fsck`` redo whatever a crash left here
+# (storage.blobops). ``txn`` groups one transaction's rows. No foreign keys:
+# an account's deletion is itself such an operation.
+file_ops = Table(
+    "file_ops", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("txn", String(64), nullable=False),
+    Column("op", String(16), nullable=False),      # link, unlink, rmfolder, mvfolder, rmaccount
+    Column("account", String(640), nullable=False),  # "domain/local"
+    Column("folder", String(2048), nullable=False, default=""),
+    Column("stem", String(255)),
+    Column("bits", Integer, nullable=False, default=0),
+    Column("dst_folder", String(2048)),
+    Column("dst_bits", Integer, nullable=False, default=0),
+)
+Index("file_ops_txn", file_ops.c.txn)
+
 # Blobs a client uploaded (JMAP upload, Blob/copy targets), kept until
 # imported or expired; message bytes never live here.
 uploads = Table(

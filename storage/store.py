@@ -55,6 +55,7 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
         self.bus = ChangeBus()
         self.sqlite = engine.dialect.name == "sqlite"
         self._wlock = threading.RLock()
+        self._done_ops = []   # tokens of transactions whose file operations are done
         create_all(engine)
         # Full-text backend (storage.search): "fts5" (SQLite default) or "whoosh".
         root = getattr(blobs, "root", None)
@@ -75,8 +76,20 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
         return cls(make_engine("sqlite://", memory=True), MemoryBlobs(), memory=True, search=search)
 
     def close(self):
+        if self._done_ops:
+            with self.write():
+                pass   # its flush drops the finished file operations' rows
         self.fulltext.close()
         self.engine.dispose()
+
+    def file_ops_done(self, token):
+        self._done_ops.append(token)
+
+    def finished_file_ops(self):
+        """Take the tokens whose file operations are done (their rows go in
+        the caller's transaction; ``write`` puts them back on a rollback)."""
+        done, self._done_ops[:] = list(self._done_ops), []
+        return done
 
     @contextmanager
     def reader(self):
@@ -98,9 +111,13 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
             with self.engine.connect() as conn:
                 conn.execution_options(roost_write=True)
                 txn = Txn(self, conn)
-                with conn.begin():
-                    yield txn
-                    txn.flush()
+                try:
+                    with conn.begin():
+                        yield txn
+                        txn.flush()
+                except BaseException:
+                    self._done_ops.extend(txn.dropped_ops)
+                    raise
             # Still under the lock: file renames and links follow commit order,
             # so the Maildir mirror of flags ends where the database does.
             txn.committed()

@@ -12,7 +12,10 @@ needs a private store helper:
 - ``txn.publish(account_id, kinds, mailboxes)`` adds kinds and mailboxes to the
   event the account gets after the commit (logged kinds are added by ``log``);
 - ``txn.after(fn)`` runs ``fn`` once the commit has succeeded (file side
-  effects: publish staged files, links, flag renames, unlinks).
+  effects: publish staged files, links, flag renames, unlinks);
+- ``txn.file_op(...)`` records, in the transaction, a file operation its
+  hooks owe, so that a crash between the commit and the hooks is finished by
+  recovery (``storage.blobops``).
 
 Change rows are buffered and written by one ``executemany`` just before the
 commit. After the commit the ``after`` hooks run in order, still under the
@@ -22,10 +25,14 @@ the transaction took for it. Hooks and events are dropped when the
 transaction rolls back.
 """
 
+import itertools
+import os
 import time
 
 from .hot import DriverSQL
 from .notify import Change
+
+_tokens = itertools.count(1)
 
 
 class Txn:
@@ -36,7 +43,10 @@ class Txn:
         self._sql = None
         self._hooks = []
         self._rows = []
+        self._ops = []
+        self.dropped_ops = []
         self._events = {}   # account_id -> [modseq, kinds, mailbox ids]
+        self.token = f"{os.getpid()}.{time.time_ns()}.{next(_tokens)}"
 
     @property
     def sql(self):
@@ -82,18 +92,32 @@ class Txn:
     def after(self, fn):
         self._hooks.append(fn)
 
+    def file_op(self, op, account, folder="", stem=None, bits=0, dst_folder=None, dst_bits=0):
+        """Record a file operation this transaction's hooks will do (``storage.blobops``)."""
+        self._ops.append((self.token, op, account, folder, stem, bits, dst_folder, dst_bits))
+
     # --- driven by Store.write() ---------------------------------------------
 
     def flush(self):
-        """Write the buffered change rows (before the commit)."""
+        """Write the buffered change rows and file operations (before the
+        commit), and drop the file operations earlier transactions finished."""
         if self._rows:
             self.sql.many("INSERT INTO changes (account_id, modseq, kind, object_id, op, at) "
                           "VALUES (?, ?, ?, ?, ?, ?)", self._rows)
             self._rows = []
+        done = self.dropped_ops = self.store.finished_file_ops()
+        for i in range(0, len(done), 500):
+            chunk = done[i:i + 500]
+            self.sql.run(f"DELETE FROM file_ops WHERE txn IN ({', '.join('?' * len(chunk))})", chunk)
+        if self._ops:
+            self.sql.many("INSERT INTO file_ops (txn, op, account, folder, stem, bits, dst_folder, "
+                          "dst_bits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._ops)
 
     def committed(self):
         for fn in self._hooks:
             fn()
+        if self._ops:
+            self.store.file_ops_done(self.token)
         bus = self.store.bus
         for account_id, (modseq, kinds, boxes) in self._events.items():
             if kinds or boxes:
