@@ -56,11 +56,12 @@ def _reconcile_copies(conn, blobs, account, stem, folders):
     sources = [BlobRef(account, f, stem, b) for f, b in want.items()] + \
         [BlobRef(account, f, stem) for f in folders if f not in want]
     source = next((ref for ref in sources if _exists(blobs, ref)), None)
-    for folder in folders:
-        ref = BlobRef(account, folder, stem, want.get(folder, 0))
-        if folder in want and not _exists(blobs, ref) and source is not None:
+    for folder in folders:   # links first: a copy about to go may be the only source
+        if folder in want and source is not None and not _exists(blobs, BlobRef(account, folder, stem)):
             blobs.link(source, folder, (), want[folder])
-        elif folder not in want and _exists(blobs, ref):
+    for folder in folders:
+        ref = BlobRef(account, folder, stem)
+        if folder not in want and _exists(blobs, ref):
             blobs.unlink(ref)
 
 
