@@ -10,10 +10,13 @@ local disk); ``MemoryBlobs`` below is its in-memory twin for tests.
 The contract a backend keeps (an object-storage backend is a new class that
 implements these and nothing else):
 
-``put(account, folder, data) -> key``
-    Store ``data`` durably (fsynced, or acknowledged by the object store) but
-    not yet visible; ``folder`` is where it will be committed. Called before
-    the database row is committed.
+``put(account, folder, data, prefix=b"") -> key``
+    Store ``prefix + data`` durably (fsynced, or acknowledged by the object
+    store) but not yet visible; ``folder`` is where it will be committed.
+    Called before the database row is committed.
+``put_copy(src_account, src_folder, key, account, folder) -> key``
+    The same put bytes, put again for another mailbox without writing them
+    twice (Maildir: a hard link in the other ``tmp/``).
 ``commit(ref, keywords=())``
     Make the bytes put under ``ref.key`` visible at ``ref`` (after the row
     committed). Idempotent: start-up recovery may repeat it.
@@ -63,10 +66,15 @@ class MemoryBlobs:
     def create_folder(self, account, folder):
         pass
 
-    def put(self, account, folder, data):
-        key = new_stem(len(data))
+    def put(self, account, folder, data, prefix=b""):
+        key = new_stem(len(prefix) + len(data))
         with self.lock:
-            self.files[(account, folder, key)] = bytes(data)
+            self.files[(account, folder, key)] = bytes(prefix) + bytes(data)
+        return key
+
+    def put_copy(self, src_account, src_folder, key, account, folder):
+        with self.lock:
+            self.files[(account, folder, key)] = self.files[(src_account, src_folder, key)]
         return key
 
     def commit(self, ref, keywords=()):

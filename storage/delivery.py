@@ -198,17 +198,25 @@ class Delivery:
 
     def store(self, *items):
         """Store each ``Incoming``; returns the ``DeliveryResult`` of each of its
-        recipients (or the one of a mailbox item), in order, for all items."""
-        out, jobs = [], []   # jobs: (result, account, [Route], data, parsed or None, item)
+        recipients (or the one of a mailbox item), in order, for all items.
+
+        A message to many recipients is parsed once and held once (each copy
+        is its prepended headers plus the shared bytes); copies whose bytes are
+        identical (an alias that expands to several accounts) are hard links of
+        one staged file; recipients that reach an account the message already
+        goes to (``+detail`` variants, aliases) share that delivery: one
+        message for the account, in each mailbox they name."""
+        out, jobs, same = [], [], []   # jobs: (result, account, [Route], prefix, parsed, item, shared)
         for item in items:
+            shared = {}
             if item.account is not None:
                 result = DeliveryResult(item.account.address, DELIVERED)
                 out.append(result)
                 if self._fits(result, item.data):
                     jobs.append((result, item.account, [Route(b, tuple(item.flags)) for b in item.mailboxes],
-                                 item.data, None, item))
+                                 b"", None, item, shared))
                 continue
-            parsed = None
+            parsed, reached = None, {}
             for rcpt in item.recipients:
                 result = DeliveryResult(rcpt, DELIVERED)
                 out.append(result)
@@ -221,10 +229,20 @@ class Delivery:
                 parsed = parsed or mime.ParsedMessage(item.data)
                 for account, detail in found:
                     routes = self.route(account, item.mailbox_name or detail, item, parsed)
-                    data = self._prepend(item, rcpt) if item.prepend is not False else item.data
-                    jobs.append((result, account, routes, data, parsed, item))
+                    if account.id in reached:   # one message per account: its mailboxes join
+                        first, first_routes = reached[account.id]
+                        have = {r.mailbox.id for r in first_routes}
+                        first_routes.extend(r for r in routes if r.mailbox.id not in have)
+                        same.append((result, first))
+                        continue
+                    reached[account.id] = (result, routes)
+                    prefix = self._prefix(item, rcpt) if item.prepend is not False else b""
+                    jobs.append((result, account, routes, prefix, parsed, item, shared))
         staged = self._stage_all(jobs)
         self._commit(staged)
+        for result, first in same:
+            if result.status is DELIVERED and not result.stored:
+                result.status, result.reason, result.stored = first.status, first.reason, list(first.stored)
         return out
 
     def route(self, account, mailbox_name, incoming, parsed):
@@ -243,40 +261,60 @@ class Delivery:
         result.status, result.reason = TOO_LARGE, f"message exceeds {self.max_size} bytes"
         return False
 
-    def _prepend(self, item, rcpt):
+    def _prefix(self, item, rcpt):
+        """The Return-Path and Delivered-To headers of one recipient's copy."""
         sender = (item.sender or "").strip()
         if sender.startswith("<") and sender.endswith(">"):
             sender = sender[1:-1]   # the null sender arrives as "<>"
-        data = item.data
-        eol = b"\r\n" if data.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
+        eol = b"\r\n" if item.data[:item.data.find(b"\n")].endswith(b"\r") else b"\n"
         return (b"Return-Path: <" + mime.bytes_of(sender) + b">" + eol +
-                b"Delivered-To: " + mime.bytes_of(rcpt) + eol + data)
+                b"Delivered-To: " + mime.bytes_of(rcpt) + eol)
 
     def _stage_all(self, jobs):
-        """Write each job's copy to the blob store; returns ``[(result, NewMessage
-        or OSError, Incoming)]``."""
-        def stage(job):
-            result, account, routes, data, parsed, item = job
-            parsed = mime.ParsedMessage(data) if parsed is None else \
-                shifted(parsed, len(data) - len(item.data))
+        """Write each job's copy to the blob store (identical copies once, then
+        hard-linked); returns ``[(result, NewMessage or OSError, Incoming)]``."""
+        blobs = self.mailstore.blobs
+
+        def message(job, stem):
+            result, account, routes, prefix, parsed, item, shared = job
+            parsed = mime.ParsedMessage(item.data) if parsed is None else shifted(parsed, len(prefix))
             first, *rest = routes
-            try:
-                stem = self.mailstore.blobs.put(account.maildir_key, first.mailbox.folder, data)
-            except OSError as exc:
-                return result, OSError(exc.strerror or str(exc)), item
             bits, keywords = flagbits.split(first.flags)
             dedupe = item.dedupe if item.dedupe is not None else item.account is None
             return result, NewMessage(
-                account, first.mailbox, stem, data, parsed, bits=bits, keywords=keywords,
+                account, first.mailbox, stem, item.data, parsed, bits=bits, keywords=keywords,
                 internal_date=item.internal_date, dedupe_window=self.dedupe_window if dedupe else 0,
-                also=tuple((r.mailbox, *flagbits.split(r.flags)) for r in rest)), item
-        jobs = [j for j in jobs if j[2]]
-        if len(jobs) < 4:
-            return [stage(j) for j in jobs]
+                also=tuple((r.mailbox, *flagbits.split(r.flags)) for r in rest),
+                prefix=prefix, shared=shared), item
+
+        def stage(group):
+            first = group[0]
+            out = []
+            try:
+                stem = blobs.put(first[1].maildir_key, first[2][0].mailbox.folder, first[5].data, first[3])
+            except OSError as exc:
+                return [(job[0], OSError(exc.strerror or str(exc)), job[5]) for job in group]
+            out.append(message(first, stem))
+            for job in group[1:]:
+                try:
+                    copy = blobs.put_copy(first[1].maildir_key, first[2][0].mailbox.folder, stem,
+                                          job[1].maildir_key, job[2][0].mailbox.folder)
+                    out.append(message(job, copy))
+                except OSError as exc:
+                    out.append((job[0], OSError(exc.strerror or str(exc)), job[5]))
+            return out
+
+        groups = {}
+        for job in jobs:
+            if job[2]:
+                groups.setdefault((id(job[5]), job[3]), []).append(job)
+        groups = list(groups.values())
+        if len(groups) < 4:
+            return [s for g in groups for s in stage(g)]
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(STAGE_THREADS, thread_name_prefix="roost-stage")
-        return list(self._pool.map(stage, jobs))
+        return [s for staged in self._pool.map(stage, groups) for s in staged]
 
     def _target_mailbox(self, account, name):
         """The named mailbox (exact name first, then case-insensitively), else INBOX.

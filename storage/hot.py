@@ -202,7 +202,7 @@ def insert_messages(txn, batch):
             if dup:
                 results[i] = Stored(box.id, b["uidvalidity"], dup[0], dup[1], duplicate=True)
                 continue
-        size = len(item.data)
+        size = item.size
         if a["quota"] is not None and a["used"] + a["added"] + size > a["quota"]:
             results[i] = QuotaExceeded(acct.address)
             continue

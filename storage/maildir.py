@@ -110,9 +110,9 @@ class Maildir:
         if folder:
             open(os.path.join(base, "maildirfolder"), "a").close()
 
-    def put(self, account, folder, data):
-        """Write ``data`` to ``tmp/`` and fsync it; return the new stem."""
-        stem = new_stem(len(data))
+    def put(self, account, folder, data, prefix=b""):
+        """Write ``prefix`` then ``data`` to ``tmp/`` and fsync it; return the new stem."""
+        stem = new_stem(len(prefix) + len(data))
         path = os.path.join(self.folder_path(account, folder), "tmp", stem)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -120,14 +120,27 @@ class Maildir:
             self.create_folder(account, folder)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            for chunk in (prefix, data):
+                view = memoryview(chunk)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
             os.fsync(fd)
         finally:
             os.close(fd)
         return stem
+
+    def put_copy(self, src_account, src_folder, key, account, folder):
+        """The staged bytes of ``key`` staged again for another mailbox (a hard
+        link; the same stem, so the copy's key is ``key``)."""
+        src = os.path.join(self.folder_path(src_account, src_folder), "tmp", key)
+        dst = os.path.join(self.folder_path(account, folder), "tmp", key)
+        try:
+            os.link(src, dst)
+        except FileNotFoundError:
+            self.create_folder(account, folder)
+            os.link(src, dst)
+        return key
 
     def commit(self, ref, keywords=()):
         base = self.folder_path(ref.account, ref.folder)

@@ -100,7 +100,10 @@ class MessageRecord:
 
 @dataclass
 class NewMessage:
-    """A message staged in the blob store, waiting for its database row."""
+    """A message staged in the blob store, waiting for its database row. Its
+    bytes are ``prefix + data`` (the headers delivery prepends, then the bytes
+    as received), kept apart so that one message to many recipients is held
+    in memory once; ``shared`` memoises what its copies have in common."""
     account: Account
     mailbox: Mailbox
     stem: str
@@ -111,17 +114,28 @@ class NewMessage:
     internal_date: float = None
     dedupe_window: float = 0
     also: tuple = ()    # further memberships of the same message: (Mailbox, bits, keywords)
+    prefix: bytes = b""
+    shared: dict = None
     row: tuple = None   # derived values, see prepare()
+
+    @property
+    def size(self):
+        return len(self.prefix) + len(self.data)
 
     def prepare(self):
         """Compute the row's derived values (blob id, JSON, search document,
         base subject). Delivery calls this in its own worker thread, so the
         single committer thread only runs SQL."""
         if self.row is None:
-            p = self.parsed
-            self.row = ("B" + hashlib.sha256(self.data).hexdigest()[:40], json.dumps(p.envelope),
-                        json.dumps(p.structure), json.dumps(p.summary), document(p),
-                        mime.base_subject(p.subject)[:1000])
+            p, shared = self.parsed, self.shared if self.shared is not None else {}
+            if "common" not in shared:
+                shared["common"] = (json.dumps(p.envelope), json.dumps(p.summary), document(p),
+                                    mime.base_subject(p.subject)[:1000])
+            env_json, summary_json, doc, base = shared["common"]
+            digest = hashlib.sha256(self.prefix)
+            digest.update(self.data)
+            self.row = ("B" + digest.hexdigest()[:40], env_json, json.dumps(p.structure), summary_json,
+                        doc, base)
         return self.row
 
 

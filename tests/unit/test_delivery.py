@@ -58,3 +58,49 @@ def test_duplicate_is_stored_once_but_succeeds(store):
     assert second.stored[0].uid == first.stored[0].uid
     assert len(store.blobs.files) == 1
     d.close()
+
+
+def test_fan_out_holds_the_message_once_and_links_identical_copies(tmp_path):
+    import os
+    import pathlib
+    import tracemalloc
+    store = Store.open(str(tmp_path / "data"))
+    d = dl.Delivery(store)
+    try:
+        users = [f"u{i}@example.org" for i in range(20)]
+        for u in users:
+            store.add_account(u)
+        for u in users[1:4]:
+            store.add_alias("team@example.org", u)
+        owner = store.account(users[0])
+        store.create_mailbox(owner.id, "Lists")
+        body = b"x" * 998 + b"\r\n"
+        big = b"From: a@example.net\r\nSubject: big\r\n\r\n" + body * (4 * 1024 * 1024 // len(body))
+        rcpts = [users[0]] + users[4:] + ["u0+lists@example.org", "team@example.org"] + \
+            [f"u0+v{i}@example.org" for i in range(10)]
+        tracemalloc.start()
+        results = deliver(d, big, rcpts, sender="a@example.net")
+        _now, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert all(r.ok for r in results), [(r.recipient, r.status) for r in results]
+        # 29 recipients of a 4 MB message: nowhere near 32 copies in memory
+        assert peak < 4 * len(big), peak
+        # u0: one message, in INBOX and Lists (every +variant joined it)
+        msgs = {s.message_id for r in results if r.recipient.startswith("u0") for s in r.stored}
+        assert len(msgs) == 1
+        assert sorted(b.name for b in store.mailboxes(owner.id, counts=True) if b.messages) == ["INBOX", "Lists"]
+        # the alias's three copies (team@ as Delivered-To) are one file, hard-linked
+        inodes = set()
+        for u in users[1:4]:
+            acct = store.account(u)
+            files = store.blobs.stored(acct.maildir_key, "")
+            team = [p for _s, _b, p in files if b"Delivered-To: team@" in pathlib.Path(p).read_bytes()[:200]]
+            assert len(team) == 1
+            inodes.add(os.stat(team[0]).st_ino)
+        assert len(inodes) == 1
+        inbox1 = store.mailbox(store.account(users[1]).id, "INBOX")
+        assert [r.uid for r in store.records(inbox1.id)] == [1]
+        assert store.read(inbox1.id, 1).endswith(big)
+    finally:
+        d.close()
+        store.close()
