@@ -306,6 +306,10 @@ class IMAPSession(protocol.Protocol):
                 name = utf7.decode(name)
             except ValueError as exc:
                 raise No(f"[CANNOT] {exc}") from None
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:   # undecodable bytes arrive as lone surrogates
+            raise Bad("mailbox name is not valid UTF-8 (RFC 6855 section 3)") from None
         if name.upper() == "INBOX" or name.upper().startswith("INBOX/"):
             name = "INBOX" + name[5:]
         return name

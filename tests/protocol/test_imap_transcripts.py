@@ -360,6 +360,12 @@ def test_create_special_use_rename_delete_utf7(server):
     ok(w.cmd("u1 ENABLE UTF8=ACCEPT"))
     ok(w.cmd('u2 CREATE "Été"'))
     assert b'* LIST (\\HasNoChildren) "/" "\xc3\x89t\xc3\xa9"' in ok(w.cmd('u3 LIST "" "\u00c9*"'))
+    # Bytes that are not UTF-8 are the client's error (RFC 6855 section 3), never a server bug.
+    for tag, line in ((b"u4", b'CREATE "bad\xff\xfe"'), (b"u5", b'STATUS "\xc3" (MESSAGES)'),
+                      (b"u6", b'RENAME INBOX "\xed\xa0\x80"'), (b"u7", b"CREATE {2+}\r\n\xff\xfe"),
+                      (b"u8", b'APPEND "\xff" {3+}\r\nabc')):
+        w.send(tag + b" " + line + b"\r\n")
+        assert w.until(tag.decode())[-1] == tag + b" BAD mailbox name is not valid UTF-8 (RFC 6855 section 3)"
     w.close()
 
 
