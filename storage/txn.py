@@ -27,6 +27,8 @@ import time
 from .hot import DriverSQL
 from .notify import Change
 
+observers = []   # fn(seconds) after each commit
+
 
 class Txn:
     def __init__(self, store, conn):
@@ -37,6 +39,7 @@ class Txn:
         self._hooks = []
         self._rows = []
         self._events = {}   # account_id -> [modseq, kinds, mailbox ids]
+        self._flushed = time.monotonic()
 
     @property
     def sql(self):
@@ -90,8 +93,16 @@ class Txn:
             self.sql.many("INSERT INTO changes (account_id, modseq, kind, object_id, op, at) "
                           "VALUES (?, ?, ?, ?, ?, ?)", self._rows)
             self._rows = []
+        self._flushed = time.monotonic()
 
     def committed(self):
+        if observers:
+            took = time.monotonic() - self._flushed
+            for fn in list(observers):
+                try:
+                    fn(took)
+                except Exception:  # noqa: BLE001 - an observer must not undo a commit
+                    pass
         for fn in self._hooks:
             fn()
         bus = self.store.bus
