@@ -220,28 +220,26 @@ def _as_future(d):
 def serve(config):
     """Run Roost until SIGTERM/SIGINT."""
     handler = logs.setup(config.log_level, config.log_format, config.log_file or None)
+    loop = install_reactor()
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    app = Roost(config, loop)
+
+    def started():
+        d = Deferred.fromFuture(asyncio.ensure_future(app.start()))
+
+        def failed(f):
+            log.error("cannot start: %s", f.getErrorMessage())
+            print(f"roost: cannot start: {f.getErrorMessage()}", flush=True)
+            reactor.stop()
+        d.addErrback(failed)
+
+    reactor.callWhenRunning(started)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(app.stop())))
     try:
-        loop = install_reactor()
-        from twisted.internet import reactor
-        from twisted.internet.defer import Deferred
-        app = Roost(config, loop)
-
-        def started():
-            d = Deferred.fromFuture(asyncio.ensure_future(app.start()))
-
-            def failed(f):
-                log.error("cannot start: %s", f.getErrorMessage(), extra={"event": "start"})
-                print(f"roost: cannot start: {f.getErrorMessage()}", flush=True)
-                reactor.stop()
-            d.addErrback(failed)
-
-        reactor.callWhenRunning(started)
-        reactor.addSystemEventTrigger(
-            "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(app.stop())))
-        try:
-            reactor.run()
-        finally:
-            app.close_relay()
+        reactor.run()
     finally:
+        app.close_relay()
         handler.close()
     return 0

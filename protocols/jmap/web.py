@@ -174,6 +174,7 @@ def spawn(coro):
     task.add_done_callback(_TASKS.discard)
     return task
 
+
 def _user_of(authorization):
     """The user name of a Basic Authorization value (never its password), else None."""
     scheme, _, cred = authorization.partition(" ")
