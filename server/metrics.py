@@ -8,6 +8,9 @@ Design decisions:
   once, in one line, and neither protocols nor storage import
   ``prometheus_client``. With metrics on, the "roost" loggers make DEBUG
   records (the command events) whatever the log level shows.
+- Connections are counted for IMAP and LMTP; JMAP is HTTP (keep-alive, and
+  WebSockets taken over from the channel), so its requests and method calls
+  are what it counts.
 - Store commit latency comes from ``storage.txn.observers`` (storage imports
   nothing of the server); queue depths are read when scraped: the delivery
   group committer's queue and the tasks on the worker pool.

@@ -8,12 +8,14 @@ import signal
 import smtplib
 import urllib.request
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RoostServer, add_user, wait_for
+from tests.conftest import RoostServer, add_user, roost, wait_for
 
 USER, PASSWORD, WRONG = "alice@example.org", "s3cret-Pass-9", "wr0ng-Guess-7"
+USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
 MESSAGE = b"From: bob@example.net\r\nTo: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
@@ -83,20 +85,34 @@ def _events(lines):
     return [json.loads(line) for line in lines]
 
 
+def jmap_actions(server, token):
+    """A JMAP request with an app token, and one with a wrong password."""
+    url = f"http://127.0.0.1:{server.ports['jmap']}/jmap/api/"
+    calls = [["Mailbox/query", {"accountId": "A1"}, "0"], ["Nope/get", {}, "1"]]
+    r = httpx.post(url, headers={"Authorization": f"Bearer {token}"},
+                   json={"using": USING, "methodCalls": calls}, timeout=30)
+    assert r.status_code == 200
+    r = httpx.post(url, auth=(USER, WRONG), json={"using": USING, "methodCalls": []}, timeout=30)
+    assert r.status_code == 401
+
+
 def test_json_log_lines(tmp_path):
     data = tmp_path / "data"
     add_user(data, USER, PASSWORD)
+    token = roost(data, "token", "add", USER, "phone").stdout.decode().strip()
     conf = tmp_path / "roost.toml"
     conf.write_text('[log]\nformat = "json"\nlevel = "debug"\n')
     err_path = tmp_path / "stderr"
     with open(err_path, "wb") as err:
-        server = RoostServer(data, listeners=("imap", "lmtp"), config=conf, stderr=err).start()
+        server = RoostServer(data, listeners=("imap", "lmtp", "jmap"), config=conf,
+                             stderr=err).start()
         try:
             actions(server)
+            jmap_actions(server, token)
         finally:
             server.stop()
     text = err_path.read_text()
-    assert PASSWORD not in text and WRONG not in text
+    assert PASSWORD not in text and WRONG not in text and token not in text
     lines = text.splitlines()
     events = _events(lines)                     # every line is one JSON object
     assert all({"ts", "level", "logger", "msg"} <= e.keys() for e in events)
@@ -122,6 +138,12 @@ def test_json_log_lines(tmp_path):
     data_cmd = find(event="command", proto="lmtp", verb="DATA", outcome="ok")[0]
     assert (data_cmd["rcpts"], data_cmd["delivered"], data_cmd["sender"]) == (1, 1, "bob@example.net")
     find(event="connection", state="close", proto="lmtp")
+    find(event="login", proto="jmap", outcome="ok", account=USER, mechanism="bearer")
+    find(event="login", proto="jmap", outcome="failed", account=USER, mechanism="basic")
+    find(event="command", proto="jmap", verb="Mailbox/query", outcome="ok", account=USER)
+    find(event="command", proto="jmap", verb="unknown", outcome="unknownMethod")
+    request = find(event="request", proto="jmap")[0]
+    assert request["methods"] == ["Mailbox/query", "Nope/get"] and request["ms"] >= 0
 
 
 def test_default_log_is_kv_at_info(tmp_path):
