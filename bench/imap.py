@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from bench.proc import cpu_seconds, rss_bytes
@@ -139,6 +140,7 @@ class RoostPeer:
                 self.port = int(m.group(1))
             if line.startswith("roost: ready"):
                 break
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()   # its log lines
         self.pid = self.proc.pid
 
     def stop(self):

@@ -76,6 +76,7 @@ def start_server(data):
             name = line.split()[1]
             ports[name] = int(line.rsplit(":", 1)[1])
         if line.startswith("roost: ready"):
+            threading.Thread(target=proc.stdout.read, daemon=True).start()   # its log lines
             return proc, ports
     raise SystemExit("roost serve did not start")
 

@@ -5,6 +5,12 @@ first, so Twisted protocols (IMAP, JMAP) and asyncio ones (aiosmtpd LMTP and
 submission) share one loop. Blocking work (database, fsync, argon2) goes to a
 bounded thread pool through ``Roost.run``. This is the only package that
 knows every other one.
+
+Logs are set up first (``server.logs``: one structured line per event, to
+stderr unless ``[log] file``); Prometheus metrics (``server.metrics``) exist
+only when a ``metrics`` listener is asked for. On exit (SIGTERM/SIGINT) the
+change-relay socket ``DATA/roost.sock`` is removed, so no other process
+mistakes a stale socket for a running server.
 """
 
 import asyncio
@@ -16,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from roost.storage.delivery import Delivery, Incoming, recover
 from roost.storage.store import Store, relay_socket_path
 
+from . import logs
 from .auth import Authenticator
 from .config import parse_address
 
@@ -58,6 +65,11 @@ class Roost:
         self.ports = []       # Twisted listening ports
         self.addresses = {}   # name -> (host, port) actually bound
         self.inflight = 0
+        self.metrics = None
+        if parse_address(config.listen.get("metrics")) is not None:
+            from .metrics import Metrics
+            self.metrics = Metrics(self)
+            self.metrics.install()
 
     async def run(self, fn, *args):
         """Run blocking ``fn(*args)`` on the worker pool."""
@@ -68,7 +80,8 @@ class Roost:
             self.inflight -= 1
 
     async def start(self):
-        for name in ("lmtp", "imap", "imaps", "jmap", "submission", "smtp", "managesieve"):
+        for name in ("lmtp", "imap", "imaps", "jmap", "submission", "smtp", "managesieve",
+                     "metrics"):
             addr = parse_address(self.config.listen.get(name))
             if addr is None:
                 continue
@@ -144,6 +157,17 @@ class Roost:
         self.ports.append(listening)
         return host, listening.getHost().port
 
+    async def _start_metrics(self, host, port):
+        from twisted.internet import reactor
+        from twisted.web.server import Site
+
+        from .metrics import resource
+        site = Site(resource(self.metrics.registry))
+        site.noisy = False
+        listening = reactor.listenTCP(port, site, interface=host)
+        self.ports.append(listening)
+        return host, listening.getHost().port
+
     def _deliver(self, data, recipients, sender, targets=None):
         return self.delivery.store(Incoming(data, tuple(recipients), sender=sender, targets=targets))
 
@@ -165,11 +189,23 @@ class Roost:
         while self.inflight and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         self.executor.shutdown(wait=True)
-        if self._relay is not None:
-            self.loop.remove_reader(self._relay.fileno())
-            self._relay.close()
+        self.close_relay()
         self.delivery.close()
         self.store.close()
+        if self.metrics is not None:
+            self.metrics.uninstall()
+
+    def close_relay(self):
+        """Stop taking change notices and remove the socket (idempotent)."""
+        if self._relay is None:
+            return
+        self.loop.remove_reader(self._relay.fileno())
+        self._relay.close()
+        self._relay = None
+        try:
+            os.unlink(relay_socket_path(self.config.data))
+        except FileNotFoundError:
+            pass
 
 
 def _as_future(d):
@@ -183,6 +219,7 @@ def _as_future(d):
 
 def serve(config):
     """Run Roost until SIGTERM/SIGINT."""
+    handler = logs.setup(config.log_level, config.log_format, config.log_file or None)
     loop = install_reactor()
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
@@ -192,12 +229,17 @@ def serve(config):
         d = Deferred.fromFuture(asyncio.ensure_future(app.start()))
 
         def failed(f):
-            print(f"roost: cannot start: {f.getErrorMessage()}", file=sys.stderr, flush=True)
+            log.error("cannot start: %s", f.getErrorMessage())
+            print(f"roost: cannot start: {f.getErrorMessage()}", flush=True)
             reactor.stop()
         d.addErrback(failed)
 
     reactor.callWhenRunning(started)
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(app.stop())))
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        app.close_relay()
+        handler.close()
     return 0

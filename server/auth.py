@@ -3,11 +3,15 @@
 Owns password hashing, verification (off the event loop, with a short-lived
 cache so ten connections of one client cost one hash) and failed-login
 throttling per IP and per account. Protocols see only the portal/checker and
-``Authenticator.check``; they never see hashes.
+``Authenticator.check``; they never see hashes. Every protocol reports each
+login attempt to ``Authenticator.report``, which logs the one "login" event
+(server/logs.py): the account as given, the mechanism, the outcome and the
+peer; it takes no password or token, so none can be logged.
 """
 
 import hashlib
 import ipaddress
+import logging
 import threading
 import time
 
@@ -19,6 +23,7 @@ from twisted.internet import threads
 from zope.interface import implementer
 
 _hasher = PasswordHasher()
+log = logging.getLogger("roost.auth")
 
 CACHE_SECONDS = 60
 FAIL_WINDOW = 300
@@ -62,6 +67,16 @@ class Authenticator:
         with self._lock:
             self._cache[key] = (now + CACHE_SECONDS, acct.password_hash)
         return acct
+
+    def report(self, proto, peer, account, mechanism, outcome, level=logging.INFO):
+        """Log one login attempt; ``outcome`` is "ok", "failed" or "blocked".
+        Failures always log at INFO or above."""
+        if outcome != "ok":
+            level = max(level, logging.INFO)
+        if log.isEnabledFor(level):
+            log.log(level, "login %s", outcome, extra={
+                "event": "login", "proto": proto, "peer": peer, "account": account or None,
+                "mechanism": mechanism, "outcome": outcome})
 
     # --- throttling -------------------------------------------------------
 

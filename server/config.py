@@ -16,6 +16,7 @@ DEFAULT_LISTEN = {
     "submission": "127.0.0.1:1587",
     "smtp": "off",
     "managesieve": "127.0.0.1:4190",
+    "metrics": "off",
 }
 
 
@@ -32,6 +33,9 @@ class Config:
     workers: int = 32
     tls_cert: str = ""
     tls_key: str = ""
+    log_level: str = "info"      # server/logs.py LEVELS
+    log_format: str = "kv"       # "kv" or "json"
+    log_file: str = ""           # empty: stderr
 
     @property
     def database_url(self):
@@ -56,6 +60,7 @@ def load(path=None, data=None):
         server = doc.get("server", {})
         limits = doc.get("limits", {})
         tls = doc.get("tls", {})
+        logs = doc.get("log", {})
         cfg.data = server.get("data", cfg.data)
         cfg.database = server.get("database", cfg.database)
         cfg.hostname = server.get("hostname", cfg.hostname)
@@ -68,10 +73,17 @@ def load(path=None, data=None):
                                                      cfg.connections_per_user_ip))
         cfg.tls_cert = tls.get("cert", cfg.tls_cert)
         cfg.tls_key = tls.get("key", cfg.tls_key)
+        cfg.log_level = str(logs.get("level", cfg.log_level)).lower()
+        cfg.log_format = str(logs.get("format", cfg.log_format)).lower()
+        cfg.log_file = logs.get("file", cfg.log_file)
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:
         cfg.data = data
     for name, value in cfg.listen.items():
         parse_address(value)  # fail early on a bad address
+    if cfg.log_level not in ("debug", "info", "warning", "error"):
+        raise ValueError(f"[log] level must be debug, info, warning or error, not {cfg.log_level!r}")
+    if cfg.log_format not in ("kv", "json"):
+        raise ValueError(f"[log] format must be kv or json, not {cfg.log_format!r}")
     return cfg

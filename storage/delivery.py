@@ -18,7 +18,8 @@ many); hand the staged rows to the group committer, which commits many
 deliveries in one database transaction (one fsync); only then are the files
 made visible and ``store`` returns. A caller acknowledges the message (LMTP
 250, APPEND OK) only after ``store`` returns, so everything acknowledged is
-durable. ``recover`` finishes what a crash interrupted.
+durable. ``recover`` finishes what a crash interrupted. Each result is logged
+as one "delivery" event (recipient, size, status, ms; server/logs.py).
 
 Methods here block: call them from a worker thread, never on the event loop.
 """
@@ -140,6 +141,11 @@ class GroupCommitter:
                 self._thread = threading.Thread(target=self._run, name="roost-commit", daemon=True)
                 self._thread.start()
 
+    @property
+    def pending(self):
+        """Batches waiting to be committed (a gauge for the server)."""
+        return self._queue.qsize()
+
     def close(self):
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
@@ -206,6 +212,7 @@ class Delivery:
         one staged file; recipients that reach an account the message already
         goes to (``+detail`` variants, aliases) share that delivery: one
         message for the account, in each mailbox they name."""
+        started = time.monotonic()
         out, jobs, same = [], [], []   # jobs: (result, account, [Route], prefix, parsed, item, shared)
         for item in items:
             shared = {}
@@ -243,6 +250,7 @@ class Delivery:
         for result, first in same:
             if result.status is DELIVERED and not result.stored:
                 result.status, result.reason, result.stored = first.status, first.reason, list(first.stored)
+        _log_results(items, out, started)
         return out
 
     def route(self, account, mailbox_name, incoming, parsed):
@@ -357,6 +365,21 @@ class Delivery:
                     result.status, result.reason = TEMPORARY, "mailbox is gone, try again"
             elif result.status in (DELIVERED, DUPLICATE):
                 result.status, result.reason = TEMPORARY, str(outcome) or "try again later"
+
+
+def _log_results(items, results, started):
+    """One "delivery" event per result (fields: server/logs.py)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    ms = round((time.monotonic() - started) * 1000, 3)
+    pos = 0
+    for item in items:
+        count = 1 if item.account is not None else len(item.recipients)
+        for r in results[pos:pos + count]:
+            log.info("delivery %s", r.status.value, extra={
+                "event": "delivery", "recipient": r.recipient, "size": len(item.data),
+                "status": r.status.value, "ms": ms, "reason": r.reason or None})
+        pos += count
 
 
 def shifted(parsed, delta):

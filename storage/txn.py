@@ -33,6 +33,7 @@ from .hot import DriverSQL
 from .notify import Change
 
 _tokens = itertools.count(1)
+observers = []   # fn(seconds) after each commit
 
 
 class Txn:
@@ -47,6 +48,7 @@ class Txn:
         self.dropped_ops = []
         self._events = {}   # account_id -> [modseq, kinds, mailbox ids]
         self.token = f"{os.getpid()}.{time.time_ns()}.{next(_tokens)}"
+        self._flushed = time.monotonic()
 
     @property
     def sql(self):
@@ -112,8 +114,16 @@ class Txn:
         if self._ops:
             self.sql.many("INSERT INTO file_ops (txn, op, account, folder, stem, bits, dst_folder, "
                           "dst_bits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._ops)
+        self._flushed = time.monotonic()
 
     def committed(self):
+        if observers:
+            took = time.monotonic() - self._flushed
+            for fn in list(observers):
+                try:
+                    fn(took)
+                except Exception:  # noqa: BLE001 - an observer must not undo a commit
+                    pass
         for fn in self._hooks:
             fn()
         if self._ops:

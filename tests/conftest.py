@@ -2,7 +2,9 @@
 
 ``roost(data, *args)`` runs the CLI in a subprocess (the same Python, so no
 shell shim is needed). ``RoostServer`` starts ``roost serve`` with only the
-listeners asked for, on port 0, and reads the real ports from its output.
+listeners asked for, on port 0, and reads the real ports from its output;
+after "ready" a thread keeps reading it (into ``output``), so the server's log
+lines never fill the pipe.
 """
 
 import os
@@ -11,13 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
 import pytest
 
 ROOST = [sys.executable, "-m", "roost.server.cli"]
-LISTENERS = ("lmtp", "imap", "imaps", "jmap", "submission", "smtp", "managesieve")
+LISTENERS = ("lmtp", "imap", "imaps", "jmap", "submission", "smtp", "managesieve", "metrics")
 PG_URL = os.environ.get("ROOST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1/test")
 
 
@@ -82,12 +85,14 @@ class RoostServer:
     """``roost serve`` as a subprocess; ``ports["lmtp"]`` etc. once started.
 
     ``listeners`` names the listeners to start on port 0, or maps names to
-    fixed ``host:port`` addresses; every other listener is off."""
+    fixed ``host:port`` addresses; every other listener is off. ``stderr``
+    (a file) gets the server's stderr (its logs) apart from its stdout."""
 
-    def __init__(self, data, listeners=("lmtp",), config=None):
+    def __init__(self, data, listeners=("lmtp",), config=None, stderr=None):
         self.data = str(data)
         self.listeners = listeners
         self.config = config
+        self.stderr = stderr
         self.proc = None
         self.ports = {}
         self.output = []
@@ -101,7 +106,8 @@ class RoostServer:
         for name in LISTENERS:
             address = fixed.get(name) or ("127.0.0.1:0" if name in self.listeners else "off")
             args += [f"--{name}", address]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
+                                     stderr=self.stderr or subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline().decode(errors="replace")
@@ -112,9 +118,23 @@ class RoostServer:
             if m:
                 self.ports[m.group(1)] = int(m.group(2))
             if line.startswith("roost: ready"):
+                self.reader = threading.Thread(target=self._read, daemon=True)
+                self.reader.start()
                 return self
         self.kill()
         raise AssertionError("roost serve did not start:\n" + "".join(self.output))
+
+    def _read(self):
+        try:
+            for line in self.proc.stdout:
+                self.output.append(line.decode(errors="replace"))
+        except (OSError, ValueError):
+            pass
+
+    def _wait_reader(self):
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.join(10)
 
     @property
     def pid(self):
@@ -124,6 +144,7 @@ class RoostServer:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+        self._wait_reader()
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
 
@@ -134,6 +155,7 @@ class RoostServer:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._wait_reader()
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
 

@@ -22,9 +22,14 @@ worker thread) and the server's callables in ``IMAPContext``.
 Imports go one way: the session imports the command registry (which loads
 the handler modules); no command module imports the session, and shared
 helpers (``wire.uid_set_text``) live in the neutral modules.
+
+Logs: one "connection" event at open and close, one "command" event per
+command (timed around ``_one``; the outcome is the status of the tagged reply
+``send`` saw), with the fields listed in ``roost.server.logs``.
 """
 
 import asyncio
+import itertools
 import logging
 from dataclasses import dataclass, field
 
@@ -39,6 +44,7 @@ from .parser import parse
 from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError, uid_set_text
 
 log = logging.getLogger("roost.imap")
+_conn_ids = itertools.count(1)
 
 MAX_QUEUED = 64            # units queued before reading pauses
 MAX_QUEUED_BYTES = 8 << 20  # ... or octets queued
@@ -67,6 +73,17 @@ class IMAPContext:
     sessions: set = field(default_factory=set)
 
 
+class Accounting:
+    """What the logs need of one connection: one attribute of the session, so
+    its instance dict keeps CPython's shared keys (a session with more than 30
+    attributes costs over 1 KiB more, which counts at 10k idle connections)."""
+    __slots__ = ("conn", "opened", "bytes_in", "bytes_out", "command", "reply")
+
+    def __init__(self):
+        self.conn, self.opened, self.bytes_in, self.bytes_out = next(_conn_ids), 0.0, 0, 0
+        self.command = self.reply = None   # the command being run, its tagged reply
+
+
 class IMAPSession(protocol.Protocol):
     def __init__(self, ctx):
         self.ctx = ctx
@@ -91,6 +108,7 @@ class IMAPSession(protocol.Protocol):
         self.loop = asyncio.get_event_loop()
         self.timer = None
         self.last_input = 0.0
+        self.obs = Accounting()
 
     # --- connection ---------------------------------------------------------
 
@@ -107,6 +125,7 @@ class IMAPSession(protocol.Protocol):
         self.task = asyncio.ensure_future(self._pipeline())
         self.last_input = self.loop.time()
         self.timer = self.loop.call_later(AUTOLOGOUT_CHECK, self._check_autologout)
+        self._log_connection("open")
 
     def _check_autologout(self):
         """RFC 3501 5.4 autologout, checked every AUTOLOGOUT_CHECK seconds, not per command."""
@@ -118,6 +137,7 @@ class IMAPSession(protocol.Protocol):
         self.timer = self.loop.call_later(AUTOLOGOUT_CHECK, self._check_autologout)
 
     def connectionLost(self, reason=None):
+        self._log_connection("close")
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
@@ -132,6 +152,7 @@ class IMAPSession(protocol.Protocol):
         if self.closing:
             return
         self.last_input = self.loop.time()
+        self.obs.bytes_in += len(data)
         for event in self.framer.feed(data):
             if isinstance(event, LiteralRequest):
                 self.write(b"+ Ready for literal data\r\n")
@@ -173,10 +194,13 @@ class IMAPSession(protocol.Protocol):
 
     def write(self, data):
         if not self.closing:
+            self.obs.bytes_out += len(data)
             self.transport.write(data)
 
     def send(self, data):
         """Queue one complete response (bytes without the final CRLF)."""
+        if data[:1] not in b"*+":
+            self.obs.reply = data
         self.out.append(data)
         self.out.append(b"\r\n")
         self.out_size += len(data)
@@ -210,7 +234,9 @@ class IMAPSession(protocol.Protocol):
             while not self.closing:
                 unit = await self.queue.get()
                 self._resume(unit)
+                started, self.obs.command, self.obs.reply = self.loop.time(), None, None
                 await self._one(unit)
+                self._log_command(started)
                 self.flush()
         except asyncio.CancelledError:
             pass
@@ -230,6 +256,7 @@ class IMAPSession(protocol.Protocol):
         except ParseError as exc:
             self._reply_bad(exc.tag, str(exc))
             return
+        self.obs.command = cmd
         spec = commands.lookup(cmd.verb)
         if spec is None:
             self._reply_bad(cmd.tag, f"unknown command {cmd.verb}")
@@ -266,6 +293,35 @@ class IMAPSession(protocol.Protocol):
             return
         await self.report_changes(spec.expunge_ok or cmd.uid)
         self.send(f"{cmd.tag} OK {text or cmd.verb + ' completed'}".encode())
+
+    # --- logs (the events and their fields: roost.server.logs) ------------------
+
+    def _log_connection(self, state):
+        obs = self.obs
+        fields = {"event": "connection", "state": state,
+                  "proto": "imaps" if self.ctx.implicit_tls else "imap", "conn": obs.conn,
+                  "peer": self.peer}
+        if state == "open":
+            obs.opened = self.loop.time()
+        else:
+            fields.update(ms=round((self.loop.time() - obs.opened) * 1000, 3), tls=self.tls,
+                          bytes_in=obs.bytes_in, bytes_out=obs.bytes_out,
+                          account=self.account.address if self.account else None)
+        log.info("connection %s", state, extra=fields)
+
+    def _log_command(self, started):
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        cmd, reply = self.obs.command, self.obs.reply
+        outcome = reply.split(b" ", 2)[1].decode("ascii", "replace") if reply and b" " in reply \
+            else "BAD" if not self.closing else "none"
+        verb = cmd and ("UID " + cmd.verb if cmd.uid else cmd.verb)
+        mailbox = getattr(cmd, "mailbox", None) or (self.selected.name if self.selected else None)
+        log.debug("%s %s", verb, outcome, extra={
+            "event": "command", "proto": "imap", "conn": self.obs.conn, "verb": verb,
+            "mailbox": str(mailbox) if mailbox else None, "outcome": outcome,
+            "ms": round((self.loop.time() - started) * 1000, 3),
+            "account": self.account.address if self.account else None})
 
     def _reply_bad(self, tag, reason):
         self.bad_count += 1

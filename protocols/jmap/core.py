@@ -5,11 +5,13 @@ Owns turning a parsed request object into a response object. Runs in a
 worker thread (method handlers call the blocking store API directly); it never
 touches the network or twisted. Handlers are registered per method name with
 the capability they belong to; capabilities in the session come from the same
-registry, so nothing is typed twice.
+registry, so nothing is typed twice. ``process`` logs one "command" event per
+method call and one "request" event per request (``roost.server.logs``).
 """
 
 import logging
 import re
+import time
 
 log = logging.getLogger("roost.jmap")
 
@@ -198,14 +200,34 @@ def process(backend, account, request):
     using, calls, created = check_request(request)
     ctx = Context(backend, account, created)
     ctx.using = frozenset(using)
-    responses = []
+    responses, started = [], time.monotonic()
     for name, args, call_id in calls:
-        for out in run_call(ctx, name, args, call_id, responses):
-            responses.append(out)
+        t, outs = time.monotonic(), run_call(ctx, name, args, call_id, responses)
+        responses.extend(outs)
+        _log_call(account, name, outs, t)
+    _log_request(account, calls, started)
     result = {"methodResponses": responses, "sessionState": backend.session_state(account)}
     if created is not None:
         result["createdIds"] = ctx.created
     return result
+
+
+def _log_call(account, name, outs, started):
+    """One "command" event per method call (fields: roost.server.logs)."""
+    if log.isEnabledFor(logging.DEBUG):
+        outcome = outs[0][1].get("type", "error") if outs and outs[0][0] == "error" else "ok"
+        log.debug("%s %s", name[:100], outcome, extra={
+            "event": "command", "proto": "jmap", "verb": name if name in METHODS else "unknown",
+            "outcome": outcome, "ms": round((time.monotonic() - started) * 1000, 3),
+            "account": account.address})
+
+
+def _log_request(account, calls, started):
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("request", extra={
+            "event": "request", "proto": "jmap", "account": account.address,
+            "methods": [c[0][:100] for c in calls],
+            "ms": round((time.monotonic() - started) * 1000, 3)})
 
 
 READ_VERBS = ("/get", "/query", "/changes", "/queryChanges", "/echo", "/parse")

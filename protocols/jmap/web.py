@@ -95,6 +95,10 @@ class Service:
         if hit and hit[0] > time.monotonic():
             return hit[1]
         acct = await self._authenticate(value, ip, query, cookies)
+        if value:   # a login attempt (tickets are not); HTTP logs in each request: ok is DEBUG
+            self.auth.report("jmap", ip, acct.address if acct else _user_of(value),
+                             value.partition(" ")[0].lower()[:16], "ok" if acct else "failed",
+                             logging.DEBUG)
         if acct is not None and key:
             if len(self.auth_cache) > 10000:
                 self.auth_cache.clear()
@@ -169,6 +173,18 @@ def spawn(coro):
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
     return task
+
+
+def _user_of(authorization):
+    """The user name of a Basic Authorization value (never its password), else None."""
+    scheme, _, cred = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        return base64.b64decode(cred.strip(), validate=True).decode("utf-8").partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
 
 def _cors(request):
     for k, v in CORS_HEADERS.items():

@@ -13,11 +13,15 @@ and writes one reply per accepted recipient in RCPT order. Every reply carries
 an enhanced status code (RFC 2034), LHLO is required before mail, and a
 recipient's ``+detail`` names the mailbox it goes to when that mailbox exists.
 Recipients are resolved once, at RCPT; DATA delivers to what RCPT found.
+Each connection and each DATA transaction is logged as one event
+(roost.server.logs: "connection", and "command" with verb DATA).
 """
 
 import asyncio
+import itertools
 import logging
 import re
+import time
 
 from aiosmtpd.lmtp import LMTP
 
@@ -27,6 +31,7 @@ log = logging.getLogger("roost.lmtp")
 
 MAX_RECIPIENTS = 1000
 LINE_LIMIT = 64 * 1024
+_conn_ids = itertools.count(1)
 
 # An SMTP path: "<" [source route ":"] (quoted or plain local part) "@" domain ">" params
 _PATH = re.compile(r'\s*<(?:@[^<>:"]*:)?((?:"(?:[^"\\\r\n]|\\.)*"|[^<>"\s])*)>(.*)$|\s*([^<>\s]+)(.*)$')
@@ -65,6 +70,41 @@ class LMTPServer(LMTP):
         kwargs.setdefault("ident", "Roost LMTP")
         super().__init__(handler, **kwargs)
         self._plain_reply = False
+        self.conn_id, self.opened, self.bytes_in, self.bytes_out = next(_conn_ids), 0.0, 0, 0
+        self.peer = None
+
+    # --- logs (the events and their fields: roost.server.logs) ------------------
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        if self.peer is None:   # not again after STARTTLS
+            peer = transport.get_extra_info("peername")
+            self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "local")
+            self.opened = time.monotonic()
+            log.info("connection open", extra={"event": "connection", "state": "open",
+                                               "proto": "lmtp", "conn": self.conn_id,
+                                               "peer": self.peer})
+
+    def connection_lost(self, error):
+        log.info("connection close", extra={
+            "event": "connection", "state": "close", "proto": "lmtp", "conn": self.conn_id,
+            "peer": self.peer, "ms": round((time.monotonic() - self.opened) * 1000, 3),
+            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out})
+        super().connection_lost(error)
+
+    def data_received(self, data):
+        self.bytes_in += len(data)
+        super().data_received(data)
+
+    def _log_transaction(self, content, replies, started):
+        if log.isEnabledFor(logging.DEBUG):
+            delivered = sum(1 for r in replies if r[:1] == "2")
+            log.debug("DATA", extra={
+                "event": "command", "proto": "lmtp", "verb": "DATA", "conn": self.conn_id,
+                "sender": self.envelope.mail_from, "rcpts": len(self.envelope.rcpt_tos),
+                "delivered": delivered, "size": len(content) if content is not None else None,
+                "outcome": "ok" if delivered == len(replies) else "partial" if delivered else "failed",
+                "ms": round((time.monotonic() - started) * 1000, 3)})
 
     async def push(self, status):
         # RFC 2034: enhanced codes on every reply except the greeting, the LHLO
@@ -74,6 +114,7 @@ class LMTPServer(LMTP):
             code = status[:3]
             if code in _DEFAULT_ENHANCED and status[3:4] in (" ", ""):
                 status = f"{code} {_DEFAULT_ENHANCED[code]} {status[4:]}".rstrip()
+        self.bytes_out += len(status) + 2
         await super().push(status)
 
     async def smtp_LHLO(self, arg):
@@ -116,6 +157,7 @@ class LMTPServer(LMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        started = time.monotonic()
         try:
             content = await read_data(self._reader, self.data_size_limit)
         except asyncio.IncompleteReadError:
@@ -125,6 +167,7 @@ class LMTPServer(LMTP):
         else:
             self.envelope.original_content = self.envelope.content = content
             replies = await self.event_handler.deliver_data(self.envelope)
+        self._log_transaction(content, replies, started)
         self._set_post_data_state()
         for reply in replies:
             await self.push(reply)

@@ -92,7 +92,10 @@ async def _response(s, initial, challenge):
 async def _check(s, cmd, user, password):
     auth = s.ctx.authenticator
     keys = (s.peer, user.lower())
+    report = auth.report if auth is not None else lambda *a: None
+    mechanism = getattr(cmd, "mechanism", None) or cmd.verb
     if auth is not None and auth.blocked(*keys):
+        report("imap", s.peer, user, mechanism, "blocked")
         s.send(f"{cmd.tag} NO [UNAVAILABLE] too many failed logins; try later".encode())
         s.bye("too many failed logins")
         raise No("blocked")
@@ -104,6 +107,7 @@ async def _check(s, cmd, user, password):
         address = None
     account = await s.ctx.run(s.ctx.store.account, address) if address else None
     if account is None:
+        report("imap", s.peer, user, mechanism, "failed")
         delay = auth.failed(*keys) if auth is not None else 1
         await asyncio.sleep(delay)
         s.auth_failures += 1
@@ -115,5 +119,7 @@ async def _check(s, cmd, user, password):
     limit = s.ctx.connections_per_user_ip
     if limit and sum(1 for other in list(s.ctx.sessions) if other.account is not None
                      and other.account.id == account.id and other.peer == s.peer) >= limit:
+        report("imap", s.peer, user, mechanism, "limit")
         raise No(f"[LIMIT] {limit} connections of this account from this address are open already")
     s.logged_in(account)
+    report("imap", s.peer, user, mechanism, "ok")
