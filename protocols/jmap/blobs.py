@@ -232,6 +232,7 @@ def blob_get(ctx, args):
                     if text is None:
                         item["isEncodingProblem"] = True
         found.append(item)
+        ctx.spend(item)
     return {"accountId": ctx.account_id_str, "list": found, "notFound": missing}
 
 
