@@ -32,6 +32,8 @@ class Config:
     workers: int = 32
     tls_cert: str = ""
     tls_key: str = ""
+    jmap_allowed_origins: list = field(default_factory=list)
+    jmap_push_allow_private: bool = False
 
     @property
     def database_url(self):
@@ -68,6 +70,16 @@ def load(path=None, data=None):
                                                      cfg.connections_per_user_ip))
         cfg.tls_cert = tls.get("cert", cfg.tls_cert)
         cfg.tls_key = tls.get("key", cfg.tls_key)
+        jmap = doc.get("jmap", {})
+        origins = jmap.get("allowed_origins", cfg.jmap_allowed_origins)
+        if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+            raise ValueError("[jmap] allowed_origins must be a list of origins "
+                             '(like "https://mail.example.org")')
+        cfg.jmap_allowed_origins = origins
+        allow_private = jmap.get("push_allow_private", cfg.jmap_push_allow_private)
+        if not isinstance(allow_private, bool):
+            raise ValueError("[jmap] push_allow_private must be true or false")
+        cfg.jmap_push_allow_private = allow_private
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:

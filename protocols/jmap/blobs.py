@@ -26,11 +26,13 @@ class BlobNotFound(KeyError):
 class Backend:
     """The store, delivery and settings a JMAP server works with."""
 
-    def __init__(self, store, delivery, hostname="localhost", outbound=None):
+    def __init__(self, store, delivery, hostname="localhost", outbound=None,
+                 push_allow_private=False):
         self.store = store
         self.delivery = delivery
         self.hostname = hostname
         self.outbound = outbound     # the outbound relay queue, when one exists
+        self.push_allow_private = push_allow_private   # push to loopback/private addresses
         self.push_changed = None     # called with an account id after its push subscriptions change
 
     def session_state(self, account):
