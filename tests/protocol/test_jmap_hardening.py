@@ -287,3 +287,16 @@ def test_an_account_holds_a_bounded_number_of_push_subscriptions(alice):
     ids = [c["id"] for c in out["created"].values()]
     out = alice.request(["PushSubscription/set", {"destroy": ids}, "0"], using=[CORE])[0][1]
     assert len(out["destroyed"]) == len(ids)
+
+
+def test_push_subscription_types_must_be_a_list_of_names(alice):
+    out = alice.request(["PushSubscription/set", {"create": {"p": {
+        "deviceClientId": "d", "url": "https://push.invalid.example/x"}}}, "0"], using=[CORE])
+    sid = out[0][1]["created"]["p"]["id"]
+    for bad in (7, "Email", {"Email": True}, [1]):
+        out = alice.request(["PushSubscription/set", {"update": {sid: {"types": bad}}}, "0"],
+                            using=[CORE])[0][1]
+        assert out["notUpdated"][sid]["type"] == "invalidProperties", bad
+    out = alice.request(["PushSubscription/set", {"update": {sid: {"types": ["Email"]}},
+                                                  "destroy": [sid]}, "0"], using=[CORE])[0][1]
+    assert out["updated"] == {sid: None} and out["destroyed"] == [sid]

@@ -144,3 +144,19 @@ def test_size_meter_matches_json_and_shares_work():
     t = time.perf_counter()
     assert meter.size(big) > 2 ** 200
     assert time.perf_counter() - t < 1
+
+
+def test_blob_upload_stops_reading_sources_at_the_limit(world, monkeypatch):
+    backend, acct = world
+    aid = f"A{acct.id}"
+    up = core.process(backend, acct, {"using": USING, "methodCalls": [["Blob/upload", {
+        "accountId": aid, "create": {"b": {"data": [{"data:asText": "x" * 600}]}}}, "0"]]})
+    blob_id = up["methodResponses"][0][1]["created"]["b"]["id"]
+    monkeypatch.setitem(core.LIMITS, "maxSizeUpload", 1000)
+    reads = []
+    real = backend.blob_bytes
+    monkeypatch.setattr(backend, "blob_bytes", lambda *a: reads.append(a) or real(*a))
+    out = core.process(backend, acct, {"using": USING, "methodCalls": [["Blob/upload", {
+        "accountId": aid, "create": {"c": {"data": [{"blobId": blob_id}] * 64}}}, "0"]]})
+    assert out["methodResponses"][0][1]["notCreated"]["c"]["type"] == "tooLarge"
+    assert len(reads) == 2
