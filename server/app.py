@@ -152,8 +152,10 @@ class Roost:
         from twisted.internet import reactor
 
         from roost.protocols.jmap import site
-        listening = reactor.listenTCP(port, site(self.store, self.delivery, self.run, self.auth,
-                                                 self.config.hostname), interface=host)
+        listening = reactor.listenTCP(port, site(
+            self.store, self.delivery, self.run, self.auth, self.config.hostname,
+            allowed_origins=self.config.jmap_allowed_origins,
+            push_allow_private=self.config.jmap_push_allow_private), interface=host)
         self.ports.append(listening)
         return host, listening.getHost().port
 

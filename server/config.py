@@ -36,6 +36,8 @@ class Config:
     log_level: str = "info"      # server/logs.py LEVELS
     log_format: str = "kv"       # "kv" or "json"
     log_file: str = ""           # empty: stderr
+    jmap_allowed_origins: list = field(default_factory=list)
+    jmap_push_allow_private: bool = False
 
     @property
     def database_url(self):
@@ -76,6 +78,16 @@ def load(path=None, data=None):
         cfg.log_level = str(logs.get("level", cfg.log_level)).lower()
         cfg.log_format = str(logs.get("format", cfg.log_format)).lower()
         cfg.log_file = logs.get("file", cfg.log_file)
+        jmap = doc.get("jmap", {})
+        origins = jmap.get("allowed_origins", cfg.jmap_allowed_origins)
+        if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+            raise ValueError("[jmap] allowed_origins must be a list of origins "
+                             '(like "https://mail.example.org")')
+        cfg.jmap_allowed_origins = origins
+        allow_private = jmap.get("push_allow_private", cfg.jmap_push_allow_private)
+        if not isinstance(allow_private, bool):
+            raise ValueError("[jmap] push_allow_private must be true or false")
+        cfg.jmap_push_allow_private = allow_private
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:

@@ -31,10 +31,11 @@ from .blobs import Backend  # noqa: E402
 from .web import Service, build_site  # noqa: E402
 
 
-def site(store, delivery, run, authenticator, hostname="localhost", outbound=None):
+def site(store, delivery, run, authenticator, hostname="localhost", outbound=None,
+         allowed_origins=(), push_allow_private=False):
     """The twisted.web Site for JMAP."""
-    backend = Backend(store, delivery, hostname, outbound)
-    return build_site(Service(backend, run, authenticator))
+    backend = Backend(store, delivery, hostname, outbound, push_allow_private=push_allow_private)
+    return build_site(Service(backend, run, authenticator, allowed_origins))
 
 
 __all__ = ["core", "site"]

@@ -26,11 +26,13 @@ class BlobNotFound(KeyError):
 class Backend:
     """The store, delivery and settings a JMAP server works with."""
 
-    def __init__(self, store, delivery, hostname="localhost", outbound=None):
+    def __init__(self, store, delivery, hostname="localhost", outbound=None,
+                 push_allow_private=False):
         self.store = store
         self.delivery = delivery
         self.hostname = hostname
         self.outbound = outbound     # the outbound relay queue, when one exists
+        self.push_allow_private = push_allow_private   # push to loopback/private addresses
         self.push_changed = None     # called with an account id after its push subscriptions change
 
     def session_state(self, account):
@@ -175,14 +177,18 @@ def blob_upload(ctx, args):
                                          f"data is a list of 1-{MAX_DATA_SOURCES} data sources",
                                          properties=["data"])
             continue
+        parts, size = [], 0
         try:
-            data = b"".join(_source_bytes(ctx, s) for s in sources)
+            for source in sources:      # stop at the limit, not after reading every source
+                parts.append(_source_bytes(ctx, source))
+                size += len(parts[-1])
+                if size > LIMITS["maxSizeUpload"]:
+                    raise ValueError(set_error("tooLarge", "the blob is larger than maxSizeBlobSet"))
         except ValueError as exc:
             not_created[cid] = exc.args[0]
             continue
-        if len(data) > LIMITS["maxSizeUpload"]:
-            not_created[cid] = set_error("tooLarge", "the blob is larger than maxSizeBlobSet")
-            continue
+        data = b"".join(parts)
+        del parts
         ctype = (ctype or "application/octet-stream")[:255]
         blob_id = account_data.save_upload(ctx.store, ctx.account.id, data, ctype)
         ctx.created[cid] = blob_id
@@ -232,6 +238,7 @@ def blob_get(ctx, args):
                     if text is None:
                         item["isEncodingProblem"] = True
         found.append(item)
+        ctx.spend(item)
     return {"accountId": ctx.account_id_str, "list": found, "notFound": missing}
 
 

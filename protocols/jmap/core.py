@@ -7,9 +7,29 @@ touches the network or twisted. Handlers are registered per method name with
 the capability they belong to; capabilities in the session come from the same
 registry, so nothing is typed twice. ``process`` logs one "command" event per
 method call and one "request" event per request (``roost.server.logs``).
+
+Bounds (a request of a few KB must not cost gigabytes): ``loads`` refuses as
+``notJSON`` what is not I-JSON (lone surrogates, non-finite numbers) and JSON
+nested deeper than ``MAX_DEPTH``. Result references share objects with the
+results they point into, so a chain of references can describe a response far
+larger than anything held in memory; ``SizeMeter`` measures JSON sizes
+memoised by object identity, in time proportional to the distinct objects.
+The resolved references of one request may total at most ``maxSizeRequest``
+(the request, were its references written out, would fit the limit the
+client could have sent), and the response at most ``MAX_SIZE_RESPONSE``;
+handlers whose items can be large (Email/get, Blob/get) check the running
+total with ``Context.spend`` as they build. Past either bound the offending
+call gets the method-level error ``requestTooLarge`` and later calls run as
+usual (RFC 8620 section 3.6.2). Not the request-level ``limit`` error: that
+says the request "was not processed" and names a limit of the capability
+object, while here earlier calls may already have changed state. A call that
+changed state keeps its response (it is small: ids and server-set
+properties), so a client always learns what was done.
 """
 
+import json
 import logging
+import math
 import re
 import time
 
@@ -31,6 +51,11 @@ LIMITS = {
     "maxObjectsInSet": 500,
     "collationAlgorithms": ["i;ascii-casemap", "i;octet"],
 }
+
+MAX_SIZE_RESPONSE = 32 * 1024 * 1024     # JSON octets of one response, estimated
+MAX_SIZE_REFERENCES = LIMITS["maxSizeRequest"]   # resolved result references, per request
+MAX_DEPTH = 64                           # nesting of arrays and objects in a request
+
 
 class MethodError(Exception):
     """A method-level error (RFC 8620 section 3.6.2)."""
@@ -61,6 +86,83 @@ class RequestError(Exception):
 
     def json(self):
         return {"type": self.type, "status": self.status, "detail": self.detail, **self.extra}
+
+
+def _not_finite(value):
+    raise ValueError(f"{value} is not a JSON number")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def loads(data):
+    """A request (or WebSocket message) as JSON; raises RequestError
+    ``notJSON`` for anything not I-JSON (RFC 7493: UTF-8, no lone surrogates,
+    finite numbers) or nested deeper than ``MAX_DEPTH``."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+        doc = json.loads(text, parse_constant=_not_finite, parse_float=_finite_float)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise RequestError("notJSON", "the request body is not I-JSON") from None
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii() and _SURROGATE.search(value):
+                raise RequestError("notJSON", "the request has a lone surrogate (not I-JSON)")
+            continue
+        if isinstance(value, dict):
+            if depth > MAX_DEPTH:
+                break
+            stack.extend((k, depth) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            if depth > MAX_DEPTH:
+                break
+            stack.extend((v, depth + 1) for v in value)
+    else:
+        return doc
+    raise RequestError("notJSON", f"the request is nested deeper than {MAX_DEPTH} levels")
+
+
+class SizeMeter:
+    """Estimated JSON sizes (octets, as ``json.dumps`` with ``ensure_ascii=False``
+    writes them, escapes aside), memoised by object identity: a value built
+    from references to earlier results costs only its new objects. Measured
+    containers are held, so their ids stay theirs; they must not change after."""
+
+    def __init__(self):
+        self.memo = {}
+
+    def size(self, value):
+        if isinstance(value, str):
+            return len(value) + 2 if value.isascii() else \
+                len(value.encode("utf-8", "surrogatepass")) + 2
+        if value is None or value is True:
+            return 4
+        if value is False:
+            return 5
+        if isinstance(value, (int, float)):
+            return len(repr(value))
+        if isinstance(value, (dict, list, tuple)):
+            hit = self.memo.get(id(value))
+            if hit is not None:
+                return hit[1]
+            if isinstance(value, dict):
+                n = 1 + sum(self.size(k) + self.size(v) + 2 for k, v in value.items())
+            else:
+                n = 1 + sum(self.size(v) + 1 for v in value)
+            n = max(n, 2)
+            self.memo[id(value)] = (value, n)
+            return n
+        return len(str(value)) + 2
 
 
 def invalid(description):
@@ -138,6 +240,33 @@ class Context:
         self.created = dict(created_ids or {})
         self.using = ()
         self._states = {}
+        self.meter = SizeMeter()
+        self.response_size = 0    # of the responses admitted so far
+        self.spent = 0            # by the running call, through ``spend``
+        self.reference_size = 0
+
+    def spend(self, value):
+        """Count ``value`` (a piece of the running call's result) against the
+        response bound; raises MethodError ``requestTooLarge`` past it."""
+        self.spent += self.meter.size(value)
+        if self.response_size + self.spent > MAX_SIZE_RESPONSE:
+            raise MethodError("requestTooLarge", "the response would be larger than "
+                              f"{MAX_SIZE_RESPONSE} octets; ask for less in one call")
+
+    def admit(self, name, outs):
+        """The responses of one call as they go into the response: past the
+        size bound, a read's result becomes a ``requestTooLarge`` error."""
+        self.spent = 0
+        size = sum(self.meter.size(o) + 1 for o in outs)
+        if self.response_size + size > MAX_SIZE_RESPONSE and name.endswith(READ_VERBS) \
+                and outs and outs[0][0] != "error":
+            outs = [["error", {"type": "requestTooLarge",
+                               "description": "the response would be larger than "
+                                              f"{MAX_SIZE_RESPONSE} octets; ask for less "
+                                              "in one call"}, outs[0][2]]]
+            size = sum(self.meter.size(o) + 1 for o in outs)
+        self.response_size += size
+        return outs
 
     def state(self, kind):
         """The state of ``kind``, read once per request until something writes."""
@@ -202,7 +331,7 @@ def process(backend, account, request):
     ctx.using = frozenset(using)
     responses, started = [], time.monotonic()
     for name, args, call_id in calls:
-        t, outs = time.monotonic(), run_call(ctx, name, args, call_id, responses)
+        t, outs = time.monotonic(), ctx.admit(name, run_call(ctx, name, args, call_id, responses))
         responses.extend(outs)
         _log_call(account, name, outs, t)
     _log_request(account, calls, started)
@@ -239,7 +368,7 @@ def run_call(ctx, name, args, call_id, responses):
         entry = METHODS.get(name)
         if entry is None or entry[0] not in ctx.using:
             raise MethodError("unknownMethod", f"{name} is unknown or its capability is not in using")
-        args = resolve_references(args, responses)
+        args = resolve_references(args, responses, ctx)
         reads = name.endswith(READ_VERBS)
         if not reads:
             ctx._states.clear()
@@ -261,16 +390,27 @@ def run_call(ctx, name, args, call_id, responses):
 
 # --- result references (RFC 8620 section 3.7) ---------------------------------------------
 
-def resolve_references(args, responses):
+def resolve_references(args, responses, ctx=None):
+    """``args`` with its ``#name`` references resolved; with ``ctx``, the
+    resolved values count against the request's ``MAX_SIZE_REFERENCES``."""
     out = {}
+    size = ctx.reference_size if ctx is not None else 0
     for key, value in args.items():
         if key.startswith("#"):
             plain = key[1:]
             if plain in args:
                 raise invalid(f"both {plain} and #{plain} are given")
             out[plain] = resolve_reference(value, responses)
+            if ctx is not None:
+                size += ctx.meter.size(out[plain])
+                if size > MAX_SIZE_REFERENCES:
+                    raise MethodError("requestTooLarge",
+                                      "the result references of this request resolve to more "
+                                      f"than {MAX_SIZE_REFERENCES} octets (maxSizeRequest)")
         else:
             out[key] = value
+    if ctx is not None:
+        ctx.reference_size = size
     return out
 
 

@@ -39,6 +39,7 @@ def email_get(ctx, args):
             missing.append(i)
         else:
             found.append(email_json(ctx, info, props, body_props, opts))
+            ctx.spend(found[-1])
     return {"accountId": ctx.account_id_str, "state": state, "list": found, "notFound": missing}
 
 

@@ -7,6 +7,16 @@ account on the bus, coalesces the events of one loop tick, reads the new
 states on the worker pool and writes one StateChange. Event ids are the
 account's MODSEQ, so a reconnect with ``Last-Event-ID`` learns at once what
 it missed.
+
+Web push never reaches inside the network on a client's say-so: unless
+``[jmap] push_allow_private``, PushSubscription/set refuses a URL whose host
+is or resolves to a loopback, private, link-local, multicast, unspecified or
+otherwise non-global address, and every POST (``post``) resolves the name
+again, checks every address, and connects to a checked one (no second
+lookup, no redirects), so a name that changes its answer later (DNS
+rebinding) gains nothing. Lookups use the stdlib resolver on threads with
+one deadline, off the loop. An account holds at most
+``MAX_PUSH_SUBSCRIPTIONS`` (RFC 8620 section 8.6).
 """
 
 import json
@@ -20,7 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.web import server
 
 from . import core
-from .web import ServiceResource, spawn
+from .web import SERVER, ServiceResource, spawn
 from .core import RequestError, account_id_of
 
 log = logging.getLogger("roost.jmap")
@@ -93,7 +103,15 @@ def state_change(account, changed):
 
 class EventSourceResource(ServiceResource):
     def render_GET(self, request):
-        from .web import _cookies, _headers, _query, problem, unauthorized
+        from .web import _cookies, _finish, _headers, _query, problem, unauthorized
+
+        origin = request.getHeader(b"origin")
+        if not self.service.origin_allowed(origin and origin.decode("latin-1"),
+                                           (request.getHeader(b"host") or b"").decode("latin-1")):
+            _finish(request, 403, {"type": "about:blank", "status": 403,
+                                   "detail": "this origin may not open the event source"},
+                    b"application/problem+json")
+            return server.NOT_DONE_YET
 
         async def go():
             try:
@@ -199,6 +217,9 @@ class JMAPWebSocket(WebSocketServerProtocol):
     def onConnect(self, request):
         if "jmap" not in request.protocols:
             raise ConnectionDeny(400, "the jmap subprotocol is required")
+        if not self.service.origin_allowed(request.headers.get("origin"),
+                                           request.headers.get("host", "")):
+            raise ConnectionDeny(403, "this origin may not open a JMAP WebSocket")
         return Deferred.fromFuture(spawn(self._auth(request)))
 
     async def _auth(self, request):
@@ -226,10 +247,7 @@ class JMAPWebSocket(WebSocketServerProtocol):
     async def _handle(self, payload):
         request_id = None
         try:
-            try:
-                doc = json.loads(payload)
-            except (ValueError, UnicodeDecodeError):
-                raise RequestError("notJSON", "the message is not JSON") from None
+            doc = await self.service.run(core.loads, payload)
             if not isinstance(doc, dict):
                 raise RequestError("notRequest", "a message must be a JSON object")
             request_id = doc.get("id") if isinstance(doc.get("id"), str) else None
@@ -289,10 +307,12 @@ class JMAPWebSocket(WebSocketServerProtocol):
 
 
 def websocket_resource(service):
-    factory = WebSocketServerFactory(protocols=["jmap"])
+    factory = WebSocketServerFactory(protocols=["jmap"], server=SERVER.decode())
+    # webStatus off: a GET without Upgrade gets 426, not autobahn's status page
+    # (which names its version and follows ?redirect=)
     factory.setProtocolOptions(maxMessagePayloadSize=core.LIMITS["maxSizeRequest"],
                                maxFramePayloadSize=core.LIMITS["maxSizeRequest"],
-                               autoPingInterval=60, autoPingTimeout=30)
+                               autoPingInterval=60, autoPingTimeout=30, webStatus=False)
 
     class Protocol(JMAPWebSocket):
         pass
@@ -334,10 +354,82 @@ def encrypt(payload, keys):
     return salt + (4096).to_bytes(4, "big") + bytes([len(as_public)]) + as_public + body
 
 
-def post(url, payload, keys=None, timeout=10):
-    """POST a push message (blocking); returns True when the push service took it."""
-    import urllib.error
-    import urllib.request
+RESOLVE_SECONDS = 5
+
+
+def refused_address(ip):
+    """Is ``ip`` (an ``ipaddress`` address) one a push must not go to:
+    loopback, private, link-local, multicast, unspecified, or any other
+    range that is not globally reachable (shared, reserved, documentation)?"""
+    import ipaddress
+    if ip.version == 6:     # an IPv4 address inside an IPv6 one is judged as itself
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
+        elif ip in ipaddress.ip_network("64:ff9b::/96"):
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return not ip.is_global or ip.is_multicast
+
+
+def resolve_many(hosts, port=443, timeout=RESOLVE_SECONDS):
+    """``{host: [ipaddress]}`` for each of ``hosts``, looked up at once (the
+    stdlib resolver, one thread each) within one ``timeout``; a name that
+    does not resolve in time maps to ``[]``. Blocking."""
+    import ipaddress
+    import socket
+    import threading
+    import time
+    found = {}
+    threads = []
+    for host in set(hosts):
+        try:
+            found[host] = [ipaddress.ip_address(host.strip("[]"))]
+            continue
+        except ValueError:
+            found[host] = []
+
+        def look(host=host):
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except (OSError, UnicodeError, ValueError):
+                return
+            addrs = []
+            for *_info, sockaddr in infos:
+                try:
+                    addrs.append(ipaddress.ip_address(sockaddr[0]))
+                except ValueError:
+                    pass
+            found[host] = addrs
+        thread = threading.Thread(target=look, name="roost-push-resolve", daemon=True)
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0, deadline - time.monotonic()))
+    return {h: list(a) for h, a in found.items()}
+
+
+def url_host(url):
+    """``(host, port)`` of an http(s) URL; raises ValueError."""
+    import urllib.parse
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(url)
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def post(url, payload, keys=None, timeout=10, allow_private=False):
+    """POST a push message (blocking); returns True when the push service took it.
+
+    The host is resolved here, every address checked (unless
+    ``allow_private``), and the connection made to a checked address with
+    the URL's name for TLS and Host, so a name that changes its answer
+    between the check and the connection (DNS rebinding) gains nothing.
+    Redirects are not followed."""
+    import http.client
+    import socket
+    import urllib.parse
     headers = {"TTL": "86400", "Urgency": "normal"}
     if keys:
         payload = encrypt(payload, keys)
@@ -346,11 +438,27 @@ def post(url, payload, keys=None, timeout=10):
     else:
         headers["Content-Type"] = "application/json"
     try:
-        req = urllib.request.Request(url, data=payload, method="POST", headers=headers)
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return 200 <= resp.status < 300
-    except (OSError, ValueError, urllib.error.URLError):
+        host, port = url_host(url)
+    except ValueError:
         return False
+    addrs = resolve_many([host], port, min(timeout, RESOLVE_SECONDS))[host]
+    if not addrs or (not allow_private and any(refused_address(a) for a in addrs)):
+        log.info("push to %s not sent: %s", host, "it does not resolve" if not addrs else
+                 "it resolves to a loopback, private or other non-global address")
+        return False
+    ip = str(addrs[0])
+    parts = urllib.parse.urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(host, port, timeout=timeout)
+    conn._create_connection = lambda _address, *a, **kw: socket.create_connection((ip, port), *a, **kw)
+    try:
+        conn.request("POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                     body=payload, headers=headers)
+        return 200 <= conn.getresponse().status < 300
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+    finally:
+        conn.close()
 
 
 class WebPush:
@@ -408,7 +516,8 @@ class WebPush:
             wanted = {t: v for t, v in changed.items() if not types or t in types}
             if wanted:
                 body = json.dumps(state_change(account, wanted)).encode()
-                await self.service.run(post, s["url"], body, s.get("keys"))
+                await self.service.run(post, s["url"], body, s.get("keys"), 10,
+                                       self.service.backend.push_allow_private)
 
     def close(self):
         for sub in self.watching.values():

@@ -18,7 +18,7 @@ from roost.storage.delivery import Incoming
 from roost.storage.store import parse_oid
 
 from . import bodies
-from .core import (CORE, SUBMISSION, VACATION, MethodError, apply_patch, bool_arg,
+from .core import (CORE, LIMITS, SUBMISSION, VACATION, MethodError, apply_patch, bool_arg,
                    changes_response, check_set_args, ids_arg, int_arg, invalid, method,
                    properties_arg, put, run_call, set_error, set_response, uint_arg)
 
@@ -420,13 +420,54 @@ def _push_json(pk, s):
             "expires": s.get("expires"), "types": s.get("types")}
 
 
-def send_verification(url, subscription_id, code, keys):
+MAX_PUSH_SUBSCRIPTIONS = 50     # per account (RFC 8620 section 8.6)
+
+
+def send_verification(url, subscription_id, code, keys, allow_private=False):
     """POST the PushVerification object to the client's push service, off-thread."""
     from .push import post
     body = json.dumps({"@type": "PushVerification", "pushSubscriptionId": subscription_id,
                        "verificationCode": code}).encode()
-    threading.Thread(target=post, args=(url, body, keys), name="roost-push-verify",
-                     daemon=True).start()
+    threading.Thread(target=post, args=(url, body, keys, 10, allow_private),
+                     name="roost-push-verify", daemon=True).start()
+
+
+def _push_create_error(obj):
+    """The SetError for a PushSubscription create object, or None when it is good."""
+    url, device = obj.get("url") if isinstance(obj, dict) else None, \
+        obj.get("deviceClientId") if isinstance(obj, dict) else None
+    if not isinstance(url, str) or not url.startswith("https://") or not isinstance(device, str):
+        return set_error("invalidProperties", "url must be https and deviceClientId a string",
+                         properties=["url", "deviceClientId"])
+    keys = obj.get("keys")
+    if keys is not None and not (isinstance(keys, dict) and isinstance(keys.get("p256dh"), str)
+                                 and isinstance(keys.get("auth"), str)):
+        return set_error("invalidProperties", "keys needs p256dh and auth", properties=["keys"])
+    types = obj.get("types")
+    if types is not None and not (isinstance(types, list) and all(isinstance(t, str) for t in types)):
+        return set_error("invalidProperties", properties=["types"])
+    if obj.get("verificationCode") is not None:
+        return set_error("invalidProperties", properties=["verificationCode"])
+    return None
+
+
+def _private_urls(ctx, create):
+    """The create ids whose ``url`` is, or resolves to, an address a push must
+    not go to (unless ``push_allow_private``); every name is looked up at once.
+    A name that does not resolve now is let through: each push checks again."""
+    from .push import refused_address, resolve_many, url_host
+    if ctx.backend.push_allow_private:
+        return set()
+    hosts = {}
+    for cid, obj in create.items():
+        url = obj.get("url") if isinstance(obj, dict) else None
+        try:
+            hosts[cid] = url_host(url) if isinstance(url, str) else None
+        except ValueError:
+            hosts[cid] = None
+    found = resolve_many([h for h, _p in filter(None, hosts.values())])
+    return {cid for cid, hp in hosts.items()
+            if hp is not None and any(refused_address(a) for a in found[hp[0]])}
 
 
 @method("PushSubscription/get", CORE)
@@ -460,27 +501,26 @@ def push_set(ctx, args):
     resp = {"oldState": None, "newState": None, "created": None, "updated": None,
             "destroyed": None, "notCreated": None, "notUpdated": None, "notDestroyed": None}
     acct = ctx.account.id
+    if len(create) + len(update) + len(destroy) > LIMITS["maxObjectsInSet"]:
+        raise MethodError("requestTooLarge", f"more than {LIMITS['maxObjectsInSet']} objects")
+    errors = {cid: _push_create_error(obj) for cid, obj in create.items()}
+    held = len(account_data.push_subscriptions_of(ctx.store, acct)) if create else 0
+    fit = [cid for cid in create if errors[cid] is None][:max(0, MAX_PUSH_SUBSCRIPTIONS - held)]
+    private = _private_urls(ctx, {cid: create[cid] for cid in fit})
     for cid, obj in create.items():
-        url, device = obj.get("url") if isinstance(obj, dict) else None, \
-            obj.get("deviceClientId") if isinstance(obj, dict) else None
-        if not isinstance(url, str) or not url.startswith("https://") or not isinstance(device, str):
-            put(resp, "notCreated", cid, set_error("invalidProperties",
-                                                   "url must be https and deviceClientId a string",
-                                                   properties=["url", "deviceClientId"]))
+        if errors[cid] is not None:
+            put(resp, "notCreated", cid, errors[cid])
             continue
-        keys = obj.get("keys")
-        if keys is not None and not (isinstance(keys, dict) and isinstance(keys.get("p256dh"), str)
-                                     and isinstance(keys.get("auth"), str)):
-            put(resp, "notCreated", cid, set_error("invalidProperties", "keys needs p256dh and auth",
-                                                   properties=["keys"]))
+        if cid not in fit:
+            put(resp, "notCreated", cid, set_error(
+                "overQuota", f"an account may hold {MAX_PUSH_SUBSCRIPTIONS} push subscriptions"))
             continue
-        types = obj.get("types")
-        if types is not None and not (isinstance(types, list) and all(isinstance(t, str) for t in types)):
-            put(resp, "notCreated", cid, set_error("invalidProperties", properties=["types"]))
+        if cid in private:
+            put(resp, "notCreated", cid, set_error(
+                "invalidProperties", "url is, or resolves to, a loopback, private, link-local, "
+                "multicast or unspecified address", properties=["url"]))
             continue
-        if obj.get("verificationCode") is not None:
-            put(resp, "notCreated", cid, set_error("invalidProperties", properties=["verificationCode"]))
-            continue
+        url, device = obj["url"], obj["deviceClientId"]
         expires = time.time() + 7 * 86400
         code = secrets.token_urlsafe(16)
         settings = {"deviceClientId": device, "url": url, "keys": obj.get("keys"),
@@ -488,7 +528,7 @@ def push_set(ctx, args):
                     "code": code, "verificationCode": None}
         pk = account_data.save_push_subscription(ctx.store, acct, None, settings)
         ctx.created[cid] = f"P{pk}"
-        send_verification(url, f"P{pk}", code, settings["keys"])
+        send_verification(url, f"P{pk}", code, settings["keys"], ctx.backend.push_allow_private)
         put(resp, "created", cid, {"id": f"P{pk}", "expires": settings["expires"]})
     rows = dict(account_data.push_subscriptions_of(ctx.store, acct))
     for sid, patch in update.items():
@@ -508,6 +548,10 @@ def push_set(ctx, args):
                 continue
             s["verificationCode"] = patch["verificationCode"]
         if "types" in patch:
+            if patch["types"] is not None and not (isinstance(patch["types"], list) and all(
+                    isinstance(t, str) for t in patch["types"])):
+                put(resp, "notUpdated", sid, set_error("invalidProperties", properties=["types"]))
+                continue
             s["types"] = patch["types"]
         if "expires" in patch:
             s["expires"] = patch["expires"]

@@ -16,6 +16,19 @@ the event source and WebSocket, which browsers cannot give headers), CORS,
 limits and turning errors into status codes. Method logic lives in
 ``core`` and the method modules and runs on the worker pool through ``run``;
 nothing here blocks the loop.
+
+A request body is read only from a client whose credentials are good:
+``LimitedRequest`` checks the Authorization header as soon as the headers are
+in (Twisted reads the body before any resource renders), with the connection
+paused, and answers 401 (or 413 past the largest limit, chunked bodies
+counted as they come) without taking the body; ``Expect: 100-continue`` is
+answered only after the check. A refused connection is half-closed and
+drained for a moment, so the client reads the reply instead of a reset.
+The event source and WebSocket (which browsers open with ambient
+credentials: the ticket cookie) accept a browser's ``Origin`` only when it
+is the origin the request came to or one of ``[jmap] allowed_origins``;
+clients that send no Origin are not browsers and are let in. The ``Server``
+header says "Roost" and nothing about the libraries below.
 """
 
 import asyncio
@@ -23,6 +36,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import io
 import json
 import logging
 import secrets
@@ -40,6 +54,9 @@ from .core import CAPABILITIES, LIMITS, RequestError, account_id_of
 log = logging.getLogger("roost.jmap")
 
 TICKET_SECONDS = 300
+SERVER = b"Roost"
+BODY_LIMIT = max(LIMITS["maxSizeUpload"], LIMITS["maxSizeRequest"])
+LINGER_SECONDS = 2        # a refused connection is drained this long before it is closed
 AUTH_CACHE_SECONDS = 10
 UPLOAD_SPACE = 4 * LIMITS["maxSizeUpload"]   # per account, until uploads expire
 COOKIE = "roost_jmap"
@@ -50,16 +67,19 @@ CORS_HEADERS = {
     b"Access-Control-Expose-Headers": b"WWW-Authenticate, Content-Disposition",
     b"Access-Control-Max-Age": b"86400",
 }
+UNAUTHORIZED = {"type": "about:blank", "status": 401, "detail": "authentication required"}
+WWW_AUTHENTICATE = b'Basic realm="roost", charset="UTF-8", Bearer realm="roost"'
 
 
 class Service:
     """Everything the resources share: the backend, the worker pool, auth and push."""
 
-    def __init__(self, backend, run, authenticator):
+    def __init__(self, backend, run, authenticator, allowed_origins=()):
         self.backend = backend
         self.store = backend.store
         self.run = run                     # async run(fn, *args) on the worker pool
         self.auth = authenticator
+        self.allowed_origins = {o.strip().rstrip("/").lower() for o in allowed_origins}
         self.secret = secrets.token_bytes(32)
         self.uploads_in_flight = {}
         self.requests_in_flight = {}
@@ -137,6 +157,28 @@ class Service:
             if account_id is not None:
                 return await self.run(self.store.account_by_id, account_id)
         return None
+
+    def origin_allowed(self, origin, host):
+        """May a page of ``origin`` (the Origin header, None when absent) open
+        the event source or a WebSocket on this server, reached as ``host``
+        (the Host header)? Same origin, a configured one, or no Origin.
+        Same origin compares host and port, not the scheme: behind a proxy
+        that ends TLS the page is https and the request to us plain http."""
+        if origin is None:
+            return True
+        origin = origin.strip().rstrip("/").lower()
+        if "*" in self.allowed_origins or origin in self.allowed_origins:
+            return True
+        try:
+            o = urllib.parse.urlsplit(origin)
+            h = urllib.parse.urlsplit("//" + (host or "").strip().lower())
+            if o.scheme not in ("http", "https") or not o.hostname or o.path or not h.hostname:
+                return False
+            o_port = o.port or (443 if o.scheme == "https" else 80)
+            return o.hostname == h.hostname and o_port == (h.port or (443 if o.scheme == "https"
+                                                                       else 80))
+        except ValueError:
+            return False
 
     # --- the session object ---------------------------------------------------------------
 
@@ -239,10 +281,8 @@ def problem(request, err):
 
 
 def unauthorized(request):
-    _finish(request, 401, {"type": "about:blank", "status": 401,
-                           "detail": "authentication required"},
-            b"application/problem+json",
-            {b"WWW-Authenticate": b'Basic realm="roost", charset="UTF-8", Bearer realm="roost"'})
+    _finish(request, 401, UNAUTHORIZED, b"application/problem+json",
+            {b"WWW-Authenticate": WWW_AUTHENTICATE})
 
 
 class ServiceResource(resource.Resource):
@@ -282,7 +322,13 @@ class AsyncResource(ServiceResource):
         async def go():
             try:
                 account = None
-                if self.needs_auth:
+                checked = getattr(request, "credentials", None)
+                if self.needs_auth and checked is not None:
+                    account = await checked
+                    if account is None:
+                        unauthorized(request)
+                        return
+                elif self.needs_auth:
                     ip = request.getClientAddress().host if hasattr(request, "getClientAddress") \
                         else request.getClientIP()
                     account = await self.service.authenticate(
@@ -341,10 +387,7 @@ class TicketResource(AsyncResource):
 class ApiResource(AsyncResource):
     async def post(self, request, account):
         body = _read_body(request, LIMITS["maxSizeRequest"], "maxSizeRequest")
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise RequestError("notJSON", "the request body is not JSON") from None
+        doc = await self.service.run(core.loads, body)
         busy = self.service.requests_in_flight.get(account.id, 0)
         if busy >= LIMITS["maxConcurrentRequests"]:
             raise RequestError("limit", "too many concurrent requests", status=429,
@@ -483,22 +526,92 @@ class NotFound(resource.Resource):
 
 
 class LimitedRequest(server.Request):
-    """Refuses a body larger than any JMAP limit before reading it."""
+    """Reads a body only from a client whose credentials are good, and no
+    more of it than the largest JMAP limit (see the module docstring)."""
+
+    credentials = None     # a task giving the Account (or None), when there is a body
+    _received = False      # the whole request is in and processing started
+    _refused = False
+    _body_size = 0
+    _expects_continue = False
 
     def gotLength(self, length):
-        limit = max(LIMITS["maxSizeUpload"], LIMITS["maxSizeRequest"])
-        if length is not None and length > limit:
-            body = json.dumps({"type": "urn:ietf:params:jmap:error:limit", "status": 413,
-                               "limit": "maxSizeUpload",
-                               "detail": f"the body is larger than {limit} octets"}).encode()
-            self.channel.transport.write(
-                b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/problem+json\r\n"
-                b"Access-Control-Allow-Origin: *\r\nConnection: close\r\nContent-Length: " +
-                str(len(body)).encode() + b"\r\n\r\n" + body)
-            self.channel.transport.loseConnection()
-            self.channel.pauseProducing()
-            length = 0
+        service = getattr(self.channel.site, "jmap_service", None)
+        if length is not None and length > BODY_LIMIT:
+            super().gotLength(0)
+            self._refuse(413, b"Content Too Large", {
+                "type": "urn:ietf:params:jmap:error:limit", "status": 413,
+                "limit": "maxSizeUpload", "detail": f"the body is larger than {BODY_LIMIT} octets"})
+            return
         super().gotLength(length)
+        if (length is None or length > 0) and service is not None:
+            self.channel.transport.pauseProducing()
+            expect = self.requestHeaders.getRawHeaders(b"expect")
+            if expect and expect[0].lower() == b"100-continue":
+                self._expects_continue = getattr(self.channel, "_version", None) == b"HTTP/1.1"
+                self.requestHeaders.removeHeader(b"expect")   # answered after the check
+            self.credentials = spawn(self._check_credentials(service))
+
+    async def _check_credentials(self, service):
+        try:
+            account = await service.authenticate(_headers(self), self.getClientAddress().host or "")
+        except Exception:  # noqa: BLE001 - a failed check is a refusal, not a traceback
+            log.exception("JMAP credential check failed")
+            account = None
+        if not (self._received or self._refused or self.channel is None
+                or self.channel.transport is None):
+            if account is None:
+                self._refuse(401, b"Unauthorized", UNAUTHORIZED,
+                             {b"WWW-Authenticate": WWW_AUTHENTICATE})
+            else:
+                if self._expects_continue:
+                    self.channel.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.channel.transport.resumeProducing()
+        return account
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return
+        self._body_size += len(data)
+        if self._body_size > BODY_LIMIT:
+            self._refuse(413, b"Content Too Large", {
+                "type": "urn:ietf:params:jmap:error:limit", "status": 413,
+                "limit": "maxSizeUpload", "detail": f"the body is larger than {BODY_LIMIT} octets"})
+            return
+        super().handleContentChunk(data)
+
+    def process(self):
+        if self._refused:
+            return
+        self._received = True
+        super().process()
+
+    def setHeader(self, name, value):
+        if name.lower() == b"server":
+            value = SERVER
+        super().setHeader(name, value)
+
+    def _refuse(self, status, phrase, doc, headers=None):
+        """Answer ``status`` without reading the body: write the reply, close
+        our side, drop what the client still sends for ``LINGER_SECONDS``."""
+        self._refused = True
+        self.content.close()        # what was taken of the body goes at once
+        self.content = io.BytesIO()
+        channel = self.channel
+        transport = channel.transport
+        body = json.dumps(doc).encode()
+        head = {b"Server": SERVER, **CORS_HEADERS, **(headers or {}),
+                b"Content-Type": b"application/problem+json", b"Cache-Control": b"no-cache, no-store",
+                b"Connection": b"close", b"Content-Length": b"%d" % len(body)}
+        transport.write(b"HTTP/1.1 %d %s\r\n" % (status, phrase) +
+                        b"".join(k + b": " + v + b"\r\n" for k, v in head.items()) + b"\r\n" + body)
+        channel.dataReceived = lambda data: None
+        channel.setTimeout(None)
+        transport.loseWriteConnection()
+        transport.resumeProducing()
+        from twisted.internet import reactor
+        timer = reactor.callLater(LINGER_SECONDS, transport.abortConnection)
+        self.notifyFinish().addBoth(lambda _r: timer.active() and timer.cancel())
 
 
 class Root(resource.Resource):
@@ -527,6 +640,7 @@ def build_site(service):
     webpush.start()
     site = server.Site(root)
     site.requestFactory = LimitedRequest
+    site.jmap_service = service
     site.displayTracebacks = False
     site.noisy = False
     return site
