@@ -74,10 +74,17 @@ async def search(s, cmd):
     if s.ctx.search is None:
         raise No("[UNAVAILABLE] search is not available")
     store = s.ctx.store
-    memo = []
+    memo = {}
+
+    def once(name, fn):      # read the mailbox once per SEARCH, however many keys need it
+        if name not in memo:
+            memo[name] = fn()
+        return memo[name]
+
+    def email_uids(pk):
+        return once("emails", lambda: _uids_by_message(store, v.pk)).get(pk, [])
     compiler = Compiler(v.seq_ranges, v.uid_ranges,
-                        lambda: memo[0] if memo else memo.append(sent_days(store, v.pk)) or memo[0],
-                        lambda pk: [r.uid for r in store.records(v.pk) if r.message_id == pk])
+                        lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids)
     uses_modseq = any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(cmd.keys))
     if uses_modseq:
         s.enabled.add("CONDSTORE")
@@ -130,6 +137,13 @@ def _flat(keys):
             yield from _flat(k)
         else:
             yield k
+
+
+def _uids_by_message(store, mailbox_pk):
+    out = {}
+    for rec in store.records(mailbox_pk):
+        out.setdefault(rec.message_id, []).append(rec.uid)
+    return out
 
 
 def sent_days(store, mailbox_pk):
