@@ -1,6 +1,8 @@
 """Wiring: config -> store -> auth -> listeners, on one event loop.
 
-Owns process start-up and shut-down. Twisted's asyncioreactor is installed
+Owns process start-up and shut-down. On SIGTERM the listeners stop (IMAP
+sessions get BYE), the store's reads under way are interrupted, and in-flight
+deliveries get up to SHUTDOWN_GRACE seconds to finish. Twisted's asyncioreactor is installed
 first, so Twisted protocols (IMAP, JMAP) and asyncio ones (aiosmtpd LMTP and
 submission) share one loop. Blocking work (database, fsync, argon2) goes to a
 bounded thread pool through ``Roost.run``. This is the only package that
@@ -161,6 +163,10 @@ class Roost:
             server.close()
         for port in self.ports:
             await asyncio.ensure_future(_as_future(port.stopListening()))
+        # The listeners have said BYE to their sessions; what is left in the
+        # pool is deliveries (left to finish) and reads such as a long SEARCH,
+        # which are aborted so that they do not hold the stop.
+        self.store.interrupt_reads()
         deadline = self.loop.time() + SHUTDOWN_GRACE
         while self.inflight and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
