@@ -113,14 +113,20 @@ class Roost:
 
         from .auth import StoreChecker
         from .tls import context_factory
+        from roost.protocols.imap.session import PreauthGate
         if not hasattr(self, "_tls"):
             self._tls = context_factory(self.config)
+            self._imap_gate = PreauthGate()     # IMAP and IMAPS count together
+        cfg = self.config
         return IMAPContext(
             store=self.store, run=self.run, search=search, checker=StoreChecker(self.auth),
             authenticator=self.auth, tls=self._tls, implicit_tls=implicit_tls,
-            hostname=self.config.hostname, append_limit=self.config.max_message_size,
-            connections_per_user_ip=self.config.connections_per_user_ip,
-            append=self._append)
+            hostname=cfg.hostname, append_limit=cfg.max_message_size,
+            connections_per_user_ip=cfg.connections_per_user_ip,
+            unauthenticated_per_ip=cfg.unauthenticated_connections_per_ip,
+            unauthenticated_total=cfg.unauthenticated_connections,
+            unauthenticated_timeout=cfg.unauthenticated_command_timeout,
+            gate=self._imap_gate, append=self._append)
 
     async def _start_imap(self, host, port, implicit_tls=False):
         from twisted.internet import reactor
