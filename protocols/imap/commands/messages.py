@@ -318,11 +318,13 @@ async def _stream(s, v, seq, rec, first, items):
         try:
             data = await s.ctx.run(s.ctx.store.read, v.pk, rec.uid, sent,
                                    min(sent + FETCH_BATCH_BYTES, rec.size))
-        except errors.MessageNotFound:
-            data = b""
-        if not data:        # gone or shorter than its size: the literal cannot end right
-            log.error("message %d of mailbox %d ended at %d of %d octets", rec.uid, v.pk, sent, rec.size)
-            s.bye("internal error")
+        except errors.MessageNotFound:     # expunged by another session meanwhile
+            data = None
+        if not data:        # the literal cannot end right: only hanging up is safe
+            log.log(logging.INFO if data is None else logging.ERROR,
+                    "message %d of mailbox %d ended at %d of %d octets while being sent",
+                    rec.uid, v.pk, sent, rec.size)
+            s.bye("the message went away while it was being sent")
             return False
         s.send_part(data)
         sent += len(data)
