@@ -1,6 +1,8 @@
 """Wiring: config -> store -> auth -> listeners, on one event loop.
 
-Owns process start-up and shut-down. Twisted's asyncioreactor is installed
+Owns process start-up and shut-down. On SIGTERM the listeners stop (IMAP
+sessions get BYE), the store's reads under way are interrupted, and in-flight
+deliveries get up to SHUTDOWN_GRACE seconds to finish. Twisted's asyncioreactor is installed
 first, so Twisted protocols (IMAP, JMAP) and asyncio ones (aiosmtpd LMTP and
 submission) share one loop. Blocking work (database, fsync, argon2) goes to a
 bounded thread pool through ``Roost.run``. This is the only package that
@@ -124,14 +126,20 @@ class Roost:
 
         from .auth import StoreChecker
         from .tls import context_factory
+        from roost.protocols.imap.session import PreauthGate
         if not hasattr(self, "_tls"):
             self._tls = context_factory(self.config)
+            self._imap_gate = PreauthGate()     # IMAP and IMAPS count together
+        cfg = self.config
         return IMAPContext(
             store=self.store, run=self.run, search=search, checker=StoreChecker(self.auth),
             authenticator=self.auth, tls=self._tls, implicit_tls=implicit_tls,
-            hostname=self.config.hostname, append_limit=self.config.max_message_size,
-            connections_per_user_ip=self.config.connections_per_user_ip,
-            append=self._append)
+            hostname=cfg.hostname, append_limit=cfg.max_message_size,
+            connections_per_user_ip=cfg.connections_per_user_ip,
+            unauthenticated_per_ip=cfg.unauthenticated_connections_per_ip,
+            unauthenticated_total=cfg.unauthenticated_connections,
+            unauthenticated_timeout=cfg.unauthenticated_command_timeout,
+            gate=self._imap_gate, append=self._append)
 
     async def _start_imap(self, host, port, implicit_tls=False):
         from twisted.internet import reactor
@@ -187,6 +195,10 @@ class Roost:
             server.close()
         for port in self.ports:
             await asyncio.ensure_future(_as_future(port.stopListening()))
+        # The listeners have said BYE to their sessions; what is left in the
+        # pool is deliveries (left to finish) and reads such as a long SEARCH,
+        # which are aborted so that they do not hold the stop.
+        self.store.interrupt_reads()
         deadline = self.loop.time() + SHUTDOWN_GRACE
         while self.inflight and self.loop.time() < deadline:
             await asyncio.sleep(0.05)

@@ -30,6 +30,9 @@ class Config:
     dedupe_window: int = 24 * 3600
     history_days: int = 60
     connections_per_user_ip: int = 50
+    unauthenticated_connections_per_ip: int = 10
+    unauthenticated_connections: int = 200
+    unauthenticated_command_timeout: float = 60
     workers: int = 32
     tls_cert: str = ""
     tls_key: str = ""
@@ -73,6 +76,10 @@ def load(path=None, data=None):
         cfg.history_days = int(limits.get("history_days", cfg.history_days))
         cfg.connections_per_user_ip = int(limits.get("connections_per_user_ip",
                                                      cfg.connections_per_user_ip))
+        for name in ("unauthenticated_connections_per_ip", "unauthenticated_connections"):
+            setattr(cfg, name, int(limits.get(name, getattr(cfg, name))))
+        cfg.unauthenticated_command_timeout = float(limits.get(
+            "unauthenticated_command_timeout", cfg.unauthenticated_command_timeout))
         cfg.tls_cert = tls.get("cert", cfg.tls_cert)
         cfg.tls_key = tls.get("key", cfg.tls_key)
         cfg.log_level = str(logs.get("level", cfg.log_level)).lower()

@@ -31,6 +31,13 @@ must share the way they share the Maildir. PostgreSQL's own full text
 or CJK runs without a second mechanism, and one matcher for every deployment
 keeps IMAP and JMAP answers identical.
 
+Sets of UIDs (``Uids``: IMAP sequence and UID sets, SENTON days, EMAILID)
+are merged into ascending disjoint ranges first. A few ranges become
+``uid BETWEEN`` terms; more become one flat ``uid IN (...)`` list of the
+mailbox's UIDs in them (the mailbox's UID list is read once per search and cut
+with bisect), so no client set builds an expression deeper than SQLite's
+limit of 1,000 or costs more than one pass over the mailbox.
+
 Account-wide, the per-mailbox nodes (``Flag``, ``ModSeq``, ``Date("saved")``)
 match when the message matches in any of its mailboxes; ``Uids`` needs a
 mailbox. A ``Flag`` of an unknown system flag (``\\Recent`` is the IMAP
@@ -38,7 +45,8 @@ layer's business) matches nothing.
 """
 
 import json
-from dataclasses import dataclass
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
 
 from sqlalchemy import (Integer, and_, any_, exists, false, func, literal, literal_column, not_,
                         or_, select, true)
@@ -224,6 +232,36 @@ class _Context:
     mailbox_pk: int
     backend: object
     message_id: object      # the column that holds the message id in the FROM clause
+    uids: list = field(default=None)   # the searched mailbox's UIDs, read on first need
+
+
+SQL_RANGES = 8     # up to this many UID ranges are BETWEEN terms; more, one IN list
+
+
+def merge_ranges(ranges):
+    """Inclusive (lo, hi) ranges, sorted, with overlapping and adjacent ones joined."""
+    out = []
+    for lo, hi in sorted((min(a, b), max(a, b)) for a, b in ranges):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1][1] = hi
+        else:
+            out.append([lo, hi])
+    return out
+
+
+def _uid_condition(ctx, ranges):
+    uid = mailbox_messages.c.uid
+    if len(ranges) <= SQL_RANGES:
+        parts = [uid.between(lo, hi) for lo, hi in ranges]
+        return or_(*parts) if parts else false()
+    if ctx.uids is None:
+        ctx.uids = _first_column(ctx.conn, select(uid).where(
+            mailbox_messages.c.mailbox_id == ctx.mailbox_pk).order_by(uid))
+    have, picked = ctx.uids, []
+    for lo, hi in ranges:
+        picked.extend(have[bisect_left(have, lo):bisect_right(have, hi)])
+    return _in_list(ctx.conn, uid, picked)
 
 
 def _condition(node, ctx):
@@ -243,8 +281,7 @@ def _condition(node, ctx):
     if isinstance(node, Uids):
         if ctx.mailbox_pk is None:
             raise ValueError("Uids needs a mailbox")
-        ranges = [mm.c.uid.between(lo, hi) for lo, hi in node.ranges]
-        return or_(*ranges) if ranges else false()
+        return _uid_condition(ctx, merge_ranges(node.ranges))
     if isinstance(node, Date):
         if node.field == "saved":
             return _per_mailbox(ctx, lambda row: _range(row.c.saved_at, node.since, node.before))
@@ -313,13 +350,18 @@ def _matches(ctx, found):
         return true()
     if isinstance(found, Select):
         return ctx.message_id.in_(found)
-    ids = sorted(set(found))
-    if not ids:
+    return _in_list(ctx.conn, ctx.message_id, sorted(set(found)))
+
+
+def _in_list(conn, column, values):
+    """``column IN values`` as one bound parameter (a JSON array on SQLite, an
+    array on PostgreSQL), however many values there are."""
+    if not values:
         return false()
-    if ctx.conn.dialect.name == "sqlite":
-        return ctx.message_id.in_(select(literal_column("value")).select_from(
-            func.json_each(json.dumps(ids))))
-    return ctx.message_id == any_(literal(ids, ARRAY(Integer)))
+    if conn.dialect.name == "sqlite":
+        return column.in_(select(literal_column("value")).select_from(
+            func.json_each(json.dumps(values))))
+    return column == any_(literal(values, ARRAY(Integer)))
 
 
 # --- backends ----------------------------------------------------------------

@@ -19,14 +19,22 @@ checks). On SQLite one process-wide lock serialises writers (SQLite has one
 writer anyway; the lock avoids lock-upgrade deadlocks), and ``BEGIN
 IMMEDIATE`` keeps a second process (``roost deliver``) safe.
 
+Shutdown: ``interrupt_reads()`` aborts the reads under way (``sqlite3``'s
+``interrupt()``, psycopg's ``cancel()``); each fails with ``TemporaryFailure``
+so a long search cannot hold the server's stop. Writes are left to finish:
+a delivery in flight still commits or rolls back whole.
+
 ``Store.memory()`` is the in-memory implementation of the same API for fast
 protocol tests: the same rules on SQLite ``:memory:`` and a dict of blobs, so
 tests of the protocols exercise exactly the semantics production uses.
 """
 
 import os
+import sqlite3
 import threading
 from contextlib import contextmanager
+
+from sqlalchemy.exc import DBAPIError
 
 from .accounts import AccountsAPI, normalise_address
 from .blobs import MemoryBlobs
@@ -34,6 +42,7 @@ from .changes import ChangesAPI
 from .mailboxes import DEFAULT_MAILBOXES, HIERARCHY, ROLES, MailboxesAPI, check_mailbox_name
 from .maildir import Maildir
 from .messages import MessagesAPI
+from .errors import TemporaryFailure
 from .model import (Account, Mailbox, MessageRecord, NewMessage, Stored, email_oid, mailbox_oid,
                     parse_oid, thread_oid)
 from .notify import ChangeBus
@@ -56,6 +65,9 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
         self.sqlite = engine.dialect.name == "sqlite"
         self._wlock = threading.RLock()
         self._done_ops = []   # tokens of transactions whose file operations are done
+        self._readers = set()          # driver connections of the reads under way
+        self._rlock = threading.Lock()
+        self.interrupted = False
         create_all(engine)
         # Full-text backend (storage.search): "fts5" (SQLite default) or "whoosh".
         root = getattr(blobs, "root", None)
@@ -96,11 +108,39 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
         """A connection for reads (the in-memory store has one, shared under the lock)."""
         if self.memory:
             with self._wlock, self.engine.connect() as conn:
-                yield conn
+                with self._reading(conn):
+                    yield conn
                 conn.rollback()
         else:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, self._reading(conn):
                 yield conn
+
+    @contextmanager
+    def _reading(self, conn):
+        raw = conn.connection.driver_connection
+        with self._rlock:
+            self._readers.add(raw)
+        try:
+            yield
+        except (DBAPIError, sqlite3.Error) as exc:
+            if self.interrupted:
+                raise TemporaryFailure("read interrupted: the server is stopping") from exc
+            raise
+        finally:
+            with self._rlock:
+                self._readers.discard(raw)
+
+    def interrupt_reads(self):
+        """Abort every read under way (at shutdown); they raise TemporaryFailure."""
+        self.interrupted = True
+        with self._rlock:
+            raws = list(self._readers)
+        for raw in raws:
+            stop = getattr(raw, "interrupt", None) or getattr(raw, "cancel", None)
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - a read that just ended is no matter
+                pass
 
     @contextmanager
     def write(self):

@@ -11,6 +11,14 @@ compare the calendar date written in each message's Date header, in its own
 zone: the caller's ``sent_days`` gives ``{uid: (y, m, d)}`` and the key
 becomes the matching UIDs (so it composes under NOT and OR).
 
+Limits: a SEARCH has at most MAX_KEYS keys (each parenthesised list, NOT
+and OR counting as one), at most MAX_TEXT_KEYS of them text keys (each is a
+pass of the search backend over the account), nested at most MAX_DEPTH deep
+(lists, NOT and OR together). Within them the criteria tree, its SQL (under
+SQLite's expression depth of 1,000) and its evaluation stay small; past them
+the command gets ``NO [LIMIT]`` (RFC 5530) before the search runs. Sequence
+and UID sets must be atoms, so their size is bounded by the line limit.
+
 OBJECTID: THREADID is a store criterion; EMAILID becomes the UIDs the
 caller's ``email_uids`` finds. Roost has no \\Recent (IMAP4rev2 dropped it):
 RECENT and NEW match nothing, OLD matches everything.
@@ -22,6 +30,7 @@ import time
 
 from roost.storage import search as q
 
+from .commands import No
 from .parser import SequenceSet
 from .wire import ParseError, Str
 
@@ -38,6 +47,9 @@ _DATE_KEYS = {"BEFORE": "internal", "ON": "internal", "SINCE": "internal",
               "SENTBEFORE": "sent", "SENTON": "sent", "SENTSINCE": "sent",
               "SAVEDBEFORE": "saved", "SAVEDON": "saved", "SAVEDSINCE": "saved"}
 NOTHING = q.Not(q.All())
+MAX_KEYS = 256
+MAX_TEXT_KEYS = 32
+MAX_DEPTH = 64
 
 
 def parse_date(text):
@@ -62,11 +74,16 @@ class Compiler:
         self.email_uids = email_uids     # message pk -> UIDs of it in the mailbox (EMAILID)
 
     def compile(self, keys):
-        self.keys = keys
-        self.pos = 0
+        self.count = self.text_count = 0
+        return self._list(keys, 0)
+
+    def _list(self, keys, depth):
+        outer = getattr(self, "keys", None), getattr(self, "pos", 0)
+        self.keys, self.pos = keys, 0
         items = []
         while self.pos < len(keys):
-            items.append(self._key(0))
+            items.append(self._key(depth))
+        self.keys, self.pos = outer
         return items[0] if len(items) == 1 else q.And(tuple(items))
 
     def _next(self, what="a search key"):
@@ -81,6 +98,12 @@ class Compiler:
             raise ParseError(f"expected {what}")
         return str(t)
 
+    def _atom(self, what):
+        t = self._next(what)
+        if isinstance(t, list) or isinstance(t, Str):
+            raise ParseError(f"expected {what} as an atom")
+        return t
+
     def _number(self, what):
         t = self._next(what)
         if isinstance(t, Str) or not isinstance(t, str) or not t.isdigit() or len(t) > 19:
@@ -88,14 +111,16 @@ class Compiler:
         return int(t)
 
     def _key(self, depth):
-        if depth > 64:
+        if depth > MAX_DEPTH:
             raise ParseError("search keys nest too deep")
+        self.count += 1
+        if self.count > MAX_KEYS:
+            raise No(f"[LIMIT] SEARCH takes at most {MAX_KEYS} search keys")
         t = self._next()
         if isinstance(t, list):
             if not t:
                 raise ParseError("empty search key list")
-            sub = Compiler(self.seqs, self.uids, self.sent_days, self.email_uids)
-            return sub.compile(t)
+            return self._list(t, depth + 1)
         if isinstance(t, Str):
             raise ParseError("expected a search key, not a string")
         k = t.upper()
@@ -111,6 +136,10 @@ class Compiler:
             return q.Flag(self._string("a keyword"))
         if k == "UNKEYWORD":
             return q.Not(q.Flag(self._string("a keyword")))
+        if k in _TEXT_KEYS or k == "HEADER":
+            self.text_count += 1
+            if self.text_count > MAX_TEXT_KEYS:
+                raise No(f"[LIMIT] SEARCH takes at most {MAX_TEXT_KEYS} text search keys")
         if k in _TEXT_KEYS:
             return q.Text(_TEXT_KEYS[k], self._string("a search string"))
         if k == "HEADER":
@@ -136,7 +165,7 @@ class Compiler:
             a = self._key(depth + 1)
             return q.Or((a, self._key(depth + 1)))
         if k == "UID":
-            return q.Uids(tuple(self.uids(SequenceSet.parse(self._string("a UID set")))))
+            return q.Uids(tuple(self.uids(SequenceSet.parse(self._atom("a UID set")))))
         if k == "MODSEQ":
             t = self._next("a MODSEQ")
             if isinstance(t, Str):        # entry name and type: flags are not tracked apart

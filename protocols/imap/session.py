@@ -8,6 +8,28 @@ order, so pipelined commands never overtake each other and their responses
 never interleave. Handlers that read more client input (IDLE's DONE,
 AUTHENTICATE's responses) take the next unit from the same queue.
 
+Limits on what a client can make the server hold (DESIGN section 7):
+
+* Before authentication literals are at most PREAUTH_LITERAL_LIMIT octets: a
+  larger ``{n}`` gets ``NO [TOOBIG]`` and no ``+``; a larger ``{n+}`` (whose
+  octets would follow anyway) gets ``BAD [TOOBIG]`` and ``* BYE [TOOBIG]``
+  (RFC 7888 section 4, choice 2). Commands are framed one at a time there:
+  the next is framed only when the pipeline wants it, so a LOGIN's success
+  raises the limits before the command after it is framed, and bytes that
+  arrive meanwhile wait in the framer (reading pauses past MAX_UNFRAMED).
+  A command must arrive whole within ``unauthenticated_timeout`` seconds of
+  its first octet, or the connection gets ``* BYE`` (slow senders). The
+  listener admits ``unauthenticated_per_ip`` connections per address and
+  ``unauthenticated_total`` in all that have not logged in (``PreauthGate``,
+  shared by the IMAP and IMAPS listeners); past that the greeting is
+  ``* BYE [UNAVAILABLE]``.
+* Input: reading pauses when MAX_QUEUED units or MAX_QUEUED_BYTES are queued.
+* Output: the session is its transport's streaming producer. When Twisted's
+  write buffer is over its mark (64 KB) it pauses the session, and the
+  pipeline waits (``drain``) before the next command and between FETCH
+  batches (at most FETCH_BATCH_BYTES of message data each), so a client that
+  does not read holds at most about one batch or one message in memory.
+
 Store change events (``store.bus``) only mark the selected view dirty and
 wake IDLE; the session reports EXISTS/EXPUNGE/FETCH FLAGS at the points RFC
 3501 section 7 allows: before the tagged reply of any command, with EXPUNGE
@@ -48,6 +70,8 @@ _conn_ids = itertools.count(1)
 
 MAX_QUEUED = 64            # units queued before reading pauses
 MAX_QUEUED_BYTES = 8 << 20  # ... or octets queued
+MAX_UNFRAMED = 128 * 1024  # octets waiting to be framed (before authentication)
+PREAUTH_LITERAL_LIMIT = 8 * 1024
 MAX_BAD = 20               # consecutive BAD replies before the server hangs up
 FLUSH_AT = 256 * 1024
 AUTOLOGOUT = 31 * 60
@@ -70,7 +94,41 @@ class IMAPContext:
     append_limit: int = 50 * 1024 * 1024
     literal_limit: int = LITERAL_LIMIT
     connections_per_user_ip: int = 0   # 0: no limit
+    unauthenticated_per_ip: int = 10   # connections not logged in, per address (0: no limit)
+    unauthenticated_total: int = 200   # ... and in all (0: no limit)
+    unauthenticated_timeout: float = 60  # seconds a command may take to arrive, before login
+    gate: object = None                # PreauthGate; shared by the listeners when given
     sessions: set = field(default_factory=set)
+
+    def __post_init__(self):
+        if self.gate is None:
+            self.gate = PreauthGate()
+
+
+class PreauthGate:
+    """Counts connections that have not logged in, per address and in all."""
+
+    def __init__(self):
+        self.by_ip = {}
+        self.total = 0
+
+    def enter(self, ip, per_ip, total):
+        """Admit one more (True), or say which limit is reached."""
+        if total and self.total >= total:
+            return "too many connections are waiting to log in; try again later"
+        if per_ip and self.by_ip.get(ip, 0) >= per_ip:
+            return f"too many connections from {ip} are waiting to log in"
+        self.total += 1
+        self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
+        return True
+
+    def leave(self, ip):
+        self.total -= 1
+        left = self.by_ip.get(ip, 1) - 1
+        if left:
+            self.by_ip[ip] = left
+        else:
+            self.by_ip.pop(ip, None)
 
 
 class Accounting:
@@ -92,7 +150,8 @@ class IMAPSession(protocol.Protocol):
         self.selected = None
         self.enabled = set()
         self.tls = ctx.implicit_tls
-        self.framer = CommandFramer(literal_limit=min(ctx.literal_limit, ctx.append_limit))
+        self.framer = CommandFramer(literal_limit=min(ctx.literal_limit, ctx.append_limit,
+                                                      PREAUTH_LITERAL_LIMIT))
         self.queue = asyncio.Queue()
         self.out = []
         self.out_size = 0
@@ -109,6 +168,13 @@ class IMAPSession(protocol.Protocol):
         self.timer = None
         self.last_input = 0.0
         self.obs = Accounting()
+        self.gated = False          # counted in the PreauthGate
+        self.wants_input = False    # the pipeline (or a handler) waits for a unit
+        self.command_started = None  # when the incomplete command now framed began (pre-auth)
+        self.output_paused = False
+        self.producing = False      # registered as the transport's producer
+        self.drained = asyncio.Event()
+        self.drained.set()
 
     # --- connection ---------------------------------------------------------
 
@@ -119,28 +185,52 @@ class IMAPSession(protocol.Protocol):
             pass
         peer = self.transport.getPeer()
         self.peer = getattr(peer, "host", "?")
-        self.ctx.sessions.add(self)
+        ctx = self.ctx
+        admitted = ctx.gate.enter(self.peer, ctx.unauthenticated_per_ip, ctx.unauthenticated_total)
+        if admitted is not True:
+            self.write(f"* BYE [UNAVAILABLE] {admitted}\r\n".encode())
+            self.closing = True
+            self.transport.loseConnection()
+            return
+        self.gated = True
+        self.transport.registerProducer(self, True)
+        self.producing = True
+        ctx.sessions.add(self)
         caps = " ".join(commands.capabilities(self))
-        self.write(f"* OK [CAPABILITY {caps}] {self.ctx.hostname} Roost IMAP ready\r\n".encode())
+        self.write(f"* OK [CAPABILITY {caps}] {ctx.hostname} Roost IMAP ready\r\n".encode())
         self.task = asyncio.ensure_future(self._pipeline())
         self.last_input = self.loop.time()
-        self.timer = self.loop.call_later(AUTOLOGOUT_CHECK, self._check_autologout)
+        self.timer = self.loop.call_later(self._check_every, self._check_autologout)
         self._log_connection("open")
 
+    @property
+    def _check_every(self):
+        if self.account is None:
+            return min(AUTOLOGOUT_CHECK, max(self.ctx.unauthenticated_timeout / 4, 0.01))
+        return AUTOLOGOUT_CHECK
+
     def _check_autologout(self):
-        """RFC 3501 5.4 autologout, checked every AUTOLOGOUT_CHECK seconds, not per command."""
+        """RFC 3501 5.4 autologout, checked every AUTOLOGOUT_CHECK seconds, not per
+        command; before login also the time the command being framed has taken."""
         if self.closing:
             return
-        if self.loop.time() - self.last_input > self.autologout:
+        now = self.loop.time()
+        if now - self.last_input > self.autologout:
             self.bye("autologout; idle for too long")
             return
-        self.timer = self.loop.call_later(AUTOLOGOUT_CHECK, self._check_autologout)
+        if self.account is None and self.command_started is not None and \
+                now - self.command_started > self.ctx.unauthenticated_timeout:
+            self.bye(f"command not complete after {self.ctx.unauthenticated_timeout:g} seconds")
+            return
+        self.timer = self.loop.call_later(self._check_every, self._check_autologout)
 
     def connectionLost(self, reason=None):
         self._log_connection("close")
         self.closing = True
+        self.drained.set()
         if self.timer is not None:
             self.timer.cancel()
+        self._ungate()
         self.ctx.sessions.discard(self)
         if self.unsubscribe:
             self.unsubscribe()
@@ -148,22 +238,53 @@ class IMAPSession(protocol.Protocol):
         if self.task and not self.task.done():
             self.task.cancel()
 
+    def _ungate(self):
+        if self.gated:
+            self.gated = False
+            self.ctx.gate.leave(self.peer)
+
     def dataReceived(self, data):
         if self.closing:
             return
         self.last_input = self.loop.time()
         self.obs.bytes_in += len(data)
-        for event in self.framer.feed(data):
-            if isinstance(event, LiteralRequest):
-                self.write(b"+ Ready for literal data\r\n")
-            else:
+        self.framer.buf += data
+        self._frame()
+
+    def _frame(self):
+        """Frame the bytes received so far into the queue: all of them once
+        logged in; before that one command, and only when the pipeline waits."""
+        preauth = self.account is None
+        if not preauth or (self.wants_input and self.queue.empty()):
+            for event in self.framer.events():
+                if isinstance(event, LiteralRequest):
+                    self.write(b"+ Ready for literal data\r\n")
+                    continue
                 if isinstance(event, list):
                     self.queued_bytes += sum(len(seg) for seg in event)
                 self.queue.put_nowait(event)
-        if (self.queue.qsize() > MAX_QUEUED or self.queued_bytes > MAX_QUEUED_BYTES) \
-                and not self.paused:
-            self.paused = True
-            self.transport.pauseProducing()
+                if preauth:
+                    self.command_started = None
+                    break
+            else:
+                if not self.framer.pending:
+                    self.command_started = None
+                elif preauth and self.command_started is None:
+                    self.command_started = self.loop.time()
+        self._flow()
+
+    def _flow(self):
+        """Pause reading while too much input waits; resume when half of it is gone."""
+        unframed = len(self.framer.buf) if self.account is None else 0
+        if not self.paused:
+            if self.queue.qsize() > MAX_QUEUED or self.queued_bytes > MAX_QUEUED_BYTES \
+                    or unframed > MAX_UNFRAMED:
+                self.paused = True
+                self.transport.pauseProducing()
+        elif self.queue.qsize() < MAX_QUEUED // 2 and self.queued_bytes < MAX_QUEUED_BYTES // 2 \
+                and unframed <= MAX_UNFRAMED // 2 and not self.closing:
+            self.paused = False
+            self.transport.resumeProducing()
 
     @property
     def cleartext_refused(self):
@@ -197,12 +318,50 @@ class IMAPSession(protocol.Protocol):
             self.obs.bytes_out += len(data)
             self.transport.write(data)
 
+    # IPushProducer: the transport pauses the session while its buffer is full.
+    def pauseProducing(self):
+        self.output_paused = True
+        self.drained.clear()
+
+    def resumeProducing(self):
+        self.output_paused = False
+        self.drained.set()
+
+    def stopProducing(self):
+        self.closing = True
+        self.drained.set()
+
+    async def drain(self):
+        """Send what is queued, then wait until the client has read enough of it."""
+        self.flush()
+        if self.output_paused and not self.closing:
+            await self.drained.wait()
+
+    def hangup(self):
+        """Close once the output is written (at once if the client stopped reading)."""
+        self.closing = True
+        self.drained.set()
+        if self.producing:
+            self.producing = False
+            self.transport.unregisterProducer()
+        if self.output_paused:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
+
     def send(self, data):
         """Queue one complete response (bytes without the final CRLF)."""
         if data[:1] not in b"*+":
             self.obs.reply = data
         self.out.append(data)
         self.out.append(b"\r\n")
+        self.out_size += len(data)
+        if self.out_size > FLUSH_AT:
+            self.flush()
+
+    def send_part(self, data):
+        """Queue part of a response (a literal sent in pieces): no CRLF."""
+        self.out.append(data)
         self.out_size += len(data)
         if self.out_size > FLUSH_AT:
             self.flush()
@@ -215,29 +374,31 @@ class IMAPSession(protocol.Protocol):
     async def next_unit(self):
         """The next framed unit from the client (IDLE, AUTHENTICATE)."""
         self.flush()
-        item = await self.queue.get()
-        self._resume(item)
-        return item
+        return await self.take()
 
-    def _resume(self, item=None):
+    async def take(self):
+        self.wants_input = True
+        try:
+            if self.queue.empty():
+                self._frame()
+            item = await self.queue.get()
+        finally:
+            self.wants_input = False
         if isinstance(item, list):
             self.queued_bytes -= sum(len(seg) for seg in item)
-        if self.paused and self.queue.qsize() < MAX_QUEUED // 2 \
-                and self.queued_bytes < MAX_QUEUED_BYTES // 2:
-            self.paused = False
-            self.transport.resumeProducing()
+        self._flow()
+        return item
 
     # --- the pipeline ------------------------------------------------------
 
     async def _pipeline(self):
         try:
             while not self.closing:
-                unit = await self.queue.get()
-                self._resume(unit)
+                unit = await self.take()
                 started, self.obs.command, self.obs.reply = self.loop.time(), None, None
                 await self._one(unit)
                 self._log_command(started)
-                self.flush()
+                await self.drain()
         except asyncio.CancelledError:
             pass
         except Exception:   # noqa: BLE001 - log, then hang up rather than hang
@@ -246,8 +407,13 @@ class IMAPSession(protocol.Protocol):
 
     async def _one(self, unit):
         if isinstance(unit, Abandoned):
-            if getattr(unit.error, "literal", False) and unit.error.tag:
-                self.send(f"{unit.error.tag} NO [TOOBIG] {unit.error}".encode())
+            error = unit.error
+            if error.literal and not error.synchronizing and self.account is None:
+                self.send(f"{error.tag or '*'} BAD [TOOBIG] {error} before login".encode())
+                self.bye("[TOOBIG] literals before login are at most "
+                         f"{self.framer.literal_limit} octets")
+            elif error.literal and error.tag:
+                self.send(f"{error.tag} NO [TOOBIG] {error}".encode())
             else:
                 self._reply_bad(unit.error.tag, str(unit.error))
             return
@@ -332,14 +498,16 @@ class IMAPSession(protocol.Protocol):
     def bye(self, text):
         self.send(f"* BYE {text}".encode())
         self.flush()
-        self.closing = True
-        self.transport.loseConnection()
+        self.hangup()
 
     # --- authentication state ---------------------------------------------
 
     def logged_in(self, account):
         self.account = account
         self.state = AUTHENTICATED
+        self._ungate()
+        self.framer.literal_limit = min(self.ctx.literal_limit, self.ctx.append_limit)
+        self.command_started = None
         self.unsubscribe = self.ctx.store.bus.subscribe(account.id, self._on_change)
 
     def _on_change(self, change):

@@ -34,9 +34,11 @@ class ParseError(Exception):
 
 class TooBig(ParseError):
     """A line or literal over the limit (the connection drops the command).
-    ``literal`` tells a refused literal (NO [TOOBIG]) from a long line (BAD)."""
+    ``literal`` tells a refused literal (NO [TOOBIG]) from a long line (BAD);
+    ``synchronizing`` a ``{n}`` literal (no octets follow) from ``{n+}``/``{n-}``."""
 
     literal = False
+    synchronizing = False
 
 
 class LiteralRequest:
@@ -75,10 +77,21 @@ class CommandFramer:
         self.discarding = False
         self.total = 0
 
+    @property
+    def pending(self):
+        """Part of a command (or of a refused literal) has arrived, not all of it."""
+        return bool(self.buf or self.segments or self.literal_left is not None or self.skipping)
+
     def feed(self, data):
         """Add bytes; yield units (lists of segments), ``LiteralRequest`` and
         ``Abandoned`` events in order."""
         self.buf += data
+        return self.events()
+
+    def events(self):
+        """The events of the bytes fed so far. Every yield comes after the
+        framer's state is updated, so a caller may stop iterating after any
+        event and frame the rest later with another ``events()``."""
         while True:
             if self.skipping:
                 n = min(self.skipping, len(self.buf))
@@ -131,6 +144,7 @@ class CommandFramer:
                 error = TooBig(f"literal of {size} octets is over the limit of "
                                f"{self.literal_limit}", tag)
                 error.literal = True
+                error.synchronizing = not m.group(3)
                 yield Abandoned(error)
                 continue
             self.literal_left = size

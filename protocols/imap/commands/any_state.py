@@ -31,8 +31,7 @@ async def logout(s, cmd):
     s.send(b"* BYE Roost logging out")
     s.send(f"{cmd.tag} OK LOGOUT completed".encode())
     s.flush()
-    s.closing = True
-    s.transport.loseConnection()
+    s.hangup()
     return False
 
 

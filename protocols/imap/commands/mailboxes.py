@@ -159,21 +159,67 @@ async def subscribe(s, cmd):
 
 # --- LIST / LSUB / XLIST ------------------------------------------------------------
 
-def pattern_regex(reference, pattern):
-    full = reference + pattern if not reference or reference.endswith(SEPARATOR) \
-        or pattern.startswith(SEPARATOR) else reference + SEPARATOR + pattern
-    out = []
-    for ch in full:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append("[^/]*")
-        else:
-            out.append(re.escape(ch))
-    rx = "".join(out)
-    if full[:5].upper() == "INBOX":
-        rx = "(?i:INBOX)" + "".join(out[5:])
-    return re.compile(rx, re.S)
+MAX_PATTERN = 1024      # characters of reference + pattern
+MAX_PATTERNS = 64       # patterns in one LIST-EXTENDED command
+
+
+class Pattern:
+    """A LIST pattern (RFC 3501 6.3.8): ``*`` matches anything, ``%`` anything
+    but the hierarchy delimiter. Matched as a set of NFA states held in one
+    integer (bit i: the first i tokens are matched), so a match costs
+    O(len(name)) integer operations whatever the pattern; no regex, no
+    backtracking. A pattern that starts with INBOX matches it in any case."""
+
+    def __init__(self, reference, pattern):
+        full = reference + pattern if not reference or reference.endswith(SEPARATOR) \
+            or pattern.startswith(SEPARATOR) else reference + SEPARATOR + pattern
+        if len(full) > MAX_PATTERN:
+            raise No(f"[LIMIT] LIST patterns are at most {MAX_PATTERN} characters")
+        tokens = []
+        for ch in full:                # "%*", "*%", "**" are "*"; "%%" is "%"
+            if ch in "*%" and tokens and tokens[-1] in "*%":
+                if ch == "*":
+                    tokens[-1] = "*"
+                continue
+            tokens.append(ch)
+        fold = full[:5].upper() == "INBOX"
+        self.literal = {}
+        self.star = self.percent = 0
+        for i, ch in enumerate(tokens):
+            bit = 1 << i
+            if ch == "*":
+                self.star |= bit
+            elif ch == "%":
+                self.percent |= bit
+            else:
+                for c in {ch, ch.upper(), ch.lower()} if fold and i < 5 else (ch,):
+                    self.literal[c] = self.literal.get(c, 0) | bit
+        self.wild = self.star | self.percent
+        self.accept = 1 << len(tokens)
+
+    def _close(self, states):
+        return states | (states & self.wild) << 1    # a wildcard may match nothing
+
+    def fullmatch(self, name):
+        states = self._close(1)
+        for ch in name:
+            states = ((states & self.literal.get(ch, 0)) << 1) | (states & self.star) | \
+                (states & self.percent if ch != SEPARATOR else 0)
+            if not states:
+                return False
+            states = self._close(states)
+        return bool(states & self.accept)
+
+
+def _parents(names):
+    """Every name that is a proper ancestor of one of ``names``."""
+    out = set()
+    for name in names:
+        i = name.find(SEPARATOR)
+        while i > 0:
+            out.add(name[:i])
+            i = name.find(SEPARATOR, i + 1)
+    return out
 
 
 @command("LIST", "LSUB", "XLIST")
@@ -194,23 +240,25 @@ async def list_cmd(s, cmd):
     if patterns == [""] and cmd.verb != "LSUB" and not cmd.extended:
         s.send(b"* " + verb + b' (\\Noselect) "/" ""')
         return
+    if len(patterns) > MAX_PATTERNS:
+        raise No(f"[LIMIT] LIST takes at most {MAX_PATTERNS} patterns")
+    matchers = [Pattern(reference, p) for p in patterns if p]
     boxes = await s.ctx.run(s.ctx.store.mailboxes, s.account.id)
-    names = {b.name for b in boxes}
-    regexes = [pattern_regex(reference, p) for p in patterns if p]
     only_subscribed = cmd.verb == "LSUB" or "SUBSCRIBED" in cmd.select
     recursive = "RECURSIVEMATCH" in cmd.select
-    subscribed_names = {b.name for b in boxes if b.subscribed}
+    parents = _parents(b.name for b in boxes)
+    subscribed_parents = _parents(b.name for b in boxes if b.subscribed)
     listed = []
     for box in sorted(boxes, key=lambda b: (b.name != "INBOX", b.name)):
-        if not any(r.fullmatch(box.name) for r in regexes):
+        if not any(m.fullmatch(box.name) for m in matchers):
             continue
         attrs = []
-        child_subscribed = recursive and any(n.startswith(box.name + SEPARATOR) for n in subscribed_names)
+        child_subscribed = recursive and box.name in subscribed_parents
         if only_subscribed and not box.subscribed and not child_subscribed:
             continue
         if "SPECIAL-USE" in cmd.select and box.role not in ROLE_ATTRS:
             continue
-        has_children = any(n.startswith(box.name + SEPARATOR) for n in names)
+        has_children = box.name in parents
         if cmd.verb != "LSUB":
             attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
         if box.subscribed and (cmd.verb == "LIST" and ("SUBSCRIBED" in cmd.select

@@ -4,14 +4,18 @@ SEARCH (ESEARCH, SEARCHRES), FETCH, STORE, COPY, MOVE; and IDLE.
 Messages are named to the store by UID only; sequence numbers are turned
 into UIDs through the session's ``SelectedMailbox``. FETCH of flags alone
 takes the store's bulk flags path; anything else loads records (and bytes
-when a section is asked for) in chunks on a worker thread.
+when a section is asked for) in chunks on a worker thread: at most CHUNK
+messages and about FETCH_BATCH_BYTES of their bytes per chunk, each sent and
+drained (``session.drain``) before the next is read.
 """
 
 import asyncio
 import dataclasses
 import email.utils
 import json
+import logging
 import time
+from bisect import bisect_right
 from operator import itemgetter
 
 from roost.storage import errors
@@ -25,7 +29,10 @@ from . import AUTH, AUTHENTICATED, SEL, Bad, No, capability, command
 capability("IDLE", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SAVEDATE", "BINARY",
            "CONDSTORE", "QRESYNC", "OBJECTID")
 
+log = logging.getLogger("roost.imap")
+
 CHUNK = 200
+FETCH_BATCH_BYTES = 1 << 20    # message octets read per worker call (and then drained)
 
 
 def _targets(s, cmd):
@@ -74,10 +81,17 @@ async def search(s, cmd):
     if s.ctx.search is None:
         raise No("[UNAVAILABLE] search is not available")
     store = s.ctx.store
-    memo = []
+    memo = {}
+
+    def once(name, fn):      # read the mailbox once per SEARCH, however many keys need it
+        if name not in memo:
+            memo[name] = fn()
+        return memo[name]
+
+    def email_uids(pk):
+        return once("emails", lambda: _uids_by_message(store, v.pk)).get(pk, [])
     compiler = Compiler(v.seq_ranges, v.uid_ranges,
-                        lambda: memo[0] if memo else memo.append(sent_days(store, v.pk)) or memo[0],
-                        lambda pk: [r.uid for r in store.records(v.pk) if r.message_id == pk])
+                        lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids)
     uses_modseq = any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(cmd.keys))
     if uses_modseq:
         s.enabled.add("CONDSTORE")
@@ -130,6 +144,13 @@ def _flat(keys):
             yield from _flat(k)
         else:
             yield k
+
+
+def _uids_by_message(store, mailbox_pk):
+    out = {}
+    for rec in store.records(mailbox_pk):
+        out.setdefault(rec.message_id, []).append(rec.uid)
+    return out
 
 
 def sent_days(store, mailbox_pk):
@@ -221,31 +242,94 @@ async def fetch_cmd(s, cmd):
         (origin, length), = ranges
         span = (origin, origin + length)
         items = [dataclasses.replace(i, partial=None) for i in items]
-    for start in range(0, len(uids), CHUNK):
+    # One whole message (BODY.PEEK[] / RFC822) with at most UID and RFC822.SIZE:
+    # a message over FETCH_BATCH_BYTES is sent in ranges of that size, each
+    # read when the client has taken the one before.
+    stream = bytes_only and span is None and all(
+        i.name in ("UID", "RFC822.SIZE", "BODY", "BODY.PEEK", "RFC822") for i in items) and \
+        sum(1 for i in items if i.name != "UID" and i.name != "RFC822.SIZE") == 1
+    start = 0
+    while start < len(uids):
         chunk = uids[start:start + CHUNK]
 
         def load(chunk=chunk):
+            """Up to CHUNK messages, and no more bytes than FETCH_BATCH_BYTES
+            past the first message; returns them and how many UIDs were done."""
             if bytes_only:
                 recs = [_Bare(uid) for uid in chunk]
             else:
                 recs = store.records(v.pk, chunk, parsed=need_parsed)
             if cmd.changedsince is not None:
                 recs = [r for r in recs if r.modseq > cmd.changedsince]
-            out = []
+            out, size = [], 0
             for r in recs:
                 try:
-                    data = (store.read(v.pk, r.uid, *span) if span else store.read(v.pk, r.uid)) \
-                        if need_bytes else None
+                    if stream:
+                        data = store.read(v.pk, r.uid, 0, FETCH_BATCH_BYTES)
+                        if len(data) == FETCH_BATCH_BYTES:
+                            (whole,) = store.records(v.pk, [r.uid]) or [None]
+                            if whole is None:
+                                continue
+                            out.append((_Bare(r.uid, whole.size), data))
+                            return out, bisect_right(chunk, r.uid)
+                    else:
+                        data = (store.read(v.pk, r.uid, *span) if span else store.read(v.pk, r.uid)) \
+                            if need_bytes else None
                 except errors.MessageNotFound:
                     continue
                 if bytes_only:
                     r = _Bare(r.uid, len(data))
                 out.append((r, data))
-            return out
-        for rec, data in await s.ctx.run(load):
+                size += len(data or b"")
+                if size >= FETCH_BATCH_BYTES:
+                    return out, bisect_right(chunk, r.uid)
+            return out, len(chunk)
+        batch, done = await s.ctx.run(load)
+        start += done
+        for rec, data in batch:
             seq = v.seq(rec.uid)
-            if seq:
-                s.send(b"* %d FETCH (" % seq + b" ".join(_render(s, rec, data, items)) + b")")
+            if not seq:
+                continue
+            if stream and rec.size > len(data):
+                if not await _stream(s, v, seq, rec, data, items):
+                    return False
+                continue
+            s.send(b"* %d FETCH (" % seq + b" ".join(_render(s, rec, data, items)) + b")")
+        del batch
+        await s.drain()           # a client that does not read is not served more
+        if s.closing:
+            return False
+
+
+async def _stream(s, v, seq, rec, first, items):
+    """Send one big message's FETCH response with its literal in ranges (the
+    bytes are those one ``_render`` would send). False if the connection ends."""
+    k = next(i for i, item in enumerate(items) if item.name not in ("UID", "RFC822.SIZE"))
+    before, after = _render(s, rec, None, items[:k]), _render(s, rec, None, items[k + 1:])
+    label = b"RFC822" if items[k].name == "RFC822" else items[k].label.encode()
+    s.send_part(b"* %d FETCH (" % seq + b"".join(p + b" " for p in before) + label +
+                b" {%d}\r\n" % rec.size)
+    s.send_part(first)
+    sent = len(first)
+    while sent < rec.size:
+        await s.drain()
+        if s.closing:
+            return False
+        try:
+            data = await s.ctx.run(s.ctx.store.read, v.pk, rec.uid, sent,
+                                   min(sent + FETCH_BATCH_BYTES, rec.size))
+        except errors.MessageNotFound:     # expunged by another session meanwhile
+            data = None
+        if not data:        # the literal cannot end right: only hanging up is safe
+            log.log(logging.INFO if data is None else logging.ERROR,
+                    "message %d of mailbox %d ended at %d of %d octets while being sent",
+                    rec.uid, v.pk, sent, rec.size)
+            s.bye("the message went away while it was being sent")
+            return False
+        s.send_part(data)
+        sent += len(data)
+    s.send(b"".join(b" " + p for p in after) + b")")
+    return True
 
 
 class _Bare:
@@ -430,7 +514,7 @@ async def idle(s, cmd):
     s.send(b"+ idling")
     s.flush()
     s.idle_wake = wake = asyncio.Event()
-    getter = asyncio.ensure_future(s.queue.get())
+    getter = asyncio.ensure_future(s.take())
     waiter = None
     try:
         while True:
@@ -449,7 +533,6 @@ async def idle(s, cmd):
         if not getter.done():
             getter.cancel()
     unit = getter.result()
-    s._resume(unit)
     if isinstance(unit, list) and len(unit) == 1 and unit[0].strip().upper() == b"DONE":
         return "IDLE terminated"
     raise Bad("expected DONE to end IDLE")
