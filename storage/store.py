@@ -19,6 +19,9 @@ checks). On SQLite one process-wide lock serialises writers (SQLite has one
 writer anyway; the lock avoids lock-upgrade deadlocks), and ``BEGIN
 IMMEDIATE`` keeps a second process (``roost deliver``) safe.
 
+Schema: ``Store.open`` (and a ``Store`` on any file or server database)
+upgrades an older database in place first (``storage.migrations``).
+
 ``Store.memory()`` is the in-memory implementation of the same API for fast
 protocol tests: the same rules on SQLite ``:memory:`` and a dict of blobs, so
 tests of the protocols exercise exactly the semantics production uses.
@@ -34,6 +37,7 @@ from .changes import ChangesAPI
 from .mailboxes import DEFAULT_MAILBOXES, HIERARCHY, ROLES, MailboxesAPI, check_mailbox_name
 from .maildir import Maildir
 from .messages import MessagesAPI
+from .migrations import upgrade as upgrade_schema
 from .model import (Account, Mailbox, MessageRecord, NewMessage, Stored, email_oid, mailbox_oid,
                     parse_oid, thread_oid)
 from .notify import ChangeBus
@@ -55,7 +59,12 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
         self.bus = ChangeBus()
         self.sqlite = engine.dialect.name == "sqlite"
         self._wlock = threading.RLock()
-        create_all(engine)
+        # A file or server database is migrated to the current schema
+        # (storage.migrations); the in-memory one is made fresh each time.
+        if memory:
+            create_all(engine)
+        else:
+            upgrade_schema(engine)
         # Full-text backend (storage.search): "fts5" (SQLite default) or "whoosh".
         root = getattr(blobs, "root", None)
         self.fulltext = make_backend(self, search, search_dir or (
@@ -68,6 +77,7 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
         store = cls(make_engine(url), Maildir(os.path.join(data_dir, "mail")), search=search,
                     search_dir=os.path.join(data_dir, "search"))
         store.bus.relay_to = relay_socket_path(data_dir)
+        store.fulltext.index_missing(store)
         return store
 
     @classmethod
