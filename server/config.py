@@ -32,6 +32,8 @@ class Config:
     workers: int = 32
     tls_cert: str = ""
     tls_key: str = ""
+    dns_nameservers: list = field(default_factory=list)
+    ntp_server: str = "pool.ntp.org"
 
     @property
     def database_url(self):
@@ -68,6 +70,9 @@ def load(path=None, data=None):
                                                      cfg.connections_per_user_ip))
         cfg.tls_cert = tls.get("cert", cfg.tls_cert)
         cfg.tls_key = tls.get("key", cfg.tls_key)
+        cfg.dns_nameservers = [str(n) for n in doc.get("dns", {}).get("nameservers",
+                                                                        cfg.dns_nameservers)]
+        cfg.ntp_server = str(doc.get("doctor", {}).get("ntp", cfg.ntp_server))
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:

@@ -77,6 +77,16 @@ def revision(conn):
     return "base" if "accounts" in names else None
 
 
+def describe(engine):
+    """``(revision, domain names)`` of a database, read without changing it
+    (``roost doctor``; the domains table is in every release's schema)."""
+    with engine.connect() as conn:
+        rev = revision(conn)
+        names = [] if rev is None else \
+            [r[0] for r in conn.execute(text("SELECT name FROM domains ORDER BY name"))]
+    return rev, names
+
+
 def upgrade(engine):
     """Bring the database to ``HEAD``; returns the revision it had (None when
     it was empty, ``HEAD`` when nothing was done)."""
@@ -95,7 +105,7 @@ def upgrade(engine):
                 metadata.create_all(conn)
                 _stamp(conn)
                 return None
-            if before != "base" and not _known(before):
+            if before != "base" and not known(before):
                 raise SchemaTooNew(f"the database is at schema revision {before}, which this "
                                    f"Roost does not know (its newest is {HEAD}); run a newer Roost")
             _keep_copy(engine, before)
@@ -111,7 +121,7 @@ def _stamp(conn):
     MigrationContext.configure(conn).stamp(ScriptDirectory.from_config(config()), HEAD)
 
 
-def _known(rev):
+def known(rev):
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
     try:
