@@ -261,7 +261,7 @@ def _bindable(label, host, port):
 
 def _tls_paths(cfg):
     if cfg.tls_cert:
-        return cfg.tls_cert, cfg.tls_key or cfg.tls_cert, True
+        return cfg.tls_cert, cfg.tls_key, True
     keys = os.path.join(cfg.data, "keys")
     return os.path.join(keys, "tls-cert.pem"), os.path.join(keys, "tls-key.pem"), False
 

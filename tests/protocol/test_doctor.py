@@ -3,7 +3,6 @@ loopback: a ``roost serve`` and other listeners, certificates written to a
 temp directory, a DNS server (dnslib) serving a zone, an SNTP server with a
 chosen offset, and data directories at each schema state."""
 
-import datetime
 import glob
 import ipaddress
 import shutil
@@ -14,17 +13,13 @@ import threading
 import time
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from roost.protocols.dns import Resolver
 from roost.server import config as configmod
 from roost.server import doctor as dr
 from roost.storage import migrations
 from roost.storage.store import Store
 from tests.conftest import add_user, roost
+from tests.tls_helpers import Issuer, write_cert
 from tests.unit.test_migrations import release1_data
 
 dnslib = pytest.importorskip("dnslib", reason="dnslib is a test dependency (pip install -e '.[test]')")
@@ -172,24 +167,6 @@ def test_listeners_roost_free_other_and_unbindable(tmp_path, roost_server):
 
 # --- TLS ----------------------------------------------------------------------------
 
-def write_cert(directory, names=(HOST,), days=(-1, 365), issuer_key=None):
-    directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA")]) if issuer_key else subject
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now + datetime.timedelta(days=days[0]))
-            .not_valid_after(now + datetime.timedelta(days=days[1]))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-            .sign(issuer_key or key, hashes.SHA256()))
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return str(directory / "cert.pem"), str(directory / "key.pem")
-
-
 def tls_checks(tmp_path, cert, key):
     cfg = make_cfg(tmp_path, tls_cert=cert, tls_key=key)
     cfg.listen["imaps"] = "127.0.0.1:1993"
@@ -197,8 +174,7 @@ def tls_checks(tmp_path, cert, key):
 
 
 def test_tls_certificate_checks(tmp_path):
-    ca = ec.generate_private_key(ec.SECP256R1())
-    good = tls_checks(tmp_path, *write_cert(tmp_path / "good", issuer_key=ca))
+    good = tls_checks(tmp_path, *write_cert(tmp_path / "good", issuer=Issuer("Test CA")))
     assert {k: c.verdict for k, c in good.items()} == {
         "tls certificate": "ok", "tls hostname": "ok", "tls key": "ok", "tls issuer": "ok"}
     assert "days left" in good["tls certificate"].detail
