@@ -340,6 +340,9 @@ def check_dns(cfg, domains, resolver):
         out.append(Check(WARN, "dns hostname", f"[server] hostname {cfg.hostname!r} is not a "
                          "public name; MX records must name the host"))
     for domain in domains:
+        if not _public_name(domain):
+            out.append(Check(SKIP, f"dns {domain}", "not a public domain (nothing to publish)"))
+            continue
         for name, check in (("MX", _mx), ("SPF", _spf), ("DKIM", _dkim), ("DMARC", _dmarc)):
             label = f"dns {domain} {name}"
             try:

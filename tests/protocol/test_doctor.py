@@ -118,6 +118,11 @@ def test_missing_wrong_and_duplicate_records(tmp_path, zone):
     assert "roost dkim keygen" in checks[f"dns {DOMAIN} DKIM"].detail
 
 
+def test_local_domains_are_not_looked_up(tmp_path):
+    checks = dr.check_dns(make_cfg(tmp_path), ["localhost", "box.local"], Resolver(["127.0.0.1:9"]))
+    assert [(c.verdict, c.name) for c in checks] == [("skip", "dns localhost"), ("skip", "dns box.local")]
+
+
 def test_unanswering_dns_is_skipped_not_failed(tmp_path):
     quiet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     quiet.bind(("127.0.0.1", 0))       # receives, never answers
