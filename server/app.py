@@ -13,11 +13,18 @@ stderr unless ``[log] file``); Prometheus metrics (``server.metrics``) exist
 only when a ``metrics`` listener is asked for. On exit (SIGTERM/SIGINT) the
 change-relay socket ``DATA/roost.sock`` is removed, so no other process
 mistakes a stale socket for a running server.
+
+SIGHUP reloads the TLS certificate files (``server.tls.ReloadableTLS``):
+new connections get the new certificate, open ones keep theirs, and a pair
+that cannot be read leaves the old one in force (both printed). The HTTP
+listener also serves client set-up documents (``protocols.web``) describing
+the listeners actually bound.
 """
 
 import asyncio
 import logging
 import os
+import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -159,11 +166,13 @@ class Roost:
     async def _start_jmap(self, host, port):
         from twisted.internet import reactor
 
+        from roost.protocols import web
         from roost.protocols.jmap import site
-        listening = reactor.listenTCP(port, site(
-            self.store, self.delivery, self.run, self.auth, self.config.hostname,
-            allowed_origins=self.config.jmap_allowed_origins,
-            push_allow_private=self.config.jmap_push_allow_private), interface=host)
+        jmap = site(self.store, self.delivery, self.run, self.auth, self.config.hostname,
+                    allowed_origins=self.config.jmap_allowed_origins,
+                    push_allow_private=self.config.jmap_push_allow_private)
+        web.mount(jmap.resource, self.client_servers, self.config.hostname)
+        listening = reactor.listenTCP(port, jmap, interface=host)
         self.ports.append(listening)
         return host, listening.getHost().port
 
@@ -177,6 +186,34 @@ class Roost:
         listening = reactor.listenTCP(port, site, interface=host)
         self.ports.append(listening)
         return host, listening.getHost().port
+
+    def client_servers(self):
+        """The endpoints the client set-up documents describe: the listeners
+        bound, under ``[server] hostname`` (cleartext IMAP is offered as
+        STARTTLS: LOGIN needs TLS off loopback)."""
+        from roost.protocols.web import Server
+        host, out = self.config.hostname, []
+        for kind, tls in (("imaps", "SSL"), ("imap", "STARTTLS"), ("submission", "STARTTLS"),
+                          ("jmap", "plain")):
+            if kind in self.addresses:
+                port = self.addresses[kind][1]
+                url = f"http://{host}:{port}/.well-known/jmap" if kind == "jmap" else ""
+                out.append(Server(kind, host, port, tls, url))
+        return out
+
+    def reload_tls(self):
+        """SIGHUP: read the certificate files again."""
+        tls = getattr(self, "_tls", None)
+        if tls is None:
+            return
+        try:
+            cert = tls.reload()
+        except Exception as exc:  # noqa: BLE001 - any bad file: keep serving the old pair
+            print(f"roost: TLS certificate not reloaded, keeping the previous one: {exc}",
+                  flush=True)
+            return
+        print(f"roost: TLS certificate reloaded: {cert.subject.rfc4514_string()}, valid until "
+              f"{cert.not_valid_after_utc:%Y-%m-%d}", flush=True)
 
     def _deliver(self, data, recipients, sender, targets=None):
         return self.delivery.store(Incoming(data, tuple(recipients), sender=sender, targets=targets))
@@ -249,6 +286,7 @@ def serve(config):
         d.addErrback(failed)
 
     reactor.callWhenRunning(started)
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(app.reload_tls))
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(app.stop())))
     try:

@@ -94,6 +94,19 @@ def build_parser():
 
     r = sub.add_parser("reindex", parents=[common], help="rebuild the search index")
     r.add_argument("address", nargs="?", help="one account (default: every account)")
+
+    k = sub.add_parser("dkim", parents=[common], help="DKIM keys").add_subparsers(
+        dest="action", required=True)
+    kg = k.add_parser("keygen", parents=[common])
+    kg.add_argument("domain")
+    kg.add_argument("--selector", default="roost")
+
+    sub.add_parser("dns", parents=[common],
+                   help="the DNS records to publish for a domain").add_argument("domain")
+    dr = sub.add_parser("doctor", parents=[common],
+                        help="check ports, TLS, DNS, database, disk and clock")
+    dr.add_argument("domains", nargs="*", metavar="DOMAIN",
+                    help="domains to check in DNS (default: those of the accounts)")
     return p
 
 
@@ -327,6 +340,33 @@ def cmd_reindex(args, cfg):
     finally:
         store.close()
     return EX_OK
+
+
+def cmd_dkim(args, cfg):
+    from .doctor import dkim_keygen
+    try:
+        record = dkim_keygen(cfg, args.domain, args.selector)
+    except FileExistsError:
+        print(f"roost: {args.domain} already has a DKIM key with selector {args.selector}; "
+              "choose another --selector", file=sys.stderr)
+        return EX_USAGE
+    print(record.zone_line())
+    return EX_OK
+
+
+def cmd_dns(args, cfg):
+    from .doctor import zone
+    for line in zone(cfg, args.domain):
+        print(line)
+    return EX_OK
+
+
+def cmd_doctor(args, cfg):
+    from .doctor import FAIL, doctor
+    checks = doctor(cfg, args.domains)
+    for check in checks:
+        print(check, flush=True)
+    return 1 if any(c.verdict == FAIL for c in checks) else EX_OK
 
 
 class Progress:

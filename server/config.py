@@ -41,6 +41,8 @@ class Config:
     log_file: str = ""           # empty: stderr
     jmap_allowed_origins: list = field(default_factory=list)
     jmap_push_allow_private: bool = False
+    dns_nameservers: list = field(default_factory=list)
+    ntp_server: str = "pool.ntp.org"
 
     @property
     def database_url(self):
@@ -95,6 +97,9 @@ def load(path=None, data=None):
         if not isinstance(allow_private, bool):
             raise ValueError("[jmap] push_allow_private must be true or false")
         cfg.jmap_push_allow_private = allow_private
+        cfg.dns_nameservers = [str(n) for n in doc.get("dns", {}).get("nameservers",
+                                                                        cfg.dns_nameservers)]
+        cfg.ntp_server = str(doc.get("doctor", {}).get("ntp", cfg.ntp_server))
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:

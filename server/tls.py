@@ -2,8 +2,11 @@
 
 Owns the quickstart certificate: when ``[tls] cert``/``key`` are not set, a
 self-signed certificate for the configured hostname is generated once into
-``DATA/keys/`` and reused. Returns Twisted context factories for STARTTLS and
-implicit-TLS listeners.
+``DATA/keys/`` and reused. ``context_factory`` returns one ``ReloadableTLS``
+that every TLS listener and STARTTLS shares: Twisted asks it for a context
+per connection, so ``reload()`` (``roost serve`` on SIGHUP) puts renewed
+certificate files in force for every new connection while open ones keep
+theirs. A reload that cannot read a valid pair raises and keeps the old one.
 """
 
 import datetime
@@ -14,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
 
 
 def ensure_certificate(data_dir, hostname):
@@ -46,12 +51,42 @@ def ensure_certificate(data_dir, hostname):
 
 def context_factory(config):
     """A Twisted server TLS context factory for the configured (or generated) certificate."""
-    from twisted.internet import ssl
-    cert_path, key_path = (config.tls_cert, config.tls_key) if config.tls_cert else \
-        ensure_certificate(config.data, config.hostname)
-    with open(cert_path, "rb") as f:
-        cert_pem = f.read()
-    with open(key_path, "rb") as f:
-        key_pem = f.read()
-    cert = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
-    return cert.options()
+    return ReloadableTLS(config)
+
+
+@implementer(IOpenSSLContextFactory)
+class ReloadableTLS:
+    """An old-style Twisted context factory (``getContext``) over the
+    certificate files, read again by ``reload()``."""
+
+    def __init__(self, config):
+        self.config = config
+        self.certificate = None
+        self.reload()
+
+    def reload(self):
+        """Read the certificate chain (leaf first) and key again; returns the
+        leaf (``cryptography.x509.Certificate``). Raises, keeping the current
+        one, when the files are unreadable or do not match."""
+        from OpenSSL import crypto
+        from twisted.internet import ssl
+        config = self.config
+        cert_path, key_path = (config.tls_cert, config.tls_key) \
+            if config.tls_cert else ensure_certificate(config.data, config.hostname)
+        with open(cert_path, "rb") as f:
+            cert_pem = f.read()
+        with open(key_path, "rb") as f:
+            key_pem = f.read()
+        chain = x509.load_pem_x509_certificates(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, None)
+        options = ssl.CertificateOptions(
+            privateKey=crypto.PKey.from_cryptography_key(key),
+            certificate=crypto.X509.from_cryptography(chain[0]),
+            # the intermediates after the leaf are sent too: clients need them
+            extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]])
+        options.getContext()          # fails here, not on the next connection, if they mismatch
+        self._options, self.certificate = options, chain[0]
+        return chain[0]
+
+    def getContext(self):
+        return self._options.getContext()

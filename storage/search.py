@@ -390,6 +390,10 @@ class SearchBackend:
     def flush(self):
         """Apply queued changes now (no-op for a backend that indexes synchronously)."""
 
+    def index_missing(self, store):
+        """At open: index what the backend cannot have seen (an index made
+        after the messages, as when an older release kept another table)."""
+
     def drift(self, store, account_id):
         """Message ids of the account that the index lacks."""
         with store.reader() as conn:

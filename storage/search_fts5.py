@@ -17,7 +17,11 @@ searchable and an expunged one never is:
   LIKE over that table (never to message files).
 
 Must not read message files except in ``rebuild``, and must not be used on
-PostgreSQL (FTS5 is SQLite's).
+PostgreSQL (FTS5 is SQLite's). The first release kept one ``message_text``
+table instead: it is dropped, and messages stored before these tables existed
+are indexed from their files when the store opens (``index_missing``). The
+tables are not in ``storage.schema`` and Alembic leaves them alone
+(``storage.migrations.FTS_TABLES``).
 """
 
 from sqlalchemy import Integer, Text, column, literal_column, select, table, text
@@ -39,12 +43,17 @@ _INSERT_HEADERS = ("INSERT INTO message_headers (rowid, hsubject, hfrom, hto, hc
 
 
 def create_tables(conn):
+    """Create the tables if missing; True when they were created over
+    existing messages (which then need indexing)."""
+    had = conn.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'message_words'")).first()
+    conn.execute(text("DROP TABLE IF EXISTS message_text"))     # the first release's
     conn.execute(text(
         "CREATE VIRTUAL TABLE IF NOT EXISTS message_words USING fts5("
         "headers, body, cjk_headers, cjk_body, tokenize='unicode61 remove_diacritics 2')"))
     conn.execute(text(
         "CREATE VIRTUAL TABLE IF NOT EXISTS message_headers USING fts5("
         "hsubject, hfrom, hto, hcc, hbcc, fields, tokenize='trigram')"))
+    return not had and conn.execute(text("SELECT 1 FROM messages LIMIT 1")).first() is not None
 
 
 def rows(docs):
@@ -75,7 +84,13 @@ class Fts5Backend(SearchBackend):
 
     def __init__(self, engine):
         with engine.begin() as conn:
-            create_tables(conn)
+            self.unindexed = create_tables(conn)
+
+    def index_missing(self, store):
+        if self.unindexed:
+            for account in store.accounts():
+                self.reindex(store, account.id)
+            self.unindexed = False
 
     def index(self, txn, account_id, docs):
         # Straight to the sqlite3 cursor (FTS5 is SQLite-only): this runs in

@@ -23,6 +23,8 @@ Shutdown: ``interrupt_reads()`` aborts the reads under way (``sqlite3``'s
 ``interrupt()``, psycopg's ``cancel()``); each fails with ``TemporaryFailure``
 so a long search cannot hold the server's stop. Writes are left to finish:
 a delivery in flight still commits or rolls back whole.
+Schema: ``Store.open`` (and a ``Store`` on any file or server database)
+upgrades an older database in place first (``storage.migrations``).
 
 ``Store.memory()`` is the in-memory implementation of the same API for fast
 protocol tests: the same rules on SQLite ``:memory:`` and a dict of blobs, so
@@ -43,6 +45,7 @@ from .mailboxes import DEFAULT_MAILBOXES, HIERARCHY, ROLES, MailboxesAPI, check_
 from .maildir import Maildir
 from .messages import MessagesAPI
 from .errors import TemporaryFailure
+from .migrations import upgrade as upgrade_schema
 from .model import (Account, Mailbox, MessageRecord, NewMessage, Stored, email_oid, mailbox_oid,
                     parse_oid, thread_oid)
 from .notify import ChangeBus
@@ -68,7 +71,12 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
         self._readers = set()          # driver connections of the reads under way
         self._rlock = threading.Lock()
         self.interrupted = False
-        create_all(engine)
+        # A file or server database is migrated to the current schema
+        # (storage.migrations); the in-memory one is made fresh each time.
+        if memory:
+            create_all(engine)
+        else:
+            upgrade_schema(engine)
         # Full-text backend (storage.search): "fts5" (SQLite default) or "whoosh".
         root = getattr(blobs, "root", None)
         self.fulltext = make_backend(self, search, search_dir or (
@@ -81,6 +89,7 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
         store = cls(make_engine(url), Maildir(os.path.join(data_dir, "mail")), search=search,
                     search_dir=os.path.join(data_dir, "search"))
         store.bus.relay_to = relay_socket_path(data_dir)
+        store.fulltext.index_missing(store)
         return store
 
     @classmethod

@@ -8,7 +8,8 @@ import re
 from roost.server import cli, config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CODE_DIRS = {"server": "roost.server", "protocols": "roost.protocols", "storage": "roost.storage"}
+CODE_DIRS = {"server": "roost.server", "protocols": "roost.protocols", "storage": "roost.storage",
+             "conf": "roost.conf"}
 
 
 def _setup_cfg():

@@ -1,0 +1,357 @@
+"""``roost doctor`` and ``roost dns``: each check against the real thing on
+loopback: a ``roost serve`` and other listeners, certificates written to a
+temp directory, a DNS server (dnslib) serving a zone, an SNTP server with a
+chosen offset, and data directories at each schema state."""
+
+import glob
+import ipaddress
+import shutil
+import socket
+import sqlite3
+import struct
+import threading
+import time
+
+import pytest
+from roost.protocols.dns import Resolver
+from roost.server import config as configmod
+from roost.server import doctor as dr
+from roost.storage import migrations
+from roost.storage.store import Store
+from tests.conftest import add_user, roost
+from tests.tls_helpers import Issuer, write_cert
+from tests.unit.test_migrations import release1_data
+
+dnslib = pytest.importorskip("dnslib", reason="dnslib is a test dependency (pip install -e '.[test]')")
+from dnslib.server import DNSLogger, DNSServer  # noqa: E402
+from dnslib.zoneresolver import ZoneResolver  # noqa: E402
+
+DOMAIN, HOST = "example.org", "mail.example.org"
+
+
+def make_cfg(tmp_path, **kw):
+    cfg = configmod.Config(data=str(tmp_path / "data"), hostname=HOST)
+    cfg.listen = {name: "off" for name in cfg.listen}
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+class Zone:
+    """A loopback DNS server for ``text`` (zone-file lines)."""
+
+    def __init__(self, text):
+        self.server = DNSServer(ZoneResolver(text), port=0, address="127.0.0.1",
+                                logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data",
+                                                 prefix=False))
+        self.server.start_thread()
+        self.address = f"127.0.0.1:{self.server.server.server_address[1]}"
+
+    def resolver(self):
+        return Resolver([self.address], timeout=3)
+
+    def close(self):
+        self.server.stop()
+        self.server.server.server_close()
+
+
+@pytest.fixture
+def zone():
+    zones = []
+
+    def serve(text):
+        zones.append(Zone(text))
+        return zones[-1]
+    yield serve
+    for z in zones:
+        z.close()
+
+
+def verdicts(checks):
+    return {c.name: c.verdict for c in checks}
+
+
+# --- dns ----------------------------------------------------------------------------
+
+def test_published_records_from_roost_dns_pass(tmp_path, zone):
+    cfg = make_cfg(tmp_path)
+    dr.dkim_keygen(cfg, DOMAIN)
+    text = "\n".join(line for line in dr.zone(cfg, DOMAIN) if not line.startswith(";"))
+    checks = dr.check_dns(cfg, [DOMAIN], zone(text).resolver())
+    assert verdicts(checks) == {f"dns {DOMAIN} {k}": "ok" for k in ("MX", "SPF", "DKIM", "DMARC")}, \
+        [str(c) for c in checks]
+
+
+def test_roost_dns_prints_the_records(tmp_path):
+    data = tmp_path / "data"
+    roost(data, "dkim", "keygen", DOMAIN, "--selector", "s1")
+    again = roost(data, "dkim", "keygen", DOMAIN, "--selector", "s1", check=False)
+    assert again.returncode == 64 and b"already has a DKIM key" in again.stderr
+    out = roost(data, "dns", DOMAIN).stdout.decode()
+    assert f"{DOMAIN}.".ljust(40) + " 3600 IN MX    10 localhost." in out
+    assert '"v=spf1 mx -all"' in out and "_dmarc.example.org." in out
+    assert 's1._domainkey.example.org.' in out and "p=MII" in out
+    assert "is not a public name" in out      # hostname defaults to localhost
+
+
+def test_missing_wrong_and_duplicate_records(tmp_path, zone):
+    cfg = make_cfg(tmp_path)
+    dr.dkim_keygen(cfg, DOMAIN)
+    other = make_cfg(tmp_path / "other")
+    dr.dkim_keygen(other, DOMAIN)            # a different key under the same selector
+    (dkim,) = [r for r in dr.records(other, DOMAIN) if "_domainkey" in r.name]
+    z = zone(f'{DOMAIN}. 300 IN MX 10 relay.example.net.\n'
+             f'{DOMAIN}. 300 IN TXT "v=spf1 a -all"\n'
+             f'{DOMAIN}. 300 IN TXT "v=spf1 mx -all"\n'
+             + dkim.zone_line() + "\n")
+    checks = {c.name: c for c in dr.check_dns(cfg, [DOMAIN], z.resolver())}
+    assert checks[f"dns {DOMAIN} MX"].verdict == "warn"
+    assert "relay.example.net" in checks[f"dns {DOMAIN} MX"].detail
+    assert checks[f"dns {DOMAIN} SPF"].verdict == "fail"
+    assert checks[f"dns {DOMAIN} DKIM"].verdict == "fail"
+    assert checks[f"dns {DOMAIN} DMARC"].verdict == "warn"
+
+    z2 = zone(f'{DOMAIN}. 300 IN TXT "v=spf1 ip4:192.0.2.1 -all"\n')
+    checks = {c.name: c for c in dr.check_dns(make_cfg(tmp_path / "nokey"), [DOMAIN], z2.resolver())}
+    assert checks[f"dns {DOMAIN} MX"].verdict == "fail"
+    assert checks[f"dns {DOMAIN} SPF"].verdict == "warn"
+    assert "roost dkim keygen" in checks[f"dns {DOMAIN} DKIM"].detail
+
+
+def test_local_domains_are_not_looked_up(tmp_path):
+    checks = dr.check_dns(make_cfg(tmp_path), ["localhost", "box.local"], Resolver(["127.0.0.1:9"]))
+    assert [(c.verdict, c.name) for c in checks] == [("skip", "dns localhost"), ("skip", "dns box.local")]
+
+
+def test_unanswering_dns_is_skipped_not_failed(tmp_path):
+    quiet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    quiet.bind(("127.0.0.1", 0))       # receives, never answers
+    try:
+        res = Resolver([f"127.0.0.1:{quiet.getsockname()[1]}"], timeout=0.5)
+        checks = dr.check_dns(make_cfg(tmp_path), [DOMAIN], res)
+        assert {c.name.split()[-1]: c.verdict for c in checks} == {
+            "MX": "skip", "SPF": "skip", "DKIM": "warn", "DMARC": "skip"}   # DKIM: no key here
+    finally:
+        quiet.close()
+
+
+# --- listeners ----------------------------------------------------------------------
+
+def test_listeners_roost_free_other_and_unbindable(tmp_path, roost_server):
+    data = tmp_path / "data"
+    srv = roost_server(data, listeners=("imap", "imaps", "lmtp", "jmap"))
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+
+    def answer():
+        conn, _ = other.accept()
+        conn.sendall(b"220 some other smtpd\r\n")
+        conn.close()
+    threading.Thread(target=answer, daemon=True).start()
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    free_port = free.getsockname()[1]
+    free.close()
+    cfg = make_cfg(tmp_path, data=str(data))
+    cfg.listen.update({n: f"127.0.0.1:{p}" for n, p in srv.ports.items()})
+    try:
+        got = {c.name.split()[1]: c for c in dr.check_listeners(cfg)}
+        assert {n: got[n].verdict for n in ("imap", "imaps", "lmtp", "jmap")} == dict.fromkeys(
+            ("imap", "imaps", "lmtp", "jmap"), "ok"), [str(c) for c in got.values()]
+        cfg.listen.update(imap=f"127.0.0.1:{other.getsockname()[1]}", lmtp=f"127.0.0.1:{free_port}",
+                          jmap="192.0.2.1:8080", submission="127.0.0.1:1587")
+        got = {c.name.split()[1]: c for c in dr.check_listeners(cfg)}
+    finally:
+        other.close()
+    assert got["imap"].verdict == "fail" and "another program" in got["imap"].detail
+    assert got["lmtp"].verdict == "warn" and "free" in got["lmtp"].detail
+    assert got["jmap"].verdict == "fail" and "cannot" in got["jmap"].detail
+    assert got["submission"].verdict == "skip"
+
+
+# --- TLS ----------------------------------------------------------------------------
+
+def tls_checks(tmp_path, cert, key):
+    cfg = make_cfg(tmp_path, tls_cert=cert, tls_key=key)
+    cfg.listen["imaps"] = "127.0.0.1:1993"
+    return {c.name: c for c in dr.check_tls(cfg)}
+
+
+def test_tls_certificate_checks(tmp_path):
+    good = tls_checks(tmp_path, *write_cert(tmp_path / "good", issuer=Issuer("Test CA")))
+    assert {k: c.verdict for k, c in good.items()} == {
+        "tls certificate": "ok", "tls hostname": "ok", "tls key": "ok", "tls issuer": "ok"}
+    assert "days left" in good["tls certificate"].detail
+    soon = tls_checks(tmp_path, *write_cert(tmp_path / "soon", days=(-80, 5)))
+    assert soon["tls certificate"].verdict == "warn" and soon["tls issuer"].verdict == "warn"
+    expired = tls_checks(tmp_path, *write_cert(tmp_path / "old", days=(-400, -3)))
+    assert expired["tls certificate"].verdict == "fail"
+    wrong = tls_checks(tmp_path, *write_cert(tmp_path / "wrong", names=("other.example.net",)))
+    assert wrong["tls hostname"].verdict == "fail" and "other.example.net" in wrong["tls hostname"].detail
+    cert, _ = write_cert(tmp_path / "a")
+    _, key = write_cert(tmp_path / "b")
+    assert tls_checks(tmp_path, cert, key)["tls key"].verdict == "fail"
+    missing = tls_checks(tmp_path, str(tmp_path / "nope.pem"), key)
+    assert missing["tls certificate"].verdict == "fail"
+
+
+def test_tls_quickstart_certificate(tmp_path):
+    from roost.server.tls import ensure_certificate
+    cfg = make_cfg(tmp_path)
+    cfg.listen["imaps"] = "127.0.0.1:1993"
+    assert verdicts(dr.check_tls(cfg)) == {"tls certificate": "warn"}   # not generated yet
+    ensure_certificate(cfg.data, HOST)
+    assert verdicts(dr.check_tls(cfg)) == {"tls certificate": "ok", "tls hostname": "ok",
+                                           "tls key": "ok", "tls issuer": "warn"}
+
+
+# --- database -----------------------------------------------------------------------
+
+def test_database_states_are_reported_without_changing_anything(tmp_path):
+    cfg = make_cfg(tmp_path)
+    check, domains = dr.check_database(cfg)
+    assert check.verdict == "warn" and "no database" in check.detail
+    assert not (tmp_path / "data" / "roost.db").exists()
+
+    add_user(tmp_path / "data", "ann@example.org")
+    check, domains = dr.check_database(cfg)
+    assert (check.verdict, domains) == ("ok", ["example.org"]) and migrations.HEAD in check.detail
+
+    old = make_cfg(tmp_path / "r1", data=str(release1_data(tmp_path / "r1" / "data")))
+    check, domains = dr.check_database(old)
+    assert check.verdict == "warn" and "revision base" in check.detail and domains == ["example.org"]
+    assert not glob.glob(old.data + "/roost.db.bak-*")          # doctor never migrates
+    db = sqlite3.connect(old.data + "/roost.db")
+    assert "alembic_version" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+
+    db = sqlite3.connect(tmp_path / "data" / "roost.db")
+    db.execute("UPDATE alembic_version SET version_num = '9999'")
+    db.commit()
+    db.close()
+    assert dr.check_database(cfg)[0].verdict == "fail"
+
+    pg = make_cfg(tmp_path, database="postgresql+psycopg://postgres@127.0.0.1:1/none")
+    check, _ = dr.check_database(pg)
+    assert check.verdict == "fail" and "PostgreSQL" in check.detail
+
+
+def test_database_on_postgresql(tmp_path):
+    from tests.conftest import pg_store
+    store, drop = pg_store(tmp_path, "roost_doc_")
+    try:
+        url = store.engine.url.render_as_string(hide_password=False)
+        check, _ = dr.check_database(make_cfg(tmp_path, database=url))
+        assert check.verdict == "ok", check
+    finally:
+        drop()
+
+
+# --- disk and clock -----------------------------------------------------------------
+
+def test_disk(tmp_path, monkeypatch):
+    cfg = make_cfg(tmp_path)
+    (tmp_path / "data").mkdir()
+    assert dr.check_disk(cfg).verdict in ("ok", "warn")
+    usage = shutil._ntuple_diskusage
+    monkeypatch.setattr(dr.shutil, "disk_usage", lambda p: usage(100 * 2**30, 99 * 2**30, 2**29))
+    assert dr.check_disk(cfg).verdict == "fail"
+    monkeypatch.setattr(dr.shutil, "disk_usage", lambda p: usage(100 * 2**30, 97 * 2**30, 3 * 2**30))
+    assert dr.check_disk(cfg).verdict == "warn"
+
+
+class SNTPServer:
+    """Answers SNTP requests with the local clock plus ``offset`` seconds."""
+
+    def __init__(self, offset):
+        self.offset = offset
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        try:
+            while True:
+                data, peer = self.sock.recvfrom(512)
+                now = time.time() + self.offset
+                stamp = struct.pack("!II", int(now) + dr.NTP_EPOCH, int((now % 1) * 2**32))
+                self.sock.sendto(bytes([0x24, 2, 0, 0]) + bytes(20) + data[40:48] + stamp + stamp,
+                                 peer)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("offset,verdict", [(0, "ok"), (5, "warn"), (-120, "fail")])
+def test_clock(tmp_path, offset, verdict):
+    server = SNTPServer(offset)
+    try:
+        check = dr.check_clock(make_cfg(tmp_path, ntp_server=server.address))
+    finally:
+        server.close()
+    assert check.verdict == verdict, check
+    assert abs(float(check.detail.split()[0]) - offset) < 0.5
+
+
+def test_clock_unreachable_is_skipped(tmp_path):
+    quiet = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    quiet.bind(("127.0.0.1", 0))
+    try:
+        cfg = make_cfg(tmp_path, ntp_server=f"127.0.0.1:{quiet.getsockname()[1]}")
+        check = dr.check_clock(cfg, timeout=0.5)
+    finally:
+        quiet.close()
+    assert check.verdict == "skip" and "not reachable" in check.detail
+
+
+# --- the command ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_roost_doctor_exit_status(tmp_path, zone):
+    data = tmp_path / "data"
+    add_user(data, f"ann@{DOMAIN}")
+    Store.open(str(data)).close()
+    cfg = make_cfg(tmp_path, data=str(data))
+    dr.dkim_keygen(cfg, DOMAIN)
+    cfg.hostname = HOST
+    published = "\n".join(r.zone_line() for r in dr.records(cfg, DOMAIN))
+    z = zone(published)
+    ntp = SNTPServer(0)
+    conf = tmp_path / "roost.toml"
+
+    def write(hostname):
+        conf.write_text(
+            f'[server]\nhostname = "{hostname}"\n'
+            '[listen]\nimap = "off"\nimaps = "off"\nlmtp = "off"\njmap = "off"\n'
+            'submission = "off"\nmanagesieve = "off"\n'
+            f'[dns]\nnameservers = ["{z.address}"]\n[doctor]\nntp = "{ntp.address}"\n')
+    try:
+        write(HOST)
+        good = roost(data, "--config", conf, "doctor", check=False)
+        lines = good.stdout.decode().splitlines()
+        assert good.returncode == 0, lines
+        assert all(line.split()[0] in ("ok", "warn", "skip") for line in lines)
+        assert any(line.startswith(f"ok    dns {DOMAIN} DKIM") for line in lines)
+        write("elsewhere.example.net")        # MX no longer names the host: a warning only
+        assert roost(data, "--config", conf, "doctor", check=False).returncode == 0
+        bad = roost(data, "--config", conf, "doctor", "nomx.example.com", check=False)
+        assert bad.returncode == 1
+        assert "fail  dns nomx.example.com MX: no MX record" in bad.stdout.decode()
+    finally:
+        ntp.close()
+
+
+def test_nameserver_addresses():
+    from roost.protocols.dns import parse_nameserver
+    assert parse_nameserver("192.0.2.53") == ("192.0.2.53", 53)
+    assert parse_nameserver("127.0.0.1:5353") == ("127.0.0.1", 5353)
+    assert parse_nameserver("[::1]:5353") == ("::1", 5353)
+    assert parse_nameserver("::1") == ("::1", 53)
+    with pytest.raises(ValueError):
+        parse_nameserver("127.0.0.1:dns")
+    assert ipaddress.ip_address(parse_nameserver("[2001:db8::1]")[0])
