@@ -525,6 +525,14 @@ class NotFound(resource.Resource):
         return json.dumps({"type": "about:blank", "status": 404, "detail": "not found"}).encode()
 
 
+OPEN_BODY_LIMIT = 64 * 1024   # what a POST that needs no login may send
+
+
+def _open_post(path):
+    """The paths that take a POST body without credentials (client set-up)."""
+    return path.split(b"?", 1)[0].lower() == b"/autodiscover/autodiscover.xml"
+
+
 class LimitedRequest(server.Request):
     """Reads a body only from a client whose credentials are good, and no
     more of it than the largest JMAP limit (see the module docstring)."""
@@ -534,14 +542,20 @@ class LimitedRequest(server.Request):
     _refused = False
     _body_size = 0
     _expects_continue = False
+    _limit = BODY_LIMIT
 
     def gotLength(self, length):
         service = getattr(self.channel.site, "jmap_service", None)
-        if length is not None and length > BODY_LIMIT:
+        if _open_post(getattr(self.channel, "_path", b"")):
+            # Outlook's autodiscover POSTs before it has credentials: a small
+            # body, read without a login (protocols.web limits what it reads).
+            self._limit = OPEN_BODY_LIMIT
+            service = None
+        if length is not None and length > self._limit:
             super().gotLength(0)
             self._refuse(413, b"Content Too Large", {
                 "type": "urn:ietf:params:jmap:error:limit", "status": 413,
-                "limit": "maxSizeUpload", "detail": f"the body is larger than {BODY_LIMIT} octets"})
+                "limit": "maxSizeUpload", "detail": f"the body is larger than {self._limit} octets"})
             return
         super().gotLength(length)
         if (length is None or length > 0) and service is not None:
@@ -573,10 +587,10 @@ class LimitedRequest(server.Request):
         if self._refused:
             return
         self._body_size += len(data)
-        if self._body_size > BODY_LIMIT:
+        if self._body_size > self._limit:
             self._refuse(413, b"Content Too Large", {
                 "type": "urn:ietf:params:jmap:error:limit", "status": 413,
-                "limit": "maxSizeUpload", "detail": f"the body is larger than {BODY_LIMIT} octets"})
+                "limit": "maxSizeUpload", "detail": f"the body is larger than {self._limit} octets"})
             return
         super().handleContentChunk(data)
 
