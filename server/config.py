@@ -4,6 +4,7 @@ Precedence, lowest first: built-in defaults, the TOML file (``--config``),
 ``ROOST_DATA``, then flags. ``conf/roost.toml`` documents every setting.
 """
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ class Config:
     workers: int = 32
     tls_cert: str = ""
     tls_key: str = ""
+    trusted_proxies: list = field(default_factory=list)
+    hash_threads: int = 2
+    hash_queue: int = 16
+    max_login_delay: float = 15
 
     @property
     def database_url(self):
@@ -68,10 +73,20 @@ def load(path=None, data=None):
                                                      cfg.connections_per_user_ip))
         cfg.tls_cert = tls.get("cert", cfg.tls_cert)
         cfg.tls_key = tls.get("key", cfg.tls_key)
+        auth = doc.get("auth", {})
+        cfg.trusted_proxies = [str(p) for p in auth.get("trusted_proxies", cfg.trusted_proxies)]
+        cfg.hash_threads = max(1, int(auth.get("hash_threads", cfg.hash_threads)))
+        cfg.hash_queue = max(0, int(auth.get("hash_queue", cfg.hash_queue)))
+        cfg.max_login_delay = float(auth.get("max_login_delay", cfg.max_login_delay))
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:
         cfg.data = data
     for name, value in cfg.listen.items():
         parse_address(value)  # fail early on a bad address
+    for proxy in cfg.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ValueError(f"[auth] trusted_proxies: not an address or network: {proxy!r}") from None
     return cfg
