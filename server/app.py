@@ -4,8 +4,9 @@ Owns process start-up and shut-down. On SIGTERM the listeners stop (IMAP
 sessions get BYE), the store's reads under way are interrupted, and in-flight
 deliveries get up to SHUTDOWN_GRACE seconds to finish. Twisted's asyncioreactor is installed
 first, so Twisted protocols (IMAP, JMAP) and asyncio ones (aiosmtpd LMTP and
-submission) share one loop. Blocking work (database, fsync, argon2) goes to a
-bounded thread pool through ``Roost.run``. This is the only package that
+submission) share one loop. Blocking work (database, fsync) goes to a
+bounded thread pool through ``Roost.run``; argon2 to the authenticator's own
+smaller pool (``[auth] hash_threads``). This is the only package that
 knows every other one.
 
 Logs are set up first (``server.logs``: one structured line per event, to
@@ -64,8 +65,10 @@ class Roost:
         recover(self.store)
         self.delivery = Delivery(self.store, max_size=config.max_message_size,
                                  dedupe_window=config.dedupe_window)
-        self.auth = Authenticator(self.store)
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="roost-worker")
+        self.auth = Authenticator(self.store, self.run, trusted_proxies=config.trusted_proxies,
+                                  hash_threads=config.hash_threads, hash_queue=config.hash_queue,
+                                  max_delay=config.max_login_delay)
         self.store.bus.dispatch = lambda fn, change: loop.call_soon_threadsafe(fn, change)
         self._relay = self.store.bus.listen(relay_socket_path(config.data))
         if self._relay is not None:
@@ -240,6 +243,7 @@ class Roost:
         while self.inflight and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         self.executor.shutdown(wait=True)
+        self.auth.close()
         self.close_relay()
         self.delivery.close()
         self.store.close()

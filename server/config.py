@@ -4,6 +4,7 @@ Precedence, lowest first: built-in defaults, the TOML file (``--config``),
 ``ROOST_DATA``, then flags. ``conf/roost.toml`` documents every setting.
 """
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ class Config:
     jmap_push_allow_private: bool = False
     dns_nameservers: list = field(default_factory=list)
     ntp_server: str = "pool.ntp.org"
+    trusted_proxies: list = field(default_factory=list)
+    hash_threads: int = 2
+    hash_queue: int = 16
+    max_login_delay: float = 15
 
     @property
     def database_url(self):
@@ -100,6 +105,11 @@ def load(path=None, data=None):
         cfg.dns_nameservers = [str(n) for n in doc.get("dns", {}).get("nameservers",
                                                                         cfg.dns_nameservers)]
         cfg.ntp_server = str(doc.get("doctor", {}).get("ntp", cfg.ntp_server))
+        auth = doc.get("auth", {})
+        cfg.trusted_proxies = [str(p) for p in auth.get("trusted_proxies", cfg.trusted_proxies)]
+        cfg.hash_threads = max(1, int(auth.get("hash_threads", cfg.hash_threads)))
+        cfg.hash_queue = max(0, int(auth.get("hash_queue", cfg.hash_queue)))
+        cfg.max_login_delay = float(auth.get("max_login_delay", cfg.max_login_delay))
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:
@@ -110,4 +120,9 @@ def load(path=None, data=None):
         raise ValueError(f"[log] level must be debug, info, warning or error, not {cfg.log_level!r}")
     if cfg.log_format not in ("kv", "json"):
         raise ValueError(f"[log] format must be kv or json, not {cfg.log_format!r}")
+    for proxy in cfg.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ValueError(f"[auth] trusted_proxies: not an address or network: {proxy!r}") from None
     return cfg

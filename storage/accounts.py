@@ -1,15 +1,17 @@
 """Accounts and aliases: the store's part that owns ``domains``, ``accounts``
 and ``aliases``.
 
-Addresses are normalised once (``normalise_address``: domain lower-cased,
-whole address compared case-insensitively). ``resolve`` turns an envelope
-recipient into local accounts: aliases (bounded depth, loops ignored),
+Addresses are normalised once (``normalise_address``: Unicode NFKC, white
+space trimmed, lower case); lookups, aliases and the login throttle's keys
+all use that spelling. ``resolve`` turns an envelope recipient into local
+accounts: aliases (bounded depth, loops ignored),
 ``local+detail@domain`` (the detail names a mailbox) and ``@domain``
 catch-alls. Creating an account creates its default mailboxes in the same
 transaction (``storage.mailboxes``).
 """
 
 import time
+import unicodedata
 
 from sqlalchemy import and_, delete, insert, select, update
 
@@ -24,12 +26,25 @@ MAX_ALIAS_DEPTH = 8
 
 
 def normalise_address(address):
-    address = address.strip()
+    """The one spelling of an address: Unicode NFKC (so full-width and other
+    compatibility forms are the same name, as PRECIS does for user names),
+    surrounding white space dropped, lower case. Validity is checked after
+    normalising, so a form that folds to ``/`` or ``@`` is judged as what it
+    becomes."""
+    address = unicodedata.normalize("NFKC", address).strip()
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain or any(c.isspace() for c in address) \
             or "/" in address or local.startswith(".") or domain.startswith("."):
         raise InvalidName(f"not an address: {address!r}")
-    return f"{local}@{domain.lower()}".lower()
+    return unicodedata.normalize("NFKC", address.lower())
+
+
+def alias_key(alias):
+    """An alias as stored: a normalised address, or ``@domain`` (a catch-all)."""
+    alias = unicodedata.normalize("NFKC", alias).strip()
+    if alias.startswith("@"):
+        return normalise_address("x" + alias)[1:]
+    return normalise_address(alias)
 
 
 def account_of(row):
@@ -116,11 +131,7 @@ class AccountsAPI:
     # --- aliases -----------------------------------------------------------
 
     def add_alias(self, alias, target):
-        alias = alias.strip().lower()
-        if alias.startswith("@"):
-            normalise_address("x" + alias)
-        else:
-            alias = normalise_address(alias)
+        alias = alias_key(alias)
         target = normalise_address(target)
         with self.write() as txn:
             if txn.conn.execute(select(aliases.c.id).where(
@@ -129,7 +140,10 @@ class AccountsAPI:
             txn.conn.execute(insert(aliases).values(address=alias, target=target))
 
     def delete_alias(self, alias):
-        alias = alias.strip().lower()
+        try:
+            alias = alias_key(alias)
+        except InvalidName:
+            raise AccountNotFound(alias) from None
         with self.write() as txn:
             if txn.conn.execute(delete(aliases).where(aliases.c.address == alias)).rowcount == 0:
                 raise AccountNotFound(alias)

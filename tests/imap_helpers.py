@@ -37,9 +37,10 @@ class Wire(SocketClient):
     """A raw IMAP connection: ``cmd("a1 NOOP")`` returns the response lines
     (literals inlined) through the tagged one. ``close_all`` closes every one."""
 
-    def __init__(self, port, host="127.0.0.1", tls=False, timeout=20):
+    def __init__(self, port, host="127.0.0.1", tls=False, timeout=20, source=None):
         OPEN.append(self)
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
         if tls:
             context = ssl.create_default_context()
             context.check_hostname = False

@@ -13,7 +13,10 @@ event source, WebSocket, and authentication.
 Owns HTTP framing, auth (Basic with the account password, Bearer with an app
 token; a signed ticket in ``?ticket=`` or the ``roost_jmap`` cookie only for
 the event source and WebSocket, which browsers cannot give headers), CORS,
-limits and turning errors into status codes. Method logic lives in
+limits and turning errors into status codes. Logins go through the
+authenticator's penalties keyed by the client address (X-Forwarded-For only
+from a trusted proxy); one it does not check now is 429 (penalty) or 503
+(busy) with Retry-After. Method logic lives in
 ``core`` and the method modules and runs on the worker pool through ``run``;
 nothing here blocks the loop.
 
@@ -106,14 +109,18 @@ class Service:
     # --- authentication ----------------------------------------------------------------
 
     async def authenticate(self, headers, ip, query=None, cookies=None):
-        """The Account for a request's credentials, or None. A successful
-        Authorization header is remembered for ``AUTH_CACHE_SECONDS``, so a
-        client's every request does not cost a database read."""
+        """The Account for a request's credentials, or None; raises
+        ``TryLater`` when the login was not checked (penalty, busy). A
+        successful Authorization header is remembered for
+        ``AUTH_CACHE_SECONDS``, so a client's every request does not cost a
+        database read. ``ip`` is the peer; behind a trusted proxy the client
+        is taken from X-Forwarded-For."""
         value = headers.get("authorization") or ""
         key = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest() if value else None
         hit = self.auth_cache.get(key) if key else None
         if hit and hit[0] > time.monotonic():
             return hit[1]
+        ip = self.auth.client_address(ip, headers.get("x-forwarded-for"))
         acct = await self._authenticate(value, ip, query, cookies)
         if value:   # a login attempt (tickets are not); HTTP logs in each request: ok is DEBUG
             self.auth.report("jmap", ip, acct.address if acct else _user_of(value),
@@ -134,23 +141,15 @@ class Service:
                     .decode("utf-8").partition(":")
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 return None
-            if self.auth.blocked(ip, user.lower()):
-                return None
-            acct = await self.run(self.auth.check, user, password)
-            if acct is None:
-                await asyncio.sleep(min(self.auth.failed(ip, user.lower()), 2))
-                # app tokens work as passwords too (clients that only know Basic)
-                acct = await self.run(account_data.token_account, self.store, password)
-                if acct is not None and acct.address != user.lower():
-                    acct = None
-            return acct
+
+            def token(password):    # app tokens work as passwords too (clients that only know Basic)
+                acct = account_data.token_account(self.store, password)
+                return acct if acct is not None and acct.address == self.auth.account_key(user) \
+                    else None
+            return _account(await self.auth.login(user, password, ip, fallback=token))
         if scheme == "bearer":
-            if self.auth.blocked(ip):
-                return None
-            acct = await self.run(account_data.token_account, self.store, cred.strip())
-            if acct is None:
-                self.auth.failed(ip)
-            return acct
+            return _account(await self.auth.token_login(
+                ip, lambda: account_data.token_account(self.store, cred.strip())))
         ticket = (query or {}).get("ticket") or (cookies or {}).get(COOKIE)
         if ticket:
             account_id = self.ticket_account_id(ticket)
@@ -201,6 +200,26 @@ class Service:
                               "&ping={ping}",
             "state": self.backend.session_state(account),
         }
+
+
+class TryLater(RequestError):
+    """The credentials were not checked: the client must wait after failed
+    logins (429) or the password checks are busy (503); with Retry-After."""
+
+    def __init__(self, result):
+        busy = result.busy
+        super().__init__("limit", "the server is busy; try again shortly" if busy else
+                         "too many failed logins; try again later", status=503 if busy else 429)
+        self.headers = {b"Retry-After": str(result.retry_seconds).encode()}
+
+    def json(self):
+        return {"type": "about:blank", "status": self.status, "detail": self.detail}
+
+
+def _account(result):
+    if result.retry_after:
+        raise TryLater(result)
+    return result.account
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -277,7 +296,8 @@ def _finish(request, status, body, ctype=b"application/json", headers=None):
 
 
 def problem(request, err):
-    _finish(request, err.status, err.json(), b"application/problem+json")
+    _finish(request, err.status, err.json(), b"application/problem+json",
+            getattr(err, "headers", None))
 
 
 def unauthorized(request):
@@ -569,6 +589,11 @@ class LimitedRequest(server.Request):
     async def _check_credentials(self, service):
         try:
             account = await service.authenticate(_headers(self), self.getClientAddress().host or "")
+        except TryLater as exc:     # penalised or busy: 429/503 with Retry-After, body unread
+            if not (self._received or self._refused or self.channel is None):
+                self._refuse(exc.status, b"Too Many Requests" if exc.status == 429 else
+                             b"Service Unavailable", exc.json(), exc.headers)
+            return None
         except Exception:  # noqa: BLE001 - a failed check is a refusal, not a traceback
             log.exception("JMAP credential check failed")
             account = None

@@ -1,11 +1,15 @@
 """Commands valid in any state: CAPABILITY, NOOP, LOGOUT, ID, ENABLE.
 
+ID (RFC 2971) also carries the client's address from a trusted proxy
+(``x-originating-ip``, as Dovecot reads it), honoured only before login and
+only from a peer listed in ``[auth] trusted_proxies``.
+
 Also registers the capabilities of the session as a whole (IMAP4rev1/rev2,
 LITERAL+, UTF8=ACCEPT); each command module registers its own.
 """
 
 from ..wire import quoted
-from . import ANY, capability, capabilities, command
+from . import ANY, NOT_AUTHENTICATED, capability, capabilities, command
 
 # The framing (wire.py) takes LITERAL+; ENABLE below switches IMAP4rev2 and
 # UTF8=ACCEPT behaviour on. Other modules register what their handlers implement.
@@ -37,6 +41,14 @@ async def logout(s, cmd):
 
 @command("ID", states=ANY)
 async def id_cmd(s, cmd):
+    # RFC 2971 ID from a trusted proxy before login may name the real client
+    # (Dovecot's x-originating-ip); the login penalties then apply to it.
+    params = cmd.params or {}
+    claimed = next((v for k, v in params.items() if k.lower() == "x-originating-ip"), None)
+    if claimed and s.state == NOT_AUTHENTICATED and s.ctx.authenticator is not None:
+        ip = s.ctx.authenticator.forwarded_ip(s.peer, claimed)
+        if ip is not None:
+            s.client_ip = ip
     fields = b" ".join(quoted(k) + b" " + quoted(v) for k, v in SERVER_ID.items())
     s.send(b"* ID (" + fields + b")")
 

@@ -1,9 +1,12 @@
 """Not-authenticated state: STARTTLS, LOGIN, AUTHENTICATE (PLAIN, LOGIN, SASL-IR).
 
-Passwords are checked by the twisted.cred checker the server provides;
-failures are delayed (``Authenticator.failed``), blocked sources are refused,
-and a connection is dropped after a few failures. Cleartext passwords are
-refused (LOGINDISABLED) on a non-loopback connection without TLS.
+Passwords are checked by the twisted.cred checker the server provides, with
+the client's address on the credentials (``source``): the peer, or from a
+trusted proxy the ID command's x-originating-ip. The checker delays attempts
+after failures; one it refuses or cannot run now fails with ``NO
+[UNAVAILABLE]`` (refused for failures: BYE too), and a connection is dropped
+after a few failures. Cleartext passwords are refused (LOGINDISABLED) on a
+non-loopback connection without TLS.
 """
 
 import asyncio
@@ -58,7 +61,8 @@ async def authenticate(s, cmd):
         if len(parts) != 3:
             raise Bad("PLAIN wants authzid NUL authcid NUL password")
         authz, user, password = (p.decode("utf-8", "replace") for p in parts)
-        if authz and authz.lower() != user.lower():
+        fold = s.ctx.authenticator.account_key if s.ctx.authenticator is not None else str.lower
+        if authz and fold(authz) != fold(user):
             raise No("[AUTHORIZATIONFAILED] cannot act as another user")
     elif cmd.mechanism == "LOGIN":
         user = (await _response(s, cmd.initial, b"VXNlcm5hbWU6")).decode("utf-8", "replace")
@@ -89,27 +93,37 @@ async def _response(s, initial, challenge):
         raise Bad("invalid base64 in SASL response") from None
 
 
+def client_ip(s):
+    """The client's address: the peer, or what ID x-originating-ip from a
+    trusted proxy said (``any_state.id_cmd`` sets it before LOGIN)."""
+    return getattr(s, "client_ip", None) or s.peer
+
+
 async def _check(s, cmd, user, password):
     auth = s.ctx.authenticator
-    keys = (s.peer, user.lower())
     report = auth.report if auth is not None else lambda *a: None
     mechanism = getattr(cmd, "mechanism", None) or cmd.verb
-    if auth is not None and auth.blocked(*keys):
-        report("imap", s.peer, user, mechanism, "blocked")
-        s.send(f"{cmd.tag} NO [UNAVAILABLE] too many failed logins; try later".encode())
-        s.bye("too many failed logins")
-        raise No("blocked")
     from twisted.internet.defer import maybeDeferred
-    d = maybeDeferred(s.ctx.checker.requestAvatarId, UsernamePassword(user, password))
+    creds = UsernamePassword(user, password)
+    creds.source = client_ip(s)     # the checker keeps penalties per (account, source)
+    d = maybeDeferred(s.ctx.checker.requestAvatarId, creds)
     try:
         address = await d.asFuture(asyncio.get_event_loop())
-    except Exception:  # noqa: BLE001 - UnauthorizedLogin and friends
+    except Exception as exc:  # noqa: BLE001 - UnauthorizedLogin and friends
+        retry = getattr(exc, "retry_after", None)
+        if retry and getattr(exc, "busy", False):
+            report("imap", client_ip(s), user, mechanism, "busy")
+            raise No("[UNAVAILABLE] the server is busy; try again in a moment") from None
+        if retry:
+            report("imap", client_ip(s), user, mechanism, "blocked")
+            s.send(f"{cmd.tag} NO [UNAVAILABLE] too many failed logins; try again in "
+                   f"{retry} second{'s' if retry != 1 else ''}".encode())
+            s.bye("too many failed logins")
+            raise No("blocked") from None
         address = None
     account = await s.ctx.run(s.ctx.store.account, address) if address else None
     if account is None:
-        report("imap", s.peer, user, mechanism, "failed")
-        delay = auth.failed(*keys) if auth is not None else 1
-        await asyncio.sleep(delay)
+        report("imap", client_ip(s), user, mechanism, "failed")
         s.auth_failures += 1
         if s.auth_failures >= MAX_AUTH_FAILURES:
             s.send(f"{cmd.tag} NO [AUTHENTICATIONFAILED] invalid credentials".encode())
@@ -118,8 +132,9 @@ async def _check(s, cmd, user, password):
         raise No("[AUTHENTICATIONFAILED] invalid credentials")
     limit = s.ctx.connections_per_user_ip
     if limit and sum(1 for other in list(s.ctx.sessions) if other.account is not None
-                     and other.account.id == account.id and other.peer == s.peer) >= limit:
-        report("imap", s.peer, user, mechanism, "limit")
+                     and other.account.id == account.id
+                     and client_ip(other) == client_ip(s)) >= limit:
+        report("imap", client_ip(s), user, mechanism, "limit")
         raise No(f"[LIMIT] {limit} connections of this account from this address are open already")
     s.logged_in(account)
-    report("imap", s.peer, user, mechanism, "ok")
+    report("imap", client_ip(s), user, mechanism, "ok")
