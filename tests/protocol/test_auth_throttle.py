@@ -30,6 +30,10 @@ trusted_proxies = ["{PROXY}"]
 max_login_delay = 1
 hash_threads = 1
 hash_queue = 2
+
+[limits]
+# the guessers here open a dozen connections at once from one address
+unauthenticated_connections_per_ip = 50
 """
 
 
