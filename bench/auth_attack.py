@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 
-from bench.proc import cpu_seconds, rss_bytes
+from bench.proc import cpu_seconds, pct, rss_bytes
 
 USER, PASSWORD = "owner@example.org", "owner-password"
 TAG = re.compile(rb"^(a\d+) (OK|NO|BAD)(.*)")
@@ -129,10 +129,6 @@ def honest_loop(port, stop, times, refused):
         c.close()
         times.append(time.perf_counter() - start)
 
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
 
 
 # --- the attackers (a separate process) ----------------------------------------------

@@ -15,47 +15,30 @@ installed; the ratio column is Roost / Dovecot (lower is better).
 import argparse
 import os
 import random
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-from bench.proc import cpu_seconds, rss_bytes
+from bench.proc import TaggedCommands, cpu_seconds, pct, ready_port, rss_bytes
 
 USER, PASSWORD = "bench@example.org", "benchpass"
 
 
 # --- a minimal, fast IMAP client ---------------------------------------------------
 
-class Client:
+class Client(TaggedCommands):
+    tag_prefix = b'b'
+
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.file = self.sock.makefile("rb", buffering=1 << 16)
         self.file.readline()
         self.n = 0
-
-    def cmd(self, text):
-        self.n += 1
-        tag = b"b%d" % self.n
-        self.sock.sendall(tag + b" " + text + b"\r\n")
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise ConnectionError("server closed the connection")
-            m = re.search(rb"\{(\d+)\}\r\n$", line)
-            if m:
-                self.file.read(int(m.group(1)))
-                continue
-            if line.startswith(tag + b" "):
-                if not line.startswith(tag + b" OK"):
-                    raise RuntimeError(line.decode(errors="replace"))
-                return
 
     def close(self):
         self.file.close()
@@ -131,16 +114,7 @@ class RoostPeer:
                                             "--lmtp", "off", "--jmap", "off", "--submission", "off",
                                             "--smtp", "off", "--managesieve", "off"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        while True:
-            line = self.proc.stdout.readline().decode()
-            if not line:
-                raise RuntimeError("roost serve did not start")
-            m = re.match(r"roost: imap listening on [\d.]+:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-            if line.startswith("roost: ready"):
-                break
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()   # its log lines
+        self.port = ready_port(self.proc)
         self.pid = self.proc.pid
 
     def stop(self):
@@ -248,10 +222,6 @@ def _free_port():
 
 # --- measurements ----------------------------------------------------------------
 
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
-
 
 def run_sessions(peer, n_messages, sessions):
     uids = list(range(1, n_messages + 1))
@@ -329,7 +299,7 @@ def report(results, idle):
         if cmd == "connect":
             continue
         for p in (50, 99):
-            row(f"{cmd} p{p}", [pct(results[n]["timings"][cmd], p) for n in names], "ms", 1000)
+            row(f"{cmd} p{p}", [pct(results[n]["timings"][cmd], p / 100) for n in names], "ms", 1000)
     if idle:
         row("RSS growth, idle conns", [idle[n][0] for n in names], "MiB", 1 / (1 << 20))
         for n in names:

@@ -24,7 +24,6 @@ from that checkout).
 
 import argparse
 import os
-import re
 import select
 import shutil
 import signal
@@ -35,13 +34,15 @@ import tempfile
 import threading
 import time
 
-from bench.proc import rss_bytes
+from bench.proc import TaggedCommands, pct, ready_port, rss_bytes
 
 USER, PASSWORD = "bench@example.org", "benchpass"
 ROOST = [sys.executable, "-m", "roost.server.cli"]
 
 
-class Client:
+class Client(TaggedCommands):
+    tag_prefix = b'h'
+
     def __init__(self, port, rcvbuf=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
@@ -52,26 +53,6 @@ class Client:
         self.file = self.sock.makefile("rb", buffering=1 << 16)
         self.greeting = self.file.readline()
         self.n = 0
-
-    def cmd(self, text, literal=None):
-        self.n += 1
-        tag = b"h%d" % self.n
-        if literal is not None:
-            self.sock.sendall(tag + b" " + text + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
-        else:
-            self.sock.sendall(tag + b" " + text + b"\r\n")
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise ConnectionError("server closed the connection")
-            m = re.search(rb"\{(\d+)\}\r\n$", line)
-            if m:
-                self.file.read(int(m.group(1)))
-                continue
-            if line.startswith(tag + b" "):
-                if not line.startswith(tag + b" OK"):
-                    raise RuntimeError(line.decode(errors="replace"))
-                return
 
     def close(self):
         try:
@@ -89,18 +70,7 @@ def start_server(data):
         args += [f"--{name}", "off"]
     args += ["--imap", "127.0.0.1:0"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    port = None
-    while True:
-        line = proc.stdout.readline().decode(errors="replace")
-        if not line:
-            raise SystemExit("roost serve did not start")
-        m = re.match(r"roost: imap listening on [\d.]+:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-        if line.startswith("roost: ready"):
-            break
-    threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
-    return proc, port
+    return proc, ready_port(proc)
 
 
 def setup(port, size_mb):
@@ -189,10 +159,6 @@ def attack_slow(port, stop, notes):
         c.sock.sendall(payload[i:i + 1])
     c.close()
 
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
 
 
 def run(kind, args):

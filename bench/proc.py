@@ -50,3 +50,57 @@ def rss_bytes(pid):
             continue
         stack.extend(_children(p))
     return total
+
+
+def pct(values, p):
+    """The ``p`` quantile (0..1) of ``values``; NaN when there are none."""
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
+
+
+def ready_port(proc, listener="imap"):
+    """Read ``roost serve``'s output until "roost: ready"; the port ``listener``
+    listens on. A thread then keeps reading the output (its log lines)."""
+    import re
+    import threading
+    port = None
+    while True:
+        line = proc.stdout.readline().decode(errors="replace")
+        if not line:
+            raise RuntimeError("roost serve did not start")
+        m = re.match(rf"roost: {listener} listening on [\d.]+:(\d+)", line)
+        if m:
+            port = int(m.group(1))
+        if line.startswith("roost: ready"):
+            break
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    return port
+
+
+class TaggedCommands:
+    """``cmd``: send one tagged IMAP command (with a LITERAL+ literal when
+    given) and read to its tagged reply, skipping literals; raises unless OK.
+    Needs ``self.sock``, ``self.file`` (a buffered reader) and ``self.n``."""
+
+    tag_prefix = b"b"
+
+    def cmd(self, text, literal=None):
+        import re
+        self.n += 1
+        tag = self.tag_prefix + b"%d" % self.n
+        if literal is not None:
+            self.sock.sendall(tag + b" " + text + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
+        else:
+            self.sock.sendall(tag + b" " + text + b"\r\n")
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("server closed the connection")
+            m = re.search(rb"\{(\d+)\}\r\n$", line)
+            if m:
+                self.file.read(int(m.group(1)))
+                continue
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(line.decode(errors="replace"))
+                return
