@@ -20,6 +20,12 @@ made visible and ``store`` returns. A caller acknowledges the message (LMTP
 250, APPEND OK) only after ``store`` returns, so everything acknowledged is
 durable. ``recover`` finishes what a crash interrupted.
 
+A message's content never stops its delivery: ``mime.ParsedMessage``
+degrades on any input, and should it still raise, or derive a value the
+database cannot hold, ``parse``/``_derive`` log the exception and store the
+message byte for byte with ``ParsedMessage.minimal`` (no envelope, one
+text/plain part) instead of answering "try again" forever.
+
 Methods here block: call them from a worker thread, never on the event loop.
 """
 
@@ -217,7 +223,7 @@ class Delivery:
                 if not found:
                     result.status, result.reason = NO_SUCH_USER, "no such user"
                     continue
-                parsed = parsed or mime.ParsedMessage(item.data)
+                parsed = parsed or parse(item.data)
                 for account, detail in found:
                     routes = self.route(account, item.mailbox_name or detail, item, parsed)
                     data = self._prepend(item, rcpt) if item.prepend is not False else item.data
@@ -256,19 +262,23 @@ class Delivery:
         or OSError, Incoming)]``."""
         def stage(job):
             result, account, routes, data, parsed, item = job
-            parsed = mime.ParsedMessage(data) if parsed is None else \
+            parsed = parse(data) if parsed is None else \
                 shifted(parsed, len(data) - len(item.data))
             first, *rest = routes
-            try:
-                stem = self.mailstore.blobs.put(account.maildir_key, first.mailbox.folder, data)
-            except OSError as exc:
-                return result, OSError(exc.strerror or str(exc)), item
             bits, keywords = flagbits.split(first.flags)
             dedupe = item.dedupe if item.dedupe is not None else item.account is None
-            return result, NewMessage(
-                account, first.mailbox, stem, data, parsed, bits=bits, keywords=keywords,
+            new = NewMessage(
+                account, first.mailbox, None, data, parsed, bits=bits, keywords=keywords,
                 internal_date=item.internal_date, dedupe_window=self.dedupe_window if dedupe else 0,
-                also=tuple((r.mailbox, *flagbits.split(r.flags)) for r in rest)), item
+                also=tuple((r.mailbox, *flagbits.split(r.flags)) for r in rest))
+            _derive(new)
+            try:
+                new.stem = self.mailstore.blobs.put(account.maildir_key, first.mailbox.folder, data)
+            except Exception as exc:  # noqa: BLE001 - this copy fails, the others go on
+                if not isinstance(exc, OSError):
+                    log.exception("cannot write a message of %d bytes", len(data))
+                return result, OSError(getattr(exc, "strerror", None) or str(exc)), item
+            return result, new, item
         jobs = [j for j in jobs if j[2]]
         if len(jobs) < 4:
             return [stage(j) for j in jobs]
@@ -318,6 +328,34 @@ class Delivery:
                     result.status, result.reason = TEMPORARY, "mailbox is gone, try again"
             elif result.status in (DELIVERED, DUPLICATE):
                 result.status, result.reason = TEMPORARY, str(outcome) or "try again later"
+
+
+def parse(data):
+    """``mime.ParsedMessage(data)``, or its minimal form when parsing raises."""
+    try:
+        return mime.ParsedMessage(data)
+    except Exception:  # noqa: BLE001 - a parser bug must not refuse the message
+        log.exception("cannot parse a message of %d bytes; storing it with a minimal parse",
+                      len(data))
+        return mime.ParsedMessage.minimal(data)
+
+
+def _derive(new):
+    """Compute ``new``'s row values (``NewMessage.prepare``), checking that the
+    strings the database gets are storable; on failure, use the minimal parse."""
+    try:
+        row = new.prepare()
+        p = new.parsed
+        for s in (p.subject, p.preview, p.from_sort, p.to_sort, p.msgid or "", *p.references,
+                  row[5], *row[4].values()):
+            if "\x00" in s:
+                raise ValueError("NUL in a derived value")
+            s.encode("utf-8")
+    except Exception:  # noqa: BLE001 - see parse()
+        log.exception("cannot derive the values of a message of %d bytes; storing it with a "
+                      "minimal parse", len(new.data))
+        new.parsed, new.row = mime.ParsedMessage.minimal(new.data), None
+        new.prepare()
 
 
 def shifted(parsed, delta):
