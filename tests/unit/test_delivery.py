@@ -8,7 +8,7 @@ from roost.storage import delivery as dl
 from roost.storage import mime
 from roost.storage.store import Store
 
-from tests.conftest import append, deliver
+from tests.conftest import append, deliver, pg_store
 from tests.malformed import MALFORMED
 
 MSG = b"From: a@example.org\r\nMessage-ID: <m1@example.org>\r\nSubject: s\r\n\r\nbody\r\n"
@@ -66,8 +66,21 @@ def test_duplicate_is_stored_once_but_succeeds(store):
 
 # --- malformed messages are delivered --------------------------------------------
 
+@pytest.fixture(params=["memory", "postgresql"])
+def any_store(request, tmp_path):
+    """The store on SQLite, and on PostgreSQL (which refuses NUL in text)."""
+    if request.param == "memory":
+        s, cleanup = Store.memory(), None
+    else:
+        s, cleanup = pg_store(tmp_path, "roost_d_")
+    s.add_account("u@example.org")
+    yield s
+    cleanup() if cleanup else s.close()
+
+
 @pytest.mark.parametrize("name", sorted(MALFORMED))
-def test_malformed_messages_are_delivered_byte_for_byte(store, name):
+def test_malformed_messages_are_delivered_byte_for_byte(any_store, name):
+    store = any_store
     d = dl.Delivery(store)
     acct = store.account("u@example.org")
     inbox = store.mailbox(acct.id, "INBOX")
