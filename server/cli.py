@@ -4,6 +4,11 @@
 command, before or after the subcommand. ``roost deliver`` exits 0 when
 delivered, 67 (EX_NOUSER) for an unknown recipient and 75 (EX_TEMPFAIL) when
 the sender should retry, so Postfix can use it as ``mailbox_command``.
+``roost import`` reports each message it cannot store (too large, over
+quota, a failure storing it: its number in the file and the reason) and goes
+on with the next; it exits 65 (EX_DATAERR) when it skipped any. A batch that
+raises stores nothing, so its items are then stored one by one to find the
+one that fails.
 """
 
 import argparse
@@ -246,18 +251,36 @@ def cmd_import(args, cfg):
         print(f"roost: {args.path} is neither an mbox file nor a Maildir", file=sys.stderr)
         return EX_USAGE
     progress = Progress(total)
-    boxes, batch, batch_box, done = {}, [], None, 0
+    boxes, batch, batch_box, done, skipped, seen = {}, [], None, 0, 0, 0
+
+    def store_batch():
+        """One outcome per item: a DeliveryResult, or the exception storing it raised."""
+        try:
+            return delivery.store(*(item for _n, _box, item in batch))
+        except Exception:  # noqa: BLE001 - find the item that fails, store the others
+            out = []
+            for _n, _box, item in batch:
+                try:
+                    out.extend(delivery.store(item))
+                except Exception as exc:  # noqa: BLE001 - reported and skipped below
+                    out.append(exc)
+            return out
 
     def flush():
-        nonlocal batch, done
+        nonlocal batch, done, skipped
         if batch:
-            for r in delivery.store(*batch):
-                r.stored_or_raise()
-            done += len(batch)
+            for (n, box, _item), r in zip(batch, store_batch()):
+                if isinstance(r, Exception) or not r.ok:
+                    why = f"{type(r).__name__}: {r}" if isinstance(r, Exception) else r.reason
+                    print(f"roost: message {n} for {box}: {why}; skipped", file=sys.stderr)
+                    skipped += 1
+                else:
+                    done += 1
             progress.show(done)
             batch = []
 
     for name, data, flags, date in entries:
+        seen += 1
         if name not in boxes:
             try:
                 boxes[name] = store.mailbox(acct.id, name)
@@ -266,11 +289,14 @@ def cmd_import(args, cfg):
         if name != batch_box or len(batch) >= 200:
             flush()
             batch_box = name
-        batch.append(Incoming(data, account=acct, mailboxes=(boxes[name],), flags=flags,
-                              internal_date=date))
+        batch.append((seen, name, Incoming(data, account=acct, mailboxes=(boxes[name],),
+                                           flags=flags, internal_date=date)))
     flush()
     delivery.close()
     progress.finish(done)
+    if skipped:
+        print(f"roost: skipped {skipped} messages", file=sys.stderr)
+        return EX_DATAERR
     return EX_OK
 
 

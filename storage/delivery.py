@@ -21,6 +21,12 @@ made visible and ``store`` returns. A caller acknowledges the message (LMTP
 durable. ``recover`` finishes what a crash interrupted. Each result is logged
 as one "delivery" event (recipient, size, status, ms; server/logs.py).
 
+A message's content never stops its delivery: ``mime.ParsedMessage``
+degrades on any input, and should it still raise, or derive a value the
+database cannot hold, ``parse``/``_derive`` log the exception and store the
+message byte for byte with ``ParsedMessage.minimal`` (no envelope, one
+text/plain part) instead of answering "try again" forever.
+
 Methods here block: call them from a worker thread, never on the event loop.
 """
 
@@ -233,7 +239,7 @@ class Delivery:
                 if not found:
                     result.status, result.reason = NO_SUCH_USER, "no such user"
                     continue
-                parsed = parsed or mime.ParsedMessage(item.data)
+                parsed = parsed or parse(item.data)
                 for account, detail in found:
                     routes = self.route(account, item.mailbox_name or detail, item, parsed)
                     if account.id in reached:   # one message per account: its mailboxes join
@@ -280,36 +286,46 @@ class Delivery:
 
     def _stage_all(self, jobs):
         """Write each job's copy to the blob store (identical copies once, then
-        hard-linked); returns ``[(result, NewMessage or OSError, Incoming)]``."""
+        hard-linked); returns ``[(result, NewMessage or OSError, Incoming)]``.
+        Each copy's row values are derived before anything is written."""
         blobs = self.mailstore.blobs
 
-        def message(job, stem):
+        def message(job):
             result, account, routes, prefix, parsed, item, shared = job
-            parsed = mime.ParsedMessage(item.data) if parsed is None else shifted(parsed, len(prefix))
+            parsed = parse(item.data) if parsed is None else shifted(parsed, len(prefix))
             first, *rest = routes
             bits, keywords = flagbits.split(first.flags)
             dedupe = item.dedupe if item.dedupe is not None else item.account is None
-            return result, NewMessage(
-                account, first.mailbox, stem, item.data, parsed, bits=bits, keywords=keywords,
+            new = NewMessage(
+                account, first.mailbox, None, item.data, parsed, bits=bits, keywords=keywords,
                 internal_date=item.internal_date, dedupe_window=self.dedupe_window if dedupe else 0,
                 also=tuple((r.mailbox, *flagbits.split(r.flags)) for r in rest),
-                prefix=prefix, shared=shared), item
+                prefix=prefix, shared=shared)
+            _derive(new)
+            return new
+
+        def failed(exc, size):
+            if not isinstance(exc, OSError):
+                log.exception("cannot write a message of %d bytes", size)
+            return OSError(getattr(exc, "strerror", None) or str(exc))
 
         def stage(group):
             first = group[0]
-            out = []
+            news = [message(job) for job in group]
             try:
-                stem = blobs.put(first[1].maildir_key, first[2][0].mailbox.folder, first[5].data, first[3])
-            except OSError as exc:
-                return [(job[0], OSError(exc.strerror or str(exc)), job[5]) for job in group]
-            out.append(message(first, stem))
-            for job in group[1:]:
+                news[0].stem = blobs.put(first[1].maildir_key, first[2][0].mailbox.folder,
+                                         first[5].data, first[3])
+            except Exception as exc:  # noqa: BLE001 - these copies fail, the others go on
+                err = failed(exc, news[0].size)
+                return [(job[0], err, job[5]) for job in group]
+            out = [(first[0], news[0], first[5])]
+            for job, new in zip(group[1:], news[1:]):
                 try:
-                    copy = blobs.put_copy(first[1].maildir_key, first[2][0].mailbox.folder, stem,
-                                          job[1].maildir_key, job[2][0].mailbox.folder)
-                    out.append(message(job, copy))
-                except OSError as exc:
-                    out.append((job[0], OSError(exc.strerror or str(exc)), job[5]))
+                    new.stem = blobs.put_copy(first[1].maildir_key, first[2][0].mailbox.folder,
+                                              news[0].stem, job[1].maildir_key, job[2][0].mailbox.folder)
+                    out.append((job[0], new, job[5]))
+                except Exception as exc:  # noqa: BLE001
+                    out.append((job[0], failed(exc, new.size), job[5]))
             return out
 
         groups = {}
@@ -380,6 +396,35 @@ def _log_results(items, results, started):
                 "event": "delivery", "recipient": r.recipient, "size": len(item.data),
                 "status": r.status.value, "ms": ms, "reason": r.reason or None})
         pos += count
+
+
+def parse(data):
+    """``mime.ParsedMessage(data)``, or its minimal form when parsing raises."""
+    try:
+        return mime.ParsedMessage(data)
+    except Exception:  # noqa: BLE001 - a parser bug must not refuse the message
+        log.exception("cannot parse a message of %d bytes; storing it with a minimal parse",
+                      len(data))
+        return mime.ParsedMessage.minimal(data)
+
+
+def _derive(new):
+    """Compute ``new``'s row values (``NewMessage.prepare``), checking that the
+    strings the database gets are storable; on failure, use the minimal parse."""
+    try:
+        row = new.prepare()
+        p = new.parsed
+        for s in (p.subject, p.preview, p.from_sort, p.to_sort, p.msgid or "", *p.references,
+                  row[5], *row[4].values()):
+            if "\x00" in s:
+                raise ValueError("NUL in a derived value")
+            s.encode("utf-8")
+    except Exception:  # noqa: BLE001 - see parse()
+        log.exception("cannot derive the values of a message of %d bytes; storing it with a "
+                      "minimal parse", len(new.data))
+        new.parsed = shifted(mime.ParsedMessage.minimal(new.data), len(new.prefix))
+        new.row, new.shared = None, None   # nothing of the failed parse is reused
+        new.prepare()
 
 
 def shifted(parsed, delta):

@@ -14,18 +14,39 @@ where ``params`` is a list of ``[name, value]`` (raw, as in the header),
 ``[value, params]``), ``lines`` counts body lines of text and message parts,
 ``children`` are the parts of a multipart, and ``message`` is
 ``[envelope, node]`` of an embedded message/rfc822.
+
+Hostile input degrades, it never raises (a message that cannot be parsed
+cannot be delivered, so every failure here would be a lost message). Every
+decode goes through the few helpers under "safe decoding": ``charset_codec``
+admits only real text charsets (``idna``, ``rot13``, ``uu``, ``base64_codec``,
+``zlib_codec``, ``undefined``, names with bytes outside ASCII or NUL... fall
+back to UTF-8), ``decode_text`` decodes bytes with ``errors="replace"``, and
+``clean`` makes every derived string storable (valid UTF-8, no NUL), so the
+database, the search index and JSON responses never see a lone surrogate.
+ENVELOPE and structure fields stay raw (8-bit bytes as surrogate escapes, as
+IMAP sends them back byte for byte); everything decoded is clean. RFC 2047
+words are decoded here, not by ``email.header`` (which raises on bad base64
+and unknown charset names). Work stays linear in the message and bounded:
+``MAX_HEADERS`` fields per header block, ``MAX_DEPTH`` levels of nesting,
+``MAX_PARTS`` parts per message (the rest stays in the bytes, unparsed),
+subjects of ``MAX_SUBJECT`` characters for the base subject.
 """
 
 import binascii
-import email.header
+import codecs
 import email.utils
 import hashlib
 import html
 import re
+from datetime import timezone
 from email import policy
 from email.parser import BytesParser
+from functools import lru_cache
 
 MAX_DEPTH = 64
+MAX_PARTS = 5000      # structure nodes per message
+MAX_HEADERS = 2000    # fields parsed per header block
+MAX_SUBJECT = 4000    # characters of a subject that threading and sorting look at
 PREVIEW_CHARS = 256
 MAX_TEXT = 1 << 20  # text handed to the search index per message
 
@@ -34,7 +55,6 @@ START, BODY_START, END, TYPE, SUBTYPE, PARAMS, FIELDS, LINES, CHILDREN, MESSAGE 
 ENVELOPE_FIELDS = ("date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
                    "in-reply-to", "message-id")
 
-_LINE_END = re.compile(rb"\r?\n")
 # Header fields (name, optional white space, colon; obsolete syntax allows the
 # space) and their continuation lines; the last line may lack its newline. A
 # leading mbox "From " line stays in the header block.
@@ -48,6 +68,74 @@ def text_of(raw):
 
 def bytes_of(value):
     return value.encode("utf-8", "surrogateescape")
+
+
+# --- safe decoding ---------------------------------------------------------
+
+FALLBACK_CHARSET = "utf-8"
+_CHARSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}")
+# Codecs that Python counts as text encodings but that are no mail charset:
+# they reject errors="replace", raise on any input, or turn escapes into text.
+_NOT_CHARSETS = {"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape",
+                 "charmap", "mbcs", "oem"}
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+@lru_cache(maxsize=1024)
+def charset_codec(name):
+    """The Python codec of MIME charset ``name``, or None when it is no real
+    text charset (unknown, invalid, or a codec like ``idna`` or ``zlib_codec``).
+    An RFC 2231 language suffix (``utf-8*en``) is ignored."""
+    if not isinstance(name, str):
+        return None
+    name = name.strip().strip('"').strip().split("*", 1)[0]
+    if not _CHARSET_NAME.fullmatch(name):
+        return None
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, UnicodeError):
+        return None
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return None
+    return info.name
+
+
+def clean(text):
+    """``text`` without what a database column or a JSON response cannot hold:
+    NUL and lone surrogates become U+FFFD."""
+    if text.isascii():
+        return text.replace("\x00", "\ufffd") if "\x00" in text else text
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def decode_text(raw, charset=None):
+    """``(text, problem)``: ``raw`` bytes decoded in ``charset`` (UTF-8 when it
+    is missing or no real charset), undecodable bytes as U+FFFD, the result
+    ``clean``. ``problem`` tells whether anything had to be replaced or guessed."""
+    codec = charset_codec(charset) if charset else FALLBACK_CHARSET
+    problem = codec is None
+    codec = codec or FALLBACK_CHARSET
+    try:
+        text = raw.decode(codec)
+    except (UnicodeError, ValueError, LookupError, TypeError):
+        problem = True
+        try:
+            text = raw.decode(codec, "replace")
+        except (UnicodeError, ValueError, LookupError, TypeError):
+            text = raw.decode(FALLBACK_CHARSET, "replace")
+    if _UNSTORABLE.search(text):
+        return clean(text), True
+    return text, problem
+
+
+def header_text(value):
+    """A header value (raw 8-bit bytes as surrogate escapes) as clean text:
+    the bytes read as UTF-8 (RFC 6532), anything else as U+FFFD."""
+    try:
+        raw = bytes_of(value)
+    except UnicodeError:
+        return clean(value)
+    return decode_text(raw)[0]
 
 
 # --- headers ---------------------------------------------------------------
@@ -68,21 +156,29 @@ def header_end(data, start, end):
 
 
 def parse_headers(data, start, body_start):
-    """``[(name, value)]`` of the header block: names as written, values unfolded."""
-    out = []
-    block = data[start:body_start]
-    for line in _LINE_END.split(block):
+    """``[(name, value)]`` of the header block: names as written, values unfolded
+    (NUL as U+FFFD). Only the first ``MAX_HEADERS`` fields are parsed."""
+    out = []   # [name, [value pieces]]
+    pos = start
+    while pos < body_start:
+        nl = data.find(b"\n", pos, body_start)
+        stop = body_start if nl < 0 else nl
+        line = data[pos:stop - 1 if stop > pos and data[stop - 1] == 13 else stop]
+        pos = stop + 1
         if not line:
             continue
-        if line[:1] in (b" ", b"\t") and out:
-            name, value = out[-1]
-            out[-1] = (name, value + text_of(line))
+        if line[:1] in (b" ", b"\t"):
+            if out:
+                out[-1][1].append(line)
             continue
         name, sep, value = line.partition(b":")
         if not sep:
             continue
-        out.append((text_of(name.strip()), text_of(value)))
-    return [(n, v.strip()) for n, v in out]
+        if len(out) >= MAX_HEADERS:
+            break
+        out.append([name.strip(), [value]])
+    return [(text_of(n), text_of(b"".join(v).replace(b"\0", b"\xef\xbf\xbd")).strip())
+            for n, v in out]
 
 
 def header(headers, name, default=None):
@@ -149,62 +245,112 @@ def strip_comments(value):
     return "".join(out)
 
 
+_SECTION = re.compile(r"\*(?:([0-9]{1,3})(\*)?)?")
+MAX_SECTIONS = 100
+
+
 def param(params, name):
-    """A parameter's decoded value, joining RFC 2231 continuations and charsets."""
+    """A parameter's value: as written, or decoded from RFC 2231 sections
+    (``name*``, ``name*0*``, ``name*1``...) joined in order, in their charset.
+    Sections with a bad name (``name*x``, absurd numbers) are ignored, a
+    repeated one counts once, an unknown charset reads as UTF-8."""
     name = name.lower()
     for n, v in params:
         if n == name:
             return v
-    pieces = []
+    sections = {}
     for n, v in params:
-        if n.startswith(name + "*"):
-            rest = n[len(name) + 1:]
-            encoded = rest.endswith("*") or rest == ""
-            index = rest.rstrip("*")
-            order = int(index) if index.isdigit() else 0
-            pieces.append((order, encoded, v))
-    if not pieces:
+        if not n.startswith(name + "*"):
+            continue
+        m = _SECTION.fullmatch(n, len(name))
+        if not m:
+            continue
+        order = int(m.group(1)) if m.group(1) else 0
+        encoded = m.group(2) is not None or m.group(1) is None
+        if order not in sections and len(sections) < MAX_SECTIONS:
+            sections[order] = (encoded, v)
+    if not sections:
         return None
-    pieces.sort(key=lambda p: p[0])
-    charset, raw = "utf-8", b""
-    for i, (_order, encoded, v) in enumerate(pieces):
+    charset, raw = None, bytearray()
+    for i, order in enumerate(sorted(sections)):
+        encoded, v = sections[order]
         if encoded:
             if i == 0 and v.count("'") >= 2:
                 charset, _lang, v = v.split("'", 2)
             raw += _percent_decode(v)
         else:
-            raw += bytes_of(v)
+            raw += _raw_bytes(v)
+    return decode_text(bytes(raw), charset or None)[0]
+
+
+def _raw_bytes(value):
     try:
-        return raw.decode(charset or "utf-8", "replace")
-    except LookupError:
-        return raw.decode("utf-8", "replace")
+        return bytes_of(value)
+    except UnicodeError:
+        return value.encode("utf-8", "replace")
+
+
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
 def _percent_decode(value):
-    out = bytearray()
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if ch == "%" and i + 2 < len(value) + 0 and re.match(r"[0-9A-Fa-f]{2}", value[i + 1:i + 3]):
-            out.append(int(value[i + 1:i + 3], 16))
-            i += 3
-        else:
-            out += bytes_of(ch)
-            i += 1
+    out, pos = bytearray(), 0
+    for m in _PERCENT.finditer(value):
+        out += _raw_bytes(value[pos:m.start()])
+        out.append(int(m.group(1), 16))
+        pos = m.end()
+    out += _raw_bytes(value[pos:])
     return bytes(out)
 
 
+# RFC 2047 encoded words. The encoded text has no "?" (RFC 2047 section 2),
+# which also keeps the scan linear on a header full of "=?".
+_WORD = re.compile(r"=\?([^?\s]*)\?([QqBb])\?([^?]*)\?=")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def _word_bytes(encoding, text):
+    raw = _raw_bytes(text)
+    if encoding in "Qq":
+        return binascii.a2b_qp(raw, header=True)
+    raw = _NOT_BASE64.sub(b"", raw)
+    raw = raw[:len(raw) - len(raw) % 4] if len(raw) % 4 == 1 else raw + b"=" * (-len(raw) % 4)
+    try:
+        return binascii.a2b_base64(raw)
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def decode_words(value):
-    """Decode RFC 2047 encoded words (and raw UTF-8) into a str, never failing."""
+    """Decode RFC 2047 encoded words (and raw UTF-8) into clean text, never
+    failing: white space between adjacent words goes, adjacent words of one
+    charset are decoded together (a character may be split between them),
+    broken base64 decodes as far as it goes, an unknown charset reads as UTF-8."""
     if value is None:
         return None
-    value = bytes_of(value).decode("utf-8", "replace")
-    if "=?" not in value:
-        return " ".join(value.split())
-    try:
-        return " ".join(str(email.header.make_header(email.header.decode_header(value))).split())
-    except (ValueError, LookupError, UnicodeError, AssertionError):
-        return " ".join(value.split())
+    value = header_text(value)
+    if "=?" in value:
+        out, pos, run = [], 0, None   # run: [charset, bytes] of adjacent words
+        for m in _WORD.finditer(value):
+            gap = value[pos:m.start()]
+            if run is not None and gap.strip():
+                out.append(decode_text(bytes(run[1]), run[0])[0])
+                run = None
+            if run is None:
+                out.append(gap)
+            charset, raw = m.group(1), _word_bytes(m.group(2), m.group(3))
+            if run is not None and run[0].lower() == charset.lower():
+                run[1] += raw
+            else:
+                if run is not None:
+                    out.append(decode_text(bytes(run[1]), run[0])[0])
+                run = [charset, bytearray(raw)]
+            pos = m.end()
+        if run is not None:
+            out.append(decode_text(bytes(run[1]), run[0])[0])
+        out.append(value[pos:])
+        value = "".join(out)
+    return " ".join(value.split())
 
 
 # --- addresses -------------------------------------------------------------
@@ -294,8 +440,7 @@ def addresses(value):
         if local is None or host is None:
             continue
         mail = f"{local}@{host}" if host else local
-        out.append({"name": decode_words(name) if name else None,
-                    "email": bytes_of(mail).decode("utf-8", "replace")})
+        out.append({"name": decode_words(name) if name else None, "email": header_text(mail)})
     return out
 
 
@@ -303,14 +448,18 @@ _MSGID = re.compile(r"<([^<>\s]+)>")
 
 
 def message_ids(value):
-    return _MSGID.findall(value or "")
+    """The ids in a Message-ID/References/In-Reply-To value, as clean text."""
+    return [header_text(i) for i in _MSGID.findall(value or "")]
 
 
 # --- structure -------------------------------------------------------------
 
-def parse_structure(data, start=0, end=None, depth=0, default_type=("text", "plain")):
-    """The structure node of the entity in data[start:end]."""
+def parse_structure(data, start=0, end=None, depth=0, default_type=("text", "plain"), budget=None):
+    """The structure node of the entity in data[start:end]. ``budget`` (a
+    one-item list) counts the nodes still allowed (``MAX_PARTS`` in all)."""
     end = len(data) if end is None else end
+    budget = [MAX_PARTS] if budget is None else budget
+    budget[0] -= 1
     body_start = header_end(data, start, end)
     headers = parse_headers(data, start, body_start)
     ctype_raw = header(headers, "content-type")
@@ -339,20 +488,25 @@ def parse_structure(data, start=0, end=None, depth=0, default_type=("text", "pla
         "location": header(headers, "content-location"),
     }
     node = [start, body_start, end, mtype, subtype, params, fields, None, [], None]
-    if mtype == "multipart" and depth < MAX_DEPTH:
-        boundary = param(params, "boundary")
+    nested = depth < MAX_DEPTH and budget[0] > 0
+    if mtype == "multipart":
+        boundary = param(params, "boundary") if nested else None
         if boundary:
             child_default = ("message", "rfc822") if subtype == "digest" else ("text", "plain")
-            for cstart, cend in split_multipart(data, body_start, end, bytes_of(boundary)):
-                node[CHILDREN].append(parse_structure(data, cstart, cend, depth + 1, child_default))
+            for cstart, cend in split_multipart(data, body_start, end, _raw_bytes(boundary)):
+                if budget[0] <= 0:
+                    break
+                node[CHILDREN].append(parse_structure(data, cstart, cend, depth + 1, child_default,
+                                                      budget))
             if not node[CHILDREN]:
                 node[CHILDREN].append([end, end, end, "text", "plain", [], _empty_fields(), 0, [], None])
             return node
+        # no boundary, or nested too deep: the body is text
         node[TYPE], node[SUBTYPE] = "text", "plain"
         mtype = "text"
-    if mtype == "message" and subtype in ("rfc822", "global") and depth < MAX_DEPTH \
+    if mtype == "message" and subtype in ("rfc822", "global") and nested \
             and fields["encoding"] in (None, "7bit", "8bit", "binary"):
-        inner = parse_structure(data, body_start, end, depth + 1)
+        inner = parse_structure(data, body_start, end, depth + 1, budget=budget)
         node[MESSAGE] = [envelope(parse_headers(data, body_start, inner[BODY_START])), inner]
         node[LINES] = count_lines(data, body_start, end)
     elif mtype == "text":
@@ -439,20 +593,38 @@ def decode_body(data, node, limit=None):
             payload = msg.get_payload(decode=True) or b""
         except Exception:  # noqa: BLE001 - malformed bodies decode to nothing
             payload = b""
+        if not isinstance(payload, bytes):
+            payload = b""
     if node[TYPE] != "text":
         return payload
-    charset = (param(node[PARAMS], "charset") or "utf-8").strip().lower()
-    try:
-        return payload.decode(charset, "replace")
-    except LookupError:
-        return payload.decode("utf-8", "replace")
+    return decode_text(payload, param(node[PARAMS], "charset"))[0]
 
 
-_TAGS = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.S | re.I)
+# Linear in the text: a tag starts "<" and a letter, "/", "!" or "?" (so
+# "1 < 2" stays text) and ends at the next ">" or "<"; a script or style
+# element at its end tag (or the end of the text), numeric references are
+# at most 8 digits (longer ones would make html.unescape's int() raise).
+_TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
+_HIDDEN = re.compile(r"<(script|style)\b[^<>]*>", re.I)
+_HIDDEN_END = {"script": re.compile(r"</script\s*>", re.I), "style": re.compile(r"</style\s*>", re.I)}
+_LONG_NUMERIC = re.compile(r"&#(?:[xX]0*[1-9A-Fa-f][0-9A-Fa-f]{8,}|0*[1-9][0-9]{8,});?")
 
 
 def html_to_text(value):
-    return html.unescape(_TAGS.sub(" ", value))
+    out, pos = [], 0
+    while True:
+        m = _HIDDEN.search(value, pos)
+        if m is None:
+            out.append(value[pos:])
+            break
+        out.append(value[pos:m.start()])
+        out.append(" ")
+        close = _HIDDEN_END[m.group(1).lower()].search(value, m.end())
+        if close is None:
+            break
+        pos = close.end()
+    text = _TAG.sub(" ", "".join(out))
+    return clean(html.unescape(_LONG_NUMERIC.sub("\ufffd", text)))
 
 
 # --- the parse, once at delivery ------------------------------------------
@@ -471,7 +643,7 @@ def envelope(headers):
 
 def base_subject(subject):
     """RFC 5256 base subject: decoded, prefixes and trailers stripped, lower case."""
-    s = " ".join((subject or "").split())
+    s = " ".join((subject or "")[:MAX_SUBJECT].split())
     while True:
         prev = s
         s = re.sub(r"\s*\(fwd\)\s*$", "", s, flags=re.I)
@@ -487,13 +659,17 @@ def base_subject(subject):
 
 
 def parse_datetime(value):
-    """A Date header value as a datetime (naive when its zone is -0000), or None."""
+    """A Date header value as a datetime (naive when its zone is -0000), or
+    None, also when it is out of range in UTC."""
     if not value:
         return None
     try:
-        return email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        dt = email.utils.parsedate_to_datetime(value)
+        if dt.tzinfo is not None:
+            dt.astimezone(timezone.utc)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    return dt
 
 
 def parse_date(value):
@@ -512,6 +688,22 @@ class ParsedMessage:
     __slots__ = ("headers", "structure", "envelope", "summary", "subject", "msgid",
                  "references", "sent_at", "preview", "has_attachment", "text",
                  "content_hash", "from_sort", "to_sort")
+
+    @classmethod
+    def minimal(cls, data):
+        """A degenerate parse for when the real one fails (a bug): the whole
+        message as one text/plain body, no header fields, nothing decoded."""
+        self = object.__new__(cls)
+        self.headers, self.envelope = [], envelope([])
+        self.structure = [0, 0, len(data), "text", "plain", [], _empty_fields(),
+                          count_lines(data, 0, len(data)), [], None]
+        self.summary = {k: [] for k in ("from", "to", "cc", "bcc", "replyTo", "sender",
+                                        "messageId", "inReplyTo", "references")}
+        self.subject = self.preview = self.from_sort = self.to_sort = ""
+        self.msgid, self.references, self.sent_at, self.has_attachment = None, [], None, False
+        self.content_hash = hashlib.sha256(data).hexdigest()
+        self.text = ("", "")
+        return self
 
     def __init__(self, data):
         self.structure = parse_structure(data)

@@ -11,7 +11,9 @@ by the scan of not-yet-indexed messages and by the snippet highlighter:
   Japanese and Korean have no spaces between words, so their characters are
   indexed one by one and a run of them must appear contiguously.
 
-Pure functions over str: no I/O, no SQL.
+Pure functions over str: no I/O, no SQL. The document holds only clean text
+(``mime.clean``: no NUL, no lone surrogate), so every backend can store it
+whatever the message's bytes.
 """
 
 import re
@@ -86,8 +88,8 @@ def document(parsed):
     doc = {name: [] for name in HEADER_FIELDS}
     lines = []
     for name, raw in parsed.headers:
-        value = mime.decode_words(raw) or ""
-        key = name.strip().lower()
+        value = mime.decode_words(raw) or ""   # clean: no NUL, no lone surrogate
+        key = mime.clean(name.strip().lower())
         lines.append(f"{key}: {value}")
         if key in doc:
             doc[key].append(value)

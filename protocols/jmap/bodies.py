@@ -6,6 +6,12 @@ byte offsets into the raw bytes) and ``EmailBodyPart`` objects, the parsed
 header forms (``asRaw``, ``asText``, ``asAddresses``, ``asGroupedAddresses``,
 ``asMessageIds``, ``asDate``, ``asURLs``) and message generation for
 ``Email/set`` create. Pure functions over bytes: no store, no I/O.
+
+Reading a stored message never fails on its content: every decode goes
+through ``storage.mime``'s safe helpers (``decode_text``, ``header_text``,
+``clean``), so octets that are not UTF-8 become U+FFFD (RFC 8621 section
+4.1.2.1 asks that of ``asRaw``), an unknown or dangerous charset reads as
+UTF-8 with ``isEncodingProblem``, and no lone surrogate reaches a response.
 """
 
 import base64
@@ -70,20 +76,23 @@ _LINE = re.compile(rb"[^\n]*\n|[^\n]+$")
 
 
 def raw_headers(data, start, body_start):
-    """``[(name, raw value)]`` as on the wire: value after the colon, folding kept."""
+    """``[(name, raw value)]`` as on the wire: value after the colon, folding
+    kept, octets that are not UTF-8 as U+FFFD (the first ``mime.MAX_HEADERS``)."""
     out = []
-    for line in _LINE.findall(data[start:body_start]):
-        text = mime.text_of(line)
+    for line in _LINE.finditer(data, start, body_start):
+        text = mime.decode_text(line.group())[0]
         if text.strip() == "":
             break
         if text[:1] in (" ", "\t") and out:
-            out[-1][1] += text
+            out[-1][1].append(text)
             continue
         name, sep, value = text.partition(":")
         if not sep:
             continue
-        out.append([name.strip(), value])
-    return [(n, v.rstrip("\r\n").replace("\r\n", "\r\n")) for n, v in out]
+        if len(out) >= mime.MAX_HEADERS:
+            break
+        out.append([name.strip(), [value]])
+    return [(n, "".join(v).rstrip("\r\n")) for n, v in out]
 
 
 def _unfold(value):
@@ -189,20 +198,13 @@ def decoded_bytes(data, node):
 def charset_of(node):
     if node[N.TYPE] != "text":
         return None
-    return mime.param(node[N.PARAMS], "charset") or "us-ascii"
+    return mime.clean(mime.param(node[N.PARAMS], "charset") or "us-ascii")
 
 
 def text_value(data, node, max_bytes=0):
     """``(value, isEncodingProblem, isTruncated)`` of a text part."""
     raw = decoded_bytes(data, node)
-    charset = (charset_of(node) or "utf-8").strip().lower()
-    problem = False
-    try:
-        value = raw.decode(charset)
-    except LookupError:
-        value, problem = raw.decode("utf-8", "replace"), True
-    except UnicodeDecodeError:
-        value, problem = raw.decode(charset, "replace"), True
+    value, problem = mime.decode_text(raw, charset_of(node))
     value = value.replace("\r\n", "\n")
     truncated = False
     if max_bytes and len(value.encode("utf-8")) > max_bytes:
@@ -227,7 +229,7 @@ class Part:
     @property
     def disposition(self):
         d = self.node[N.FIELDS].get("disposition")
-        return d[0] if d else None
+        return mime.clean(d[0]) if d else None
 
     @property
     def name(self):
@@ -337,12 +339,14 @@ def part_json(data, part, properties):
             out[prop] = part.disposition
         elif prop == "cid":
             cid = node[N.FIELDS].get("id")
-            out[prop] = cid.strip().strip("<>") if cid else None
+            out[prop] = mime.header_text(cid).strip().strip("<>") if cid else None
         elif prop == "language":
             lang = node[N.FIELDS].get("language")
-            out[prop] = [x.strip() for x in lang.split(",") if x.strip()] if lang else None
+            out[prop] = [mime.header_text(x).strip() for x in lang.split(",") if x.strip()] \
+                if lang else None
         elif prop == "location":
-            out[prop] = node[N.FIELDS].get("location")
+            loc = node[N.FIELDS].get("location")
+            out[prop] = mime.header_text(loc) if loc else None
         elif prop == "subParts":
             if part.part_id is None:
                 out[prop] = [part_json(data, p, properties) for p in part.sub_parts]

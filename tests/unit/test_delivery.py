@@ -1,11 +1,15 @@
 """The delivery path's own rules: outcomes per recipient and failure handling."""
 
+import json
+
 import pytest
 
 from roost.storage import delivery as dl
+from roost.storage import mime
 from roost.storage.store import Store
 
-from tests.conftest import deliver
+from tests.conftest import append, deliver, pg_store
+from tests.malformed import MALFORMED
 
 MSG = b"From: a@example.org\r\nMessage-ID: <m1@example.org>\r\nSubject: s\r\n\r\nbody\r\n"
 
@@ -104,3 +108,58 @@ def test_fan_out_holds_the_message_once_and_links_identical_copies(tmp_path):
     finally:
         d.close()
         store.close()
+# --- malformed messages are delivered --------------------------------------------
+
+@pytest.fixture(params=["memory", "postgresql"])
+def any_store(request, tmp_path):
+    """The store on SQLite, and on PostgreSQL (which refuses NUL in text)."""
+    if request.param == "memory":
+        s, cleanup = Store.memory(), None
+    else:
+        s, cleanup = pg_store(tmp_path, "roost_d_")
+    s.add_account("u@example.org")
+    yield s
+    cleanup() if cleanup else s.close()
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_messages_are_delivered_byte_for_byte(any_store, name):
+    store = any_store
+    d = dl.Delivery(store)
+    acct = store.account("u@example.org")
+    inbox = store.mailbox(acct.id, "INBOX")
+    data = MALFORMED[name]
+    (result,) = deliver(d, data, ["u@example.org"], sender="s@x")
+    assert result.status == dl.DELIVERED, result.reason
+    stored = store.read(result.stored[0].mailbox_id, result.stored[0].uid)
+    assert stored == b"Return-Path: <s@x>\r\nDelivered-To: u@example.org\r\n" + data
+    assert append(d, acct, inbox, data).uid == result.stored[0].uid + 1   # as IMAP APPEND does
+    d.close()
+
+
+def test_a_parser_failure_still_delivers_with_a_minimal_parse(store, monkeypatch, caplog):
+    d = dl.Delivery(store)
+    acct = store.account("u@example.org")
+    inbox = store.mailbox(acct.id, "INBOX")
+
+    def broken(self, data):
+        raise RuntimeError("parser bug")
+    monkeypatch.setattr(mime.ParsedMessage, "__init__", broken)
+    (result,) = deliver(d, MSG, ["u@example.org"])
+    assert result.status == dl.DELIVERED
+    uid = append(d, acct, inbox, MSG).uid
+    assert store.read(inbox.id, uid) == MSG
+    (rec,) = store.records(inbox.id, [uid], parsed=True)
+    assert json.loads(rec.envelope)["subject"] is None
+    assert json.loads(rec.structure)[:5] == [0, 0, len(MSG), "text", "plain"]
+    assert "parser bug" in caplog.text and "minimal parse" in caplog.text
+    d.close()
+
+
+def test_a_derived_value_the_database_cannot_hold_falls_back_to_the_minimal_parse(
+        store, monkeypatch, caplog):
+    d = dl.Delivery(store)
+    monkeypatch.setattr(mime, "message_ids", lambda value: ["\udcff@x"] if value else [])
+    (result,) = deliver(d, MSG, ["u@example.org"])
+    assert result.status == dl.DELIVERED and "minimal parse" in caplog.text
+    d.close()

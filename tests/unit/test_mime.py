@@ -4,7 +4,9 @@ import pathlib
 
 import pytest
 
+from roost.protocols.jmap import bodies
 from roost.storage import mime
+from tests.malformed import MALFORMED, check, jmap_json
 
 CORPUS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "corpus"
 ALL_EML = sorted(CORPUS.rglob("*.eml"))
@@ -156,3 +158,138 @@ def test_text_bodies_decode(encoding, body, expected):
     assert isinstance(text, str)
     if expected is not None:
         assert text == expected
+
+
+# --- malformed input degrades, never raises ------------------------------------
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_messages_parse_and_everything_derives(name):
+    check(MALFORMED[name])
+
+
+@pytest.mark.parametrize("name, codec", [
+    ("utf-8", "utf-8"), ("UTF8", "utf-8"), (" \"iso-8859-1\" ", "iso8859-1"),
+    ("ks_c_5601-1987", "euc_kr"), ("utf-8*en", "utf-8"), ("utf-7", "utf-7"),
+    ("idna", None), ("punycode", None), ("undefined", None), ("rot13", None), ("rot_13", None),
+    ("uu", None), ("uu_codec", None), ("base64_codec", None), ("zlib_codec", None),
+    ("bz2_codec", None), ("hex", None), ("quopri_codec", None), ("unicode_escape", None),
+    ("raw_unicode_escape", None), ("charmap", None), ("unknown-8bit", None), ("", None),
+    ("ut\x00f-8", None), ("utf\udcff-8", None), ("utf-\u00e9", None), ("a" * 100, None),
+    ("../utf-8", None), (None, None),
+])
+def test_only_real_text_charsets_are_looked_up(name, codec):
+    assert mime.charset_codec(name) == codec
+
+
+def test_decode_text_falls_back_and_replaces():
+    assert mime.decode_text(b"caf\xc3\xa9", "utf-8") == ("café", False)
+    assert mime.decode_text(b"caf\xe9", "iso-8859-1") == ("café", False)
+    assert mime.decode_text(b"caf\xc3\xa9", "idna") == ("café", True)     # fallback: UTF-8
+    assert mime.decode_text(b"caf\xe9", "utf-8") == ("caf\ufffd", True)
+    assert mime.decode_text(b"a\x00b", None) == ("a\ufffdb", True)
+    assert mime.decode_text(b"+2AA-", "utf-7") == ("\ufffd", True)       # a lone surrogate
+
+
+def test_encoded_words_degrade():
+    # adjacent words of one charset decode together: a character split between them survives
+    assert mime.decode_words("=?utf-8?B?ww==?= =?UTF-8?Q?=A4?=") == "ä"
+    assert mime.decode_words("=?utf-8?q?a?=  =?iso-8859-1?q?_b?= c") == "a b c"
+    assert mime.decode_words("=?utf-8?B?=F?=") == ""                      # broken base64
+    assert mime.decode_words("=?utf-8?B?w6Q?=") == "ä"                    # missing padding
+    assert mime.decode_words("=?utf\udcc3\udca9?Q?abc?=") == "abc"        # 8-bit charset name
+    assert mime.decode_words("=?idna?Q?caf=C3=A9?=") == "café"
+    assert mime.decode_words("=?utf-8?Q?a=00b?=") == "a\ufffdb"
+    assert mime.decode_words("raw caf\udcc3\udca9 and \udcff") == "raw café and \ufffd"
+    assert mime.decode_words("=?x?Q?unterminated") == "=?x?Q?unterminated"
+
+
+def test_rfc2231_sections_degrade():
+    def value(header):
+        return mime.param(mime.split_params(header)[1], "name")
+    assert value("x; name*1=b; name*0=a") == "ab"                          # out of order
+    assert value("x; name*0=a; name*0=z; name*1=b") == "ab"                # repeated section
+    assert value("x; name*0=a; name*x=z; name*\u00b2=z; name*1=b") == "ab"  # bad section names
+    assert value("x; name*" + "9" * 5000 + "=a") is None
+    assert value("x; name*=idna''%ff%ff") == "\ufffd\ufffd"
+    assert value("x; name*=bogus''caf%C3%A9") == "café"
+    assert value("x; name*=utf-8'en'%") == "%"
+
+
+def test_header_values_with_8bit_and_nul():
+    p = mime.ParsedMessage(MALFORMED["8-bit Message-ID and References"])
+    assert p.msgid == "\ufffd@example.net" and p.references == ["\ufffd@example.net"]
+    # ENVELOPE keeps the raw bytes for IMAP; NUL is never among them
+    p = mime.ParsedMessage(MALFORMED["8-bit and NUL header values"])
+    assert mime.bytes_of(p.envelope["subject"]) == "caf\udce9 \ufffd \udcff".encode(
+        "utf-8", "surrogateescape")
+    assert p.subject == "caf\ufffd \ufffd \ufffd"
+
+
+def test_dates_out_of_range_are_no_dates():
+    for value in ("Mon, 1 Jan 99999999999999999999 00:00:00 +0000",
+                  "Fri, 31 Dec 9999 23:59:59 -0100", "Mon, 1 Jan 2000 99:99:99 +0000"):
+        assert mime.parse_datetime(value) is None and mime.parse_date(value) is None
+    assert mime.parse_date("Fri, 31 Dec 9999 23:59:59 +0100") == 253402297199.0
+
+
+def test_html_to_text():
+    assert mime.html_to_text("<p>a<b>b</b></p><script>x<y</script><STYLE a=1>z</style >c").split() \
+        == ["a", "b", "c"]
+    assert mime.html_to_text("a<script>never closed").split() == ["a"]
+    assert mime.html_to_text("1 < 2 and 3 > 2 &amp; &#x41;").split() == ["1", "<", "2", "and", "3",
+                                                                            ">", "2", "&", "A"]
+    assert mime.html_to_text("&#" + "9" * 5000 + ";") == "\ufffd"
+
+
+def test_header_counts_parts_and_depth_are_bounded():
+    data = b"".join(b"X-H%d: v\r\n" % i for i in range(mime.MAX_HEADERS + 50)) + b"Subject: late\r\n\r\nx"
+    p = mime.ParsedMessage(data)
+    assert len(p.headers) == mime.MAX_HEADERS and p.subject == ""
+    data = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\nx\r\n" * 8000
+    nodes = mime.parse_structure(data)[mime.CHILDREN]
+    assert len(nodes) == mime.MAX_PARTS - 1
+    _check_node(mime.parse_structure(data), 0, len(data))
+    # the multipart at the depth limit is read as text, not as a multipart without parts
+    data = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i) for i in range(80))
+    node = mime.parse_structure(data)
+    while node[mime.CHILDREN]:
+        node = node[mime.CHILDREN][0]
+    assert (node[mime.TYPE], node[mime.SUBTYPE]) == ("text", "plain")
+
+
+def test_a_subject_of_many_prefixes():
+    assert mime.base_subject("Re: " * 100000 + "x") == ""   # only MAX_SUBJECT characters count
+    assert mime.base_subject("Re: " * 100 + "x" + " (fwd)" * 3) == "x"
+
+
+def test_the_minimal_parse():
+    data = b"Subject: s\r\n\r\nbody\r\n"
+    p = mime.ParsedMessage.minimal(data)
+    assert p.structure == [0, 0, len(data), "text", "plain", [], p.structure[mime.FIELDS], 3, [], None]
+    assert p.envelope == mime.envelope([]) and p.subject == "" and p.msgid is None
+    assert p.content_hash == mime.ParsedMessage(data).content_hash
+
+
+# --- JMAP views of malformed messages (protocols/jmap/bodies.py) --------------------
+
+def test_jmap_text_values_with_hostile_charsets():
+    for charset in (b"idna", b"undefined", b'"ut\x00f-8"', b'"utf\xff-8"', b"rot13", b"zlib_codec"):
+        data = b"Content-Type: text/plain; charset=" + charset + b"\r\n\r\ncaf\xc3\xa9\r\n"
+        node = mime.parse_structure(data)
+        value, problem, truncated = bodies.text_value(data, node)
+        assert (value, problem, truncated) == ("café\n", True, False), charset
+        jmap_json(bodies.charset_of(node))
+    data = b"Content-Type: text/plain; charset=utf-8\r\n\r\nok\r\n"
+    assert bodies.text_value(data, mime.parse_structure(data)) == ("ok\n", False, False)
+
+
+def test_jmap_raw_headers_replace_what_is_not_utf8():
+    data = MALFORMED["8-bit and NUL header values"]
+    headers = dict(bodies.raw_headers(data, 0, data.index(b"\r\n\r\n") + 4))
+    assert headers["Subject"] == " caf\ufffd \ufffd \ufffd" and headers["X-Thing"] == " \ufffd"
+    node = mime.parse_structure(data)
+    part = bodies.part_tree(node, "B")
+    out = bodies.part_json(data, part, ["cid", "location", "language", "name", "charset"])
+    assert out == {"cid": "\ufffd", "location": "\ufffd", "language": ["\ufffd", "en"],
+                   "name": "\ufffd", "charset": "utf-8"}
+    assert bodies.date_value("Fri, 31 Dec 9999 23:59:59 -0100") is None
