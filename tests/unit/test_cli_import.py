@@ -68,10 +68,10 @@ def test_a_message_whose_write_raises_fails_alone_and_leaves_no_staged_file(
     add_user(data_dir, "imp@example.org")
     put = Maildir.put
 
-    def exploding(self, account, folder, data):
+    def exploding(self, account, folder, data, prefix=b""):
         if b"EXPLODE" in data:
             raise RuntimeError("no such luck")
-        return put(self, account, folder, data)
+        return put(self, account, folder, data, prefix)
     monkeypatch.setattr(Maildir, "put", exploding)
     bad = b"From: a@example.net\nSubject: EXPLODE\n\nx\n"
     path = _mbox(tmp_path / "in.mbox", [*GOOD[:3], bad, *GOOD[3:]])   # one batch, staged in parallel
