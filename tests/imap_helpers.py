@@ -6,6 +6,8 @@ import smtplib
 import socket
 import ssl
 
+import pytest
+
 from tests.conftest import RoostServer, SocketClient, add_user
 
 USER, PASSWORD = "alice@example.org", "secret"
@@ -89,3 +91,10 @@ class Wire(SocketClient):
         lines = self.cmd(f'L1 LOGIN "{user}" "{password}"')
         assert lines[-1].startswith(b"L1 OK"), lines
         return lines
+
+
+@pytest.fixture(autouse=True)
+def _close_connections():
+    """Import into a test module: every Wire it opened is closed after each test."""
+    yield
+    close_all()

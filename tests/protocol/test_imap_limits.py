@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.conftest import RoostServer, add_user
-from tests.imap_helpers import PASSWORD, USER, Wire, close_all, start_server
+from tests.imap_helpers import PASSWORD, USER, Wire, _close_connections, close_all, start_server  # noqa: F401 - _close_connections is a fixture
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +21,6 @@ def server(tmp_path_factory):
     yield srv
     close_all()
     srv.stop()
-
-
-@pytest.fixture(autouse=True)
-def _close_connections():
-    yield
-    close_all()
 
 
 def ok(lines):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.imap_helpers import PASSWORD, USER, Wire, close_all, deliver, start_server
+from tests.imap_helpers import PASSWORD, USER, Wire, _close_connections, close_all, deliver, start_server  # noqa: F401 - _close_connections is a fixture
 
 MSG = (b"Date: Mon, 7 Feb 1994 21:52:25 -0800\r\n"
        b"From: Fred Foobar <foobar@Blurdybloop.example>\r\n"
@@ -38,12 +38,6 @@ def server(tmp_path_factory):
     yield srv
     close_all()
     srv.stop()
-
-
-@pytest.fixture(autouse=True)
-def _close_connections():
-    yield
-    close_all()
 
 
 _counter = [0]

@@ -8,11 +8,10 @@ stale view fails."""
 
 import pytest
 
-from roost.storage import delivery as dv
 from roost.storage import emails, views
 from roost.storage.store import Store
 from tests.conftest import append
-from tests.conftest import pg_store
+from tests.unit.test_store import delivery, store  # noqa: F401 - fixtures
 
 BASE = 1_700_000_000.0
 # (received offset in hours, sender, subject, Date header day, body padding)
@@ -29,28 +28,6 @@ def message(n, sender, subject, day, pad):
     return (f"From: {sender}\r\nTo: rcpt{n}@example.org\r\nSubject: {subject}\r\n"
             f"Date: Mon, {day:02d} Jan 2024 10:00:00 +0000\r\nMessage-ID: <v{n}@example.org>\r\n"
             f"\r\n" + "x" * pad + "\r\n").encode()
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "memory":
-        s, cleanup = Store.memory(), None
-    elif request.param == "sqlite":
-        s, cleanup = Store.open(str(tmp_path / "data")), None
-    else:
-        s, cleanup = pg_store(tmp_path, "roost_v_")
-    yield s
-    if cleanup:
-        cleanup()
-    else:
-        s.close()
-
-
-@pytest.fixture
-def delivery(store):
-    d = dv.Delivery(store)
-    yield d
-    d.close()
 
 
 @pytest.fixture
