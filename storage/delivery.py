@@ -331,7 +331,7 @@ class Delivery:
         groups = {}
         for job in jobs:
             if job[2]:
-                groups.setdefault((id(job[5]), job[3]), []).append(job)
+                groups.setdefault((id(job[6]), job[3]), []).append(job)   # one Incoming given once
         groups = list(groups.values())
         if len(groups) < 4:
             return [s for g in groups for s in stage(g)]

@@ -163,3 +163,18 @@ def test_a_derived_value_the_database_cannot_hold_falls_back_to_the_minimal_pars
     (result,) = deliver(d, MSG, ["u@example.org"])
     assert result.status == dl.DELIVERED and "minimal parse" in caplog.text
     d.close()
+
+
+def test_the_same_incoming_given_twice_is_two_messages(tmp_path):
+    store = Store.open(str(tmp_path / "data"))
+    d = dl.Delivery(store)
+    try:
+        acct = store.add_account("twice@example.org")
+        box = store.mailbox(acct.id, "INBOX")
+        item = dl.Incoming(MSG, account=acct, mailboxes=(box,))
+        results = d.store(*[item] * 5)
+        assert [r.status for r in results] == [dl.DELIVERED] * 5
+        assert [store.read(box.id, r.uid) for r in store.records(box.id)] == [MSG] * 5
+    finally:
+        d.close()
+        store.close()
