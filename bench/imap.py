@@ -109,7 +109,8 @@ class RoostPeer:
         store.close()
         conf = os.path.join(tmp, "roost-bench.toml")
         with open(conf, "w") as f:   # the idle test holds thousands of sessions of one account
-            f.write("[limits]\nconnections_per_user_ip = 0\n")
+            f.write("[limits]\nconnections_per_user_ip = 0\nunauthenticated_connections_per_ip = 0\n"
+                    "unauthenticated_connections = 0\n")
         self.proc = subprocess.Popen(cli + ["--config", conf, "serve", "--imap", "127.0.0.1:0", "--imaps", "off",
                                             "--lmtp", "off", "--jmap", "off", "--submission", "off",
                                             "--smtp", "off", "--managesieve", "off"],
