@@ -291,6 +291,18 @@ def serve(config):
 
     reactor.callWhenRunning(started)
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(app.reload_tls))
+    # Our own SIGINT/SIGTERM handlers: Twisted leaves a signal alone that the
+    # process inherited as ignored (a shell's background job, nohup), and
+    # DESIGN.md promises a clean stop on both whatever started us.
+    def stop():
+        from twisted.internet.error import ReactorNotRunning
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass   # a second signal while stopping
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: reactor.callFromThread(stop))
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(app.stop())))
     try:
