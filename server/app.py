@@ -301,8 +301,10 @@ def serve(config):
         except ReactorNotRunning:
             pass   # a second signal while stopping
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: reactor.callFromThread(stop))
+    def handle_signals():   # once running: after Twisted's own, which they replace
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: reactor.callFromThread(stop))
+    reactor.callWhenRunning(handle_signals)
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromFuture(asyncio.ensure_future(app.stop())))
     try:
