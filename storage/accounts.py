@@ -18,7 +18,7 @@ from sqlalchemy import and_, delete, insert, select, update
 from . import hot
 from .errors import AccountExists, AccountNotFound, Conflict, InvalidName
 from .maildir import folder_for
-from .model import Account
+from .model import Account, maildir_key
 from .schema import (accounts, aliases, changes, domains, expunged, mailbox_messages, mailboxes,
                      messages, thread_refs, threads)
 
@@ -70,7 +70,7 @@ class AccountsAPI:
                 quota_bytes=quota_bytes, used_bytes=0, modseq=1,
                 created=time.time())).inserted_primary_key[0]
             txn.next_modseq(account_id)
-            key = f"{domain}/{address.rpartition('@')[0]}"
+            key = maildir_key(address)
             for order, (name, role) in enumerate(DEFAULT_MAILBOXES):
                 insert_mailbox(txn, account_id, name, role, order)
                 self.blobs.create_folder(key, folder_for(name))

@@ -49,7 +49,7 @@ from . import mime
 from .blobs import BlobRef
 from .errors import (AccountNotFound, MailboxNotFound, MessageTooLarge, QuotaExceeded,
                      TemporaryFailure)
-from .model import NewMessage, Stored
+from .model import NewMessage, Stored, maildir_key
 from .schema import accounts, mailbox_messages, mailboxes, messages
 
 log = logging.getLogger("roost.delivery")
@@ -413,12 +413,14 @@ def _derive(new):
     strings the database gets are storable; on failure, use the minimal parse."""
     try:
         row = new.prepare()
-        p = new.parsed
-        for s in (p.subject, p.preview, p.from_sort, p.to_sort, p.msgid or "", *p.references,
-                  row[5], *row[4].values()):
-            if "\x00" in s:
-                raise ValueError("NUL in a derived value")
-            s.encode("utf-8")
+        p, shared = new.parsed, new.shared if new.shared is not None else {}
+        if "storable" not in shared:   # the copies of one message share these values: check once
+            for s in (p.subject, p.preview, p.from_sort, p.to_sort, p.msgid or "", *p.references,
+                      row[5], *row[4].values()):
+                if "\x00" in s:
+                    raise ValueError("NUL in a derived value")
+                s.encode("utf-8")
+            shared["storable"] = True
     except Exception:  # noqa: BLE001 - see parse()
         log.exception("cannot derive the values of a message of %d bytes; storing it with a "
                       "minimal parse", len(new.data))
@@ -465,8 +467,7 @@ def recover(store):
     with store.engine.connect() as conn:
         rows = conn.execute(select(accounts.c.id, accounts.c.address)).all()
         for acct_id, address in rows:
-            local, _, domain = address.rpartition("@")
-            key = f"{domain}/{local}"
+            key = maildir_key(address)
             boxes = conn.execute(select(mailboxes.c.folder).where(mailboxes.c.account_id == acct_id)).all()
             for (folder,) in boxes:
                 stems = store.blobs.staged(key, folder)

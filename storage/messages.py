@@ -26,7 +26,7 @@ from . import hot
 from .blobs import BlobRef
 from .errors import MailboxNotFound, MessageNotFound
 from .mailboxes import take_uids
-from .model import Account, MessageRecord, Stored
+from .model import Account, MessageRecord, Stored, maildir_key
 from .schema import accounts, expunged, mailbox_messages, mailboxes, messages
 
 CHUNK = 500
@@ -226,9 +226,8 @@ class MessagesAPI:
             if row is None:
                 raise MessageNotFound(what)
             stem, folder, bits, address = row
-            local, _, domain = address.rpartition("@")
             try:
-                return self.blobs.get(BlobRef(f"{domain}/{local}", folder, stem, bits), start, end)
+                return self.blobs.get(BlobRef(maildir_key(address), folder, stem, bits), start, end)
             except FileNotFoundError:
                 continue   # moved or renamed by a writer since we looked: look again
         raise MessageNotFound(what)

@@ -34,6 +34,12 @@ def parse_oid(prefix, oid):
     return None
 
 
+def maildir_key(address):
+    """The blob store's ``"domain/local"`` key of the account at ``address``."""
+    local, _, domain = address.rpartition("@")
+    return f"{domain}/{local}"
+
+
 @dataclass(frozen=True)
 class Account:
     id: int
@@ -45,8 +51,7 @@ class Account:
 
     @property
     def maildir_key(self):
-        local, _, domain = self.address.rpartition("@")
-        return f"{domain}/{local}"
+        return maildir_key(self.address)
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,6 @@ class Txn:
             self._sql = DriverSQL(self.conn, self.sqlite)
         return self._sql
 
-    def execute(self, statement, params=None):
-        return self.conn.execute(statement, params) if params is not None else self.conn.execute(statement)
-
     def _event(self, account_id):
         ev = self._events.get(account_id)
         if ev is None:
