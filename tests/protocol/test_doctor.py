@@ -19,12 +19,9 @@ from roost.server import doctor as dr
 from roost.storage import migrations
 from roost.storage.store import Store
 from tests.conftest import add_user, roost
+from tests.dns_helpers import zone  # noqa: F401 - fixture
 from tests.tls_helpers import Issuer, write_cert
 from tests.unit.test_migrations import release1_data
-
-dnslib = pytest.importorskip("dnslib", reason="dnslib is a test dependency (pip install -e '.[test]')")
-from dnslib.server import DNSLogger, DNSServer  # noqa: E402
-from dnslib.zoneresolver import ZoneResolver  # noqa: E402
 
 DOMAIN, HOST = "example.org", "mail.example.org"
 
@@ -35,36 +32,6 @@ def make_cfg(tmp_path, **kw):
     for k, v in kw.items():
         setattr(cfg, k, v)
     return cfg
-
-
-class Zone:
-    """A loopback DNS server for ``text`` (zone-file lines)."""
-
-    def __init__(self, text):
-        self.server = DNSServer(ZoneResolver(text), port=0, address="127.0.0.1",
-                                logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data",
-                                                 prefix=False))
-        self.server.start_thread()
-        self.address = f"127.0.0.1:{self.server.server.server_address[1]}"
-
-    def resolver(self):
-        return Resolver([self.address], timeout=3)
-
-    def close(self):
-        self.server.stop()
-        self.server.server.server_close()
-
-
-@pytest.fixture
-def zone():
-    zones = []
-
-    def serve(text):
-        zones.append(Zone(text))
-        return zones[-1]
-    yield serve
-    for z in zones:
-        z.close()
 
 
 def verdicts(checks):
