@@ -92,8 +92,8 @@ class Roost:
             self.inflight -= 1
 
     async def start(self):
-        for name in ("lmtp", "imap", "imaps", "jmap", "submission", "smtp", "managesieve",
-                     "metrics"):
+        for name in ("lmtp", "imap", "imaps", "jmap", "submission", "submissions", "smtp",
+                     "managesieve", "auth", "socketmap", "metrics"):
             addr = parse_address(self.config.listen.get(name))
             if addr is None:
                 continue

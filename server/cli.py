@@ -25,7 +25,8 @@ from roost.storage.store import Store
 from . import config as configmod
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOUSER, EX_SOFTWARE, EX_TEMPFAIL = 0, 64, 65, 67, 70, 75
-LISTENERS = ("imap", "imaps", "lmtp", "jmap", "submission", "smtp", "managesieve", "metrics")
+LISTENERS = ("imap", "imaps", "lmtp", "jmap", "submission", "submissions", "smtp", "managesieve",
+             "auth", "socketmap", "metrics")
 
 
 def build_parser():

@@ -15,8 +15,11 @@ DEFAULT_LISTEN = {
     "lmtp": "127.0.0.1:2424",
     "jmap": "127.0.0.1:8080",
     "submission": "127.0.0.1:1587",
+    "submissions": "127.0.0.1:1465",
     "smtp": "off",
     "managesieve": "127.0.0.1:4190",
+    "auth": "off",
+    "socketmap": "off",
     "metrics": "off",
 }
 

@@ -20,7 +20,8 @@ import uuid
 import pytest
 
 ROOST = [sys.executable, "-m", "roost.server.cli"]
-LISTENERS = ("lmtp", "imap", "imaps", "jmap", "submission", "smtp", "managesieve", "metrics")
+LISTENERS = ("lmtp", "imap", "imaps", "jmap", "submission", "submissions", "smtp", "managesieve",
+             "auth", "socketmap", "metrics")
 PG_URL = os.environ.get("ROOST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1/test")
 
 
