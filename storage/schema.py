@@ -236,6 +236,65 @@ submissions = Table(
     Column("status", Text, nullable=False, default="{}"),
 )
 
+# The outbound queue (storage.outbound): one row per message handed over for
+# sending, its bytes in DATA/queue/<spool>; one row per recipient with its state.
+outbound = Table(
+    "outbound", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="SET NULL")),
+    Column("sender", String(320), nullable=False),      # "" is the null reverse-path
+    Column("spool", String(64)),                        # None once nothing is left to send
+    Column("size", BigInteger, nullable=False),
+    Column("created", Float, nullable=False),
+    Column("release_at", Float, nullable=False),        # FUTURERELEASE, sendAt, undo window
+    Column("held", Boolean, nullable=False, default=False),
+    Column("ret", String(4)),
+    Column("envid", String(100)),
+    Column("requiretls", Boolean, nullable=False, default=False),
+    Column("smtputf8", Boolean, nullable=False, default=False),
+    Column("kind", String(16), nullable=False, default="mail"),   # mail, dsn, report
+    Column("submission_id", Integer),
+)
+Index("outbound_account", outbound.c.account_id, outbound.c.created)
+
+outbound_rcpts = Table(
+    "outbound_rcpts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", Integer, ForeignKey("outbound.id", ondelete="CASCADE"), nullable=False),
+    Column("address", String(320), nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("orcpt", String(500)),
+    Column("notify", String(32)),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt", Float, nullable=False),
+    Column("last_attempt", Float),
+    Column("reply", Text),
+    Column("remote", String(255)),
+    Column("delay_notified", Boolean, nullable=False, default=False),
+    Column("lease", Float),
+)
+Index("outbound_rcpts_due", outbound_rcpts.c.state, outbound_rcpts.c.next_attempt)
+Index("outbound_rcpts_message", outbound_rcpts.c.message_id)
+
+# Addresses that bounced hard: mail to them fails at once until ``expires``.
+suppressions = Table(
+    "suppressions", metadata,
+    Column("address", String(320), primary_key=True),
+    Column("reason", Text, nullable=False, default=""),
+    Column("created", Float, nullable=False),
+    Column("expires", Float),
+)
+
+# Hold rules: new mail of an account, or to a destination domain, is held.
+hold_rules = Table(
+    "hold_rules", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE")),
+    Column("domain", String(255)),
+    Column("created", Float, nullable=False),
+)
+
 # Web push endpoints registered by a client (no account: they belong to the
 # credentials' owner, which is an account here).
 push_subscriptions = Table(
