@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import dns.exception
 import dns.flags
 import dns.nameserver
-import dns.rdatatype
 import dns.resolver
 
 TIMEOUT = 5.0
@@ -114,5 +113,4 @@ class Resolver:
     def tlsa(self, host, port=25):
         """``([TLSA], authenticated)`` for ``_PORT._tcp.HOST`` (RFC 7672 section 2.2)."""
         records, ad = self.secure(f"_{port}._tcp.{host.rstrip('.')}.", "TLSA")
-        return [TLSA(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in records
-                if r.rdtype == dns.rdatatype.TLSA], ad
+        return [TLSA(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in records], ad
