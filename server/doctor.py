@@ -199,7 +199,7 @@ def mta_sts_policy(cfg, domain, mode="testing"):
 
 MODE_NOTE = {
     "testing": "senders report failures (TLS-RPT) but deliver; when the reports are clean, "
-               "publish the output of roost dns --mta-sts-mode enforce (new id and policy).",
+               "publish the output of roost dns {domain} --mta-sts-mode enforce (its id and policy).",
     "enforce": "senders deliver only over TLS with a valid certificate for an mx listed.",
     "none": "senders drop the policy they cached (RFC 8461 section 8.3); keep it published "
             "for max_age before removing the records.",
@@ -254,7 +254,7 @@ def zone(cfg, domain, mta_sts_mode="testing"):
     url = f"https://mta-sts.{domain.lower().rstrip('.')}/.well-known/mta-sts.txt"
     lines += [";", f"; MTA-STS policy: serve these lines as text/plain at {url}",
               f"; (a certificate valid for mta-sts.{domain.lower().rstrip('.')}; no redirect).",
-              f"; mode {mta_sts_mode}: " + MODE_NOTE[mta_sts_mode],
+              f"; mode {mta_sts_mode}: " + MODE_NOTE[mta_sts_mode].format(domain=domain),
               "; ---- begin mta-sts.txt"]
     lines += [f";   {line}" for line in mta_sts_policy(cfg, domain, mta_sts_mode).splitlines()]
     lines.append("; ---- end mta-sts.txt")
