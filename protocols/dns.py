@@ -7,9 +7,19 @@ means the system's (``/etc/resolv.conf``). Lookups are blocking (dnspython):
 callers on the event loop run them on the worker pool. An absent name or
 record type answers ``[]``; a server that cannot answer (timeout, SERVFAIL)
 raises ``DNSError``, which is temporary: the record may well exist.
+
+``secure(name, rdtype)`` (DANE, RFC 7672) asks with the EDNS DO and the AD
+flags set and reports whether the answer came back with AD (authenticated
+data). Roost does not validate DNSSEC itself: AD is believed only because
+``[dns] nameservers`` is a validating resolver on a trusted path (loopback,
+like unbound or systemd-resolved with DNSSEC on); with another resolver,
+DANE is as strong as that path.
 """
 
+from dataclasses import dataclass
+
 import dns.exception
+import dns.flags
 import dns.nameserver
 import dns.resolver
 
@@ -35,14 +45,31 @@ def parse_nameserver(value, default_port=53):
     return host, int(port)
 
 
+@dataclass(frozen=True)
+class TLSA:
+    """One TLSA record (RFC 6698): usage, selector, matching type, data."""
+    usage: int
+    selector: int
+    mtype: int
+    data: bytes
+
+
+def _make_resolver(servers, timeout):
+    res = dns.resolver.Resolver(configure=not servers)
+    if servers:
+        res.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
+    res.lifetime = timeout
+    res.timeout = min(timeout, 2.0)
+    return res
+
+
 class Resolver:
     def __init__(self, nameservers=(), timeout=TIMEOUT):
         servers = [parse_nameserver(n) for n in nameservers]
-        self._resolver = dns.resolver.Resolver(configure=not servers)
-        if servers:
-            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
-        self._resolver.lifetime = timeout
-        self._resolver.timeout = min(timeout, 2.0)
+        self._resolver = _make_resolver(servers, timeout)
+        self._dnssec = _make_resolver(servers, timeout)
+        self._dnssec.use_edns(0, dns.flags.DO, 1232)
+        self._dnssec.flags = dns.flags.RD | dns.flags.AD
 
     def _query(self, name, rdtype):
         try:
@@ -65,3 +92,25 @@ class Resolver:
     def addresses(self, name):
         """The A and AAAA addresses of ``name``."""
         return [r.address for t in ("A", "AAAA") for r in self._query(name, t)]
+
+    def secure(self, name, rdtype):
+        """``(records, authenticated)``: the answer to a query with the DO and
+        AD flags set, and whether the resolver set AD on it. An absent name or
+        type is ``([], AD of the denial)``; DNSError as for every lookup."""
+        try:
+            answer = self._dnssec.resolve(name, rdtype, search=False)
+            return list(answer), bool(answer.response.flags & dns.flags.AD)
+        except dns.resolver.NoAnswer as exc:
+            response = exc.kwargs.get("response")
+            return [], bool(response is not None and response.flags & dns.flags.AD)
+        except dns.resolver.NXDOMAIN as exc:
+            responses = list(exc.responses().values())
+            return [], bool(responses and responses[-1].flags & dns.flags.AD)
+        except (dns.exception.Timeout, dns.resolver.NoNameservers,
+                dns.resolver.LifetimeTimeout) as exc:
+            raise DNSError(f"{name} {rdtype}: {exc}") from None
+
+    def tlsa(self, host, port=25):
+        """``([TLSA], authenticated)`` for ``_PORT._tcp.HOST`` (RFC 7672 section 2.2)."""
+        records, ad = self.secure(f"_{port}._tcp.{host.rstrip('.')}.", "TLSA")
+        return [TLSA(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in records], ad

@@ -105,10 +105,14 @@ def build_parser():
         dest="action", required=True)
     kg = k.add_parser("keygen", parents=[common])
     kg.add_argument("domain")
-    kg.add_argument("--selector", default="roost")
+    kg.add_argument("--selector", help="default: roost (RSA), roost-ed25519 (Ed25519)")
+    kg.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa",
+                    help="RSA 2048 (default; every verifier) or Ed25519 (RFC 8463; sign with both)")
 
-    sub.add_parser("dns", parents=[common],
-                   help="the DNS records to publish for a domain").add_argument("domain")
+    dn = sub.add_parser("dns", parents=[common], help="the DNS records to publish for a domain")
+    dn.add_argument("domain")
+    dn.add_argument("--mta-sts-mode", choices=("testing", "enforce", "none"), default="testing",
+                    help="the MTA-STS policy's mode (default testing)")
     dr = sub.add_parser("doctor", parents=[common],
                         help="check ports, TLS, DNS, database, disk and clock")
     dr.add_argument("domains", nargs="*", metavar="DOMAIN",
@@ -372,10 +376,14 @@ def cmd_reindex(args, cfg):
 def cmd_dkim(args, cfg):
     from .doctor import dkim_keygen
     try:
-        record = dkim_keygen(cfg, args.domain, args.selector)
-    except FileExistsError:
-        print(f"roost: {args.domain} already has a DKIM key with selector {args.selector}; "
+        record = dkim_keygen(cfg, args.domain, args.selector, args.algorithm)
+    except FileExistsError as exc:
+        selector = os.path.basename(exc.filename or "")[:-4] or args.selector
+        print(f"roost: {args.domain} already has a DKIM key with selector {selector}; "
               "choose another --selector", file=sys.stderr)
+        return EX_USAGE
+    except ValueError as exc:
+        print(f"roost: {exc}", file=sys.stderr)
         return EX_USAGE
     print(record.zone_line())
     return EX_OK
@@ -383,7 +391,12 @@ def cmd_dkim(args, cfg):
 
 def cmd_dns(args, cfg):
     from .doctor import zone
-    for line in zone(cfg, args.domain):
+    try:
+        lines = zone(cfg, args.domain, args.mta_sts_mode)
+    except ValueError as exc:           # an unreadable DKIM key file
+        print(f"roost: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    for line in lines:
         print(line)
     return EX_OK
 

@@ -51,6 +51,7 @@ class Config:
     hash_threads: int = 2
     hash_queue: int = 16
     max_login_delay: float = 15
+    relay_ca_file: str = ""      # CA bundle for MTA-STS policy fetches; empty: the system's
 
     @property
     def database_url(self):
@@ -113,6 +114,8 @@ def load(path=None, data=None):
         cfg.hash_threads = max(1, int(auth.get("hash_threads", cfg.hash_threads)))
         cfg.hash_queue = max(0, int(auth.get("hash_queue", cfg.hash_queue)))
         cfg.max_login_delay = float(auth.get("max_login_delay", cfg.max_login_delay))
+        relay = doc.get("relay", {})
+        cfg.relay_ca_file = str(relay.get("ca_file", cfg.relay_ca_file))
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:

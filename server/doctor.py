@@ -2,11 +2,30 @@
 
 ``records(cfg, domain)`` are the records an operator publishes for a domain
 Roost serves: MX to ``[server] hostname``, SPF ``v=spf1 mx -all``, one DKIM
-key record per key in ``DATA/keys/dkim/DOMAIN/SELECTOR.pem``, DMARC
-``p=quarantine`` with reports to postmaster, and, for listeners reachable off
-loopback, RFC 6186 / RFC 8620 SRV records; the autoconfig/autodiscover names
-(protocols.web) go to the hostname too. ``roost dns`` prints them as zone-file
-lines; the doctor compares what DNS answers with the first four.
+key record per key file (below), DMARC ``p=quarantine`` with reports to
+postmaster, MTA-STS (RFC 8461: ``_mta-sts`` TXT whose ``id`` is a hash of the
+policy, so it changes exactly when the policy does, and the CNAME
+``mta-sts.DOMAIN`` to the host), TLS-RPT (RFC 8460, reports to postmaster),
+and, for listeners reachable off loopback, RFC 6186 / RFC 8314 / RFC 8620
+SRV records; the autoconfig/autodiscover names (protocols.web) go to the
+hostname too. ``roost dns`` prints them as zone-file lines, and the MTA-STS
+policy file (``mta_sts_policy``) as a block of comment lines: it must be
+served as text/plain at ``https://mta-sts.DOMAIN/.well-known/mta-sts.txt``
+with a certificate for that name. The policy is ``mode: testing`` (senders
+report failures but deliver) unless ``roost dns --mta-sts-mode enforce``
+(or ``none``, to withdraw it) asks for another; the id follows. The doctor compares what DNS
+answers with the MX, SPF, DKIM, DMARC, MTA-STS and TLS-RPT records (DNS only:
+it does not fetch the policy file).
+
+DKIM key files: ``DATA/keys/dkim/DOMAIN/SELECTOR.pem``, mode 0600, one
+unencrypted PKCS#8 PEM private key (``-----BEGIN PRIVATE KEY-----``) each,
+RSA (2048 bits from ``roost dkim keygen``) or Ed25519 (RFC 8463); the key's
+own type says which, so ``openssl genpkey -algorithm ed25519`` (or ``rsa``)
+makes a usable file too. An RSA key is also read in PKCS#1 form. The DNS
+record is ``k=rsa; p=`` base64 SubjectPublicKeyInfo for RSA and
+``k=ed25519; p=`` base64 of the raw 32-byte public key for Ed25519.
+``dkim_signing_keys(cfg)`` reads them all for the server, which hands them
+to ``protocols.mailauth.dkim.Signer`` (protocols open no files).
 
 ``doctor(cfg)`` reads and never changes anything (no migration, no generated
 certificate): one ``Check`` per line, verdict ``ok``, ``warn`` (works, but
@@ -20,7 +39,9 @@ certificate, under 1% free, more than ``CLOCK_FAIL`` seconds off fail.
 import base64
 import datetime
 import errno
+import hashlib
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -30,7 +51,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from roost.protocols.dns import DNSError, Resolver, parse_nameserver
 from roost.storage import migrations
@@ -43,8 +64,11 @@ CERT_WARN_DAYS = 21
 CLOCK_WARN, CLOCK_FAIL = 1.0, 30.0
 PROBE_TIMEOUT = 3.0
 TTL = 3600
-SRV = {"imaps": "_imaps._tcp", "imap": "_imap._tcp", "submission": "_submission._tcp",
-       "jmap": "_jmap._tcp"}
+SRV = {"imaps": "_imaps._tcp", "imap": "_imap._tcp", "submissions": "_submissions._tcp",
+       "submission": "_submission._tcp", "jmap": "_jmap._tcp"}
+MTA_STS_MAX_AGE = 7 * 24 * 3600
+MTA_STS_MODES = ("testing", "enforce", "none")
+DNS_NAME = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-]{1,63}(?<!-))*$")
 GREETING = {"imap": b"Roost IMAP", "imaps": b"Roost IMAP", "lmtp": b"Roost LMTP"}
 
 
@@ -84,56 +108,132 @@ def dkim_dir(cfg, domain):
     return os.path.join(cfg.data, "keys", "dkim", domain.lower())
 
 
+def _check_name(kind, value):
+    """A DNS name fit for a file name (no ``/``, no ``..``): a domain or a selector."""
+    value = value.lower().rstrip(".")
+    if len(value) > 253 or not DNS_NAME.match(value):
+        raise ValueError(f"not a valid {kind}: {value!r}")
+    return value
+
+
+def _key_files(cfg, domain):
+    """``[(selector, path)]`` of a domain's key files, in selector order."""
+    directory = dkim_dir(cfg, domain)
+    names = os.listdir(directory) if os.path.isdir(directory) else ()
+    return sorted((n[:-4], os.path.join(directory, n)) for n in names if n.endswith(".pem"))
+
+
+def _read_key(path):
+    """``(algorithm, pem bytes, public p= value)`` of one key file."""
+    with open(path, "rb") as f:
+        pem = f.read()
+    try:
+        key = serialization.load_pem_private_key(pem, None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        return "rsa", pem, base64.b64encode(public).decode()
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        public = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                               serialization.PublicFormat.Raw)
+        return "ed25519", pem, base64.b64encode(public).decode()
+    raise ValueError(f"{path}: a {type(key).__name__}; DKIM keys are RSA or Ed25519")
+
+
 def dkim_keys(cfg, domain):
-    """``[(selector, base64 public key)]`` of the domain's DKIM keys."""
-    out, directory = [], dkim_dir(cfg, domain)
-    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
-        if name.endswith(".pem"):
-            with open(os.path.join(directory, name), "rb") as f:
-                key = serialization.load_pem_private_key(f.read(), None)
-            der = key.public_key().public_bytes(serialization.Encoding.DER,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-            out.append((name[:-4], base64.b64encode(der).decode()))
+    """``[(selector, algorithm, base64 public key)]`` of the domain's DKIM keys."""
+    return [(sel, *_read_key(path)[::2]) for sel, path in _key_files(cfg, domain)]
+
+
+def dkim_signing_keys(cfg):
+    """``{domain: [(selector, algorithm, private key PEM)]}`` of every key
+    under ``DATA/keys/dkim``, for ``protocols.mailauth.dkim.Signer``;
+    ValueError naming the file when one cannot be read."""
+    top = os.path.join(cfg.data, "keys", "dkim")
+    out = {}
+    for domain in sorted(os.listdir(top)) if os.path.isdir(top) else ():
+        keys = [(sel, *_read_key(path)[:2]) for sel, path in _key_files(cfg, domain)]
+        if keys:
+            out[domain] = keys
     return out
 
 
-def dkim_keygen(cfg, domain, selector="roost", bits=2048):
-    """A new RSA key in ``DATA/keys/dkim/DOMAIN/SELECTOR.pem`` (mode 0600);
-    FileExistsError when that selector has one."""
+def dkim_keygen(cfg, domain, selector=None, algorithm="rsa", bits=2048):
+    """A new key in ``DATA/keys/dkim/DOMAIN/SELECTOR.pem`` (mode 0600) and its
+    DNS record; the selector defaults to ``roost`` for RSA and
+    ``roost-ed25519`` for Ed25519. FileExistsError when that selector has a
+    key, ValueError for a bad domain, selector or algorithm."""
+    if algorithm not in ("rsa", "ed25519"):
+        raise ValueError(f"the algorithm is rsa or ed25519, not {algorithm!r}")
+    domain = _check_name("domain", domain)
+    selector = _check_name("selector", selector or ("roost" if algorithm == "rsa"
+                                                    else "roost-ed25519"))
+    if algorithm == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
     directory = dkim_dir(cfg, domain)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     fd = os.open(os.path.join(directory, f"{selector}.pem"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
                  0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
-    return next(r for r in records(cfg, domain) if r.name.startswith(f"{selector}._domainkey."))
+    return next(r for r in records(cfg, domain) if r.name == f"{selector}._domainkey.{domain}")
 
 
-def dkim_value(public_b64):
-    return f"v=DKIM1; k=rsa; p={public_b64}"
+def dkim_value(algorithm, public_b64):
+    return f"v=DKIM1; k={algorithm}; p={public_b64}"
 
 
-def records(cfg, domain):
+def mta_sts_policy(cfg, domain, mode="testing"):
+    """The MTA-STS policy file for ``domain`` (RFC 8461 section 3.2), CRLF lines."""
+    if mode not in MTA_STS_MODES:
+        raise ValueError(f"the MTA-STS mode is testing, enforce or none, not {mode!r}")
+    host = cfg.hostname.lower().rstrip(".")
+    return (f"version: STSv1\r\nmode: {mode}\r\nmx: {host}\r\n"
+            f"max_age: {MTA_STS_MAX_AGE}\r\n")
+
+
+MODE_NOTE = {
+    "testing": "senders report failures (TLS-RPT) but deliver; when the reports are clean, "
+               "publish the output of roost dns {domain} --mta-sts-mode enforce (its id and policy).",
+    "enforce": "senders deliver only over TLS with a valid certificate for an mx listed.",
+    "none": "senders drop the policy they cached (RFC 8461 section 8.3); keep it published "
+            "for max_age before removing the records.",
+}
+
+
+def mta_sts_id(policy):
+    """1-32 letters and digits that change when the policy text does."""
+    return hashlib.sha256(policy.encode()).hexdigest()[:20]
+
+
+def records(cfg, domain, mta_sts_mode="testing"):
     domain, host = domain.lower().rstrip("."), cfg.hostname.lower().rstrip(".")
     out = [Record(domain, "MX", f"10 {host}."),
            Record(domain, "TXT", "v=spf1 mx -all")]
-    out += [Record(f"{sel}._domainkey.{domain}", "TXT", dkim_value(pub))
-            for sel, pub in dkim_keys(cfg, domain)]
+    out += [Record(f"{sel}._domainkey.{domain}", "TXT", dkim_value(alg, pub))
+            for sel, alg, pub in dkim_keys(cfg, domain)]
     out.append(Record(f"_dmarc.{domain}", "TXT",
                       f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"))
+    out.append(Record(f"_mta-sts.{domain}", "TXT",
+                      f"v=STSv1; id={mta_sts_id(mta_sts_policy(cfg, domain, mta_sts_mode))}"))
+    out.append(Record(f"_smtp._tls.{domain}", "TXT",
+                      f"v=TLSRPTv1; rua=mailto:postmaster@{domain}"))
     served = served_listeners()
     for name, prefix in SRV.items():
         addr = parse_address(cfg.listen.get(name)) if name in served else None
         if addr and not _loopback(addr[0]) and addr[1]:
             out.append(Record(f"{prefix}.{domain}", "SRV", f"0 1 {addr[1]} {host}."))
-    out += [Record(f"{label}.{domain}", "CNAME", f"{host}.") for label in ("autoconfig", "autodiscover")
-            if host != domain]
+    out += [Record(f"{label}.{domain}", "CNAME", f"{host}.")
+            for label in ("autoconfig", "autodiscover", "mta-sts") if host != domain]
     return out
 
 
-def zone(cfg, domain):
+def zone(cfg, domain, mta_sts_mode="testing"):
     """``roost dns``'s output: comments and zone-file lines."""
     lines = [f"; Records to publish for {domain} (Roost at {cfg.hostname})"]
     if not _public_name(cfg.hostname):
@@ -141,11 +241,24 @@ def zone(cfg, domain):
                      "MX and SRV records need the host's DNS name")
     if not dkim_keys(cfg, domain):
         lines.append(f"; no DKIM key for {domain}: roost dkim keygen {domain}")
-    off = [n for n in SRV if n in served_listeners() and
+    served = served_listeners()
+    off = [n for n in SRV if n in served and
            (a := parse_address(cfg.listen.get(n))) and _loopback(a[0])]
     if off:
         lines.append(f"; no SRV records for {', '.join(off)}: listening on loopback only")
-    return lines + [r.zone_line() for r in records(cfg, domain)]
+    absent = [n for n in SRV if n not in served or not parse_address(cfg.listen.get(n))]
+    if absent:
+        lines.append(f"; no SRV records for {', '.join(absent)}: not served by this Roost "
+                     "or off (publish them for the server that offers the service)")
+    lines += [r.zone_line() for r in records(cfg, domain, mta_sts_mode)]
+    url = f"https://mta-sts.{domain.lower().rstrip('.')}/.well-known/mta-sts.txt"
+    lines += [";", f"; MTA-STS policy: serve these lines as text/plain at {url}",
+              f"; (a certificate valid for mta-sts.{domain.lower().rstrip('.')}; no redirect).",
+              f"; mode {mta_sts_mode}: " + MODE_NOTE[mta_sts_mode].format(domain=domain),
+              "; ---- begin mta-sts.txt"]
+    lines += [f";   {line}" for line in mta_sts_policy(cfg, domain, mta_sts_mode).splitlines()]
+    lines.append("; ---- end mta-sts.txt")
+    return lines
 
 
 def _loopback(host):
@@ -343,7 +456,8 @@ def check_dns(cfg, domains, resolver):
         if not _public_name(domain):
             out.append(Check(SKIP, f"dns {domain}", "not a public domain (nothing to publish)"))
             continue
-        for name, check in (("MX", _mx), ("SPF", _spf), ("DKIM", _dkim), ("DMARC", _dmarc)):
+        for name, check in (("MX", _mx), ("SPF", _spf), ("DKIM", _dkim), ("DMARC", _dmarc),
+                            ("MTA-STS", _mta_sts), ("TLS-RPT", _tlsrpt)):
             label = f"dns {domain} {name}"
             try:
                 verdict, detail = check(cfg, domain, resolver)
@@ -385,7 +499,7 @@ def _dkim(cfg, domain, resolver):
     if not keys:
         return WARN, f"no DKIM key: roost dkim keygen {domain}"
     problems, good = [], []
-    for selector, public in keys:
+    for selector, _algorithm, public in keys:
         name = f"{selector}._domainkey.{domain}"
         tags = [_tags(t) for t in resolver.txt(name)]
         if not tags:
@@ -409,6 +523,35 @@ def _dmarc(cfg, domain, resolver):
     if len(found) > 1:
         return FAIL, f"{len(found)} DMARC records: receivers ignore them all (RFC 7489 6.6.3)"
     return OK, f"policy {_tags(found[0]).get('p', 'missing')}: {found[0]}"
+
+
+def _mta_sts(cfg, domain, resolver):
+    name = f"_mta-sts.{domain}"
+    found = [t for t in resolver.txt(name) if t.startswith("v=STSv1;") or t == "v=STSv1"]
+    (want,) = _expected(cfg, domain, name)
+    if not found:
+        return WARN, (f'no MTA-STS record (senders may then deliver without TLS); publish: '
+                      f'{name}. TXT "{want}" and the policy roost dns {domain} prints')
+    if len(found) > 1:
+        return FAIL, f"{len(found)} MTA-STS records: senders ignore them all (RFC 8461 3.1)"
+    tags = _tags(found[0])
+    if not re.fullmatch(r"[A-Za-z0-9]{1,32}", tags.get("id", "")):
+        return FAIL, f'"{found[0]}" has no valid id (1-32 letters and digits)'
+    return OK, (f"{found[0]} (the policy at https://mta-sts.{domain}/.well-known/mta-sts.txt "
+                "is not fetched by this check)")
+
+
+def _tlsrpt(cfg, domain, resolver):
+    name = f"_smtp._tls.{domain}"
+    found = [t for t in resolver.txt(name) if t.lower().startswith("v=tlsrptv1")]
+    (want,) = _expected(cfg, domain, name)
+    if not found:
+        return WARN, f'no TLS-RPT record (no TLS failure reports); publish: {name}. TXT "{want}"'
+    if len(found) > 1:
+        return FAIL, f"{len(found)} TLS-RPT records: senders ignore them all (RFC 8460 3)"
+    if not _tags(found[0]).get("rua"):
+        return FAIL, f'"{found[0]}" has no rua= (where reports go)'
+    return OK, found[0]
 
 
 def _tags(record):

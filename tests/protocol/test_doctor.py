@@ -40,13 +40,18 @@ def verdicts(checks):
 
 # --- dns ----------------------------------------------------------------------------
 
+CHECKED = ("MX", "SPF", "DKIM", "DMARC", "MTA-STS", "TLS-RPT")
+
+
 def test_published_records_from_roost_dns_pass(tmp_path, zone):
     cfg = make_cfg(tmp_path)
     dr.dkim_keygen(cfg, DOMAIN)
+    dr.dkim_keygen(cfg, DOMAIN, algorithm="ed25519")
     text = "\n".join(line for line in dr.zone(cfg, DOMAIN) if not line.startswith(";"))
     checks = dr.check_dns(cfg, [DOMAIN], zone(text).resolver())
-    assert verdicts(checks) == {f"dns {DOMAIN} {k}": "ok" for k in ("MX", "SPF", "DKIM", "DMARC")}, \
+    assert verdicts(checks) == {f"dns {DOMAIN} {k}": "ok" for k in CHECKED}, \
         [str(c) for c in checks]
+    assert "roost-ed25519._domainkey" in {c.name: c for c in checks}[f"dns {DOMAIN} DKIM"].detail
 
 
 def test_roost_dns_prints_the_records(tmp_path):
@@ -54,11 +59,24 @@ def test_roost_dns_prints_the_records(tmp_path):
     roost(data, "dkim", "keygen", DOMAIN, "--selector", "s1")
     again = roost(data, "dkim", "keygen", DOMAIN, "--selector", "s1", check=False)
     assert again.returncode == 64 and b"already has a DKIM key" in again.stderr
+    ed = roost(data, "dkim", "keygen", DOMAIN, "--algorithm", "ed25519").stdout.decode()
+    assert ed.startswith("roost-ed25519._domainkey.example.org.") and "k=ed25519; p=" in ed
+    again = roost(data, "dkim", "keygen", DOMAIN, "--algorithm", "ed25519", check=False)
+    assert again.returncode == 64 and b"selector roost-ed25519" in again.stderr
     out = roost(data, "dns", DOMAIN).stdout.decode()
     assert f"{DOMAIN}.".ljust(40) + " 3600 IN MX    10 localhost." in out
     assert '"v=spf1 mx -all"' in out and "_dmarc.example.org." in out
-    assert 's1._domainkey.example.org.' in out and "p=MII" in out
+    assert 's1._domainkey.example.org.' in out and "k=rsa; p=MII" in out
+    assert ed.split('"')[1] in out                      # the Ed25519 key's record
     assert "is not a public name" in out      # hostname defaults to localhost
+    assert '_smtp._tls.example.org.' in out and '"v=TLSRPTv1; rua=mailto:postmaster@example.org"' in out
+    sts_id = next(line for line in out.splitlines() if line.startswith("_mta-sts.")).split("id=")[1]
+    policy = out.split("; ---- begin mta-sts.txt\n")[1].split("; ---- end mta-sts.txt")[0]
+    assert [line[4:] for line in policy.splitlines()] == [
+        "version: STSv1", "mode: testing", "mx: localhost", "max_age: 604800"]
+    enforce = roost(data, "dns", DOMAIN, "--mta-sts-mode", "enforce").stdout.decode()
+    assert ";   mode: enforce" in enforce and sts_id not in enforce
+    assert "mta-sts.example.org." in out and "https://mta-sts.example.org/.well-known/mta-sts.txt" in out
 
 
 def test_missing_wrong_and_duplicate_records(tmp_path, zone):
@@ -85,6 +103,81 @@ def test_missing_wrong_and_duplicate_records(tmp_path, zone):
     assert "roost dkim keygen" in checks[f"dns {DOMAIN} DKIM"].detail
 
 
+def test_mta_sts_and_tlsrpt_checks(tmp_path, zone):
+    cfg = make_cfg(tmp_path)
+    z = zone(f'_mta-sts.{DOMAIN}. 300 IN TXT "v=STSv1; id=1"\n'
+             f'_mta-sts.{DOMAIN}. 300 IN TXT "v=STSv1; id=2"\n'
+             f'_smtp._tls.{DOMAIN}. 300 IN TXT "v=TLSRPTv1"\n')
+    checks = {c.name: c for c in dr.check_dns(cfg, [DOMAIN], z.resolver())}
+    assert checks[f"dns {DOMAIN} MTA-STS"].verdict == "fail"
+    assert checks[f"dns {DOMAIN} TLS-RPT"].verdict == "fail" and "rua" in checks[f"dns {DOMAIN} TLS-RPT"].detail
+    z = zone(f'_mta-sts.{DOMAIN}. 300 IN TXT "v=STSv1; id=not-alnum!"\n')
+    checks = {c.name: c for c in dr.check_dns(cfg, [DOMAIN], z.resolver())}
+    assert checks[f"dns {DOMAIN} MTA-STS"].verdict == "fail" and "id" in checks[f"dns {DOMAIN} MTA-STS"].detail
+    assert checks[f"dns {DOMAIN} TLS-RPT"].verdict == "warn"
+
+
+def test_mta_sts_id_follows_the_policy(tmp_path):
+    cfg = make_cfg(tmp_path)
+
+    def sts(mode):
+        (rec,) = [r for r in dr.records(cfg, DOMAIN, mode) if r.name == f"_mta-sts.{DOMAIN}"]
+        return rec.value
+    assert sts("testing") == sts("testing") != sts("enforce")
+    assert dr.mta_sts_policy(cfg, DOMAIN, "enforce") == (
+        f"version: STSv1\r\nmode: enforce\r\nmx: {HOST}\r\nmax_age: 604800\r\n")
+    cfg.hostname = "mx2.example.org"
+    assert sts("enforce") != dr.records(make_cfg(tmp_path), DOMAIN, "enforce")[0].value
+    with pytest.raises(ValueError):
+        dr.mta_sts_policy(cfg, DOMAIN, "strict")
+
+
+def test_srv_records_for_public_listeners(tmp_path, monkeypatch):
+    cfg = make_cfg(tmp_path)
+    cfg.listen.update(imaps="0.0.0.0:993", imap="127.0.0.1:143", jmap="[::]:443")
+    monkeypatch.setattr(dr, "served_listeners", lambda: ["imap", "imaps", "jmap", "submission",
+                                                         "submissions"])
+    cfg.listen.update(submission="192.0.2.7:587", submissions="0.0.0.0:465")
+    srv = {r.name: r.value for r in dr.records(cfg, DOMAIN) if r.type == "SRV"}
+    assert srv == {f"_imaps._tcp.{DOMAIN}": f"0 1 993 {HOST}.",
+                   f"_submissions._tcp.{DOMAIN}": f"0 1 465 {HOST}.",
+                   f"_submission._tcp.{DOMAIN}": f"0 1 587 {HOST}.",
+                   f"_jmap._tcp.{DOMAIN}": f"0 1 443 {HOST}."}
+    text = "\n".join(dr.zone(cfg, DOMAIN))
+    assert "no SRV records for imap: listening on loopback only" in text
+    cnames = {r.name for r in dr.records(cfg, DOMAIN) if r.type == "CNAME"}
+    assert cnames == {f"{n}.{DOMAIN}" for n in ("autoconfig", "autodiscover", "mta-sts")}
+
+
+def test_dkim_keygen_rejects_names_that_are_not_dns_names(tmp_path):
+    cfg = make_cfg(tmp_path)
+    for domain, selector in (("../etc", None), (DOMAIN, "../x"), (DOMAIN, "a/b"), ("", None),
+                             (DOMAIN, "-bad")):
+        with pytest.raises(ValueError):
+            dr.dkim_keygen(cfg, domain, selector)
+    with pytest.raises(ValueError):
+        dr.dkim_keygen(cfg, DOMAIN, algorithm="dsa")
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").rglob("*.pem"))
+
+
+def test_dkim_signing_keys_are_read_for_the_signer(tmp_path):
+    from roost.protocols.mailauth.dkim import Signer
+    cfg = make_cfg(tmp_path)
+    assert dr.dkim_signing_keys(cfg) == {}
+    dr.dkim_keygen(cfg, DOMAIN)
+    dr.dkim_keygen(cfg, DOMAIN, algorithm="ed25519")
+    dr.dkim_keygen(cfg, "Other.Example.NET", "sel.2024", algorithm="ed25519")
+    keys = dr.dkim_signing_keys(cfg)
+    assert {d: [(s, a) for s, a, _pem in v] for d, v in keys.items()} == {
+        DOMAIN: [("roost", "rsa"), ("roost-ed25519", "ed25519")],
+        "other.example.net": [("sel.2024", "ed25519")]}
+    assert all(pem.startswith(b"-----BEGIN PRIVATE KEY-----") for v in keys.values() for *_x, pem in v)
+    assert Signer(keys).domains() == [DOMAIN, "other.example.net"]
+    (tmp_path / "data" / "keys" / "dkim" / DOMAIN / "broken.pem").write_bytes(b"not a key")
+    with pytest.raises(ValueError, match="broken.pem"):
+        dr.dkim_signing_keys(cfg)
+
+
 def test_local_domains_are_not_looked_up(tmp_path):
     checks = dr.check_dns(make_cfg(tmp_path), ["localhost", "box.local"], Resolver(["127.0.0.1:9"]))
     assert [(c.verdict, c.name) for c in checks] == [("skip", "dns localhost"), ("skip", "dns box.local")]
@@ -97,7 +190,8 @@ def test_unanswering_dns_is_skipped_not_failed(tmp_path):
         res = Resolver([f"127.0.0.1:{quiet.getsockname()[1]}"], timeout=0.5)
         checks = dr.check_dns(make_cfg(tmp_path), [DOMAIN], res)
         assert {c.name.split()[-1]: c.verdict for c in checks} == {
-            "MX": "skip", "SPF": "skip", "DKIM": "warn", "DMARC": "skip"}   # DKIM: no key here
+            "MX": "skip", "SPF": "skip", "DKIM": "warn", "DMARC": "skip",   # DKIM: no key here
+            "MTA-STS": "skip", "TLS-RPT": "skip"}
     finally:
         quiet.close()
 
