@@ -42,6 +42,17 @@ SHUTDOWN_GRACE = 30
 PRUNE_EVERY = 24 * 3600
 
 
+def open_outbound(config, store, delivery):
+    """The outbound queue (``storage.outbound``) as ``[relay]`` configures it;
+    the server and the ``roost queue``/``roost suppression`` commands share it."""
+    from roost.storage.outbound import Outbound, Spool, parse_interval
+    return Outbound(store, delivery, Spool(os.path.join(config.data, "queue")), config.hostname,
+                    schedule=[parse_interval(v) for v in config.relay_schedule],
+                    max_age=parse_interval(config.relay_max_age),
+                    delay_notice=parse_interval(config.relay_delay_notice),
+                    suppress_for=parse_interval(config.relay_suppress_for))
+
+
 def install_reactor():
     """Install Twisted's asyncio reactor (once) and return the asyncio loop."""
     if "twisted.internet.reactor" in sys.modules:
@@ -66,6 +77,9 @@ class Roost:
         self.delivery = Delivery(self.store, max_size=config.max_message_size,
                                  dedupe_window=config.dedupe_window)
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="roost-worker")
+        self.outbound = open_outbound(config, self.store, self.delivery)
+        self.outbound.recover()
+        self.relay = None
         self.auth = Authenticator(self.store, self.run, trusted_proxies=config.trusted_proxies,
                                   hash_threads=config.hash_threads, hash_queue=config.hash_queue,
                                   max_delay=config.max_login_delay)

@@ -52,6 +52,20 @@ class Config:
     hash_queue: int = 16
     max_login_delay: float = 15
     relay_ca_file: str = ""      # CA bundle for MTA-STS policy fetches; empty: the system's
+    relay_schedule: list = field(default_factory=lambda: ["5m", "10m", "30m", "1h", "2h", "4h",
+                                                          "8h", "16h"])
+    relay_max_age: str = "5d"
+    relay_delay_notice: str = "4h"
+    relay_suppress_for: str = "30d"
+    relay_mx_port: int = 25
+    relay_smarthost: str = ""     # HOST:PORT; empty: deliver to each domain's MX
+    relay_smarthost_user: str = ""
+    relay_smarthost_password: str = ""
+    relay_smarthost_tls: str = "starttls"   # starttls, tls (implicit) or none
+    relay_connections: int = 20   # outgoing SMTP connections in all
+    relay_per_domain: int = 4     # ... and to one destination domain
+    relay_helo: str = ""          # empty: [server] hostname
+    relay_timeout: float = 60     # seconds per SMTP reply (the DATA end gets 5 times that)
 
     @property
     def database_url(self):
@@ -116,6 +130,14 @@ def load(path=None, data=None):
         cfg.max_login_delay = float(auth.get("max_login_delay", cfg.max_login_delay))
         relay = doc.get("relay", {})
         cfg.relay_ca_file = str(relay.get("ca_file", cfg.relay_ca_file))
+        for key in ("schedule", "max_age", "delay_notice", "suppress_for", "mx_port", "smarthost",
+                    "smarthost_user", "smarthost_password", "smarthost_tls", "connections",
+                    "per_domain", "helo", "timeout"):
+            if key in relay:
+                default = getattr(cfg, "relay_" + key)
+                value = relay[key]
+                setattr(cfg, "relay_" + key, [str(v) for v in value] if isinstance(default, list)
+                        else type(default)(value))
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:
@@ -126,6 +148,14 @@ def load(path=None, data=None):
         raise ValueError(f"[log] level must be debug, info, warning or error, not {cfg.log_level!r}")
     if cfg.log_format not in ("kv", "json"):
         raise ValueError(f"[log] format must be kv or json, not {cfg.log_format!r}")
+    from roost.storage.outbound import parse_interval
+    for value in cfg.relay_schedule + [cfg.relay_max_age, cfg.relay_delay_notice,
+                                       cfg.relay_suppress_for]:
+        parse_interval(value)   # fail early: "[relay] ... an interval is ..."
+    if cfg.relay_smarthost_tls not in ("starttls", "tls", "none"):
+        raise ValueError("[relay] smarthost_tls must be starttls, tls or none")
+    if cfg.relay_smarthost:
+        parse_address(cfg.relay_smarthost)
     for proxy in cfg.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)
