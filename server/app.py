@@ -118,14 +118,39 @@ class Roost:
             host, port = await starter(*addr)
             self.addresses[name] = (host, port)
             print(f"roost: {name} listening on {host}:{port}", flush=True)
+        self._start_relay()
         print("roost: ready", flush=True)
         self._prune_history()
+
+    def _start_relay(self):
+        """The outbound relay (``protocols.smtp.relay``) delivers the queue."""
+        from roost.protocols.dns import Resolver
+        from roost.protocols.mailauth.dkim import Signer
+        from roost.protocols.smtp.mtasts import MTASTS
+        from roost.protocols.smtp.relay import Relay, RelayConfig
+
+        from .config import parse_address
+        from .doctor import dkim_signing_keys
+        cfg = self.config
+        resolver = Resolver(cfg.dns_nameservers)
+        auth = (cfg.relay_smarthost_user, cfg.relay_smarthost_password) \
+            if cfg.relay_smarthost_user else None
+        self.relay = Relay(self.outbound, self.run, resolver, RelayConfig(
+            hostname=cfg.hostname, helo=cfg.relay_helo, mx_port=cfg.relay_mx_port,
+            smarthost=parse_address(cfg.relay_smarthost) if cfg.relay_smarthost else None,
+            smarthost_auth=auth, smarthost_tls=cfg.relay_smarthost_tls,
+            connections=cfg.relay_connections, per_domain=cfg.relay_per_domain,
+            timeout=cfg.relay_timeout, ca_file=cfg.relay_ca_file),
+            signer=Signer(dkim_signing_keys(cfg)), mtasts=MTASTS(resolver, cfg.relay_ca_file),
+            loop=self.loop)
+        self.relay.start()
 
     def _prune_history(self):
         """Trim the change log now, then once a day."""
         async def prune():
             try:
                 removed = await self.run(self.store.prune_history, self.config.history_days * 86400)
+                await self.run(self.outbound.prune)
                 if removed:
                     log.info("pruned %d change-log rows older than %d days", removed,
                              self.config.history_days)
@@ -245,6 +270,8 @@ class Roost:
         """Stop listening, let in-flight deliveries finish, then close the store."""
         if getattr(self, "_prune_timer", None) is not None:
             self._prune_timer.cancel()
+        if self.relay is not None:
+            await self.relay.stop()
         for server in self.servers:
             server.close()
         for port in self.ports:
