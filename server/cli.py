@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import sys
+import time
 
 from roost.storage import errors
 from roost.storage.delivery import NO_SUCH_USER, TOO_LARGE, Delivery, Incoming, recover
@@ -108,6 +109,23 @@ def build_parser():
     kg.add_argument("--selector", help="default: roost (RSA), roost-ed25519 (Ed25519)")
     kg.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa",
                     help="RSA 2048 (default; every verifier) or Ed25519 (RFC 8463; sign with both)")
+
+    qu = sub.add_parser("queue", parents=[common], help="the outbound queue").add_subparsers(
+        dest="action", required=True)
+    ql = qu.add_parser("list", parents=[common])
+    ql.add_argument("--json", action="store_true")
+    for action in ("show", "retry", "hold", "release", "fail", "drop"):
+        qa = qu.add_parser(action, parents=[common])
+        qa.add_argument("id", nargs="?", type=int)
+        if action in ("hold", "release"):
+            qa.add_argument("--domain", help="a hold rule for mail to this domain")
+            qa.add_argument("--account", help="a hold rule for mail from this account")
+    su = sub.add_parser("suppression", parents=[common],
+                        help="addresses mail is not sent to").add_subparsers(dest="action",
+                                                                               required=True)
+    su.add_parser("list", parents=[common])
+    for action in ("add", "del"):
+        su.add_parser(action, parents=[common]).add_argument("address")
 
     dn = sub.add_parser("dns", parents=[common], help="the DNS records to publish for a domain")
     dn.add_argument("domain")
@@ -387,6 +405,95 @@ def cmd_dkim(args, cfg):
         return EX_USAGE
     print(record.zone_line())
     return EX_OK
+
+
+def _queue(cfg):
+    from .app import open_outbound
+    store = open_store(cfg)
+    return store, open_outbound(cfg, store, Delivery(store))
+
+
+def _when(ts):
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+
+
+def cmd_queue(args, cfg):
+    store, q = _queue(cfg)
+    try:
+        if args.action == "list":
+            for m in q.list():
+                if args.json:
+                    print(json.dumps(m, sort_keys=True))
+                    continue
+                counts = " ".join(f"{k}={v}" for k, v in sorted(m["recipients"].items()))
+                held = " held" if m["held"] else ""
+                print(f"{m['id']}	{_when(m['created'])}	<{m['sender']}>	{m['size']}	{counts}{held}")
+            return EX_OK
+        rule = getattr(args, "domain", None) or getattr(args, "account", None)
+        if args.action in ("hold", "release") and rule:
+            return _hold_rule(store, q, args)
+        if args.id is None:
+            print(f"roost: queue {args.action} needs a message id (see roost queue list)",
+                  file=sys.stderr)
+            return EX_USAGE
+        if args.action == "show":
+            m = q.show(args.id)
+            if m is None:
+                print(f"roost: no queued message {args.id}", file=sys.stderr)
+                return EX_DATAERR
+            for key in ("id", "sender", "size", "kind", "held", "ret", "envid", "requiretls"):
+                print(f"{key}: {m[key]}")
+            print(f"created: {_when(m['created'])}\nrelease_at: {_when(m['release_at'])}")
+            for r in m["rcpts"]:
+                print(f"rcpt: <{r['address']}> {r['state']} attempts={r['attempts']} "
+                      f"next={_when(r['next_attempt'])} reply={r['reply'] or '-'}")
+            return EX_OK
+        done = {"retry": q.retry, "hold": q.hold, "release": q.release, "fail": q.fail,
+                "drop": q.drop}[args.action](args.id)
+        if not done:
+            print(f"roost: queue {args.action} {args.id}: no such message, or nothing to do",
+                  file=sys.stderr)
+            return EX_DATAERR
+        print(f"roost: {args.action} {args.id}: done")
+        return EX_OK
+    finally:
+        store.close()
+
+
+def _hold_rule(store, q, args):
+    account_id = None
+    if args.account:
+        acct = store.account(args.account)
+        if acct is None:
+            raise errors.AccountNotFound(args.account)
+        account_id = acct.id
+    domain = args.domain.lower() if args.domain else None
+    if args.action == "hold":
+        print(f"roost: hold rule {q.add_hold_rule(account_id, domain)} added")
+        return EX_OK
+    gone = [r["id"] for r in q.hold_rules()
+            if r["account_id"] == account_id and r["domain"] == domain]
+    for rule in gone:
+        q.del_hold_rule(rule)
+    print(f"roost: {len(gone)} hold rule(s) removed")
+    return EX_OK if gone else EX_DATAERR
+
+
+def cmd_suppression(args, cfg):
+    store, q = _queue(cfg)
+    try:
+        if args.action == "list":
+            for row in q.suppressions():
+                until = _when(row["expires"]) if row["expires"] else "forever"
+                print(f"{row['address']}\t{_when(row['created'])}\t{until}\t{row['reason']}")
+        elif args.action == "add":
+            q.suppress(args.address)
+        elif not q.unsuppress(args.address):
+            print(f"roost: {args.address} is not suppressed", file=sys.stderr)
+            return EX_DATAERR
+        return EX_OK
+    finally:
+        store.close()
 
 
 def cmd_dns(args, cfg):

@@ -289,7 +289,7 @@ class Relay:
                 else:
                     results.append(Result(rid, data_reply.text, hop.host))
             log.info("relay", extra={"event": "relay", "domain": work.domain, "host": hop.host,
-                                     "message": work.message_id, "tls": client.tls,
+                                     "queue_id": work.message_id, "tls": client.tls,
                                      "reply": data_reply.text if data_reply else replies[0].text})
         return results
 
