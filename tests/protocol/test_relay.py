@@ -22,7 +22,7 @@ from roost.storage.outbound import Envelope, Outbound, Recipient, Spool
 from roost.storage.store import Store
 from tests.conftest import stored_messages
 from tests.dns_helpers import zone  # noqa: F401 - fixture
-from tests.tls_helpers import write_cert
+from tests.tls_helpers import Issuer, write_cert
 
 MSG = (b"From: alice@local.test\r\nTo: bob@remote.test\r\nSubject: hi\r\n"
        b"Message-ID: <m1@local.test>\r\nDate: Thu, 03 Dec 2026 08:00:00 +0000\r\n\r\nhello\r\n.dot line\r\n")
@@ -58,12 +58,13 @@ def free_port():
 
 
 class Sinks:
-    def __init__(self, tmp_path, tls=False, hosts=("127.0.0.2", "127.0.0.3")):
+    def __init__(self, tmp_path, tls=False, hosts=("127.0.0.2", "127.0.0.3"), issuer=None):
         self.port = free_port()
         self.controllers, self.sinks = [], {}
         ctx = None
         if tls:
-            cert, key = write_cert(tmp_path / "sinkcert", names=("mx1.remote.test", "mx2.remote.test"))
+            cert, key = write_cert(tmp_path / "sinkcert", names=("mx1.remote.test", "mx2.remote.test"),
+                                   issuer=issuer)
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(cert, key)
         for host in hosts:
@@ -122,7 +123,7 @@ def world(tmp_path, zone):
     store.close()
 
 
-async def drain(world, port, **cfg):
+async def drain(world, port, mtasts=None, **cfg):
     """Run a relay until nothing is due and no delivery is under way."""
     loop = asyncio.get_running_loop()
 
@@ -130,7 +131,7 @@ async def drain(world, port, **cfg):
         return await loop.run_in_executor(None, fn, *args)
     relay = Relay(world.q, run, world.zone.resolver(),
                   RelayConfig(hostname="mail.local.test", mx_port=port, timeout=5, **cfg),
-                  signer=world.signer, loop=loop)
+                  signer=world.signer, mtasts=mtasts, loop=loop)
     relay.start()
     try:
         for _ in range(200):
@@ -273,3 +274,69 @@ def test_downgrade_makes_8bit_parts_quoted_printable():
     msg = email.message_from_bytes(out)
     assert msg["Content-Transfer-Encoding"] == "quoted-printable"
     assert msg.get_payload(decode=True).decode() .strip() == "Grüße"
+
+
+@pytest.fixture
+def policy_web(tmp_path):
+    """An HTTPS server on loopback for mta-sts.remote.test, its CA, and the policy it serves."""
+    import http.server
+    import threading
+    from tests.protocol.test_mtasts import Handler
+    issuer = Issuer("Relay Test CA")
+    cert, key = write_cert(tmp_path / "web", names=("mta-sts.remote.test",), issuer=issuer)
+    (tmp_path / "ca.pem").write_bytes(issuer.pem())
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server.routes, server.requests, server.daemon_threads = {}, [], True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    server.issuer, server.ca_file = issuer, str(tmp_path / "ca.pem")
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def sts_zone(zone):
+    return zone(ZONE + 'mta-sts.remote.test. 60 IN A 127.0.0.1\n'
+                '_mta-sts.remote.test. 60 IN TXT "v=STSv1; id=1"\n')
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mx, delivered_to", [("mx2.remote.test", "127.0.0.3"), ("*.nowhere.test", None)])
+async def test_mta_sts_enforce_keeps_only_listed_mx_hosts_with_verified_tls(
+        world, sinks, zone, policy_web, mx, delivered_to):
+    from roost.protocols.smtp.mtasts import MTASTS
+    policy_web.routes["mta-sts.remote.test"] = (
+        200, "text/plain", f"version: STSv1\nmode: enforce\nmx: {mx}\nmax_age: 86400\n".encode())
+    world.zone = sts_zone(zone)
+    s = sinks(tls=True, issuer=policy_web.issuer)
+    sts = MTASTS(world.zone.resolver(), ca_file=policy_web.ca_file, port=policy_web.server_address[1])
+    queued = submit(world, "bob@remote.test")
+    await drain(world, s.port, mtasts=sts, ca_file=policy_web.ca_file)
+    state, reply = states(world, queued)["bob@remote.test"]
+    if delivered_to is None:
+        assert state == "deferred" and reply.startswith("451 4.7.5")
+        assert all(not sink.received for sink in s.sinks.values())
+    else:
+        assert state == "delivered"
+        assert s.sinks["127.0.0.2"].received == []          # mx1 is not in the policy
+        [(_, _, _, tls)] = s.sinks[delivered_to].received
+        assert tls
+
+
+@pytest.mark.asyncio
+async def test_mta_sts_enforce_refuses_a_certificate_the_ca_did_not_sign(world, sinks, zone, policy_web):
+    from roost.protocols.smtp.mtasts import MTASTS
+    policy_web.routes["mta-sts.remote.test"] = (
+        200, "text/plain", b"version: STSv1\nmode: enforce\nmx: *.remote.test\nmax_age: 86400\n")
+    world.zone = sts_zone(zone)
+    s = sinks(tls=True)                           # self-signed
+    sts = MTASTS(world.zone.resolver(), ca_file=policy_web.ca_file, port=policy_web.server_address[1])
+    queued = submit(world, "bob@remote.test")
+    await drain(world, s.port, mtasts=sts, ca_file=policy_web.ca_file)
+    state, reply = states(world, queued)["bob@remote.test"]
+    assert state == "deferred" and "4.7.5" in reply
+    assert all(not sink.received for sink in s.sinks.values())
