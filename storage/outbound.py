@@ -129,6 +129,20 @@ def parse_interval(value):
     return seconds
 
 
+def check_address(address, null_ok=False):
+    """An envelope address fit to be written into an SMTP command: no CR,
+    LF, NUL, space or angle bracket, at most 320 octets, ``local@domain``
+    (or "" when ``null_ok``). ValueError otherwise: a submitter maps it to
+    its protocol's error before anything is queued."""
+    if address == "" and null_ok:
+        return address
+    if (not isinstance(address, str) or len(address.encode("utf-8", "replace")) > 320
+            or any(c in address for c in "\r\n\0 <>\t") or address.count("@") < 1
+            or not address.rpartition("@")[0] or not address.rpartition("@")[2]):
+        raise ValueError(f"not a usable envelope address: {address!r}")
+    return address
+
+
 def wants(notify, what):
     """Does a recipient's NOTIFY ask for ``what`` (SUCCESS, FAILURE, DELAY)?"""
     if notify is None:
@@ -225,6 +239,14 @@ class Outbound:
         each recipient's state and reply. Local recipients are stored now; the
         rest are queued (or held, or suppressed). Raises nothing for a
         recipient: each one's outcome is in ``states``."""
+        check_address(env.sender, null_ok=True)
+        if not env.recipients:
+            raise ValueError("no recipients")
+        for rcpt in env.recipients:
+            check_address(rcpt.address)
+            for extra in (rcpt.orcpt, rcpt.notify, env.envid, env.ret):
+                if extra is not None and any(c in extra for c in "\r\n\0"):
+                    raise ValueError("CR, LF or NUL in a DSN parameter")
         now = self.clock()
         local, rows = [], []          # rows: (Recipient, state, reply)
         for rcpt in env.recipients:

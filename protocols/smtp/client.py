@@ -97,6 +97,8 @@ class Client:
                 return Reply(code, lines)
 
     async def send(self, line):
+        if isinstance(line, str) and any(c in line for c in "\r\n\0"):
+            raise SMTPError("501 5.1.3 refusing to send a command with CR, LF or NUL in it")
         try:
             self.writer.write(line if isinstance(line, bytes) else line.encode() + b"\r\n")
             await asyncio.wait_for(self.writer.drain(), self.timeout)
@@ -167,6 +169,8 @@ class Client:
         mail = f"MAIL FROM:<{sender}>" + "".join(" " + p for p in mail_params)
         rcpt_lines = [f"RCPT TO:<{r}>" + "".join(" " + p for p in (rcpt_params or {}).get(r, ()))
                       for r in rcpts]
+        if any(c in line for line in [mail] + rcpt_lines for c in "\r\n\0"):
+            raise SMTPError("501 5.1.3 refusing to send a command with CR, LF or NUL in it")
         if "PIPELINING" in self.extensions:
             await self.send(("\r\n".join([mail] + rcpt_lines + ["DATA"]) + "\r\n").encode())
             mail_reply = await self.reply()

@@ -261,3 +261,15 @@ def test_classify_and_status_of():
     assert dsn.classify("421 4.7.0 later") == "soft"
     assert dsn.status_of("250 ok") == "2.0.0"
     assert dsn.status_of("garbage") == "4.0.0"
+
+
+@pytest.mark.parametrize("bad", ["a@b\r\nRCPT TO:<x@y>", "a@b\0", "no-at-sign", "@b", "a@",
+                                 "a b@c", "<a@b>", "x" * 320 + "@b"])
+def test_addresses_that_could_inject_smtp_commands_are_refused(q, bad):
+    with pytest.raises(ValueError):
+        q.submit(env(bad), MSG)
+    with pytest.raises(ValueError):
+        q.submit(env("bob@remote.test", sender=bad), MSG)
+    with pytest.raises(ValueError):
+        q.submit(env(Recipient("bob@remote.test", orcpt="rfc822;a\r\nb")), MSG)
+    assert q.list() == [] and os.listdir(os.path.join(q.data, "queue")) == []
