@@ -3,7 +3,7 @@
 
 Owns sending policy for JMAP. An identity's address, the Email's From and
 the envelope's mailFrom must each be the account's own address or an alias of
-it (``allowed_from``); a submission has 1 to ``MAX_RECIPIENTS`` recipients,
+it (``allowed_from``; so never the null reverse-path); a submission has 1 to ``MAX_RECIPIENTS`` recipients,
 each a plain ``local@domain``; CR, LF or NUL anywhere in the envelope is
 refused (``invalidProperties``), so nothing a client sends can split an SMTP
 command.
@@ -37,6 +37,7 @@ import threading
 import time
 
 from roost.storage import account_data, emails
+from roost.storage.errors import MessageNotFound
 from roost.storage.outbound import Envelope, Recipient
 from roost.storage.store import parse_oid
 
@@ -349,12 +350,7 @@ def _envelope(ctx, obj, info, identity):
         mail_from = use[0]["email"] if use else identity[2]
         if not allowed_from(ctx, mail_from):
             mail_from = identity[2]
-        seen, rcpts = set(), []
-        for a in (a for k in ("to", "cc", "bcc") for a in s.get(k) or []):
-            local, _, domain = a["email"].rpartition("@")
-            if (local, domain.lower()) not in seen:
-                seen.add((local, domain.lower()))
-                rcpts.append((a["email"], {}))
+        rcpts = _unique([(a["email"], {}) for k in ("to", "cc", "bcc") for a in s.get(k) or []])
         if len(rcpts) > MAX_RECIPIENTS:
             raise _too_many()
         stored = {"mailFrom": {"email": mail_from, "parameters": None},
@@ -366,11 +362,22 @@ def _envelope(ctx, obj, info, identity):
     if len(env["rcptTo"]) > MAX_RECIPIENTS:
         raise _too_many()
     mail_from, params = _address(env["mailFrom"], "mailFrom")
-    rcpts = [_address(r, "rcptTo") for r in env["rcptTo"]]
+    rcpts = _unique([_address(r, "rcptTo") for r in env["rcptTo"]])
     stored = {"mailFrom": {"email": mail_from, "parameters": env["mailFrom"].get("parameters")},
               "rcptTo": [{"email": r["email"], "parameters": r.get("parameters")}
                          for r in env["rcptTo"]]}
     return mail_from, params, rcpts, stored
+
+
+def _unique(rcpts):
+    """The first of each recipient (domains compared without case)."""
+    seen, out = set(), []
+    for address, params in rcpts:
+        local, _, domain = address.rpartition("@")
+        if (local, domain.lower()) not in seen:
+            seen.add((local, domain.lower()))
+            out.append((address, params))
+    return out
 
 
 def _too_many():
@@ -487,7 +494,9 @@ def _submit_one(ctx, obj, now):
         raise Refused("tooLarge", f"at most {max_size} octets can be sent", maxSize=max_size)
     mail_from, mail_params, rcpts, stored = _envelope(ctx, obj, info, identity)
     froms = [a["email"] for a in info.summary.get("from") or []]
-    if not froms or not all(allowed_from(ctx, f) for f in froms):
+    if not froms:
+        raise Refused("invalidEmail", "the Email has no From address", properties=["from"])
+    if not all(allowed_from(ctx, f) for f in froms):
         raise Refused("forbiddenFrom", "From must be this account's address or one of its aliases")
     if not allowed_from(ctx, mail_from):
         raise Refused("forbiddenMailFrom", "the envelope sender must be this account's address "
@@ -506,7 +515,10 @@ def _submit_one(ctx, obj, now):
     # (MAX_RECIPIENTS per submission, maxObjectsInSet submissions per call).
     release = max(mail["hold_until"] or 0, now + ctx.backend.undo_send)
     send_at = now if mail["hold_until"] is None else mail["hold_until"]
-    data = without_bcc(ctx.store.read_message(acct, info.id))
+    try:
+        data = without_bcc(ctx.store.read_message(acct, info.id))
+    except MessageNotFound:         # destroyed meanwhile
+        raise Refused("invalidProperties", "emailId is not an email", properties=["emailId"]) from None
     pk = account_data.add_submission(
         ctx.store, acct, identity_pk, info.id, info.thread_id, send_at,
         {"envelope": stored, "undoStatus": "pending" if release > now else "final",
@@ -527,8 +539,8 @@ def _submit_one(ctx, obj, now):
 
 def _cancel(ctx, row, patch):
     """An update: only ``undoStatus`` pending -> canceled (undo send)."""
-    if not isinstance(patch, dict) or not patch:
-        raise Refused("invalidPatch", "an update must be a non-empty object")
+    if not patch:
+        return
     status = row[5]
     current = status.get("undoStatus", "final")
     bad = [k for k in patch if k != "undoStatus"]
@@ -547,10 +559,12 @@ def submission_set(ctx, args):
     create, update, destroy, old = check_set_args(ctx, args, "EmailSubmission")
     on_update = args.get("onSuccessUpdateEmail")
     on_destroy = args.get("onSuccessDestroyEmail")
-    if on_update is not None and not isinstance(on_update, dict):
-        raise invalid("onSuccessUpdateEmail must be an object")
-    if on_destroy is not None and not isinstance(on_destroy, list):
-        raise invalid("onSuccessDestroyEmail must be a list")
+    if on_update is not None and not (isinstance(on_update, dict) and all(
+            isinstance(p, dict) for p in on_update.values())):
+        raise invalid("onSuccessUpdateEmail must map submission ids to patch objects")
+    if on_destroy is not None and not (isinstance(on_destroy, list) and all(
+            isinstance(i, str) for i in on_destroy)):
+        raise invalid("onSuccessDestroyEmail must be a list of submission ids")
     if create and ctx.backend.outbound is None:
         raise MethodError("serverFail", "this server was started without an outbound queue")
     resp = set_response(ctx, "EmailSubmission", old)
@@ -598,8 +612,7 @@ def _on_success(ctx, done, on_update, on_destroy):
     """The one implicit Email/set of RFC 8621 section 7.5, for the
     submissions of this call that succeeded (by id or ``#creation id``)."""
     def email_of(key):
-        return done.get(key) if isinstance(key, str) and key in done else done.get(
-            ctx.resolve_id(key) if isinstance(key, str) else None)
+        return done.get(key) or done.get(ctx.resolve_id(key))
     updates = {email_of(k): p for k, p in (on_update or {}).items() if email_of(k)}
     destroys = list(dict.fromkeys(e for e in map(email_of, on_destroy or []) if e))
     if not updates and not destroys:

@@ -287,6 +287,7 @@ def test_undo_window_then_cancel(halice, hbob, queue):
     assert res["notUpdated"][sid]["type"] == "invalidProperties"
     res = halice.ok("EmailSubmission/set", update={sid: {"identityId": "I1"}})
     assert res["notUpdated"][sid]["type"] == "invalidProperties"
+    assert halice.ok("EmailSubmission/set", update={sid: {}})["updated"] == {sid: None}
 
 
 def test_queue_outcomes_reach_get_changes_and_query(halice, hbob, queue):
@@ -412,6 +413,9 @@ def test_refusals_queue_nothing(halice, queue):
             assert err["maxSize"] == 50 * 1024 * 1024
     forged = halice.draft("forged", **{"from": [{"email": "ceo@bank.example"}]})
     assert submit(halice, forged)["notCreated"]["s"]["type"] == "forbiddenFrom"
+    nobody = halice.draft("from nobody", **{"from": None})
+    assert submit(halice, nobody, envelope("ok@remote.test"))["notCreated"]["s"] == {
+        "type": "invalidEmail", "description": "the Email has no From address", "properties": ["from"]}
     res = halice.ok("EmailSubmission/set", create={"s": {
         "identityId": identity(halice), "emailId": eid, "sendAt": "2030-01-01T00:00:00Z"}})
     assert res["notCreated"]["s"]["properties"] == ["sendAt"]
@@ -436,6 +440,17 @@ def test_on_success_destroy_email_by_creation_reference(halice, queue):
     assert [r["state"] for r in msg["rcpts"]] == ["queued"]
     res = halice.ok("EmailSubmission/set", update={sid: {"undoStatus": "canceled"}})
     assert res["updated"] == {sid: None}
+    # A patch that is no patch object refuses the call before anything is sent.
+    eid = halice.draft("odd patch", to="ok@remote.test")
+    before = len(queue.list())
+    create = {"s": {"identityId": identity(halice), "emailId": eid, "envelope": envelope(
+        "ok@remote.test", "ok@REMOTE.test", "ok@remote.test")}}
+    for bad in ({"onSuccessUpdateEmail": {"#s": "not a patch"}}, {"onSuccessDestroyEmail": [1]}):
+        name, err = halice.call("EmailSubmission/set", create=create, **bad)
+        assert name == "error" and err["type"] == "invalidArguments"
+    assert len(queue.list()) == before
+    created = halice.ok("EmailSubmission/set", create=create)["created"]["s"]
+    assert set(created["deliveryStatus"]) == {"ok@remote.test"}     # one recipient, once
 
 
 def test_a_suppressed_recipient_fails_at_once_and_the_rest_can_still_be_canceled(halice, queue):
@@ -466,3 +481,14 @@ def test_a_queue_report_is_pushed(halice, queue):
     assert wait_for(lambda: any(json.loads(e["data"])["changed"][halice.account].get(
         "EmailSubmission") == state for e in reader.events if e["event"] == "state"), timeout=10)
     assert get(halice, sid)["deliveryStatus"]["p@remote.test"]["delivered"] == "yes"
+
+
+@pytest.mark.parametrize("value", ["-1", "3601", "true", '"10"', "1.5"])
+def test_undo_send_setting_is_checked(tmp_path, value):
+    conf = tmp_path / "roost.toml"
+    conf.write_text(f"[jmap]\nundo_send = {value}\n")
+    with pytest.raises(ValueError, match="undo_send"):
+        configmod.load(str(conf))
+    conf.write_text("[jmap]\nundo_send = 30\n")
+    assert configmod.load(str(conf)).jmap_undo_send == 30
+    assert configmod.load().jmap_undo_send == 0
