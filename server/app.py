@@ -211,8 +211,9 @@ class Roost:
         from roost.protocols import web
         from roost.protocols.jmap import site
         jmap = site(self.store, self.delivery, self.run, self.auth, self.config.hostname,
-                    allowed_origins=self.config.jmap_allowed_origins,
-                    push_allow_private=self.config.jmap_push_allow_private)
+                    outbound=self.outbound, allowed_origins=self.config.jmap_allowed_origins,
+                    push_allow_private=self.config.jmap_push_allow_private,
+                    undo_send=self.config.jmap_undo_send)
         web.mount(jmap.resource, self.client_servers, self.config.hostname)
         listening = reactor.listenTCP(port, jmap, interface=host)
         self.ports.append(listening)

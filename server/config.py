@@ -45,6 +45,7 @@ class Config:
     log_file: str = ""           # empty: stderr
     jmap_allowed_origins: list = field(default_factory=list)
     jmap_push_allow_private: bool = False
+    jmap_undo_send: int = 0      # seconds a JMAP submission may still be canceled
     dns_nameservers: list = field(default_factory=list)
     ntp_server: str = "pool.ntp.org"
     trusted_proxies: list = field(default_factory=list)
@@ -120,6 +121,10 @@ def load(path=None, data=None):
         if not isinstance(allow_private, bool):
             raise ValueError("[jmap] push_allow_private must be true or false")
         cfg.jmap_push_allow_private = allow_private
+        undo = jmap.get("undo_send", cfg.jmap_undo_send)
+        if isinstance(undo, bool) or not isinstance(undo, int) or not 0 <= undo <= 3600:
+            raise ValueError("[jmap] undo_send must be a number of seconds from 0 to 3600")
+        cfg.jmap_undo_send = undo
         cfg.dns_nameservers = [str(n) for n in doc.get("dns", {}).get("nameservers",
                                                                         cfg.dns_nameservers)]
         cfg.ntp_server = str(doc.get("doctor", {}).get("ntp", cfg.ntp_server))

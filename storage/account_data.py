@@ -16,7 +16,7 @@ import time
 from sqlalchemy import and_, delete, insert, select, update
 
 from .errors import AccountNotFound, MessageNotFound
-from .schema import (app_tokens, identities, push_subscriptions, submissions, uploads,
+from .schema import (app_tokens, identities, outbound, push_subscriptions, submissions, uploads,
                      vacations)
 
 UPLOAD_TTL = 24 * 3600
@@ -207,7 +207,19 @@ def update_submission(store, account_id, pk, status):
 
 
 def delete_submission(store, account_id, pk):
-    return _delete_logged(store, account_id, submissions, "EmailSubmission", pk)
+    """Forget a submission; its outbound message goes on, no longer reporting
+    to it (so a later submission given the same id never gets its statuses)."""
+    with store.write() as txn:
+        conn = txn.conn
+        if not conn.execute(delete(submissions).where(and_(
+                submissions.c.id == pk, submissions.c.account_id == account_id))).rowcount:
+            return False
+        conn.execute(update(outbound).where(and_(
+            outbound.c.submission_id == pk, outbound.c.account_id == account_id))
+            .values(submission_id=None))
+        txn.next_modseq(account_id)
+        txn.log(account_id, "EmailSubmission", [pk], "d")
+    return True
 
 
 # --- push subscriptions ----------------------------------------------------------

@@ -277,6 +277,8 @@ class Outbound:
                     orcpt=r.orcpt, notify=r.notify, state=s, attempts=0 if s == "queued" else 1,
                     next_attempt=max(env.release_at, now), last_attempt=None if s == "queued" else now,
                     reply=reply, delay_notified=False) for r, s, reply in rows])
+                if env.submission_id is not None and env.account_id is not None:
+                    self._finish(txn, [mid])     # the JMAP status, in the same commit
         except BaseException:
             if name:
                 self.spool.delete(name)
@@ -381,7 +383,7 @@ class Outbound:
         with self.store.write() as txn:
             conn = txn.conn
             rows = conn.execute(
-                select(outbound_rcpts, outbound.c.created, outbound.c.sender, outbound.c.kind)
+                select(outbound_rcpts, outbound.c.release_at, outbound.c.sender, outbound.c.kind)
                 .join(outbound, outbound.c.id == outbound_rcpts.c.message_id)
                 .where(outbound_rcpts.c.id.in_(list(by_id)))).all()
             for row in rows:
@@ -397,18 +399,18 @@ class Outbound:
                     if wants(row.notify, "SUCCESS"):
                         notice = self._notice(row, res, "relayed" if res.remote != self.hostname
                                               else "delivered", now)
-                elif code == "4" and now - row.created < self.max_age:
+                elif code == "4" and now - row.release_at < self.max_age:
                     values["state"] = "deferred"
                     values["next_attempt"] = now + self._backoff(row.attempts + 1)
-                    if (not row.delay_notified and now - row.created >= self.delay_notice
+                    if (not row.delay_notified and now - row.release_at >= self.delay_notice
                             and wants(row.notify, "DELAY")):
                         values["delay_notified"] = True
                         notice = self._notice(row, res, "delayed", now,
-                                              retry_until=row.created + self.max_age)
+                                              retry_until=row.release_at + self.max_age)
                 else:
                     values["state"] = "bounced"
                     if code != "5":
-                        values["reply"] = f"{res.reply} (gave up after {int((now - row.created) // 3600)} h)"
+                        values["reply"] = f"{res.reply} (gave up after {int((now - row.release_at) // 3600)} h)"
                     if wants(row.notify, "FAILURE"):
                         notice = self._notice(row, res, "failed", now)
                     if code == "5" and dsn.classify(res.reply) == "hard":
@@ -456,6 +458,8 @@ class Outbound:
         return finished, spools
 
     def _update_submission(self, txn, msg, rcpts):
+        """The JMAP submission row's status: ``deliveryStatus``, ``undoStatus``
+        and the queue message's id (``queueId``, what undo send cancels)."""
         conn = txn.conn
         row = conn.execute(select(submissions.c.status).where(and_(
             submissions.c.id == msg.submission_id,
@@ -464,10 +468,13 @@ class Outbound:
             return
         status = json.loads(row.status)
         status["deliveryStatus"] = delivery_status(rcpts)
-        attempted = any(r.attempts for r in rcpts) or msg.release_at <= self.clock()
-        if status.get("undoStatus") == "pending" and attempted and not msg.held:
+        status["queueId"] = msg.id
+        attempted = any(_tried(r) for r in rcpts) or msg.release_at <= self.clock()
+        left = any(r.state in PENDING for r in rcpts)
+        if status.get("undoStatus") == "pending" and (not left or attempted and not msg.held):
             status["undoStatus"] = "final"
-        if all(r.state == "canceled" for r in rcpts):
+        if any(r.state == "canceled" for r in rcpts) and \
+                all(r.state in ("canceled", "suppressed") for r in rcpts):
             status["undoStatus"] = "canceled"
         conn.execute(update(submissions).where(submissions.c.id == msg.submission_id)
                      .values(status=json.dumps(status)))
@@ -607,7 +614,7 @@ class Outbound:
                 return False
             rcpts = conn.execute(select(outbound_rcpts).where(
                 outbound_rcpts.c.message_id == message_id)).all()
-            if only_unsent and any(r.attempts or r.lease for r in rcpts):
+            if only_unsent and any(_tried(r) for r in rcpts):
                 return False
             conn.execute(update(outbound_rcpts).where(
                 outbound_rcpts.c.message_id == message_id, outbound_rcpts.c.state.in_(PENDING))
@@ -677,6 +684,11 @@ class Outbound:
             conn.execute(delete(outbound_rcpts).where(outbound_rcpts.c.message_id.in_(old)))
             return conn.execute(delete(outbound).where(outbound.c.spool.is_(None),
                                                        outbound.c.created < cutoff)).rowcount
+
+
+def _tried(rcpt):
+    """Has a recipient been handed to the relay (a suppressed one never is)?"""
+    return bool(rcpt.lease or (rcpt.attempts and rcpt.state != "suppressed"))
 
 
 def delivery_status(rcpts):

@@ -8,7 +8,8 @@ worker pool. Layout: ``core`` (envelope, dispatch, errors); methods in ``mailbox
 ``email_get``, ``email_query``, ``email_set``, ``email_import``, ``email_snippet``
 (with the Email object in ``email_common``), ``submission``, ``quota``; ``bodies``
 (MIME views), ``blobs``, ``web`` (HTTP resources, auth) and ``push`` (event
-source, WebSocket).
+source, WebSocket). A capability's account value may be a function of the
+backend, called for each Session object.
 """
 
 from . import core
@@ -21,20 +22,23 @@ capability(MAIL, {}, {
                               "hasKeyword", "allInThreadHaveKeyword", "someInThreadHaveKeyword"],
     "mayCreateTopLevelMailbox": True,
 })
-capability(SUBMISSION, {}, {"maxDelayedSend": 0, "submissionExtensions": {}})
 capability(VACATION, {}, {})
 capability(WEBSOCKET, {"url": None, "supportsPush": True})
 
 from . import (blobs, email_get, email_import, email_query, email_set,  # noqa: E402,F401
                email_snippet, mailbox, quota, submission)                # (register methods)
+
+capability(SUBMISSION, {}, submission.account_capability)   # made per session: SIZE, dates
 from .blobs import Backend  # noqa: E402
 from .web import Service, build_site  # noqa: E402
 
 
 def site(store, delivery, run, authenticator, hostname="localhost", outbound=None,
-         allowed_origins=(), push_allow_private=False):
-    """The twisted.web Site for JMAP."""
-    backend = Backend(store, delivery, hostname, outbound, push_allow_private=push_allow_private)
+         allowed_origins=(), push_allow_private=False, undo_send=0):
+    """The twisted.web Site for JMAP; ``outbound`` is the queue EmailSubmission
+    sends through (``storage.outbound.Outbound``)."""
+    backend = Backend(store, delivery, hostname, outbound, push_allow_private=push_allow_private,
+                      undo_send=undo_send)
     return build_site(Service(backend, run, authenticator, allowed_origins))
 
 

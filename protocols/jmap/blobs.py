@@ -27,11 +27,12 @@ class Backend:
     """The store, delivery and settings a JMAP server works with."""
 
     def __init__(self, store, delivery, hostname="localhost", outbound=None,
-                 push_allow_private=False):
+                 push_allow_private=False, undo_send=0):
         self.store = store
         self.delivery = delivery
         self.hostname = hostname
-        self.outbound = outbound     # the outbound relay queue, when one exists
+        self.outbound = outbound     # the outbound queue (storage.outbound.Outbound): sending
+        self.undo_send = undo_send   # seconds a submission stays cancelable ([jmap] undo_send)
         self.push_allow_private = push_allow_private   # push to loopback/private addresses
         self.push_changed = None     # called with an account id after its push subscriptions change
 

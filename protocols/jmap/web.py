@@ -186,7 +186,8 @@ class Service:
         caps = {urn: value for urn, (value, _a) in CAPABILITIES.items()}
         caps[core.WEBSOCKET] = {"url": base.replace("http", "ws", 1) + "/jmap/ws",
                                 "supportsPush": True}
-        account_caps = {urn: a for urn, (_v, a) in CAPABILITIES.items() if a is not None}
+        account_caps = {urn: a(self.backend) if callable(a) else a
+                        for urn, (_v, a) in CAPABILITIES.items() if a is not None}
         return {
             "capabilities": caps,
             "accounts": {aid: {"name": account.address, "isPersonal": True, "isReadOnly": False,

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from roost.protocols.jmap import core
 from roost.protocols.jmap.blobs import Backend
 from roost.storage.delivery import Delivery
+from roost.storage.outbound import MemorySpool, Outbound
 from roost.storage.store import Store
 
 from tests.conftest import append
@@ -55,7 +56,7 @@ def world():
     b = store.add_account("b@example.org")
     append(delivery, a, store.mailbox(a.id, "INBOX"), MESSAGE)
     append(delivery, b, store.mailbox(b.id, "INBOX"), MESSAGE)
-    yield Backend(store, delivery), a, b
+    yield Backend(store, delivery, outbound=Outbound(store, delivery, MemorySpool(), "localhost")), a, b
     delivery.close()
     store.close()
 

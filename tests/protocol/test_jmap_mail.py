@@ -484,14 +484,14 @@ def test_submission_to_a_local_recipient_delivers(alice, bob):
     assert sub["deliveryStatus"][BOB]["delivered"] == "yes"
 
 
-def test_submission_to_a_remote_recipient_is_forbidden_to_send(alice):
+def test_submission_with_an_unknown_identity_or_email_is_refused(alice):
+    # Sending to remote recipients: tests/protocol/test_jmap_submission.py.
     identity = alice.ok("Identity/get")["list"][0]["id"]
-    eid = alice.draft("to the world", to="someone@remote.example")
-    res = alice.ok("EmailSubmission/set", create={"s": {"identityId": identity, "emailId": eid}})
-    err = res["notCreated"]["s"]
-    assert err["type"] == "forbiddenToSend" and "outbound relay" in err["description"]
-    res = alice.ok("EmailSubmission/set", create={"s": {"identityId": "I999999", "emailId": eid}})
-    assert res["notCreated"]["s"]["type"] == "invalidProperties"
+    eid = alice.draft("to nobody")
+    res = alice.ok("EmailSubmission/set", create={"s": {"identityId": "I999999", "emailId": eid},
+                                                  "t": {"identityId": identity, "emailId": "E999999"}})
+    assert res["notCreated"]["s"]["properties"] == ["identityId"]
+    assert res["notCreated"]["t"]["properties"] == ["emailId"]
 
 
 def test_vacation_response_singleton(alice):
