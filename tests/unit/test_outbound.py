@@ -181,6 +181,23 @@ def test_future_release_hold_and_release(q):
     assert len(q.claim()) == 1
 
 
+def test_a_held_message_retries_for_max_age_from_its_release(q):
+    q.submit(env("bob@remote.test", release_at=q.clock_.now + 2 * 3600), MSG)   # max_age is 1 h
+    q.clock_.now += 2 * 3600
+    [w] = q.claim()
+    q.record([Result(w.rcpts[0][0], "451 4.3.0 later")])
+    assert q.show(w.message_id)["rcpts"][0]["state"] == "deferred"
+
+
+def test_a_suppressed_recipient_is_no_attempt_undo_can_still_cancel(q):
+    q.suppress("gone@remote.test")
+    queued = q.submit(env("gone@remote.test", "bob@remote.test", release_at=q.clock_.now + 60), MSG)
+    assert queued.states["gone@remote.test"][0] == "suppressed"
+    assert q.cancel(queued.id)
+    assert {r["address"]: r["state"] for r in q.show(queued.id)["rcpts"]} == {
+        "gone@remote.test": "suppressed", "bob@remote.test": "canceled"}
+
+
 def test_hold_rules_by_account_and_domain(q):
     rule = q.add_hold_rule(domain="Remote.test")
     queued = q.submit(env("bob@remote.test"), MSG)
