@@ -35,7 +35,9 @@ Choices:
   Roost reads may contain a TAB or LF).
 - Bounds: lines of ``MAX_LINE`` bytes (Dovecot's own limit; a longer one
   closes the connection), ``MAX_REQUESTS`` requests under way per connection
-  (more get FAIL ... temp), a client's CONT awaited ``CONT_TIMEOUT`` seconds.
+  (more get FAIL ... temp), a client's CONT awaited ``CONT_TIMEOUT`` seconds,
+  its VERSION ``HANDSHAKE_TIMEOUT``; replies are not read ahead of a client
+  that does not read them.
   A reply comes within ``REPLY_WITHIN`` seconds, shorter than the 10 s Postfix
   waits: a login the penalties would hold longer gets FAIL ... temp (the
   penalty still stands, and the next attempt is paced by it). A line that
@@ -59,6 +61,7 @@ MAX_LINE = 16384          # bytes per line, LF included
 MAX_REQUESTS = 16         # requests under way on one connection
 CONT_TIMEOUT = 300        # seconds a request waits for the client's next CONT
 REPLY_WITHIN = 8          # seconds before a login still under check is answered "temp"
+HANDSHAKE_TIMEOUT = 30    # seconds from connecting to the client's VERSION
 MECHANISMS = ("PLAIN", "LOGIN")
 MAX_ID = 2 ** 32 - 1
 
@@ -137,9 +140,14 @@ class Connection:
         try:
             while True:
                 try:
-                    line = await self.reader.readuntil(b"\n")
+                    line = await asyncio.wait_for(self.reader.readuntil(b"\n"),
+                                                  None if self.version else HANDSHAKE_TIMEOUT)
                 except asyncio.IncompleteReadError:
                     break           # the client left (a partial last line is dropped)
+                except asyncio.TimeoutError:
+                    log.warning("auth client %s: no VERSION in %d s; closing",
+                                self.peer or "(unix)", HANDSHAKE_TIMEOUT)
+                    break
                 except asyncio.LimitOverrunError:
                     log.warning("auth client %s: line longer than %d bytes; closing",
                                 self.peer or "(unix)", MAX_LINE)
@@ -149,6 +157,7 @@ class Connection:
                 except ProtocolError as exc:
                     log.warning("auth client %s: %s; closing", self.peer or "(unix)", exc)
                     break
+                await self.writer.drain()   # a client that does not read stops being read
         except (ConnectionError, OSError):
             pass
         finally:

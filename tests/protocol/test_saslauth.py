@@ -242,7 +242,7 @@ def test_missing_service_unknown_cont_and_cancel(conn):
     c.send("CANCEL\t2\n")
     c.send(f"CONT\t2\t{b64('alice')}\n")
     assert fields(c.line())[:3] == ["FAIL", "2", "reason=Unknown request"]
-    c.send(f"CONT\t3\t!!!\n")   # ids are checked before data
+    c.send("CONT\t3\t!!!\n")   # ids are checked before data
     assert fields(c.line())[:2] == ["FAIL", "3"]
     c.auth(4, "LOGIN")
     c.line()
@@ -317,3 +317,14 @@ def test_unix_socket_listener(tmp_path):
     finally:
         srv.stop()
     assert not path.exists()     # removed on stop
+
+
+def test_only_auth_and_socketmap_take_a_socket_path(tmp_path):
+    from roost.server import config
+    assert config.check_listener("auth", "/run/roost/auth") == ("/run/roost/auth", None)
+    assert config.check_listener("socketmap", "/run/roost/map") == ("/run/roost/map", None)
+    with pytest.raises(ValueError, match="not a path"):
+        config.check_listener("imap", "/run/roost/imap")
+    (tmp_path / "roost.toml").write_text('[listen]\nlmtp = "/run/roost/lmtp"\n')
+    with pytest.raises(ValueError, match="not a path"):
+        config.load(str(tmp_path / "roost.toml"))
