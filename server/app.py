@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import signal
+import stat
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -88,6 +89,8 @@ class Roost:
         if self._relay is not None:
             loop.add_reader(self._relay.fileno(), self.store.bus.receive, self._relay)
         self.servers = []     # asyncio servers
+        self._unix_paths = []  # their unix socket files
+        self._stream_writers = set()   # their open connections
         self.ports = []       # Twisted listening ports
         self.addresses = {}   # name -> (host, port) actually bound
         self.inflight = 0
@@ -117,7 +120,8 @@ class Roost:
                 continue
             host, port = await starter(*addr)
             self.addresses[name] = (host, port)
-            print(f"roost: {name} listening on {host}:{port}", flush=True)
+            where = host if port is None else f"{host}:{port}"   # None: a unix socket path
+            print(f"roost: {name} listening on {where}", flush=True)
         self._start_relay()
         print("roost: ready", flush=True)
         self._prune_history()
@@ -168,6 +172,47 @@ class Roost:
             host, port)
         self.servers.append(server)
         return host, server.sockets[0].getsockname()[1]
+
+    async def _start_auth(self, host, port):
+        """Dovecot's auth protocol for Postfix (smtpd_sasl_type = dovecot)."""
+        from roost.protocols.smtp import saslauth
+        return await self._stream_server(host, port, lambda r, w: saslauth.serve(r, w, self.auth),
+                                         saslauth.MAX_LINE)
+
+    async def _start_socketmap(self, host, port):
+        """Postfix socketmap tables (domains, mailboxes, aliases, sender logins)."""
+        from roost.protocols.smtp import socketmap
+        return await self._stream_server(
+            host, port, lambda r, w: socketmap.serve(r, w, self.run, self.store), 65536)
+
+    async def _stream_server(self, host, port, handler, limit):
+        """An asyncio streams listener on TCP, or on a unix socket when
+        ``port`` is None (``host`` is then its path: a stale socket file is
+        replaced, the new one is mode 0660 and removed on stop). Its open
+        connections are closed on stop (Postfix keeps them open)."""
+        async def tracked(reader, writer):
+            self._stream_writers.add(writer)
+            try:
+                await handler(reader, writer)
+            finally:
+                self._stream_writers.discard(writer)
+        if port is not None:
+            server = await asyncio.start_server(tracked, host, port, limit=limit)
+            self.servers.append(server)
+            return host, server.sockets[0].getsockname()[1]
+        if os.path.exists(host) and stat.S_ISSOCK(os.stat(host).st_mode):
+            try:
+                _, probe = await asyncio.open_unix_connection(host)
+            except OSError:
+                os.unlink(host)     # stale: nothing answers on it
+            else:
+                probe.close()
+                raise OSError(f"{host}: another server is listening on this socket")
+        server = await asyncio.start_unix_server(tracked, host, limit=limit)
+        os.chmod(host, 0o660)
+        self.servers.append(server)
+        self._unix_paths.append(host)
+        return host, None
 
     def _imap_context(self, implicit_tls):
         from roost.protocols.imap import IMAPContext
@@ -275,6 +320,13 @@ class Roost:
             await self.relay.stop()
         for server in self.servers:
             server.close()
+        for writer in list(self._stream_writers):
+            writer.close()
+        for path in self._unix_paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         for port in self.ports:
             await asyncio.ensure_future(_as_future(port.stopListening()))
         # The listeners have said BYE to their sessions; what is left in the

@@ -186,7 +186,7 @@ def cmd_serve(args, cfg):
     for name in LISTENERS:
         value = getattr(args, name)
         if value is not None:
-            configmod.parse_address(value)
+            configmod.check_listener(name, value)
             cfg.listen[name] = value
     if args.demo:
         store = open_store(cfg)

@@ -73,14 +73,30 @@ class Config:
         return self.database or f"sqlite:///{os.path.join(self.data, 'roost.db')}"
 
 
+# Listeners that also take an absolute path: a unix socket, ``(path, None)``.
+UNIX_LISTENERS = ("auth", "socketmap")
+
+
 def parse_address(value):
-    """``"host:port"`` -> ``(host, port)``; ``"off"`` -> None."""
+    """``"host:port"`` -> ``(host, port)``; ``"off"`` -> None; an absolute
+    path -> ``(path, None)`` (see ``check_listener``)."""
     if value is None or str(value).lower() in ("off", "", "none"):
         return None
+    if str(value).startswith("/"):
+        return str(value), None
     host, sep, port = str(value).rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"listener address must be HOST:PORT or off, not {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def check_listener(name, value):
+    """``parse_address(value)``, refusing a socket path for a listener not in
+    ``UNIX_LISTENERS``; raises ValueError."""
+    addr = parse_address(value)
+    if addr is not None and addr[1] is None and name not in UNIX_LISTENERS:
+        raise ValueError(f"the {name} listener takes HOST:PORT or off, not a path: {value!r}")
+    return addr
 
 
 def load(path=None, data=None):
@@ -148,7 +164,7 @@ def load(path=None, data=None):
     if data:
         cfg.data = data
     for name, value in cfg.listen.items():
-        parse_address(value)  # fail early on a bad address
+        check_listener(name, value)  # fail early on a bad address
     if cfg.log_level not in ("debug", "info", "warning", "error"):
         raise ValueError(f"[log] level must be debug, info, warning or error, not {cfg.log_level!r}")
     if cfg.log_format not in ("kv", "json"):

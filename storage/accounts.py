@@ -163,12 +163,39 @@ class AccountsAPI:
             return [(r.address, r.target) for r in conn.execute(
                 select(aliases.c.address, aliases.c.target).order_by(aliases.c.address))]
 
-    def resolve(self, address):
+    def alias_targets(self, alias):
+        """The targets stored for ``alias`` (an address or ``@domain``), not
+        followed further; [] for a name that is not an alias."""
+        try:
+            alias = alias_key(alias)
+        except InvalidName:
+            return []
+        with self.reader() as conn:
+            return hot.alias_targets(hot.DriverSQL(conn, self.sqlite), alias)
+
+    def hosts_domain(self, name):
+        """Whether Roost holds mail for domain ``name``: an account's or an alias's."""
+        try:
+            domain = alias_key("@" + name)[1:]
+        except InvalidName:
+            return False
+        if "@" in domain:
+            return False
+        pattern = "%@" + domain.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self.reader() as conn:
+            if conn.execute(select(accounts.c.id).join(domains).where(
+                    domains.c.name == domain).limit(1)).first():
+                return True
+            return conn.execute(select(aliases.c.id).where(
+                aliases.c.address.like(pattern, escape="\\")).limit(1)).first() is not None
+
+    def resolve(self, address, catch_all=True):
         """Local recipients of ``address``: a list of ``(Account, folder name or None)``.
 
         Follows aliases (bounded depth, loops ignored), ``local+detail@domain``
-        (the detail names a mailbox, used when it exists) and ``@domain``
-        catch-all aliases. An empty list means no such user.
+        (the detail names a mailbox, used when it exists) and, unless
+        ``catch_all`` is false, ``@domain`` catch-all aliases. An empty list
+        means no such user.
         """
         try:
             address = normalise_address(address)
@@ -195,7 +222,7 @@ class AccountsAPI:
                 targets = hot.alias_targets(sql, addr)
                 if not targets and "+" in local:
                     base, _, det = local.partition("+")
-                elif not targets and given:
+                elif not targets and given and catch_all:
                     targets = hot.alias_targets(sql, "@" + domain)
             if base is not None:
                 walk(f"{base}@{domain}", detail or det, depth + 1, given)

@@ -34,5 +34,6 @@ def test_wheel_has_the_migrations_and_templates(tmp_path):
     for name in ("roost/storage/migrations/env.py", "roost/storage/migrations/script.py.mako",
                  "roost/conf/autoconfig.xml", "roost/conf/autodiscover.xml",
                  "roost/conf/roost.mobileconfig", "roost/conf/roost.toml",
+                 "roost/conf/postfix-main.cf", "roost/conf/postfix-master.cf",
                  "roost/protocols/web/autoconfig.py", "roost/protocols/dns.py"):
         assert name in names, name
