@@ -148,16 +148,6 @@ class AccountsAPI:
             if txn.conn.execute(delete(aliases).where(aliases.c.address == alias)).rowcount == 0:
                 raise AccountNotFound(alias)
 
-    def hosts(self, domain):
-        """Does Roost host ``domain`` (an account or an alias there)?"""
-        domain = domain.lower()
-        with self.reader() as conn:
-            if conn.execute(select(domains.c.id).where(domains.c.name == domain)).first():
-                return True
-            pattern = "%@" + domain.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            return conn.execute(select(aliases.c.id).where(
-                aliases.c.address.like(pattern, escape="\\"))).first() is not None
-
     def aliases(self):
         with self.reader() as conn:
             return [(r.address, r.target) for r in conn.execute(

@@ -27,7 +27,7 @@ recipient once more after the lease expires (RFC 5321 section 6.3 accepts such
 duplicates; no protocol can close that window). ``recover`` (start-up) clears
 this node's leases and deletes spool files no row names.
 
-Local recipients (domains Roost hosts, ``Store.hosts``) never leave: ``submit``
+Local recipients (domains Roost hosts, ``Store.hosts_domain``) never leave: ``submit``
 stores them through ``Delivery.store`` at once and keeps a row that says so
 (counted by rate limits, shown in JMAP delivery status); one that fails
 temporarily is queued and retried through ``Delivery.store`` by the relay.
@@ -250,7 +250,7 @@ class Outbound:
         now = self.clock()
         local, rows = [], []          # rows: (Recipient, state, reply)
         for rcpt in env.recipients:
-            if self.store.hosts(rcpt.address.rpartition("@")[2].lower()):
+            if self.store.hosts_domain(rcpt.address.rpartition("@")[2].lower()):
                 local.append(rcpt)
             elif self.suppressed(rcpt.address):
                 rows.append((rcpt, "suppressed", self._suppressed_reply(rcpt.address)))
@@ -336,7 +336,7 @@ class Outbound:
             if w is None:
                 w = groups[(r.mid, r.domain)] = Work(
                     r.mid, r.sender, r.spool, r.domain, [], r.requiretls, r.smtputf8,
-                    self.store.hosts(r.domain), r.attempts)
+                    self.store.hosts_domain(r.domain), r.attempts)
             w.rcpts.append((r.id, r.address))
         return list(groups.values())
 
