@@ -119,7 +119,7 @@ _DEFAULT_ENHANCED = {
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
 _LOCAL = {False: re.compile(rf'^(?:[{_ATEXT}]+(?:\.[{_ATEXT}]+)*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*")$'),
-          True: re.compile(rf'^(?:[{_ATEXT}\x80-\U0010ffff]+(?:\.[{_ATEXT}\x80-\U0010ffff]+)*'
+          True: re.compile(rf'^(?:[\x80-\U0010ffff{_ATEXT}]+(?:\.[\x80-\U0010ffff{_ATEXT}]+)*'
                            r'|"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x20-\x7e])*")$')}
 _LABEL = {False: re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"),
           True: re.compile(r"^[A-Za-z0-9\x80-\U0010ffff](?:[A-Za-z0-9\x80-\U0010ffff-]*"
@@ -519,7 +519,7 @@ class Submission(SMTP):
         report(self.proto, self.ip, user, mechanism, "ok")
         self.account = result.account
         self.session.authenticated = True
-        self.session.login_data = result.account.address
+        self.session.auth_data = result.account.address
         if self.gated:
             self.ctx.gate.leave(self.ip)
             self.gated = False
