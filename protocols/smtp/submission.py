@@ -79,6 +79,8 @@ import base64
 import binascii
 import collections
 import datetime
+import email.errors
+import email.policy
 import email.utils
 import ipaddress
 import itertools
@@ -427,9 +429,10 @@ class Submission(SMTP):
             await self.push(b"334 " + base64.b64encode(challenge))
             try:
                 text = (await self._reader.readuntil(b"\n")).strip()
-            except asyncio.LimitOverrunError:
-                self._say("500 5.5.6 authentication line too long; closing")
-                self.transport.close()
+            except (asyncio.LimitOverrunError, asyncio.IncompleteReadError) as exc:
+                if isinstance(exc, asyncio.LimitOverrunError):
+                    self._say("500 5.5.6 authentication line too long; closing")
+                self.transport.close()          # the session ends here
                 raise asyncio.CancelledError() from None
         else:
             text = initial.encode("ascii", "replace")
@@ -742,13 +745,16 @@ class Submission(SMTP):
         """Blocking: check the header, queue the message, save the Sent copy;
         returns the reply."""
         account, store = self.account, self.ctx.store
-        head = content[:header_end(content)]
-        fields = header_fields(head)
-        authors = addresses_of(fields, "from")
+        fields = header_fields(header_lines(content))
+        try:
+            authors = addresses_of(fields, "from")
+            others = addresses_of(fields, "sender")
+        except Reply as reply:
+            return str(reply)
         if not authors:
             return "550 5.7.1 the message needs a From: header field with an address"
         checked = {txn.mail_from.lower()}
-        for address in authors + addresses_of(fields, "sender"):
+        for address in authors + others:
             if address.lower() not in checked:
                 if not may_send_as(store, account, address):
                     return f"550 5.7.1 From: <{address}> is not an address of {account.address}"
@@ -1027,22 +1033,30 @@ async def read_message(reader, limit, touch):
     return None if limit and len(data) > limit else data
 
 
-def header_end(data):
-    """The offset where the header section ends (its blank line included)."""
-    if data.startswith(b"\r\n"):
-        return 0
-    pos = data.find(b"\r\n\r\n")
-    return len(data) if pos < 0 else pos + 2
+def header_lines(data):
+    """The header section's lines, each with its line end (CRLF, or a bare LF),
+    up to and without the empty line that ends it."""
+    lines, pos = [], 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end + 1
+        line = data[pos:end]
+        if line in (b"\r\n", b"\n"):
+            break
+        lines.append(line)
+        pos = end
+    return lines
 
 
-def header_fields(head):
-    """``[(lower-case name, unfolded value)]`` of a header section."""
+def header_fields(lines):
+    """``[(lower-case name, unfolded value)]`` of header lines."""
     out = []
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and out:
-            out[-1] = (out[-1][0], out[-1][1] + " " + line.strip().decode("utf-8", "replace"))
+    for line in lines:
+        text = line.rstrip(b"\r\n")
+        if text[:1] in (b" ", b"\t") and out:
+            out[-1] = (out[-1][0], out[-1][1] + " " + text.strip().decode("utf-8", "replace"))
             continue
-        name, colon, value = line.partition(b":")
+        name, colon, value = text.partition(b":")
         if colon and name.strip():
             out.append((name.strip().decode("ascii", "replace").lower(),
                         value.strip().decode("utf-8", "replace")))
@@ -1050,34 +1064,42 @@ def header_fields(head):
 
 
 def addresses_of(fields, name):
-    """The addresses of every ``name`` field; a field that does not parse
-    whole (an empty or malformed entry) gives the unparsable text, which
-    no account can send as."""
+    """The addresses of every ``name`` field. A field two parsers (the
+    ``email`` package's old and new one) read differently, or the new one
+    finds invalid, is refused (Reply) rather than guessed at: what a reader's
+    program shows as the author must be what was checked."""
     out = []
     for field_name, value in fields:
         if field_name != name:
             continue
-        found = email.utils.getaddresses([value])
-        good = [addr for _, addr in found if addr and "@" in addr]
-        if not good or len(good) != len(found):
-            out.append(value or "(empty)")
-        out.extend(good)
+        old = [addr for _, addr in email.utils.getaddresses([value]) if addr]
+        try:
+            header = email.policy.default.header_factory(name, value)
+            new = [a.addr_spec for a in header.addresses]
+        except Exception:  # noqa: BLE001 - any failure to parse is a refusal
+            header, new = None, None
+        if not old or header is None or \
+                any(isinstance(d, email.errors.InvalidHeaderDefect) for d in header.defects) or \
+                sorted(a.lower() for a in old) != sorted(a.lower() for a in new):
+            raise Reply(f"550 5.7.1 the {name.capitalize()}: field does not parse as addresses")
+        out.extend(old)
     return out
 
 
 def strip_bcc(data):
-    """``data`` without its header section's ``Bcc:`` fields (continuation lines too)."""
-    end = header_end(data)
-    lines = data[:end].split(b"\r\n")
+    """``data`` without its header section's ``Bcc:`` fields (continuation
+    lines too); every other byte as it was."""
+    lines = header_lines(data)
     kept, dropping = [], False
     for line in lines:
-        if line[:1] in (b" ", b"\t") and line.strip():
+        if line[:1] in (b" ", b"\t"):
             if not dropping:
                 kept.append(line)
             continue
-        dropping = line.partition(b":")[0].strip().lower() == b"bcc" and b":" in line
+        name, colon, _ = line.partition(b":")
+        dropping = bool(colon) and name.strip().lower() == b"bcc"
         if not dropping:
             kept.append(line)
     if len(kept) == len(lines):
         return data
-    return b"\r\n".join(kept) + data[end:]
+    return b"".join(kept) + data[sum(map(len, lines)):]

@@ -13,6 +13,8 @@ so nothing leaves the machine: remote recipients stay queued (or deferred).
 import base64
 import contextlib
 import json
+import pathlib
+import signal
 import smtplib
 import socket
 import ssl
@@ -395,12 +397,32 @@ def test_sender_mismatch_refused(main):
     before = len(by_subject(main.data_dir, BOB, "forged"))
     for header in (b"From: bob@example.org\r\n", b"From: Alice <alice@example.org>, bob@example.org\r\n",
                    b"From: alice@example.org\r\nSender: bob@example.org\r\n", b"",
-                   b"From: undisclosed-recipients:;\r\n"):
+                   b"From: undisclosed-recipients:;\r\n",
+                   b"From: alice@example.org\r\nFrom: bob@example.org\r\n",
+                   # parsers disagree on these: refused rather than guessed at
+                   b"From: alice@example.org <bob@example.org>\r\n",
+                   b"From: <alice@example.org>bob@example.org\r\n",
+                   b"From: alice@example.org)<bob@example.org>\r\n",
+                   b"From: alice@example.org\\,bob@example.org\r\n",
+                   b"From: Alice <alice@example.org>,\r\n bob@example.org\r\n"):
         body = header + b"To: bob@example.org\r\nSubject: forged\r\n\r\nhi\r\n"
         code, text = send(s, ALICE, [BOB], body)
         assert code == 550 and text.startswith(b"5.7.1"), (header, text)
     s.quit()
     assert len(by_subject(main.data_dir, BOB, "forged")) == before == 0
+
+
+def test_header_from_forms_clients_write_are_accepted(main):
+    s = starttls_client(main)
+    for header in (b"From: Alice <alice@example.org>", b'From: "Liddell, Alice" <alice@example.org>',
+                   b"From: =?utf-8?q?Al=C3=AFce?= <alice@example.org>",
+                   b"From: alice@example.org (Alice)", b"From:\r\n Alice\r\n <alice@example.org>",
+                   b"FROM: alice@example.org\r\nSender: sales@example.org",
+                   b"From: Alice <alice@example.org>, Sales <sales@example.org>\r\n"
+                   b"Sender: alice@example.org"):
+        body = header + b"\r\nTo: bob@example.org\r\nSubject: form\r\n\r\nhi\r\n"
+        assert send(s, ALICE, [BOB], body)[0] == 250, header
+    s.quit()
 
 
 def test_alias_catch_all_identity_and_detail_senders_accepted(main):
@@ -595,12 +617,65 @@ def test_auth_before_starttls_refused(tmp_path):
         srv.stop()
 
 
+def test_sighup_reloads_the_certificate_of_both_listeners(tmp_path):
+    cert, key = write_cert(tmp_path / "live", names=(HOST,))
+    data, conf = make_data(tmp_path, [ALICE], f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
+    srv = RoostServer(data, listeners=("submission", "submissions"), config=conf).start()
+    unverified = ssl._create_unverified_context()
+
+    def implicit():
+        with unverified.wrap_socket(socket.create_connection(
+                ("127.0.0.1", srv.ports["submissions"]), timeout=10)) as sock:
+            return sock.getpeercert(binary_form=True)
+
+    def starttls():
+        raw = Raw(srv.ports["submission"])
+        raw.cmd("EHLO client")
+        raw.starttls(unverified)
+        try:
+            return raw.sock.getpeercert(binary_form=True)
+        finally:
+            raw.close()
+    try:
+        first = implicit()
+        assert starttls() == first
+        new_cert, new_key = write_cert(tmp_path / "renewed", names=(HOST,))
+        for old, new in ((cert, new_cert), (key, new_key)):
+            with open(new, "rb") as src, open(old, "wb") as dst:
+                dst.write(src.read())
+        srv.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: any("TLS certificate reloaded" in line for line in srv.output),
+                        timeout=10)
+        second = implicit()
+        assert second != first and starttls() == second
+    finally:
+        srv.stop()
+
+
+def test_submission_settings_are_checked(tmp_path):
+    example = configmod.load(str(pathlib.Path(__file__).parents[2] / "conf" / "roost.toml"))
+    default = configmod.Config()
+    for name in [n for n in vars(default) if n.startswith("submission_")]:
+        assert getattr(example, name) == getattr(default, name), name
+    conf = tmp_path / "roost.toml"
+    for bad in ("save_sent = 1", "messages_per_day = -1", "messages_per_day = true",
+                "no_such = 1", 'max_hold = "soon"'):
+        conf.write_text(f"[submission]\n{bad}\n")
+        with pytest.raises(ValueError):
+            configmod.load(str(conf))
+    conf.write_text("[submission]\nsave_sent = false\nmessages_per_minute = 0\nmax_hold = \"2d\"\n")
+    cfg = configmod.load(str(conf))
+    assert (cfg.submission_save_sent, cfg.submission_messages_per_minute,
+            cfg.submission_max_hold) == (False, 0, "2d")
+
+
 # --- limits ------------------------------------------------------------------------------
 
 LIMITED = """
 [limits]
 max_message_size = 20000
 unauthenticated_connections_per_ip = 3
+unauthenticated_command_timeout = 2
 [submission]
 save_sent = false
 messages_per_minute = 2
@@ -711,6 +786,16 @@ def test_unauthenticated_connections_per_address_limited(limited):
     assert again.greeting[0] == 220
     for c in held + [again]:
         c.close()
+
+
+def test_idle_unauthenticated_connection_closed(limited):
+    raw = Raw(limited.ports["submission"], source="127.0.0.33")
+    raw.cmd("EHLO client")
+    started = time.monotonic()
+    assert raw.reply() == (421, ["421 4.4.2 idle too long; closing"])
+    assert 1.5 < time.monotonic() - started < 10
+    assert raw.file.readline() == b""
+    raw.close()
 
 
 # --- durability ------------------------------------------------------------------------
