@@ -330,6 +330,9 @@ class Submission(SMTP):
 
     async def push(self, status):
         if isinstance(status, str):
+            # A reply may quote what the client sent: bytes that were not
+            # UTF-8 (surrogate escapes) are not sent back.
+            status = status.encode("utf-8", "replace").decode("utf-8")
             if self._plain:
                 self._plain = status[:1] == "2" and status[3:4] == "-"   # the rest of a greeting
             elif not _HAS_ENHANCED.match(status):
@@ -858,6 +861,10 @@ def check_address(address, utf8):
     """Raise Reply unless ``address`` is a mailbox RFC 5321 (and 6531) allows."""
     if not address.isascii() and not utf8:
         raise Reply("553 5.6.7 a non-ASCII address needs MAIL FROM with SMTPUTF8")
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Reply("501 5.1.3 the address is not UTF-8") from None
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
         raise Reply(f"501 5.1.3 <{address}> is not an address")

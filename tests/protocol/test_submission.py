@@ -35,6 +35,7 @@ from roost.storage.outbound import Envelope, Recipient
 from roost.storage.store import Store
 from tests.conftest import LineClient, RoostServer, roost, stored_messages, wait_for
 from tests.imap_helpers import Wire, close_all
+from tests.malformed import MALFORMED
 from tests.tls_helpers import write_cert
 
 HOST = "mail.example.org"
@@ -67,7 +68,8 @@ def main(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("submission")
     data, conf = make_data(tmp, [ALICE, BOB, "throttle@example.org", "tries@example.org"],
                            "[auth]\nmax_login_delay = 1\n"
-                           "[limits]\nunauthenticated_connections_per_ip = 50\n")
+                           "[limits]\nunauthenticated_connections_per_ip = 50\n"
+                           "[submission]\nmessages_per_minute = 1000\n")
     store = Store.open(str(data))
     store.add_alias("sales@example.org", ALICE)
     store.add_alias("@alice.test", ALICE)
@@ -561,6 +563,15 @@ def test_control_characters_and_malformed_addresses_refused(main):
         raw.send(b"RCPT TO:" + bad + b"\r\n")
         code, lines = raw.reply()
         assert code in (501, 553) and lines[0][4:9] in ("5.1.3", "5.6.7"), (bad, lines)
+    raw.send(b"RCPT TO:<bad\xff\xfe@remote.test>\r\n")           # not UTF-8 (nor SMTPUTF8)
+    assert raw.reply()[1][0].startswith("553 5.6.7")
+    assert raw.cmd("RSET")[0] == 250
+    assert raw.cmd(f"MAIL FROM:<{ALICE}> SMTPUTF8")[0] == 250
+    raw.send(b"RCPT TO:<bad\xff\xfe@remote.test>\r\n")
+    code, lines = raw.reply()
+    assert lines == ["501 5.1.3 the address is not UTF-8"]
+    raw.send("RCPT TO:<jos\u00e9@remote.test>\r\n".encode())
+    assert raw.reply()[0] == 250
     assert raw.cmd("RCPT TO:<\"odd \\\" local\"@remote.test>")[0] == 250
     assert raw.cmd("DATA")[0] == 354
     raw.close()
@@ -579,6 +590,44 @@ def test_pipelined_transaction(main):
     raw.close()
     (got,) = by_subject(main.data_dir, BOB, "pipelined")
     assert got.endswith(b"\r\n.leading dot\r\n")
+
+
+def test_malformed_messages_are_sent_and_stored(main):
+    """The messages that once broke delivery (tests/malformed.py) pass
+    submission's header checks and reach the local recipient whole."""
+    s = starttls_client(main)
+    for name, data in MALFORMED.items():
+        data = data.replace(b"From: a@example.net\r\n", b"From: alice@example.org\r\n", 1)
+        data = data.replace(b"\r\n", b"\r\nX-Case: " + name.encode() + b"\r\n", 1)
+        code, text = send(s, ALICE, [BOB], data)
+        assert code == 250, (name, text)
+    s.quit()
+    got = [m for m in stored_messages(main.data_dir, BOB) if b"\r\nX-Case: " in m]
+    assert len(got) == len(MALFORMED)
+
+
+def test_hostile_command_lines_get_errors_and_the_session_goes_on(main):
+    raw = Raw(main.ports["submission"])
+    raw.cmd("EHLO client")
+    for line, code in ((b"X" * 20000, 500), (b"MAIL FROM:<" + b"a" * 3000 + b"@x.test>", 500),
+                       (b"\xff\xfe", 500), (b"AUTH PLAIN " + b"A" * 15000, 501),
+                       (b"AUTH", 501), (b"AUTH PLAIN a b c", 501), (b"BDAT 10 LAST", 500),
+                       (b"VRFY alice@example.org", 530), (b"EXPN staff", 502)):
+        raw.send(line + b"\r\n")
+        got, lines = raw.reply()
+        assert got == code, (line[:30], lines)
+    assert raw.cmd("NOOP")[0] == 250
+    assert raw.auth_plain(ALICE, PASSWORDS[ALICE])[0] == 235
+    # a SASL continuation line over the limit ends the session
+    assert raw.cmd("AUTH LOGIN")[0] == 503           # already authenticated
+    raw.close()
+    raw = Raw(main.ports["submission"])
+    raw.cmd("EHLO client")
+    assert raw.cmd("AUTH LOGIN")[0] == 334
+    raw.send(b"A" * 20000 + b"\r\n")
+    assert raw.reply()[1][0].startswith("500 5.5.6")
+    assert raw.file.readline() == b""
+    raw.close()
 
 
 def test_autoconfig_describes_both_submission_listeners(main):
