@@ -221,8 +221,8 @@ class Roost:
         from .auth import StoreChecker
         from .tls import context_factory
         from roost.protocols.imap.session import PreauthGate
-        if not hasattr(self, "_tls"):
-            self._tls = context_factory(self.config)
+        if not hasattr(self, "_imap_gate"):
+            self._tls = getattr(self, "_tls", None) or context_factory(self.config)
             self._imap_gate = PreauthGate()     # IMAP and IMAPS count together
         cfg = self.config
         return IMAPContext(
@@ -249,6 +249,50 @@ class Roost:
 
     async def _start_imaps(self, host, port):
         return await self._start_imap(host, port, implicit_tls=True)
+
+    def _submission_context(self):
+        """What the submission listeners share (``protocols.smtp.submission``)."""
+        if getattr(self, "_submission", None) is None:
+            from roost.protocols.smtp.submission import Context, Limits
+            from roost.storage import account_data
+            from roost.storage.outbound import parse_interval
+
+            from .tls import context_factory
+            self._tls = getattr(self, "_tls", None) or context_factory(self.config)
+            cfg = self.config
+            self._submission = Context(
+                run=self.run, auth=self.auth,
+                token_account=lambda token: account_data.token_account(self.store, token),
+                store=self.store, outbound=self.outbound, delivery=self.delivery,
+                hostname=cfg.hostname, tls=self._tls.ssl_context(),
+                limits=Limits(
+                    max_size=cfg.max_message_size,
+                    messages_per_minute=cfg.submission_messages_per_minute,
+                    messages_per_hour=cfg.submission_messages_per_hour,
+                    messages_per_day=cfg.submission_messages_per_day,
+                    recipients_per_message=cfg.submission_recipients_per_message,
+                    recipients_per_day=cfg.submission_recipients_per_day,
+                    max_hold=int(parse_interval(cfg.submission_max_hold)),
+                    unauthenticated_per_ip=cfg.unauthenticated_connections_per_ip,
+                    unauthenticated_total=cfg.unauthenticated_connections,
+                    unauthenticated_timeout=cfg.unauthenticated_command_timeout),
+                save_sent=cfg.submission_save_sent,
+                loopback_cleartext=cfg.submission_loopback_cleartext)
+        return self._submission
+
+    async def _start_submission(self, host, port, implicit_tls=False):
+        from roost.protocols.smtp.submission import Submission
+        ctx = self._submission_context()
+        server = await self.loop.create_server(
+            lambda: Submission(ctx, implicit_tls=implicit_tls), host, port,
+            ssl=ctx.tls if implicit_tls else None,
+            ssl_handshake_timeout=self.config.unauthenticated_command_timeout if implicit_tls
+            else None)
+        self.servers.append(server)
+        return host, server.sockets[0].getsockname()[1]
+
+    async def _start_submissions(self, host, port):
+        return await self._start_submission(host, port, implicit_tls=True)
 
     async def _start_jmap(self, host, port):
         from twisted.internet import reactor
@@ -281,8 +325,8 @@ class Roost:
         STARTTLS: LOGIN needs TLS off loopback)."""
         from roost.protocols.web import Server
         host, out = self.config.hostname, []
-        for kind, tls in (("imaps", "SSL"), ("imap", "STARTTLS"), ("submission", "STARTTLS"),
-                          ("jmap", "plain")):
+        for kind, tls in (("imaps", "SSL"), ("imap", "STARTTLS"), ("submissions", "SSL"),
+                          ("submission", "STARTTLS"), ("jmap", "plain")):
             if kind in self.addresses:
                 port = self.addresses[kind][1]
                 url = f"http://{host}:{port}/.well-known/jmap" if kind == "jmap" else ""

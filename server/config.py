@@ -67,6 +67,14 @@ class Config:
     relay_per_domain: int = 4     # ... and to one destination domain
     relay_helo: str = ""          # empty: [server] hostname
     relay_timeout: float = 60     # seconds per SMTP reply (the DATA end gets 5 times that)
+    submission_save_sent: bool = True          # a copy in the sender's Sent mailbox
+    submission_loopback_cleartext: bool = True  # AUTH without TLS over loopback, as IMAP
+    submission_messages_per_minute: int = 30    # per account; 0: no limit
+    submission_messages_per_hour: int = 300
+    submission_messages_per_day: int = 1000
+    submission_recipients_per_message: int = 100
+    submission_recipients_per_day: int = 2000
+    submission_max_hold: str = "7d"            # FUTURERELEASE: the longest HOLDFOR/HOLDUNTIL
 
     @property
     def database_url(self):
@@ -159,6 +167,7 @@ def load(path=None, data=None):
                 value = relay[key]
                 setattr(cfg, "relay_" + key, [str(v) for v in value] if isinstance(default, list)
                         else type(default)(value))
+        _load_submission(cfg, doc.get("submission", {}))
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:
@@ -171,7 +180,7 @@ def load(path=None, data=None):
         raise ValueError(f"[log] format must be kv or json, not {cfg.log_format!r}")
     from roost.storage.outbound import parse_interval
     for value in cfg.relay_schedule + [cfg.relay_max_age, cfg.relay_delay_notice,
-                                       cfg.relay_suppress_for]:
+                                       cfg.relay_suppress_for, cfg.submission_max_hold]:
         parse_interval(value)   # fail early: "[relay] ... an interval is ..."
     if cfg.relay_smarthost_tls not in ("starttls", "tls", "none"):
         raise ValueError("[relay] smarthost_tls must be starttls, tls or none")
@@ -183,3 +192,21 @@ def load(path=None, data=None):
         except ValueError:
             raise ValueError(f"[auth] trusted_proxies: not an address or network: {proxy!r}") from None
     return cfg
+
+
+def _load_submission(cfg, table):
+    """The ``[submission]`` table: booleans must be booleans, limits counts >= 0."""
+    for key, value in table.items():
+        name = "submission_" + key
+        if not hasattr(cfg, name):
+            raise ValueError(f"[submission] has no setting {key!r}")
+        default = getattr(cfg, name)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"[submission] {key} must be true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"[submission] {key} must be a whole number >= 0 (0: no limit)")
+        else:
+            value = str(value)
+        setattr(cfg, name, value)

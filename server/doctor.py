@@ -69,7 +69,8 @@ SRV = {"imaps": "_imaps._tcp", "imap": "_imap._tcp", "submissions": "_submission
 MTA_STS_MAX_AGE = 7 * 24 * 3600
 MTA_STS_MODES = ("testing", "enforce", "none")
 DNS_NAME = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-]{1,63}(?<!-))*$")
-GREETING = {"imap": b"Roost IMAP", "imaps": b"Roost IMAP", "lmtp": b"Roost LMTP"}
+GREETING = {"imap": b"Roost IMAP", "imaps": b"Roost IMAP", "lmtp": b"Roost LMTP",
+            "submission": b"Roost ESMTP", "submissions": b"Roost ESMTP"}
 
 
 @dataclass
@@ -98,7 +99,8 @@ class Record:
 def served_listeners():
     """The listeners this version of Roost serves (the others print a note)."""
     from .app import Roost
-    return [n for n in ("lmtp", "imap", "imaps", "jmap", "submission", "smtp", "managesieve")
+    return [n for n in ("lmtp", "imap", "imaps", "jmap", "submission", "submissions", "smtp",
+                        "managesieve")
             if hasattr(Roost, f"_start_{n}")]
 
 
@@ -335,7 +337,7 @@ def _probe(name, host, port):
         return FAIL, label, f"cannot connect: {exc.strerror or exc}"
     try:
         sock.settimeout(PROBE_TIMEOUT)
-        if name == "imaps":
+        if name in ("imaps", "submissions"):
             ctx = ssl.create_default_context()
             ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
             sock = ctx.wrap_socket(sock)

@@ -7,11 +7,16 @@ that every TLS listener and STARTTLS shares: Twisted asks it for a context
 per connection, so ``reload()`` (``roost serve`` on SIGHUP) puts renewed
 certificate files in force for every new connection while open ones keep
 theirs. A reload that cannot read a valid pair raises and keeps the old one.
+The asyncio listeners (aiosmtpd submission) need an ``ssl.SSLContext``
+instead: ``ssl_context()`` is one that stays the same object for the life of
+the server, and hands each handshake to the context built by the latest
+reload (from its SNI callback, called for every ClientHello).
 """
 
 import datetime
 import ipaddress
 import os
+import ssl
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -62,6 +67,7 @@ class ReloadableTLS:
     def __init__(self, config):
         self.config = config
         self.certificate = None
+        self._ssl = self._front = None
         self.reload()
 
     def reload(self):
@@ -85,8 +91,27 @@ class ReloadableTLS:
             # the intermediates after the leaf are sent too: clients need them
             extraCertChain=[crypto.X509.from_cryptography(c) for c in chain[1:]])
         options.getContext()          # fails here, not on the next connection, if they mismatch
-        self._options, self.certificate = options, chain[0]
+        current = _ssl_context(cert_path, key_path)
+        self._options, self.certificate, self._ssl = options, chain[0], current
         return chain[0]
 
     def getContext(self):
         return self._options.getContext()
+
+    def ssl_context(self):
+        """The ``ssl.SSLContext`` for asyncio servers; follows ``reload()``."""
+        if self._front is None:
+            self._front = self._ssl
+            self._front.sni_callback = self._pick
+        return self._front
+
+    def _pick(self, sslobj, _server_name, _context):
+        if sslobj.context is not self._ssl:
+            sslobj.context = self._ssl
+
+
+def _ssl_context(cert_path, key_path):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_path, key_path)
+    return ctx

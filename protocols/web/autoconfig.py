@@ -37,7 +37,7 @@ _ADDRESS = re.compile(r"^[^\s@<>()\[\]\\,;:\"]{1,64}@([A-Za-z0-9\u00a1-\uffff-]{
 
 @dataclass(frozen=True)
 class Server:
-    """One endpoint: ``kind`` "imaps", "imap", "submission" or "jmap";
+    """One endpoint: ``kind`` "imaps", "imap", "submissions", "submission" or "jmap";
     ``tls`` "SSL" (implicit), "STARTTLS" or "plain"; ``url`` for JMAP."""
     kind: str
     host: str
@@ -138,7 +138,8 @@ class AppleProfile(_Leaf):
         if imap is None:
             return self.answer(request, 404, "no IMAP listener is configured\n",
                                b"text/plain; charset=utf-8")
-        submission = next((s for s in servers if s.kind == "submission"), None)
+        submission = next((s for kind in ("submissions", "submission") for s in servers
+                           if s.kind == kind), None)
         labels = [p for p in reversed(self.hostname.lower().split(".")) if p]
         identifier = ".".join(labels) if len(labels) > 1 else f"{labels[0] if labels else 'local'}.roost"
         key = f"{self.hostname.lower()} {email.lower()}"

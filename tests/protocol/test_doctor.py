@@ -200,7 +200,8 @@ def test_unanswering_dns_is_skipped_not_failed(tmp_path):
 
 def test_listeners_roost_free_other_and_unbindable(tmp_path, roost_server):
     data = tmp_path / "data"
-    srv = roost_server(data, listeners=("imap", "imaps", "lmtp", "jmap"))
+    srv = roost_server(data, listeners=("imap", "imaps", "lmtp", "jmap", "submission",
+                                        "submissions"))
     other = socket.socket()
     other.bind(("127.0.0.1", 0))
     other.listen()
@@ -218,17 +219,20 @@ def test_listeners_roost_free_other_and_unbindable(tmp_path, roost_server):
     cfg.listen.update({n: f"127.0.0.1:{p}" for n, p in srv.ports.items()})
     try:
         got = {c.name.split()[1]: c for c in dr.check_listeners(cfg)}
-        assert {n: got[n].verdict for n in ("imap", "imaps", "lmtp", "jmap")} == dict.fromkeys(
-            ("imap", "imaps", "lmtp", "jmap"), "ok"), [str(c) for c in got.values()]
+        names = ("imap", "imaps", "lmtp", "jmap", "submission", "submissions")
+        assert {n: got[n].verdict for n in names} == dict.fromkeys(names, "ok"), \
+            [str(c) for c in got.values()]
         cfg.listen.update(imap=f"127.0.0.1:{other.getsockname()[1]}", lmtp=f"127.0.0.1:{free_port}",
-                          jmap="192.0.2.1:8080", submission="127.0.0.1:1587")
+                          jmap="192.0.2.1:8080", submission=f"127.0.0.1:{free_port}",
+                          smtp="127.0.0.1:2525")
         got = {c.name.split()[1]: c for c in dr.check_listeners(cfg)}
     finally:
         other.close()
     assert got["imap"].verdict == "fail" and "another program" in got["imap"].detail
     assert got["lmtp"].verdict == "warn" and "free" in got["lmtp"].detail
     assert got["jmap"].verdict == "fail" and "cannot" in got["jmap"].detail
-    assert got["submission"].verdict == "skip"
+    assert got["submission"].verdict == "warn" and "free" in got["submission"].detail
+    assert got["smtp"].verdict == "skip"                  # not part of this version yet
 
 
 # --- TLS ----------------------------------------------------------------------------

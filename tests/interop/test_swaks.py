@@ -1,0 +1,79 @@
+"""swaks (Debian's SMTP test tool, its own Perl SMTP client and Net::SSLeay
+TLS) against Roost's submission listeners: STARTTLS with the server's
+certificate verified, AUTH PLAIN and LOGIN, implicit TLS, PIPELINING, and
+the refusals (no AUTH, a wrong password) as the exit codes swaks documents."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from roost.server.auth import hash_password
+from roost.storage.store import Store
+from tests.conftest import RoostServer, stored_messages
+from tests.protocol.test_submission import closed_port
+
+pytestmark = pytest.mark.interop
+
+HOST = "mail.example.org"
+ALICE, BOB = "alice@example.org", "bob@example.org"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if shutil.which("swaks") is None:
+        pytest.skip("swaks is not installed (Debian package swaks)")
+    tmp = tmp_path_factory.mktemp("swaks")
+    store = Store.open(str(tmp / "data"))
+    store.add_account(ALICE, hash_password("alice-pw"))
+    store.add_account(BOB, hash_password("bob-pw"))
+    store.close()
+    (tmp / "roost.toml").write_text(f'[server]\nhostname = "{HOST}"\n[relay]\n'
+                                    f'smarthost = "127.0.0.1:{closed_port()}"\n')
+    srv = RoostServer(tmp / "data", listeners=("submission", "submissions"),
+                      config=tmp / "roost.toml").start()
+    srv.data_dir = tmp / "data"
+    yield srv
+    srv.stop()
+
+
+def swaks(server, *args, port="submission"):
+    proc = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{server.ports[port]}", "--ehlo", "client.test",
+         "--from", ALICE, "--timeout", "20", *args],
+        capture_output=True, timeout=60)
+    return proc.returncode, proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+
+
+def test_starttls_with_verified_certificate_and_auth_plain(server):
+    cafile = str(server.data_dir / "keys" / "tls-cert.pem")
+    rc, out = swaks(server, "--to", BOB, "--tls", "--tls-verify", "--tls-ca-path", cafile,
+                    "--tls-sni", HOST, "--auth", "PLAIN", "--auth-user", ALICE,
+                    "--auth-password", "alice-pw", "--header", "Subject: swaks starttls")
+    assert rc == 0, out
+    assert "235 2.7.0" in out and "250 2.0.0 queued as" in out
+    (got,) = [m for m in stored_messages(server.data_dir, BOB) if b"Subject: swaks starttls" in m]
+    assert b"with ESMTPSA id" in got and got.count(b"Date:") == 1
+
+
+def test_implicit_tls_auth_login_and_pipelining(server):
+    rc, out = swaks(server, "--to", f"{BOB},carol@remote.test", "--tls-on-connect", "--pipeline",
+                    "--auth", "LOGIN", "--auth-user", ALICE, "--auth-password", "alice-pw",
+                    "--header", "Subject: swaks implicit", port="submissions")
+    assert rc == 0, out
+    assert "334 VXNlcm5hbWU6" in out and "250 2.0.0 queued as" in out
+    assert [m for m in stored_messages(server.data_dir, BOB) if b"Subject: swaks implicit" in m]
+    # Sent copy for the sender.
+    assert [m for m in stored_messages(server.data_dir, ALICE, "Sent")
+            if b"Subject: swaks implicit" in m]
+
+
+def test_refusals_as_swaks_sees_them(server):
+    rc, out = swaks(server, "--to", "carol@remote.test")
+    assert rc == 23 and "530 5.7.0 Authentication required" in out     # never a relay
+    rc, out = swaks(server, "--to", BOB, "--tls", "--auth", "PLAIN", "--auth-user", ALICE,
+                    "--auth-password", "wrong")
+    assert rc == 28 and "535 5.7.8" in out
+    rc, out = swaks(server, "--to", BOB, "--tls", "--auth", "PLAIN", "--auth-user", BOB,
+                    "--auth-password", "bob-pw")                         # from alice's address
+    assert rc == 23 and "553 5.7.1" in out
