@@ -697,7 +697,7 @@ class Submission(SMTP):
         domain = address.rpartition("@")[2]
         if domain.startswith("["):
             return f"550 5.1.2 <{address}>: address literals are not accepted here"
-        if self.ctx.store.hosts(domain):
+        if self.ctx.store.hosts_domain(domain):
             if not self.ctx.store.resolve(address):
                 return f"550 5.1.1 <{address}>: no such user here"
             return None
