@@ -318,6 +318,8 @@ class Roost:
             await self.relay.stop()
         for server in self.servers:
             server.close()
+        if getattr(self, "_submission", None) is not None:
+            self._submission.shutdown()
         for port in self.ports:
             await asyncio.ensure_future(_as_future(port.stopListening()))
         # The listeners have said BYE to their sessions; what is left in the
