@@ -71,7 +71,13 @@ Design choices:
   idle timeout ``unauthenticated_timeout`` between commands and
   ``PREAUTH_LIFETIME`` timeouts in all before it must have authenticated,
   aiosmtpd's limit of bogus commands, line lengths (``LINE_LIMIT`` for an
-  OAuth token, ``command_size_limits`` per command).
+  OAuth token, ``command_size_limits`` per command). Authenticated, the idle
+  timeout is ``AUTHENTICATED_TIMEOUT``.
+- Logs: connections and logins as the other listeners log them, and each
+  DATA as one "command" event at INFO (account, sender, recipient count,
+  size, status): an outgoing message is worth a line at the default level.
+- Shutdown (``Context.shutdown``): idle sessions get ``421 4.3.2`` at once;
+  one whose store call is under way gets its reply first.
 """
 
 import asyncio
