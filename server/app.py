@@ -371,6 +371,8 @@ class Roost:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+        if getattr(self, "_submission", None) is not None:
+            self._submission.shutdown()
         for port in self.ports:
             await asyncio.ensure_future(_as_future(port.stopListening()))
         # The listeners have said BYE to their sessions; what is left in the

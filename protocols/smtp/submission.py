@@ -71,7 +71,13 @@ Design choices:
   idle timeout ``unauthenticated_timeout`` between commands and
   ``PREAUTH_LIFETIME`` timeouts in all before it must have authenticated,
   aiosmtpd's limit of bogus commands, line lengths (``LINE_LIMIT`` for an
-  OAuth token, ``command_size_limits`` per command).
+  OAuth token, ``command_size_limits`` per command). Authenticated, the idle
+  timeout is ``AUTHENTICATED_TIMEOUT``.
+- Logs: connections and logins as the other listeners log them, and each
+  DATA as one "command" event at INFO (account, sender, recipient count,
+  size, status): an outgoing message is worth a line at the default level.
+- Shutdown (``Context.shutdown``): idle sessions get ``421 4.3.2`` at once;
+  one whose store call is under way gets its reply first.
 """
 
 import asyncio
@@ -189,6 +195,16 @@ class Context:
     save_sent: bool = True
     loopback_cleartext: bool = True
     gate: Gate = field(default_factory=Gate)
+    sessions: set = field(default_factory=set)
+    closing: bool = False
+
+    def shutdown(self):
+        """The server stops: idle sessions get ``421`` now, busy ones after
+        the reply to what they are doing (a message being queued is queued)."""
+        self.closing = True
+        for session in list(self.sessions):
+            if not session.busy:
+                session.close_for_shutdown()
 
 
 @dataclass(frozen=True)
@@ -258,6 +274,7 @@ class Submission(SMTP):
         self.loopback = False
         self.conn_id, self.opened, self.bytes_in, self.bytes_out = next(_conn_ids), 0.0, 0, 0
         self._plain = False             # pushing the greeting or an EHLO/HELO answer
+        self.busy = 0                   # store calls under way
 
     # --- connection -----------------------------------------------------------------
 
@@ -273,6 +290,7 @@ class Submission(SMTP):
                                                lim.unauthenticated_total)
             self.gated = self.refused is True
             self.opened = time.monotonic()
+            self.ctx.sessions.add(self)
             log.info("connection open", extra={"event": "connection", "state": "open",
                                                "proto": self.proto, "conn": self.conn_id,
                                                "peer": self.ip})
@@ -283,6 +301,7 @@ class Submission(SMTP):
             self.account = None
 
     def connection_lost(self, error):
+        self.ctx.sessions.discard(self)
         if self.gated:
             self.ctx.gate.leave(self.ip)
             self.gated = False
@@ -302,6 +321,8 @@ class Submission(SMTP):
         return self.loopback and self.ctx.loopback_cleartext
 
     async def _handle_client(self):
+        if self.ctx.closing:
+            self.refused = "the server is shutting down"
         if self.refused is not True:
             self._plain = True
             await self.push(f"421 4.7.0 {self.hostname} {self.refused}")
@@ -323,6 +344,21 @@ class Submission(SMTP):
     def _timeout_cb(self):
         self._say("421 4.4.2 idle too long; closing")
         super()._timeout_cb()
+
+    async def _work(self, fn, *args):
+        """Blocking ``fn(*args)`` on the worker pool."""
+        self.busy += 1
+        try:
+            return await self.ctx.run(fn, *args)
+        finally:
+            self.busy -= 1
+            if self.ctx.closing:        # after the reply the caller is about to write
+                self.loop.call_soon(self.close_for_shutdown)
+
+    def close_for_shutdown(self):
+        if self.transport is not None and not self.transport.is_closing():
+            self._say("421 4.3.2 the server is shutting down")
+            self.transport.close()
 
     def _say(self, line):
         if self.transport is not None and not self.transport.is_closing():
@@ -567,7 +603,7 @@ class Submission(SMTP):
                 raise Reply("553 5.7.1 the null sender is for bounces; send from your address")
             self._mail_params(txn, params)
             check_address(sender, txn.smtp_utf8)
-            allowed, use = await self.ctx.run(self._sender_and_usage, sender, time.time())
+            allowed, use = await self._work(self._sender_and_usage, sender, time.time())
             if not allowed:
                 raise Reply(f"553 5.7.1 <{sender}> is not an address of {self.account.address}")
             over = self._over_rate(use, adding=1)
@@ -683,7 +719,7 @@ class Submission(SMTP):
         if address.lower() in txn.seen:
             await self.push("250 2.1.5 recipient ok (already given)")
             return
-        refused = await self.ctx.run(self._recipient_refused, address)
+        refused = await self._work(self._recipient_refused, address)
         if refused:
             await self.push(refused)
             return
@@ -731,7 +767,7 @@ class Submission(SMTP):
             reply = f"552 5.3.4 message exceeds the limit of {self.ctx.limits.max_size} octets"
         else:
             try:
-                reply = await self.ctx.run(self._accept, txn, content)
+                reply = await self._work(self._accept, txn, content)
             except Exception:  # noqa: BLE001 - storage trouble: the client keeps the message
                 log.exception("queueing a submitted message")
                 reply = "451 4.3.0 the message could not be queued; try again later"

@@ -847,6 +847,23 @@ def test_idle_unauthenticated_connection_closed(limited):
     raw.close()
 
 
+def test_sigterm_says_421_to_open_sessions(tmp_path):
+    data, conf = make_data(tmp_path, [ALICE], "")
+    srv = RoostServer(data, listeners=("submission",), config=conf).start()
+    try:
+        raw = Raw(srv.ports["submission"])
+        raw.cmd("EHLO client")
+        assert raw.auth_plain(ALICE, PASSWORDS[ALICE])[0] == 235
+        srv.proc.send_signal(signal.SIGTERM)
+        assert raw.reply() == (421, ["421 4.3.2 the server is shutting down"])
+        assert raw.file.readline() == b""
+        raw.close()
+        assert srv.proc.wait(30) == 0
+    finally:
+        srv.stop()
+    assert_clean_log(srv)
+
+
 # --- durability ------------------------------------------------------------------------
 
 def test_kill_9_right_after_the_250_keeps_the_queued_message(tmp_path):
