@@ -287,19 +287,30 @@ class Outbound:
             self.wakeup()
         return Queued(mid, {r.address: (s, reply) for r, s, reply in rows})
 
-    def _deliver_local(self, env, data, rcpts):
-        from .delivery import DELIVERED, DUPLICATE, NO_SUCH_USER, Incoming
-        results = self.delivery.store(Incoming(data, recipients=tuple(r.address for r in rcpts),
-                                               sender=env.sender or None))
+    def _store_local(self, data, sender, addresses):
+        """Store ``data`` for local ``addresses`` through the delivery path;
+        the SMTP-style reply of each (2xx stored, 4xx retry, 5xx bounce)."""
+        from .delivery import DELIVERED, DUPLICATE, NO_SUCH_USER, OVER_QUOTA, Incoming
+        results = self.delivery.store(Incoming(data, recipients=tuple(addresses),
+                                               sender=sender or None))
         out = []
-        for rcpt, res in zip(rcpts, results):
+        for res in results:
             if res.status in (DELIVERED, DUPLICATE):
-                out.append((rcpt, "delivered", "250 2.0.0 delivered to a local mailbox"))
+                out.append("250 2.0.0 delivered to a local mailbox")
             elif res.status is NO_SUCH_USER:
-                out.append((rcpt, "bounced", "550 5.1.1 no such user here"))
+                out.append("550 5.1.1 no such user here")
+            elif res.status is OVER_QUOTA:
+                out.append("452 4.2.2 mailbox full")
             else:
-                out.append((rcpt, "queued", None))   # retried by the relay
+                out.append(f"451 4.3.0 {res.reason or 'temporary failure'}")
         return out
+
+    def _deliver_local(self, env, data, rcpts):
+        replies = self._store_local(data, env.sender, [r.address for r in rcpts])
+        states = {"2": "delivered", "5": "bounced"}
+        # a temporary failure is queued as never tried: the relay retries it
+        return [(rcpt, states[reply[0]], reply) if reply[0] in states else (rcpt, "queued", None)
+                for rcpt, reply in zip(rcpts, replies)]
 
     def _held_by_rule(self, conn, account_id, addresses):
         rules = conn.execute(select(hold_rules.c.account_id, hold_rules.c.domain)).all()
@@ -355,22 +366,8 @@ class Outbound:
     def deliver_local(self, work):
         """Attempt a queued local recipient again (the relay calls this for
         ``Work.local``); returns the ``Result`` of each."""
-        from .delivery import DELIVERED, DUPLICATE, NO_SUCH_USER, OVER_QUOTA, Incoming
-        data = self.read(work.spool)
-        results = self.delivery.store(Incoming(data, recipients=tuple(a for _, a in work.rcpts),
-                                               sender=work.sender or None))
-        out = []
-        for (rid, _), res in zip(work.rcpts, results):
-            if res.status in (DELIVERED, DUPLICATE):
-                reply = "250 2.0.0 delivered to a local mailbox"
-            elif res.status is NO_SUCH_USER:
-                reply = "550 5.1.1 no such user here"
-            elif res.status is OVER_QUOTA:
-                reply = "452 4.2.2 mailbox full"
-            else:
-                reply = f"451 4.3.0 {res.reason or 'temporary failure'}"
-            out.append(Result(rid, reply, self.hostname))
-        return out
+        replies = self._store_local(self.read(work.spool), work.sender, [a for _, a in work.rcpts])
+        return [Result(rid, reply, self.hostname) for (rid, _), reply in zip(work.rcpts, replies)]
 
     def record(self, results):
         """Apply each ``Result``: 2xx delivered, 4xx deferred (bounced once
