@@ -95,6 +95,8 @@ class Incoming:
     internal_date: float = None
     dedupe: bool = None
     prepend: bool = None
+    auth_headers: bytes = b""   # header lines prepended after Delivered-To (Authentication-Results, X-Spam-*)
+    verdicts: dict = None       # spf, dkim, dmarc, arc, spam_score, spam, ... (protocols.mailauth)
 
 
 @dataclass
@@ -282,7 +284,7 @@ class Delivery:
             sender = sender[1:-1]   # the null sender arrives as "<>"
         eol = b"\r\n" if item.data[:item.data.find(b"\n")].endswith(b"\r") else b"\n"
         return (b"Return-Path: <" + mime.bytes_of(sender) + b">" + eol +
-                b"Delivered-To: " + mime.bytes_of(rcpt) + eol)
+                b"Delivered-To: " + mime.bytes_of(rcpt) + eol + item.auth_headers)
 
     def _stage_all(self, jobs):
         """Write each job's copy to the blob store (identical copies once, then

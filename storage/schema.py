@@ -295,6 +295,78 @@ hold_rules = Table(
     Column("created", Float, nullable=False),
 )
 
+# Sieve scripts (storage.sieve.scripts): ManageSieve, JMAP SieveScript and the
+# generated VacationResponse script all edit these rows; at most one active.
+sieve_scripts = Table(
+    "sieve_scripts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("active", Boolean, nullable=False, default=False),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Column("notified", String(64)),      # hash of the runtime error the user was last told of
+    UniqueConstraint("account_id", "name", name="sieve_scripts_name"),
+)
+
+# Vacation replies sent (RFC 5230: one per sender per :days/:seconds period).
+sieve_replies = Table(
+    "sieve_replies", metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("handle", String(64), primary_key=True),   # hash of :handle, or of reason and subject
+    Column("sender", String(320), primary_key=True),
+    Column("expires", Float, nullable=False),
+)
+
+# Sieve "duplicate" (RFC 7352) memory: ids seen per account until they expire.
+sieve_duplicates = Table(
+    "sieve_duplicates", metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(64), primary_key=True),      # hash of handle and unique id
+    Column("expires", Float, nullable=False),
+)
+
+# Greylisting triplets of the SMTP edge (client network, sender, recipient),
+# and client networks allow-listed after mail from them passed.
+greylist = Table(
+    "greylist", metadata,
+    Column("network", String(64), primary_key=True),
+    Column("sender", String(320), primary_key=True),
+    Column("recipient", String(320), primary_key=True),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("passed", Float),
+    Column("attempts", Integer, nullable=False, default=1),
+)
+Index("greylist_seen", greylist.c.last_seen)
+
+greylist_allowed = Table(
+    "greylist_allowed", metadata,
+    Column("network", String(64), primary_key=True),
+    Column("passes", Integer, nullable=False, default=0),
+    Column("expires", Float, nullable=False),
+)
+
+# DMARC evaluations kept for aggregate reports (RFC 7489 section 7.2), one row
+# per message from a domain that publishes rua=.
+dmarc_records = Table(
+    "dmarc_records", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("policy_domain", String(255), nullable=False),
+    Column("rua", Text, nullable=False),
+    Column("policy", Text, nullable=False, default="{}"),   # p, sp, pct, adkim, aspf (JSON)
+    Column("source_ip", String(64), nullable=False),
+    Column("header_from", String(255), nullable=False),
+    Column("envelope_from", String(255), nullable=False, default=""),
+    Column("disposition", String(16), nullable=False),
+    Column("dkim", String(16), nullable=False),             # aligned DKIM result
+    Column("spf", String(16), nullable=False),              # aligned SPF result
+    Column("results", Text, nullable=False, default="{}"),  # auth_results (JSON)
+    Column("created", Float, nullable=False),
+)
+Index("dmarc_records_domain", dmarc_records.c.policy_domain, dmarc_records.c.created)
+
 # Web push endpoints registered by a client (no account: they belong to the
 # credentials' owner, which is an account here).
 push_subscriptions = Table(
