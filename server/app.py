@@ -76,9 +76,10 @@ class Roost:
         self.store = Store.open(config.data, config.database or None)
         recover(self.store)
         self.delivery = Delivery(self.store, max_size=config.max_message_size,
-                                 dedupe_window=config.dedupe_window)
+                                 dedupe_window=config.dedupe_window, hostname=config.hostname)
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="roost-worker")
         self.outbound = open_outbound(config, self.store, self.delivery)
+        self.delivery.outbound = self.outbound    # Sieve's redirect, vacation and notify rows
         self.outbound.recover()
         self.relay = None
         self.auth = Authenticator(self.store, self.run, trusted_proxies=config.trusted_proxies,

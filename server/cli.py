@@ -2,8 +2,11 @@
 
 ``--data DIR`` (or ``ROOST_DATA``) selects the data directory for every
 command, before or after the subcommand. ``roost deliver`` exits 0 when
-delivered, 67 (EX_NOUSER) for an unknown recipient and 75 (EX_TEMPFAIL) when
-the sender should retry, so Postfix can use it as ``mailbox_command``.
+delivered, 67 (EX_NOUSER) for an unknown recipient, 77 (EX_NOPERM, with the
+reason on stderr) when the recipient's Sieve script rejected it and 75
+(EX_TEMPFAIL) when the sender should retry, so Postfix can use it as
+``mailbox_command``; Sieve's redirects and vacation replies go into the
+outbound queue, which the running server's relay sends.
 ``roost import`` reports each message it cannot store (too large, over
 quota, a failure storing it: its number in the file and the reason) and goes
 on with the next; it exits 65 (EX_DATAERR) when it skipped any. A batch that
@@ -20,12 +23,12 @@ import sys
 import time
 
 from roost.storage import errors
-from roost.storage.delivery import NO_SUCH_USER, TOO_LARGE, Delivery, Incoming, recover
+from roost.storage.delivery import NO_SUCH_USER, REJECTED, TOO_LARGE, Delivery, Incoming, recover
 from roost.storage.store import Store
 
 from . import config as configmod
 
-EX_OK, EX_USAGE, EX_DATAERR, EX_NOUSER, EX_SOFTWARE, EX_TEMPFAIL = 0, 64, 65, 67, 70, 75
+EX_OK, EX_USAGE, EX_DATAERR, EX_NOUSER, EX_SOFTWARE, EX_TEMPFAIL, EX_NOPERM = 0, 64, 65, 67, 70, 75, 77
 LISTENERS = ("imap", "imaps", "lmtp", "jmap", "submission", "submissions", "smtp", "managesieve",
              "auth", "socketmap", "metrics")
 
@@ -239,7 +242,10 @@ def cmd_deliver(args, cfg):
     data = sys.stdin.buffer.read(cfg.max_message_size + 1)
     try:
         store = open_store(cfg)
-        delivery = Delivery(store, max_size=cfg.max_message_size, dedupe_window=cfg.dedupe_window)
+        delivery = Delivery(store, max_size=cfg.max_message_size, dedupe_window=cfg.dedupe_window,
+                            hostname=cfg.hostname)
+        from .app import open_outbound
+        delivery.outbound = open_outbound(cfg, store, delivery)
         (result,) = delivery.store(Incoming(data, (args.address,), sender=args.sender,
                                             mailbox_name=args.mailbox))
         delivery.close()
@@ -253,6 +259,8 @@ def cmd_deliver(args, cfg):
         return EX_NOUSER
     if result.status == TOO_LARGE:
         return EX_DATAERR  # permanent: the sender bounces it
+    if result.status == REJECTED:
+        return EX_NOPERM   # permanent, the reason (printed above) goes into the bounce
     return EX_TEMPFAIL  # over quota or storage trouble: the sender retries
 
 

@@ -39,6 +39,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -47,8 +48,8 @@ from . import blobops
 from . import flags as flagbits
 from . import mime
 from .blobs import BlobRef
-from .errors import (AccountNotFound, MailboxNotFound, MessageTooLarge, QuotaExceeded,
-                     TemporaryFailure)
+from .errors import (AccountNotFound, MailboxNotFound, MessageRejected, MessageTooLarge,
+                     QuotaExceeded, TemporaryFailure)
 from .model import NewMessage, Stored, maildir_key
 from .schema import accounts, mailbox_messages, mailboxes, messages
 
@@ -68,12 +69,16 @@ class Status(enum.Enum):
     OVER_QUOTA = "over-quota"
     TOO_LARGE = "too-large"
     TEMPORARY = "temporary"
+    REJECTED = "rejected"       # Sieve reject/ereject: refused, ``reason`` says why (LMTP 550 5.7.1)
+    DISCARDED = "discarded"     # Sieve discard, or a redirect without keep: accepted, nothing stored
 
 
-DELIVERED, DUPLICATE, NO_SUCH_USER, NO_SUCH_MAILBOX, OVER_QUOTA, TOO_LARGE, TEMPORARY = Status
+(DELIVERED, DUPLICATE, NO_SUCH_USER, NO_SUCH_MAILBOX, OVER_QUOTA, TOO_LARGE, TEMPORARY, REJECTED,
+ DISCARDED) = Status
 
 _ERRORS = {NO_SUCH_USER: AccountNotFound, NO_SUCH_MAILBOX: MailboxNotFound,
-           OVER_QUOTA: QuotaExceeded, TOO_LARGE: MessageTooLarge, TEMPORARY: TemporaryFailure}
+           OVER_QUOTA: QuotaExceeded, TOO_LARGE: MessageTooLarge, TEMPORARY: TemporaryFailure,
+           REJECTED: MessageRejected}
 
 
 @dataclass
@@ -108,13 +113,14 @@ class DeliveryResult:
 
     @property
     def ok(self):
-        return self.status in (DELIVERED, DUPLICATE)
+        """Accepted: stored, already stored, or dropped on purpose by the account's filter."""
+        return self.status in (DELIVERED, DUPLICATE, DISCARDED)
 
     def stored_or_raise(self):
         """The first ``Stored``, or the typed store error of the status."""
-        if self.ok:
+        if self.ok and self.stored:
             return self.stored[0]
-        raise _ERRORS[self.status](self.reason)
+        raise _ERRORS.get(self.status, TemporaryFailure)(self.reason or self.status.value)
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,35 @@ class Route:
     """Where one recipient's copy goes: a mailbox, with flags."""
     mailbox: object
     flags: tuple = ()
+
+
+@dataclass
+class Plan:
+    """What ``Delivery.route`` decided for one recipient's copy: its
+    ``routes`` (one message in each mailbox); ``data``, this copy's whole
+    bytes when Sieve's editheader changed them (they replace the prepended
+    headers and the shared bytes); ``status`` REJECTED or DISCARDED (with
+    ``reason``) when nothing is stored; ``after(result)``, run once the copy is
+    committed and accepted, before ``store`` returns (Sieve's redirect,
+    vacation, notify, duplicate ids, error notice); ``filtered``: a filter
+    decided (other recipients reaching the account then add no mailboxes)."""
+    routes: list
+    data: bytes = None
+    status: Status = None
+    reason: str = ""
+    after: object = None
+    filtered: bool = False
+
+
+class _Job(NamedTuple):
+    result: DeliveryResult
+    account: object
+    routes: list
+    prefix: bytes
+    parsed: object
+    item: Incoming
+    shared: dict
+    data: bytes
 
 
 class GroupCommitter:
@@ -196,10 +231,15 @@ class GroupCommitter:
 
 
 class Delivery:
-    def __init__(self, store, *, max_size=DEFAULT_MAX_SIZE, dedupe_window=DEFAULT_DEDUPE_WINDOW):
+    def __init__(self, store, *, max_size=DEFAULT_MAX_SIZE, dedupe_window=DEFAULT_DEDUPE_WINDOW,
+                 hostname="localhost", outbound=None):
+        from .sieve.deliver import SieveDelivery
         self.mailstore = store
         self.max_size = max_size
         self.dedupe_window = dedupe_window
+        self.hostname = hostname          # Sieve's environment "host", Message-IDs of replies
+        self.outbound = outbound          # storage.outbound.Outbound for Sieve's outgoing mail, or None
+        self.sieve = SieveDelivery(self)
         self.committer = GroupCommitter(store)
         self._inboxes = {}
         self._pool = None
@@ -221,15 +261,15 @@ class Delivery:
         goes to (``+detail`` variants, aliases) share that delivery: one
         message for the account, in each mailbox they name."""
         started = time.monotonic()
-        out, jobs, same = [], [], []   # jobs: (result, account, [Route], prefix, parsed, item, shared)
+        out, jobs, same, later = [], [], [], []   # later: (result, Plan) with an ``after``
         for item in items:
             shared = {}
             if item.account is not None:
                 result = DeliveryResult(item.account.address, DELIVERED)
                 out.append(result)
                 if self._fits(result, item.data):
-                    jobs.append((result, item.account, [Route(b, tuple(item.flags)) for b in item.mailboxes],
-                                 b"", None, item, shared))
+                    jobs.append(_Job(result, item.account, [Route(b, tuple(item.flags)) for b in item.mailboxes],
+                                     b"", None, item, shared, item.data))
                 continue
             parsed, reached = None, {}
             for rcpt in item.recipients:
@@ -243,32 +283,51 @@ class Delivery:
                     continue
                 parsed = parsed or parse(item.data)
                 for account, detail in found:
-                    routes = self.route(account, item.mailbox_name or detail, item, parsed)
                     if account.id in reached:   # one message per account: its mailboxes join
-                        first, first_routes = reached[account.id]
-                        have = {r.mailbox.id for r in first_routes}
-                        first_routes.extend(r for r in routes if r.mailbox.id not in have)
+                        first, first_plan = reached[account.id]
+                        if not first_plan.filtered and first_plan.status is None:
+                            have = {r.mailbox.id for r in first_plan.routes}
+                            first_plan.routes.extend(
+                                r for r in self._default_routes(account, item.mailbox_name or detail, item)
+                                if r.mailbox.id not in have)
                         same.append((result, first))
                         continue
-                    reached[account.id] = (result, routes)
                     prefix = self._prefix(item, rcpt) if item.prepend is not False else b""
-                    jobs.append((result, account, routes, prefix, parsed, item, shared))
+                    plan = self.route(account, item.mailbox_name or detail, item, parsed, rcpt, prefix)
+                    reached[account.id] = (result, plan)
+                    if plan.after is not None:
+                        later.append((result, plan))
+                    if plan.status is not None:
+                        result.status, result.reason = plan.status, plan.reason
+                        continue
+                    if plan.data is not None:   # edited by Sieve: a copy of its own
+                        jobs.append(_Job(result, account, plan.routes, b"", None, item, {}, plan.data))
+                    else:
+                        jobs.append(_Job(result, account, plan.routes, prefix, parsed, item, shared,
+                                         item.data))
         staged = self._stage_all(jobs)
         self._commit(staged)
+        for result, plan in later:
+            if result.ok:
+                plan.after(result)
         for result, first in same:
             if result.status is DELIVERED and not result.stored:
                 result.status, result.reason, result.stored = first.status, first.reason, list(first.stored)
         _log_results(items, out, started)
         return out
 
-    def route(self, account, mailbox_name, incoming, parsed):
-        """The inbound-policy step: where one recipient's copy goes.
+    def route(self, account, mailbox_name, incoming, parsed, rcpt=None, prefix=b""):
+        """The inbound-policy step: the ``Plan`` of one recipient's copy.
 
-        Today: the named mailbox (exact name first, then case-insensitively),
-        else INBOX, with the item's flags. Sieve (``storage.sieve``) plugs in
-        here: it returns the mailboxes and flags of ``fileinto``/``keep``/
-        ``addflag``, and records redirect and vacation actions in the outbound
-        queue, from the message's ``parsed`` headers and the verdicts."""
+        The default target is the named mailbox (exact name first, then
+        case-insensitively), else INBOX, with the item's flags; the
+        account's active Sieve script (``storage.sieve.deliver``) then
+        decides mailboxes, flags, rejection and outgoing mail from the
+        message (``parsed``, as stored: after ``prefix``) and the verdicts."""
+        box = self._target_mailbox(account, mailbox_name)
+        return self.sieve.plan(account, box, incoming, parsed, rcpt or account.address, prefix)
+
+    def _default_routes(self, account, mailbox_name, incoming):
         return [Route(self._target_mailbox(account, mailbox_name), tuple(incoming.flags))]
 
     def _fits(self, result, data):
@@ -293,13 +352,13 @@ class Delivery:
         blobs = self.mailstore.blobs
 
         def message(job):
-            result, account, routes, prefix, parsed, item, shared = job
-            parsed = parse(item.data) if parsed is None else shifted(parsed, len(prefix))
+            result, account, routes, prefix, parsed, item, shared, data = job
+            parsed = parse(data) if parsed is None else shifted(parsed, len(prefix))
             first, *rest = routes
             bits, keywords = flagbits.split(first.flags)
             dedupe = item.dedupe if item.dedupe is not None else item.account is None
             new = NewMessage(
-                account, first.mailbox, None, item.data, parsed, bits=bits, keywords=keywords,
+                account, first.mailbox, None, data, parsed, bits=bits, keywords=keywords,
                 internal_date=item.internal_date, dedupe_window=self.dedupe_window if dedupe else 0,
                 also=tuple((r.mailbox, *flagbits.split(r.flags)) for r in rest),
                 prefix=prefix, shared=shared)
@@ -316,7 +375,7 @@ class Delivery:
             news = [message(job) for job in group]
             try:
                 news[0].stem = blobs.put(first[1].maildir_key, first[2][0].mailbox.folder,
-                                         first[5].data, first[3])
+                                         first.data, first[3])
             except Exception as exc:  # noqa: BLE001 - these copies fail, the others go on
                 err = failed(exc, news[0].size)
                 return [(job[0], err, job[5]) for job in group]

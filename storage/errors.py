@@ -33,6 +33,10 @@ class MessageTooLarge(StoreError):
     pass
 
 
+class MessageRejected(StoreError):
+    """The recipient's filter refused the message (Sieve reject/ereject)."""
+
+
 class Conflict(StoreError):
     """The request contradicts the stored state (role taken, INBOX rename, ...)."""
 

@@ -290,13 +290,15 @@ class Outbound:
     def _store_local(self, data, sender, addresses):
         """Store ``data`` for local ``addresses`` through the delivery path;
         the SMTP-style reply of each (2xx stored, 4xx retry, 5xx bounce)."""
-        from .delivery import DELIVERED, DUPLICATE, NO_SUCH_USER, OVER_QUOTA, Incoming
+        from .delivery import DISCARDED, DELIVERED, DUPLICATE, NO_SUCH_USER, OVER_QUOTA, REJECTED, Incoming
         results = self.delivery.store(Incoming(data, recipients=tuple(addresses),
                                                sender=sender or None))
         out = []
         for res in results:
-            if res.status in (DELIVERED, DUPLICATE):
+            if res.status in (DELIVERED, DUPLICATE, DISCARDED):
                 out.append("250 2.0.0 delivered to a local mailbox")
+            elif res.status is REJECTED:     # the recipient's Sieve script refused it: a bounce
+                out.append(f"550 5.7.1 {res.reason or 'message refused'}")
             elif res.status is NO_SUCH_USER:
                 out.append("550 5.1.1 no such user here")
             elif res.status is OVER_QUOTA:

@@ -52,12 +52,20 @@ REPLIES = {
     outcome.OVER_QUOTA: "552 5.2.2 <{}> mailbox is full",
     outcome.TOO_LARGE: "552 5.3.4 <{}> message too big",
     outcome.TEMPORARY: "451 4.3.0 <{}> temporary failure, try again later",
+    outcome.DISCARDED: "250 2.0.0 <{}> delivered",        # the recipient's Sieve script discarded it
+    outcome.REJECTED: "550 5.7.1 {reason}",               # Sieve reject/ereject (RFC 5429)
 }
 
 
 def reply_for(result):
-    """The LMTP reply line of one recipient's ``DeliveryResult``."""
-    return REPLIES.get(result.status, REPLIES[outcome.TEMPORARY]).format(result.recipient)
+    """The LMTP reply line of one recipient's ``DeliveryResult``. A Sieve
+    rejection carries the script's reason (one line of printable ASCII, made
+    so by ``storage.sieve.deliver``)."""
+    template = REPLIES.get(result.status, REPLIES[outcome.TEMPORARY])
+    if result.status is outcome.REJECTED:
+        reason = " ".join("".join(c if " " <= c < "\x7f" else " " for c in result.reason).split())
+        return template.format(reason=reason[:400] or "message refused")
+    return template.format(result.recipient)
 
 
 class LMTPServer(LMTP):
