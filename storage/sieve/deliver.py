@@ -112,6 +112,7 @@ from urllib.parse import parse_qsl, unquote
 from sqlalchemy import and_, delete, insert, select, update
 
 from .. import mime
+from ..delivery import DISCARDED, REJECTED, TEMPORARY, Incoming, Plan, Route, shifted
 from ..errors import InvalidName, MailboxExists, MailboxNotFound
 from ..schema import aliases, sieve_duplicates, sieve_replies
 from . import SieveError, compile, scripts
@@ -293,7 +294,6 @@ class SieveDelivery:
     def plan(self, account, default_box, incoming, parsed, rcpt, prefix):
         """The ``Plan`` of one recipient's copy (``default_box``: where the
         implicit keep goes, the +detail or named mailbox, else INBOX)."""
-        from ..delivery import DISCARDED, REJECTED, Plan, Route
         verdicts = incoming.verdicts or {}
         entry = self.entry(account)
         flags = tuple(incoming.flags)
@@ -419,7 +419,6 @@ class SieveDelivery:
         return self.delivery._target_mailbox(account, None)
 
     def _junk_route(self, account, flags):
-        from ..delivery import Route
         try:
             box = self.store.mailbox(account.id, role="junk")
         except MailboxNotFound:
@@ -473,7 +472,6 @@ class SieveDelivery:
                 if isinstance(action, Redirect):
                     log.error("sieve: cannot queue the redirect of %s to %s: %s",
                               account.address, action.address, exc)
-                    from ..delivery import TEMPORARY
                     result.status, result.reason = TEMPORARY, "cannot queue a redirect, try again"
                     return
                 log.exception("sieve: cannot queue the %s of %s", type(action).__name__.lower(),
@@ -593,7 +591,6 @@ class SieveDelivery:
         try:
             if not scripts.mark_notified(self.store, account.id, script.id, _sha(script.name, error)):
                 return
-            from ..delivery import Incoming
             data = error_notice(account, script.name, error, self._hostname())
             (res,) = self.delivery.store(Incoming(data, account=account,
                                                   mailboxes=(self._inbox(account),)))
@@ -639,7 +636,6 @@ def _with_prefix(parsed, prefix):
     """``parsed`` of the stored copy: offsets shifted, the prefix's fields first."""
     if not prefix:
         return parsed
-    from ..delivery import shifted
     out = shifted(parsed, len(prefix))
     if out is parsed:
         return parsed
