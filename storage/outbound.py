@@ -285,7 +285,23 @@ class Outbound:
             raise
         if pending and self.wakeup is not None:
             self.wakeup()
+        self._bounce_local(env, data, rows, now)
         return Queued(mid, {r.address: (s, reply) for r, s, reply in rows})
+
+    def _bounce_local(self, env, data, rows, now):
+        """A DSN for local recipients that refused the message at once (no such
+        user, a Sieve reject): the submitter got one 250 for the whole message."""
+        notices = [dsn.Notice(r.address, "failed", dsn.status_of(reply, "5"), reply, self.hostname,
+                              r.orcpt or "", now, None)
+                   for r, s, reply in rows if s == "bounced" and reply and wants(r.notify, "FAILURE")]
+        if not notices or not env.sender or env.kind == "dsn":
+            return
+        report = dsn.report(hostname=self.hostname, recipient=env.sender, notices=notices,
+                            original=data, ret=env.ret, envid=env.envid, arrival=now, now=self.clock())
+        try:
+            self.submit(Envelope("", [Recipient(env.sender, notify="NEVER")], kind="dsn"), report)
+        except Exception:  # noqa: BLE001 - the bounce is lost, the message is not
+            log.exception("could not queue a DSN for a local bounce to %s", env.sender)
 
     def _store_local(self, data, sender, addresses):
         """Store ``data`` for local ``addresses`` through the delivery path;

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from roost.protocols.lmtp import reply_for
 from roost.storage import delivery as dl
 from roost.storage import flags as flagbits
-from roost.storage.outbound import Outbound, Spool
+from roost.storage.outbound import Envelope, Outbound, Recipient, Spool
 from roost.storage.schema import outbound, sieve_duplicates, sieve_replies
 from roost.storage.sieve import deliver as sd
 from roost.storage.sieve import scripts
@@ -151,10 +151,10 @@ def test_reject_refuses_that_recipient_only(env):
 def test_a_local_sender_of_the_queue_gets_a_bounce_for_a_reject(env):
     store, d = env
     with_script(store, d, Outcome([Reject("not you")], keep=False))
-    q = d.outbound.submit(__import__("roost.storage.outbound", fromlist=["Envelope"]).Envelope(
-        "v@example.org", [__import__("roost.storage.outbound", fromlist=["Recipient"]).Recipient(USER)]),
-        MSG)
+    q = d.outbound.submit(Envelope("v@example.org", [Recipient(USER)]), MSG)
     assert q.states[USER] == ("bounced", "550 5.7.1 not you")
+    (dsn, _r), = box_messages(store, store.account("v@example.org"), "INBOX")
+    assert b"Undelivered Mail Returned to Sender" in dsn and b"550 5.7.1 not you" in dsn
 
 
 def test_editheader_bytes_are_stored(env):
