@@ -7,13 +7,11 @@ CHECKSCRIPT/PUTSCRIPT, JMAP SieveScript/validate and set, and the
 interpreter all use it, so a script that is accepted is one that runs.
 ``EXTENSIONS`` is what the SIEVE capability lists: exactly what runs.
 
-The parser is sievelib's (syntax only); what the commands mean is Roost's.
+The tokens are sievelib's (its lexer); the tree (``grammar``), the checks
+(``interpreter``) and what the commands mean (``runtime``) are Roost's.
 """
 
-from sievelib.parser import Parser
-
-# Filled in by the interpreter as each extension is implemented and tested.
-EXTENSIONS = ()
+# What runs: the interpreter's list (see storage.sieve.interpreter).
 MAX_SCRIPT_SIZE = 64 * 1024
 
 
@@ -26,12 +24,6 @@ class SieveError(ValueError):
         self.message = message
 
 
-def compile(text):
-    """The parsed commands of ``text`` (str); raises ``SieveError``."""
-    if len(text.encode("utf-8", "surrogateescape")) > MAX_SCRIPT_SIZE:
-        raise SieveError(f"script exceeds {MAX_SCRIPT_SIZE} bytes")
-    parser = Parser()
-    if not parser.parse(text.encode("utf-8", "surrogateescape")):
-        line = parser.error_pos[0] if getattr(parser, "error_pos", None) else 0
-        raise SieveError(str(parser.error).partition(": ")[2] or str(parser.error), line)
-    return parser.result
+from .interpreter import EXTENSIONS, Script, compile, run  # noqa: E402
+
+__all__ = ["EXTENSIONS", "MAX_SCRIPT_SIZE", "Script", "SieveError", "compile", "run"]

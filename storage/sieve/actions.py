@@ -80,7 +80,8 @@ class Hooks:
     def mailbox_exists(self, name):
         return False
 
-    def specialuse_exists(self, flag):
+    def specialuse_exists(self, flag, mailbox=None):
+        """Is there a mailbox with this special-use flag (or: has ``mailbox`` it)?"""
         return False
 
     def duplicate(self, key):

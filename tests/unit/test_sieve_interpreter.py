@@ -1,0 +1,299 @@
+"""The Sieve interpreter (storage.sieve): compile errors with their lines, and
+runs against real messages asserting the actions (RFC 5228 and the base
+extensions: fileinto, reject/ereject, envelope, vacation, imap4flags, copy)."""
+
+import pytest
+from roost.storage.sieve import EXTENSIONS, SieveError, compile, run
+from roost.storage.sieve.actions import Context, FileInto, Keep, Redirect, Reject, Vacation
+
+MSG = (b"Received: from mx.example.net by roost.test; Mon, 1 Jan 2024 10:00:00 +0000\r\n"
+       b"Date: Tue, 1 Apr 1997 09:06:31 -0800\r\n"
+       b"From: coyote@desert.example.org\r\n"
+       b"To: roadrunner@acme.example.com\r\n"
+       b"Subject: I have a present for you\r\n"
+       b"X-Caffeine: C8H10N4O2\r\n"
+       b"\r\n"
+       b"Look, I'm sorry about the whole anvil thing, and I really\r\n"
+       b"didn't mean to try and drop it on you from the top of the\r\n"
+       b"cliff.  I want to try to make it up to you.  I've got some\r\n"
+       b"great birdseed over here at my place--top of the line\r\n"
+       b"stuff--and if you come by, I'll have it all wrapped\r\n"
+       b"up for you.  I'm really sorry for all the problems I've\r\n"
+       b"caused.  I'm sure you wouldn't like it if I'd been the one\r\n"
+       b"who'd had an anvil dropped on his head\r\n")
+
+
+def outcome(script, data=MSG, **kw):
+    kw.setdefault("sender", "coyote@desert.example.org")
+    kw.setdefault("recipient", "roadrunner@acme.example.com")
+    return run(compile(script), Context(data=data, **kw))
+
+
+def err_line(script):
+    with pytest.raises(SieveError) as e:
+        compile(script)
+    return e.value.line
+
+
+# --- RFC 5228 examples ------------------------------------------------------
+
+RFC5228_FINAL = """
+# Example Sieve Filter
+# Declare any optional features or extension used by the script
+require ["fileinto"];
+
+# Handle messages from known mailing lists
+# Move messages from IETF filter discussion list to filter mailbox
+if header :is "Sender" "owner-ietf-mta-filters@imc.org"
+        {
+        fileinto "filter";  # move to "filter" mailbox
+        }
+#
+# Keep all messages to or from people in my company
+#
+elsif address :DOMAIN :is ["From", "To"] "example.com"
+        {
+        keep;               # keep in "In" mailbox
+        }
+
+#
+# Try and catch unsolicited email.  If a message is not to me,
+# or it contains a subject known to be spam, file it away.
+#
+elsif anyof (NOT address :all :contains
+               ["To", "Cc", "Bcc"] "me@example.com",
+             header :matches "subject"
+               ["*make*money*fast*", "*university*dipl*mas*"])
+        {
+        fileinto "spam";   # move to "spam" mailbox
+        }
+else
+        {
+        # Move all other (non-company) mail to "personal"
+        # mailbox.
+        fileinto "personal";
+        }
+"""
+
+
+def headers(*lines):
+    return ("\r\n".join(lines) + "\r\n\r\nbody\r\n").encode()
+
+
+def test_rfc5228_final_example():
+    s = compile(RFC5228_FINAL)
+    ctx = lambda data: Context(data=data)  # noqa: E731
+    o = run(s, ctx(headers("Sender: owner-ietf-mta-filters@imc.org", "To: x@y.z")))
+    assert o.actions == [FileInto("filter")] and not o.keep
+    o = run(s, ctx(headers("From: boss@example.com", "To: me@example.com")))
+    assert o.actions == [Keep()] and not o.keep
+    o = run(s, ctx(headers("From: x@spam.test", "To: other@example.net")))
+    assert o.actions == [FileInto("spam")]
+    o = run(s, ctx(headers("From: x@spam.test", "To: a@b.test", "Cc: me@example.com",
+                           "Subject: MAKE MONEY FAST")))
+    assert o.actions == [FileInto("spam")]
+    o = run(s, ctx(headers("From: friend@else.test", "To: a@b.test", "Cc: me@example.com",
+                           "Subject: hi")))
+    assert o.actions == [FileInto("personal")]
+
+
+def test_rfc5228_section_examples():
+    # 2.10.2 implicit keep / 4.1 fileinto / 4.2 redirect / 4.3 keep / 4.4 discard
+    assert outcome("").keep and outcome("").actions == []
+    o = outcome('require "fileinto";\nif header :contains ["from"] "coyote" {\n'
+                '   redirect "acm@example.com";\n} elsif header :contains "Subject" "$$$" {\n'
+                '   redirect "postmaster@example.com";\n} else {\n'
+                '   redirect "field@example.com";\n}')
+    assert o.actions == [Redirect("acm@example.com")] and not o.keep
+    o = outcome('if size :under 1M { keep; } else { discard; }')
+    assert o.actions == [Keep()] and not o.keep
+    o = outcome('if size :over 100 { discard; }')
+    assert o.actions == [] and not o.keep
+    o = outcome('if header :contains ["from"] ["idiot@example.com"] { discard; }')
+    assert o.keep
+    # 5.1 address / 5.2 allof / 5.3 anyof / 5.5 exists / 5.7 header / 5.9 size
+    assert not outcome('if address :is :all "from" "tim@example.com" { discard; }').keep is False
+    assert not outcome('if address :is :all "from" "coyote@desert.example.org" { discard; }').keep
+    assert not outcome('if allof (header :contains "from" "Coyote",\n'
+                       '   header :contains "to" "Roadrunner") { discard; }').keep
+    assert not outcome('if anyof (false, header :contains "from" "coyote") { discard; }').keep
+    assert outcome('if exists ["From","Date","X-None"] { discard; }').keep
+    assert not outcome('if not exists ["To","X-None"] { discard; }').keep
+    assert not outcome('if header :contains ["X-Caffeine"] [""] { discard; }').keep
+    assert outcome('if header :contains ["X-Caffeeine"] [""] { discard; }').keep
+    assert not outcome('if header :is ["X-Caffeine"] ["C8H10N4O2"] { discard; }').keep
+    assert not outcome('if header :matches "Subject" "I have a*" { discard; }').keep
+    assert not outcome('if size :over 500 { discard; }').keep
+    assert outcome('if size :over 1K { discard; }').keep
+    # 2.7.1 comparators: octet is case-sensitive
+    assert outcome('if header :is :comparator "i;octet" "subject" "i HAVE a present for you"'
+                   ' { discard; }').keep
+    assert not outcome('if header :is "subject" "i HAVE a present for you" { discard; }').keep
+
+
+def test_rfc5228_envelope_and_stop():
+    o = outcome('require "envelope";\n'
+                'if envelope :all :is "from" "tim@example.com" { discard; }\n'
+                'if envelope :localpart :is "to" "roadrunner" { keep; stop; }\n'
+                'discard;')
+    assert o.actions == [Keep()] and not o.keep
+    # the null reverse-path matches the empty string whatever the address part
+    o = outcome('require "envelope"; if envelope :domain :is "from" "" { discard; }', sender="")
+    assert not o.keep
+
+
+def test_matches_wildcards_and_escapes():
+    for pattern, hit in [("I have a present for you", True), ("I have ? present*", True),
+                         ("*present", False), ("*you", True), ("?", False),
+                         ("I\\\\*", False), ("*a*e*o*", True)]:
+        o = outcome(f'if header :matches "subject" "{pattern}" {{ discard; }}')
+        assert o.keep is not hit, pattern
+    data = headers("Subject: a*b")
+    assert not outcome('if header :matches "subject" "a\\\\*b" { discard; }', data).keep
+    assert outcome('if header :matches "subject" "a\\\\*c" { discard; }', data).keep
+
+
+def test_encoded_character():
+    o = outcome('require ["encoded-character", "fileinto"];\n'
+                'fileinto "${hex:49 4e 42 4f 58}.${unicode:00e9}";')
+    assert o.actions == [FileInto("INBOX.\u00e9")]
+    # without the require, the text stays as it is
+    o = outcome('require "fileinto"; fileinto "${hex:41}";')
+    assert o.actions == [FileInto("${hex:41}")]
+    assert err_line('require "encoded-character";\n\nkeep;\nredirect "${unicode:D800}@x.y";') == 4
+
+
+# --- compile errors -----------------------------------------------------------
+
+@pytest.mark.parametrize("script,line", [
+    ('keep;\nfoo;', 2),
+    ('require "fileinto";\nif true {\n  fileinto;\n}', 3),
+    ('fileinto "x";', 1),
+    ('require "vacation-x";', 1),
+    ('keep;\nrequire "fileinto";', 2),
+    ('if header :is "subject" "x" {\n keep;\n', 3),
+    ('elsif true { keep; }', 1),
+    ('if true { keep; }\nkeep;\nelse { keep; }', 3),
+    ('\n\nif header :comparator "i;nope" "a" "b" { keep; }', 3),
+    ('if header :count "ge" "a" "b" { keep; }', 1),
+    ('require "relational";\nif header :count "gg" "a" "b" { keep; }', 2),
+    ('require "regex";\n\nif header :regex "subject" "a(" { keep; }', 3),
+    ('if header :contains :comparator "i;ascii-numeric" "a" "1" { keep; }', 1),
+    ('require "comparator-i;ascii-numeric";\nif header :contains :comparator "i;ascii-numeric" "a" "1" { keep; }', 2),
+    ('if header :is :contains "a" "b" { keep; }', 1),
+    ('if size 100 { keep; }', 1),
+    ('keep :copy;', 1),
+    ('require "copy";\nredirect :copy "not an address";', 2),
+    ('if true keep;', 1),
+    ('stop true;', 1),
+    ('if header "a" { keep; }', 1),
+    ('require "variables";\nset "1bad" "x";', 2),
+    ('require "imap4flags";\nsetflag "var" "x";', 2),
+    ('"just a string";', 1),
+    ('if address :user "from" "x" { keep; }', 1),
+    ('keep;\n/* unterminated', 2),
+    ('require "vacation";\nvacation :days "x" "away";', 2),
+    ('header "a" "b";', 1),
+    ('if keep { stop; }', 1),
+])
+def test_compile_errors_carry_the_line(script, line):
+    assert err_line(script) == line
+
+
+def test_compile_accepts_and_lists_extensions():
+    s = compile('require ["fileinto", "reject", "envelope", "vacation", "imap4flags"];\nkeep;')
+    assert {"fileinto", "reject", "vacation"} <= s.extensions
+    for ext in ("fileinto", "reject", "ereject", "envelope", "vacation", "imap4flags", "copy",
+                "encoded-character"):
+        assert ext in EXTENSIONS
+    assert "mboxmetadata" not in EXTENSIONS and "servermetadata" not in EXTENSIONS
+    assert compile("# nothing\n").commands == []
+
+
+# --- actions and the implicit keep ------------------------------------------
+
+def test_fileinto_redirect_discard_cancel_implicit_keep_but_not_copy():
+    o = outcome('require ["fileinto", "copy"]; fileinto :copy "A"; redirect :copy "x@y.example";')
+    assert o.keep and o.actions == [FileInto("A"), Redirect("x@y.example")]
+    o = outcome('require "fileinto"; fileinto "A"; fileinto "A"; fileinto "B";')
+    assert not o.keep and o.actions == [FileInto("A"), FileInto("B")]
+    o = outcome('redirect "x@y.example"; redirect "X@y.example";')
+    assert not o.keep and o.actions == [Redirect("x@y.example")]
+    o = outcome('discard; keep;')
+    assert o.actions == [Keep()] and not o.keep
+
+
+def test_reject_and_ereject():
+    o = outcome('require "reject";\nif header :contains "from" "coyote" {\n'
+                '   reject text:\nI am not taking mail from you, and I don\'t\n'
+                'want your birdseed, either!\n.\n;\n}')
+    assert o.actions == [Reject("I am not taking mail from you, and I don't\n"
+                                "want your birdseed, either!\n")]
+    assert not o.keep
+    o = outcome('require "ereject"; ereject "Go away";')
+    assert o.actions == [Reject("Go away", extended=True)]
+    # reject cannot be combined with keep, fileinto, vacation or another reject
+    for other in ('keep;', 'require "fileinto"; fileinto "x";', 'reject "again";',
+                  'require "vacation"; vacation "away";'):
+        script = ('require ["reject", "fileinto", "vacation"];\n' + 'reject "no";\n' +
+                  other.split(";", 1)[-1] if other.startswith("require") else
+                  'require "reject"; reject "no";\n' + other)
+        o = outcome(script)
+        assert o.error and o.keep and o.actions == [], script
+
+
+def test_vacation_action():
+    o = outcome('require "vacation";\nif header :contains "subject" "cyrus" {\n'
+                '    vacation "I\'m out -- send mail to cyrus-bugs";\n} else {\n'
+                '    vacation "I\'m out -- call me at +1 304 555 0123";\n}')
+    assert o.keep and len(o.actions) == 1
+    v = o.actions[0]
+    assert isinstance(v, Vacation) and v.reason.endswith("555 0123") and v.seconds == 7 * 86400
+    assert v.handle
+    o = outcome('require "vacation";\nvacation :days 23 :addresses ["tjs@example.edu",\n'
+                '   "ts4z@landru.example.edu"]\n   "I\'m away until October 19.\n'
+                '   If it\'s an emergency, call 911, I guess." ;')
+    v = o.actions[0]
+    assert v.seconds == 23 * 86400 and v.addresses == ("tjs@example.edu",
+                                                        "ts4z@landru.example.edu")
+    o = outcome('require "vacation";\nvacation :mime :subject "Gone fishing" :from '
+                '"me@example.com" :handle "h1" text:\nContent-Type: text/plain\n\nBack soon.\n.\n;')
+    v = o.actions[0]
+    assert v.mime and v.subject == "Gone fishing" and v.from_addr == "me@example.com"
+    assert v.handle == "h1" and v.reason.startswith("Content-Type")
+    o = outcome('require "vacation"; vacation :days 0 "x";')
+    assert o.actions[0].seconds == 86400
+    assert outcome('require "vacation"; vacation "a"; vacation "b";').error
+
+
+def test_imap4flags_examples():
+    # RFC 5232 section 7
+    o = outcome('require ["imap4flags", "fileinto"];\n'
+                'if header :contains "from" "coyote" {\n'
+                '   setflag "\\\\Deleted";\n   fileinto "INBOX.sent";\n}')
+    assert o.actions == [FileInto("INBOX.sent", ("\\Deleted",))]
+    o = outcome('require ["imap4flags"];\naddflag "\\\\Seen \\\\Flagged";\n'
+                'removeflag "\\\\seen";\nkeep;')
+    assert o.actions == [Keep(("\\Flagged",))]
+    o = outcome('require ["imap4flags", "fileinto"];\nsetflag "a";\n'
+                'fileinto :flags "\\\\Answered b" "X";\naddflag "c";')
+    assert o.actions == [FileInto("X", ("\\Answered", "b"))]
+    assert o.keep is False and o.keep_flags == ("a", "c")
+    o = outcome('require ["imap4flags"]; addflag ["$Junk", "x"];')
+    assert o.keep and o.keep_flags == ("$Junk", "x")
+    o = outcome('require ["imap4flags", "variables"]; set "f" "";\naddflag "f" "one";\n'
+                'addflag "f" ["two", "one"];\nif hasflag :is "f" "two" { keep :flags "${f}"; }')
+    assert o.actions == [Keep(("one", "two"))]
+    o = outcome('require "imap4flags"; setflag "a b";\n'
+                'if hasflag :contains "a" { setflag "found"; }')
+    assert o.keep_flags == ("found",)
+
+
+def test_runtime_error_keeps():
+    o = outcome('require ["fileinto", "variables"]; set "m" ""; fileinto "${m}";')
+    assert o.error and o.keep and o.actions == []
+
+
+def test_stop_ends_the_script():
+    o = outcome('require "fileinto"; fileinto "A"; stop; fileinto "B";')
+    assert o.actions == [FileInto("A")]
