@@ -193,9 +193,14 @@ class StoreHooks(Hooks):
     def mailbox_exists(self, name):
         return name in self._names() or (name.upper() == "INBOX")
 
-    def specialuse_exists(self, flag):
+    def specialuse_exists(self, flag, mailbox=None):
         role = _SPECIAL_USE.get((flag or "").lower())
-        return role is not None and any(b.role == role for b in self._names().values())
+        if role is None:
+            return False
+        if mailbox is not None:
+            box = self._names().get("INBOX" if mailbox.upper() == "INBOX" else mailbox)
+            return box is not None and box.role == role
+        return any(b.role == role for b in self._names().values())
 
     def duplicate(self, key):
         with self.store.reader() as conn:

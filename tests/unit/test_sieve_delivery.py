@@ -446,6 +446,8 @@ def test_hooks_answer_from_the_store(env):
     assert hooks.mailbox_exists("Archive") and hooks.mailbox_exists("inbox")
     assert not hooks.mailbox_exists("Nope")
     assert hooks.specialuse_exists("\\Junk") and not hooks.specialuse_exists("\\Bogus")
+    assert hooks.specialuse_exists("\\Junk", mailbox="Junk")
+    assert not hooks.specialuse_exists("\\Junk", mailbox="Archive")
     assert hooks.include("lib", "personal") == "keep;\r\n"
     with pytest.raises(LookupError):
         hooks.include("missing", "personal")
@@ -473,7 +475,7 @@ def test_real_script_fileinto_reject_and_vacation(env):
     store, d = env
     acct = real_script(store, d, 'require ["fileinto", "reject", "vacation", "imap4flags"];\r\n'
                                  'if header :contains "subject" "lunch" { fileinto :flags "\\\\Seen" "Archive"; }\r\n'
-                                 'elsif header :contains "subject" "spam" { reject "no spam"; }\r\n'
+                                 'elsif header :contains "subject" "spam" { reject "no spam"; stop; }\r\n'
                                  'vacation :days 3 "away";\r\n')
     (res,) = send(d)
     assert res.status is dl.DELIVERED
@@ -482,3 +484,54 @@ def test_real_script_fileinto_reject_and_vacation(env):
     (res,) = send(d, MSG.replace(b"lunch?", b"spam").replace(b"m1@", b"m2@"))
     assert res.status is dl.REJECTED and reply_for(res) == "550 5.7.1 no spam"
     assert len(queued(d, "vacation")) == 1
+
+
+def test_real_script_editheader_environment_and_verdicts(env):
+    store, d = env
+    acct = real_script(store, d, 'require ["editheader", "environment", "variables", "spamtest",'
+                                 ' "relational", "comparator-i;ascii-numeric"];\r\n'
+                                 'if environment :matches "remote-ip" "*" { addheader "X-IP" "${1}"; }\r\n'
+                                 'deleteheader "subject";\r\n')
+    (res,) = send(d, verdicts={"remote_ip": "192.0.2.9"})
+    assert res.status is dl.DELIVERED
+    (stored, _r), = box_messages(store, acct, "INBOX")
+    assert stored.startswith(b"X-IP: 192.0.2.9\r\n")
+    assert b"Subject: lunch?" not in stored and b"Return-Path: <alice@example.net>" in stored
+    assert stored.endswith(b"\r\n\r\nbody\r\n")
+
+
+def test_real_script_mailbox_create_specialuse_and_duplicate(env):
+    store, d = env
+    acct = real_script(store, d, 'require ["fileinto", "mailbox", "special-use", "duplicate"];\r\n'
+                                 'if duplicate { discard; stop; }\r\n'
+                                 'if header :contains "subject" "junk" { fileinto :specialuse "\\\\Junk" "Spam"; stop; }\r\n'
+                                 'fileinto :create "New/Box";\r\n')
+    send(d)
+    assert len(box_messages(store, acct, "New/Box")) == 1
+    (res,) = send(d, MSG + b"different body, same Message-ID\r\n")
+    assert res.status is dl.DISCARDED
+    send(d, MSG.replace(b"lunch?", b"junk").replace(b"m1@", b"m2@"))
+    assert len(box_messages(store, acct, role="junk")) == 1
+
+
+def test_real_script_redirect_and_notify_are_queued(env):
+    store, d = env
+    real_script(store, d, 'require ["enotify", "copy"];\r\n'
+                          'redirect :copy "fwd@example.com";\r\n'
+                          'notify :message "new mail" "mailto:pager@example.com";\r\n')
+    (res,) = send(d)
+    assert res.status is dl.DELIVERED
+    assert [r["rcpts"][0]["address"] for r in queued(d, "redirect")] == ["fwd@example.com"]
+    (note,) = queued(d, "notify")
+    assert spooled(d, note)["Subject"] == "new mail"
+
+
+def test_real_script_missing_include_is_a_runtime_error_told_once(env):
+    store, d = env
+    acct = real_script(store, d, 'require ["include", "fileinto"];\r\ninclude :personal "gone";\r\n'
+                                 'fileinto "Archive";\r\n')
+    send(d)
+    send(d, MSG.replace(b"m1@", b"m2@"))
+    inbox = [m for m, _r in box_messages(store, acct, "INBOX")]
+    assert len(inbox) == 3 and sum(b"Your mail filter has an error" in m for m in inbox) == 1
+    assert box_messages(store, acct, "Archive") == []
