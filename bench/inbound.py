@@ -25,7 +25,7 @@ from bench.proc import pct
 # Twenty rules of the kinds people write: list filing, senders, subjects,
 # sizes, flags, spam headers; most do not match the benchmark's messages, the
 # last files everything from load@example.net into "Load".
-RULES = """require ["fileinto", "imap4flags", "envelope", "relational", "comparator-i;ascii-numeric", "variables"];
+RULES = """require ["fileinto", "imap4flags", "envelope", "relational", "comparator-i;ascii-numeric", "variables", "regex"];
 if header :contains "list-id" "announce.example.com" { fileinto "Lists"; stop; }
 if header :contains "list-id" "dev.example.com" { fileinto "Lists"; stop; }
 if address :is "from" "boss@example.com" { addflag "\\\\Flagged"; }

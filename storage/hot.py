@@ -91,6 +91,22 @@ def alias_targets(sql, address):
     return [r[0] for r in sql.all("SELECT target FROM aliases WHERE address = ?", (address,))]
 
 
+def mailbox_row(sql, account_id, name=None, role=None):
+    """The ``Mailbox`` fields (id .. sort_order) of the account's mailbox by
+    name or role, or None: each Sieve fileinto comes here."""
+    column, value = ("role", role) if role is not None else ("name", name)
+    return sql.one("SELECT id, account_id, name, folder, role, subscribed, uidvalidity, uidnext, "
+                   f"highestmodseq, sort_order FROM mailboxes WHERE account_id = ? AND {column} = ?",
+                   (account_id, value))
+
+
+def active_script(sql, account_id):
+    """``(id, name, content, active, created, updated)`` of the account's
+    active Sieve script, or None: a delivery's Sieve step when its cache is stale."""
+    return sql.one("SELECT id, name, content, active, created, updated FROM sieve_scripts "
+                   "WHERE account_id = ? AND active = ?", (account_id, True))
+
+
 # --- per IMAP command -------------------------------------------------------------
 
 def flag_rows(sql, mailbox_pk, uids=None, changed_since=None):

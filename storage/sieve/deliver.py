@@ -111,9 +111,11 @@ from urllib.parse import parse_qsl, unquote
 
 from sqlalchemy import and_, delete, insert, select, update
 
-from .. import mime
+from .. import hot, mime
+from ..mailboxes import check_mailbox_name
+from ..model import Mailbox
 from ..delivery import DISCARDED, REJECTED, TEMPORARY, Incoming, Plan, Route, shifted
-from ..errors import InvalidName, MailboxExists, MailboxNotFound
+from ..errors import InvalidName, MailboxExists
 from ..schema import aliases, sieve_duplicates, sieve_replies
 from . import SieveError, compile, scripts
 from .actions import Context, FileInto, Hooks, Keep, Notify, Outcome, Redirect, Reject, Vacation
@@ -247,7 +249,9 @@ class SieveDelivery:
                 if account.id not in self._subscribed:
                     self._subscribed.add(account.id)
                     self.store.bus.subscribe(account.id, self._changed)
-        script = scripts.active_script(self.store, account.id)
+        with self.store.reader() as conn:
+            row = hot.active_script(hot.DriverSQL(conn, self.store.sqlite), account.id)
+        script = scripts.Script(*row[:3], bool(row[3]), *row[4:]) if row else None
         entry = _Entry(time.monotonic() + TTL, script)
         if script is not None:
             entry.compiled = self._compile(script)
@@ -423,11 +427,19 @@ class SieveDelivery:
     def _inbox(self, account):
         return self.delivery._target_mailbox(account, None)
 
+    def _mailbox(self, account, name=None, role=None):
+        """The account's mailbox by name or role (one indexed read), or None."""
+        if role is None:
+            try:
+                name = check_mailbox_name(name)
+            except InvalidName:
+                return None
+        with self.store.reader() as conn:
+            row = hot.mailbox_row(hot.DriverSQL(conn, self.store.sqlite), account.id, name, role)
+        return Mailbox(*row[:5], bool(row[5]), *row[6:]) if row else None
+
     def _junk_route(self, account, flags):
-        try:
-            box = self.store.mailbox(account.id, role="junk")
-        except MailboxNotFound:
-            box = self._inbox(account)
+        box = self._mailbox(account, role="junk") or self._inbox(account)
         return Route(box, tuple(flags) + (JUNK,))
 
     def _fileinto_box(self, account, action):
@@ -435,15 +447,12 @@ class SieveDelivery:
         that exists, else the named one (created with :create), else INBOX."""
         if action.specialuse:
             role = _SPECIAL_USE.get(action.specialuse.lower())
-            if role:
-                try:
-                    return self.store.mailbox(account.id, role=role)
-                except MailboxNotFound:
-                    pass
-        try:
-            return self.store.mailbox(account.id, action.mailbox)
-        except MailboxNotFound:
-            pass
+            box = self._mailbox(account, role=role) if role else None
+            if box is not None:
+                return box
+        box = self._mailbox(account, action.mailbox)
+        if box is not None:
+            return box
         if action.create:
             try:
                 return self.store.create_mailbox(account.id, action.mailbox)

@@ -410,8 +410,8 @@ def test_no_script_costs_one_cached_lookup_and_changes_invalidate(env, monkeypat
     store, d = env
     acct = store.account(USER)
     calls = []
-    real = scripts.active_script
-    monkeypatch.setattr(scripts, "active_script", lambda s, a: calls.append(a) or real(s, a))
+    real = sd.hot.active_script
+    monkeypatch.setattr(sd.hot, "active_script", lambda s, a: calls.append(a) or real(s, a))
     for i in range(5):
         send(d, MSG.replace(b"m1@", b"n%d@" % i))
     assert calls == [acct.id]
