@@ -418,7 +418,9 @@ def cmd_dkim(args, cfg):
 def _queue(cfg):
     from .app import open_outbound
     store = open_store(cfg)
-    return store, open_outbound(cfg, store, Delivery(store))
+    delivery = Delivery(store, max_size=cfg.max_message_size, hostname=cfg.hostname)
+    delivery.outbound = open_outbound(cfg, store, delivery)   # Sieve's redirects of local retries
+    return store, delivery.outbound
 
 
 def _when(ts):

@@ -354,9 +354,10 @@ class SieveDelivery:
     def _allowed(self, account, actions, data):
         """The outgoing actions that may go, and whether a redirect was refused
         as a loop (this account's marker, or ``MAX_HOPS`` Received fields)."""
-        headers = _headers(data)
-        loops = {v.strip().lower() for v in mime.header_all(headers, LOOP_HEADER)}
-        hops = len(mime.header_all(headers, "received"))
+        if any(isinstance(a, Redirect) for a in actions):
+            headers = _headers(data)
+            loops = {v.strip().lower() for v in mime.header_all(headers, LOOP_HEADER)}
+            hops = len(mime.header_all(headers, "received"))
         out, looped, redirects = [], False, 0
         for action in actions:
             if isinstance(action, Redirect):
@@ -682,8 +683,16 @@ def _one_line(text, limit=900):
     return " ".join((text or "").split())[:limit]
 
 
+def _address_field(value):
+    """``value`` ("Name <addr>" or "addr") with a non-ASCII name RFC 2047-encoded."""
+    name, addr = email.utils.parseaddr(value)
+    if not addr:
+        return _encode(value)
+    return email.utils.formataddr((name, addr), charset="utf-8") if name else addr
+
+
 def _common(from_addr, to, subject, hostname, now, auto):
-    return [f"From: {_encode(from_addr)}", f"To: {', '.join(to)}", f"Subject: {_encode(_one_line(subject))}",
+    return [f"From: {_address_field(from_addr)}", f"To: {', '.join(to)}", f"Subject: {_encode(_one_line(subject))}",
             f"Date: {email.utils.formatdate(now)}",
             f"Message-ID: <{secrets.token_hex(12)}@{hostname}>", f"Auto-Submitted: {auto}",
             "MIME-Version: 1.0"]

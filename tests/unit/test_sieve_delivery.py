@@ -10,6 +10,7 @@ through ``storage.sieve.interpreter`` when it is there.
 """
 
 import email
+import email.policy
 from dataclasses import dataclass
 
 import pytest
@@ -535,3 +536,17 @@ def test_real_script_missing_include_is_a_runtime_error_told_once(env):
     inbox = [m for m, _r in box_messages(store, acct, "INBOX")]
     assert len(inbox) == 3 and sum(b"Your mail filter has an error" in m for m in inbox) == 1
     assert box_messages(store, acct, "Archive") == []
+
+
+def test_vacation_from_with_a_non_ascii_name_and_subject(env):
+    store, d = env
+    with_script(store, d, Outcome([Vacation("weg", from_addr="J\u00f6rg <u@example.org>",
+                                            subject="Abwesend \u2013 bis Montag")], keep=True))
+    send(d)
+    (row,) = queued(d, "vacation")
+    raw = d.outbound.read(row["spool"])
+    head = raw.split(b"\r\n\r\n")[0]
+    assert all(b < 128 for b in head)                        # headers stay ASCII (RFC 2047)
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert str(msg["From"]) == "J\u00f6rg <u@example.org>"
+    assert str(msg["Subject"]) == "Abwesend \u2013 bis Montag"
