@@ -195,7 +195,7 @@ SPEC = {
     "virustest": ("test", "virustest", TESTS_MATCH, ("str",), 0),
 }
 # Extensions that bring another with them.
-IMPLIES = {"spamtestplus": ("spamtest",), "extracttext": (), "ereject": ()}
+IMPLIES = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",)}
 RELATIONAL = ("gt", "ge", "lt", "le", "eq", "ne")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _VARNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
