@@ -269,7 +269,10 @@ class Run:
         name = name.lower()
         if len(value) > self.b.variable:
             raise _Error(f"budget: variable '{name}' longer than {self.b.variable} characters")
-        store = self.globals if name in self.frame.globals else self.frame.vars
+        if name.startswith("global."):
+            name, store = name[7:], self.globals
+        else:
+            store = self.globals if name in self.frame.globals else self.frame.vars
         self.var_size += len(value) - len(store.get(name, ""))
         if self.var_size > self.b.variables:
             raise _Error("budget: variables too large")

@@ -700,3 +700,17 @@ def test_hostile_script_text_fails_compile_cleanly():
         compile("if true {" * 200 + "}" * 200)
     with pytest.raises(SieveError):
         compile('keep;' * 40000)
+
+
+def test_ihave_in_allof_and_global_namespace():
+    o = go('require ["ihave", "include", "variables", "fileinto"];\n'
+           'if allof (ihave "frobnicate", true) { frobnicate; }\n'
+           'if allof (ihave "copy", true) { fileinto :copy "c"; }\n'
+           'set "global.x" "gx";\nfileinto "${global.x}";', msg("S: x"))
+    assert o.actions == [FileInto("c"), FileInto("gx")]
+
+
+def test_invalid_utf8_script_line():
+    with pytest.raises(SieveError) as e:
+        compile(b'keep;\n\n"\xff";'.decode("utf-8", "surrogateescape"))
+    assert e.value.line == 3
