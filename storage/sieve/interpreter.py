@@ -55,6 +55,7 @@ MAX_REGEX = 1024
 class Budget:
     """Limits of one run (a hostile script hits one of these and keeps)."""
     seconds = 0.1
+    seconds_per_mb = 0.25         # more time for a larger message
     actions = 64
     redirects = 4
     notifies = 4

@@ -30,8 +30,6 @@ from .interpreter import (_ADDRESS, _FIELD_NAME, _KNOWN, _VAR_INNER, _VAR_REF, P
                           SieveError, Tmpl, _bad_mailbox, _Break, _Error, _mailto, _one_address,
                           _regex, _Return, _Stop)
 
-_LOWER = {c: c + 32 for c in range(65, 91)}
-_UPPER = {c: c - 32 for c in range(97, 123)}
 _NUMERIC = re.compile(r"[0-9]*")
 _INF = float("inf")
 _REL = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
@@ -46,7 +44,10 @@ except Exception:  # noqa: BLE001 - not installed as a distribution
 
 
 def _fold(s):
-    return s.lower() if s.isascii() else s.translate(_LOWER)
+    """ASCII letters to lower case, nothing else (i;ascii-casemap); same length."""
+    if s.isascii():
+        return s.lower()
+    return s.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
 
 
 def _num(s):
@@ -163,7 +164,8 @@ class Run:
         self.ctx, self.b = context, budget
         self.data = context.data
         self._parsed = context.parsed
-        self.deadline = time.monotonic() + budget.seconds
+        self.deadline = time.monotonic() + budget.seconds + \
+            budget.seconds_per_mb * len(context.data) / (1 << 20)
         self.actions, self.implicit, self.flags = [], True, []
         self.globals, self.match_vars = {}, []
         self.work = self.loops = self.var_size = 0
@@ -174,7 +176,7 @@ class Run:
         self.compiled = {}
         self.part = None
         self.frame = None
-        self._index, self._decoded, self._addresses = None, {}, {}
+        self._index, self._decoded, self._addresses, self._bodies = None, {}, {}, {}
 
     @property
     def parsed(self):
@@ -851,8 +853,17 @@ class Run:
         return self.match(t, self.body_texts(t), t.pos[0])
 
     def body_texts(self, t):
-        root = self.parsed.structure
         tr = t.tags.get("transform", ":text")
+        key = tr if isinstance(tr, str) else tuple(self.sl(tr[1]))
+        texts = self._bodies.get(key)
+        if texts is None:
+            texts = self._bodies[key] = self._body_texts(tr)
+        else:
+            self.charge(sum(len(x) for x in texts))
+        return texts
+
+    def _body_texts(self, tr):
+        root = self.parsed.structure
         if tr == ":raw":
             return [mime.decode_text(self.data[root[mime.BODY_START]:])[0]]
         if tr == ":text":

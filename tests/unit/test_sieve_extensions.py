@@ -674,7 +674,7 @@ def test_budget_matching_work_and_time():
     assert o.error and "budget" in o.error and o.keep
 
     class Tiny:
-        seconds = 0.0
+        seconds = seconds_per_mb = 0.0
         actions = redirects = notifies = 4
         variable = variables = string = list_items = 1 << 20
         include_depth = includes = loop_iterations = 10
@@ -714,3 +714,45 @@ def test_invalid_utf8_script_line():
     with pytest.raises(SieveError) as e:
         compile(b'keep;\n\n"\xff";'.decode("utf-8", "surrogateescape"))
     assert e.value.line == 3
+
+
+SWEEP = ('require ["body", "mime", "foreverypart", "extracttext", "variables", "date",\n'
+         ' "index", "relational", "regex", "editheader", "fileinto", "imap4flags",\n'
+         ' "duplicate", "comparator-i;ascii-numeric", "envelope", "subaddress"];\n'
+         'if header :matches "subject" "*" { set "s" "${1}"; }\n'
+         'if address :all :matches ["from", "to", "cc"] "*@*" { set "d" "${2}"; }\n'
+         'if date :zone "+0000" :matches "date" "date" "*" { set "dt" "${1}"; }\n'
+         'if body :text :contains "the" { addflag "the"; }\n'
+         'if body :raw :regex "[0-9]{4}" { addflag "digits"; }\n'
+         'foreverypart {\n'
+         '  if header :mime :param "filename" :matches "Content-Disposition" "*"'
+         ' { set "f" "${1}"; }\n'
+         '  if header :mime :type "Content-Type" "text" { extracttext :first 50 "t"; } }\n'
+         'if duplicate { addflag "dup"; }\n'
+         'deleteheader "x-nothing"; addheader "X-Test" "${s}";\n'
+         'if header :count "ge" :comparator "i;ascii-numeric" "received" "1"'
+         ' { addflag "rcvd"; }\n'
+         'if envelope :detail "to" "*" { addflag "detail"; }\n'
+         'fileinto "x";\n')
+
+
+def test_corpus_sweep_never_errors():
+    """Every corpus message (broken MIME, 8-bit headers, huge parts) runs a script
+    touching every kind of test without a runtime error."""
+    if not os.path.isdir(CORPUS):
+        pytest.skip("../shared/corpus not present")
+    script = compile(SWEEP)
+    count = 0
+    for root, _dirs, files in os.walk(CORPUS):
+        for name in sorted(files):
+            if not name.endswith(".eml"):
+                continue
+            with open(os.path.join(root, name), "rb") as f:
+                data = f.read()
+            o = run(script, Context(data=data, parsed=mime.ParsedMessage(data),
+                                    recipient="a+b@c.test"))
+            assert o.error is None, (root, name, o.error)
+            assert o.actions and o.data is not None and o.data.endswith(
+                data[mime.ParsedMessage(data).structure[mime.BODY_START]:])
+            count += 1
+    assert count > 100
