@@ -55,6 +55,7 @@ MAX_REGEX = 1024
 class Budget:
     """Limits of one run (a hostile script hits one of these and keeps)."""
     seconds = 0.1
+    seconds_per_mb = 0.25         # more time for a larger message
     actions = 64
     redirects = 4
     notifies = 4
@@ -195,7 +196,7 @@ SPEC = {
     "virustest": ("test", "virustest", TESTS_MATCH, ("str",), 0),
 }
 # Extensions that bring another with them.
-IMPLIES = {"spamtestplus": ("spamtest",), "extracttext": (), "ereject": ()}
+IMPLIES = {"spamtestplus": ("spamtest",), "vacation-seconds": ("vacation",)}
 RELATIONAL = ("gt", "ge", "lt", "le", "eq", "ne")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _VARNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -323,8 +324,10 @@ class _Compiler:
     def guarded_block(self, test, nodes):
         """A block under ``if ihave ...``: compiled with those extensions, or
         not at all when one of them is unknown (RFC 5463 section 4)."""
-        if test is not None and test.name == "ihave":
-            names = [n.lower() for n in test.pos[0]]
+        ihaves = [] if test is None else [test] if test.name == "ihave" else [
+            t for t in test.tests if t.name == "ihave"] if test.name == "allof" else []
+        if ihaves:
+            names = [n.lower() for t in ihaves for n in t.pos[0]]
             if not all(n in _KNOWN for n in names):
                 return []
             saved = set(self.exts)
@@ -625,6 +628,8 @@ class _Compiler:
 
     def check_set(self, cmd):
         name = cmd.pos[0]
+        if "include" in self.exts and name.lower().startswith("global."):
+            name = name[7:]
         if isinstance(name, Tmpl) or not _VARNAME.fullmatch(name):
             raise SieveError(f"set: invalid variable name '{name}'", cmd.line)
 
@@ -707,9 +712,8 @@ def _fits(arg, kind):
 def _bad_mailbox(name):
     if not name or len(name) > 1024:
         return "invalid mailbox name (empty or too long)"
-    if any(ord(c) < 32 or c == "\x7f" for c in name) or "\udc80" <= max(name) and any(
-            "\udc80" <= c <= "\udcff" for c in name):
-        return f"invalid mailbox name '{name}'"
+    if any(ord(c) < 32 or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in name):
+        return f"invalid mailbox name {name!r}"
     return None
 
 
@@ -780,8 +784,8 @@ def compile(text):
         raise SieveError(f"script exceeds {MAX_SCRIPT_SIZE} bytes")
     try:
         raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SieveError("script is not valid UTF-8", raw[:0].count(b"\n") + 1) from None
+    except UnicodeDecodeError as e:
+        raise SieveError("script is not valid UTF-8", raw.count(b"\n", 0, e.start) + 1) from None
     nodes = parse(raw)
     c = _Compiler()
     commands = c.block(nodes, top=True)

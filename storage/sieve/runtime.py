@@ -30,8 +30,6 @@ from .interpreter import (_ADDRESS, _FIELD_NAME, _KNOWN, _VAR_INNER, _VAR_REF, P
                           SieveError, Tmpl, _bad_mailbox, _Break, _Error, _mailto, _one_address,
                           _regex, _Return, _Stop)
 
-_LOWER = {c: c + 32 for c in range(65, 91)}
-_UPPER = {c: c - 32 for c in range(97, 123)}
 _NUMERIC = re.compile(r"[0-9]*")
 _INF = float("inf")
 _REL = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
@@ -46,7 +44,10 @@ except Exception:  # noqa: BLE001 - not installed as a distribution
 
 
 def _fold(s):
-    return s.translate(_LOWER)
+    """ASCII letters to lower case, nothing else (i;ascii-casemap); same length."""
+    if s.isascii():
+        return s.lower()
+    return s.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
 
 
 def _num(s):
@@ -130,6 +131,13 @@ def _flags(strings):
     return out
 
 
+def _index(headers):
+    out = {}
+    for n, v in headers:
+        out.setdefault(n.lower(), []).append(v)
+    return out
+
+
 def _children(node):
     if node[mime.CHILDREN]:
         return node[mime.CHILDREN]
@@ -156,7 +164,8 @@ class Run:
         self.ctx, self.b = context, budget
         self.data = context.data
         self._parsed = context.parsed
-        self.deadline = time.monotonic() + budget.seconds
+        self.deadline = time.monotonic() + budget.seconds + \
+            budget.seconds_per_mb * len(context.data) / (1 << 20)
         self.actions, self.implicit, self.flags = [], True, []
         self.globals, self.match_vars = {}, []
         self.work = self.loops = self.var_size = 0
@@ -167,6 +176,7 @@ class Run:
         self.compiled = {}
         self.part = None
         self.frame = None
+        self._index, self._decoded, self._addresses, self._bodies = None, {}, {}, {}
 
     @property
     def parsed(self):
@@ -239,6 +249,8 @@ class Run:
     def sl(self, values):
         if values is None:
             return []
+        if not any(v.__class__ is Tmpl for v in values):
+            return values
         out = [self.s(v) for v in values]
         if len(out) > self.b.list_items:
             raise _Error("budget: string list too long")
@@ -259,7 +271,10 @@ class Run:
         name = name.lower()
         if len(value) > self.b.variable:
             raise _Error(f"budget: variable '{name}' longer than {self.b.variable} characters")
-        store = self.globals if name in self.frame.globals else self.frame.vars
+        if name.startswith("global."):
+            name, store = name[7:], self.globals
+        else:
+            store = self.globals if name in self.frame.globals else self.frame.vars
         self.var_size += len(value) - len(store.get(name, ""))
         if self.var_size > self.b.variables:
             raise _Error("budget: variables too large")
@@ -342,14 +357,27 @@ class Run:
             return self.headers()
         return mime.parse_headers(self.data, node[mime.START], node[mime.BODY_START])
 
+    def by_name(self, node):
+        """``{lower name: [raw values]}`` of the message's (or a part's) fields."""
+        if node is None or node is self.parsed.structure:
+            if self._index is None:
+                self._index = _index(self.headers())
+            return self._index
+        return _index(self.part_headers(node))
+
+    def decoded(self, raw):
+        v = self._decoded.get(raw)
+        if v is None:
+            v = self._decoded[raw] = mime.decode_words(raw) or ""
+        return v
+
     def raw_values(self, cmd, names, node=None):
         """Raw values of the named fields (:index/:last applied per name)."""
-        hdrs = self.part_headers(node)
+        hdrs = self.by_name(node)
         out = []
         index = cmd.tags.get("index")
         for name in names:
-            lname = name.lower()
-            vals = [v for n, v in hdrs if n.lower() == lname]
+            vals = hdrs.get(name.lower(), ())
             if index:
                 i = index[1]
                 if i > len(vals):
@@ -372,7 +400,7 @@ class Run:
             lname = name.lower()
             raw = self.raw_values(cmd, [name], node)
             if opt is None or lname not in ("content-type", "content-disposition"):
-                vals += [mime.decode_words(v) or "" for v in raw]
+                vals += [self.decoded(v) for v in raw]
                 continue
             for v in raw:
                 head, params = mime.split_params(v)
@@ -704,7 +732,7 @@ class Run:
             fields.append(entry)
         else:
             fields.insert(0, entry)
-        self.edited = True
+        self.edited, self._index = True, None
 
     def do_deleteheader(self, cmd):
         name = self.s(cmd.pos[0])
@@ -727,7 +755,7 @@ class Run:
                 doomed.add(i)
         if doomed:
             self.fields = [f for i, f in enumerate(fields) if i not in doomed]
-            self.edited = True
+            self.edited, self._index = True, None
 
     # -- tests --
 
@@ -758,7 +786,7 @@ class Run:
         if "mime" in t.tags:
             return any(all(self.raw_values(t, [n], node) for n in names)
                        for node in self.parts_for(t))
-        present = {n.lower() for n, _ in self.headers()}
+        present = self.by_name(None)
         return all(n.lower() in present for n in names)
 
     def t_header(self, t):
@@ -766,18 +794,20 @@ class Run:
         if "mime" in t.tags:
             return any(self.match(t, self.mime_values(t, names, node), t.pos[1])
                        for node in self.parts_for(t))
-        values = [mime.decode_words(v) or "" for v in self.raw_values(t, names)]
+        values = [self.decoded(v) for v in self.raw_values(t, names)]
         return self.match(t, values, t.pos[1])
 
     def address_parts(self, t, raw_values):
         part = t.tags.get("addrpart", ":all")
         out = []
         for raw in raw_values:
-            for _name, _route, local, host in mime.parse_addresses(raw):
-                if local is None or host is None:
-                    continue
-                out.append(self.address_part(part, mime.header_text(local),
-                                             mime.header_text(host)))
+            parsed = self._addresses.get(raw)
+            if parsed is None:
+                parsed = self._addresses[raw] = [
+                    (mime.header_text(local), mime.header_text(host))
+                    for _n, _r, local, host in mime.parse_addresses(raw)
+                    if local is not None and host is not None]
+            out += [self.address_part(part, local, host) for local, host in parsed]
         return [v for v in out if v is not None]
 
     def address_part(self, part, local, domain):
@@ -823,8 +853,17 @@ class Run:
         return self.match(t, self.body_texts(t), t.pos[0])
 
     def body_texts(self, t):
-        root = self.parsed.structure
         tr = t.tags.get("transform", ":text")
+        key = tr if isinstance(tr, str) else tuple(self.sl(tr[1]))
+        texts = self._bodies.get(key)
+        if texts is None:
+            texts = self._bodies[key] = self._body_texts(tr)
+        else:
+            self.charge(sum(len(x) for x in texts))
+        return texts
+
+    def _body_texts(self, tr):
+        root = self.parsed.structure
         if tr == ":raw":
             return [mime.decode_text(self.data[root[mime.BODY_START]:])[0]]
         if tr == ":text":
@@ -905,6 +944,8 @@ class Run:
         v = self.ctx.verdicts or {}
         score = v.get("spam_score")
         if score is None and "spam" not in v:
+            if t.tags.get("match") == ":count":
+                return self.match(t, [], t.pos[0])   # untested: nothing to count
             value = "0"
         else:
             threshold = float(v.get("spam_threshold") or 5.0)
@@ -926,7 +967,7 @@ class Run:
             ident = self.s(tags["id"][1])
         else:
             name = self.s(tags["id"][1]) if "id" in tags else "message-id"
-            vals = [v for n, v in self.headers() if n.lower() == name.lower()]
+            vals = self.by_name(None).get(name.lower())
             if not vals:
                 return False
             ident = vals[0].strip()
@@ -963,7 +1004,9 @@ class Run:
         zone = self.zone_of(t)
         values = []
         for v in raw:
-            dt = mime.parse_datetime(v)
+            if name.lower() == "received":   # the date follows the last ";"
+                v = v.rpartition(";")[2]
+            dt = mime.parse_datetime(v.strip())
             if dt is None:
                 continue
             if dt.tzinfo is None:
