@@ -316,7 +316,8 @@ class SieveDelivery:
         plan = Plan([], filtered=True)
         if error is not None:
             log.warning("sieve script %r of %s failed: %s", entry.script.name, account.address, error)
-            plan.routes = [Route(default_box, flags)]
+            plan.routes = [self._junk_route(account, flags) if verdicts.get("spam")
+                           else Route(default_box, flags)]     # as if there were no script
             plan.after = lambda result: self._tell_error(account, entry.script, error)
             return plan
         rejects = [a for a in outcome.actions if isinstance(a, Reject)]

@@ -550,3 +550,11 @@ def test_vacation_from_with_a_non_ascii_name_and_subject(env):
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert str(msg["From"]) == "J\u00f6rg <u@example.org>"
     assert str(msg["Subject"]) == "Abwesend \u2013 bis Montag"
+
+
+def test_a_failing_script_still_files_spam_into_junk(env):
+    store, d = env
+    acct, _ = with_script(store, d, Outcome(error="boom"))
+    send(d, verdicts={"spam": True})
+    assert len(box_messages(store, acct, role="junk")) == 1
+    assert len(box_messages(store, acct, "INBOX")) == 1       # the notice
