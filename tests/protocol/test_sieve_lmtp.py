@@ -10,7 +10,7 @@ from sqlalchemy import select
 from roost.storage.schema import outbound, outbound_rcpts
 from roost.storage.sieve import scripts
 from roost.storage.store import Store
-from tests.conftest import LineClient, RoostServer, add_user, stored_messages
+from tests.conftest import LineClient, RoostServer, add_user, roost, stored_messages
 
 pytest.importorskip("roost.storage.sieve.interpreter",
                     reason="storage.sieve.interpreter (the sieve helper's) is not there yet")
@@ -95,3 +95,16 @@ def test_vacation_reply_is_queued_once_before_the_250(server, client):
     assert reply[0] == 250
     assert len(rows(server, "vacation")) == 1
     assert len([m for m in stored_messages(server.data, "a@example.org") if b"<vac" in m]) == 2
+
+
+def test_roost_deliver_exits_77_with_the_reason_on_a_reject(tmp_path):
+    data = tmp_path / "data"
+    add_user(data, "c@example.org")
+    store = Store.open(str(data))
+    scripts.put_script(store, store.account("c@example.org").id, "main",
+                       'require "reject";\r\nreject "Not here.";\r\n', activate=True)
+    store.close()
+    proc = roost(data, "deliver", "c@example.org", "--sender", "x@example.invalid",
+                 input=message("cli", "hi", to="c@example.org"), check=False)
+    assert proc.returncode == 77 and b"Not here." in proc.stderr
+    assert stored_messages(data, "c@example.org") == []
