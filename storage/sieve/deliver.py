@@ -42,7 +42,8 @@ Choices:
   default mailbox as if no script had run (RFC 5228 section 2.10.6), and the
   user gets one short notice in the INBOX through the delivery path
   (``scripts.mark_notified`` remembers the error's digest, so one broken
-  script does not flood them).
+  script does not flood them; errors whose text differs per message are
+  held to one notice per script per ``NOTICE_EVERY`` in each process).
 - Default Junk rule: when the verdicts say spam (``verdicts["spam"]``) and
   the script left only the implicit keep (no keep/fileinto, keep not
   cancelled), or there is no script, the copy goes to the account's Junk
@@ -68,7 +69,9 @@ Choices:
   use; there is no SRS rewriting. At most ``MAX_REDIRECTS`` per message.
   Loop protection: no redirect of a message that carries this account's
   ``X-Loop`` marker (it has been redirected by this account before) or
-  ``MAX_HOPS`` Received fields; every redirected copy gets the marker and
+  ``MAX_HOPS`` Received fields (such a refused redirect, like one to an
+  address SMTP cannot carry, keeps the message instead, so a loop loses
+  nothing); every redirected copy gets the marker and
   keeps its Delivered-To and our Authentication-Results (Return-Path goes:
   it is set at final delivery).
 - Vacation (RFC 5230, RFC 3834): never to the null sender,
@@ -114,6 +117,7 @@ from sqlalchemy import and_, delete, insert, select, update
 from .. import hot, mime
 from ..mailboxes import check_mailbox_name
 from ..model import Mailbox
+from ..outbound import check_address
 from ..delivery import DISCARDED, REJECTED, TEMPORARY, Incoming, Plan, Route, shifted
 from ..errors import InvalidName, MailboxExists
 from ..schema import aliases, sieve_duplicates, sieve_replies
@@ -132,6 +136,7 @@ MAX_PERIOD = 180 * 86400
 MAX_REASON = 200           # characters of a reject reason in a reply line
 LOOP_HEADER = "X-Loop"
 JUNK = "$junk"
+NOTICE_EVERY = 3600        # seconds between two error notices about one script (in this process)
 
 _LIST_FIELDS = ("list-id", "list-help", "list-subscribe", "list-unsubscribe", "list-post",
                 "list-owner", "list-archive")
@@ -234,6 +239,7 @@ class SieveDelivery:
         self._subscribed = set()
         self._compiled = {}           # (script id, updated) -> compiled or SieveError
         self._lock = threading.Lock()
+        self._told = {}               # script id -> time.monotonic() of the last error notice
         self.evaluations = 0          # scripts run, and the seconds they took (bench, metrics)
         self.eval_seconds = 0.0
 
@@ -335,9 +341,9 @@ class SieveDelivery:
             elif isinstance(action, FileInto):
                 filed = True
                 self._add(boxes, Route(self._fileinto_box(account, action), flags + _keywords(action.flags)))
-        outgoing, looped = self._allowed(account, outcome.actions, edited or data)
-        if looped and not filed:
-            outcome.keep = True      # a redirect refused as a loop keeps the message: none is lost
+        outgoing, refused = self._allowed(account, outcome.actions, edited or data)
+        if refused and not filed:
+            outcome.keep = True      # a redirect refused (loop, bad address) keeps the message
         if outcome.keep and not filed:
             if verdicts.get("spam"):
                 self._add(boxes, self._junk_route(account, flags + _keywords(outcome.keep_flags)))
@@ -354,7 +360,8 @@ class SieveDelivery:
 
     def _allowed(self, account, actions, data):
         """The outgoing actions that may go, and whether a redirect was refused
-        as a loop (this account's marker, or ``MAX_HOPS`` Received fields)."""
+        (a loop: this account's marker, or ``MAX_HOPS`` Received fields; or an
+        address no SMTP command can carry)."""
         if any(isinstance(a, Redirect) for a in actions):
             headers = _headers(data)
             loops = {v.strip().lower() for v in mime.header_all(headers, LOOP_HEADER)}
@@ -366,6 +373,13 @@ class SieveDelivery:
                     log.info("sieve: %s: not redirecting to %s: a loop (%s)", account.address,
                              action.address, "our marker" if account.address.lower() in loops
                              else f"{hops} Received fields")
+                    looped = True
+                    continue
+                try:
+                    check_address(_bare(action.address))
+                except ValueError:
+                    log.info("sieve: %s: not redirecting to %r: not an address", account.address,
+                             action.address)
                     looped = True
                     continue
                 redirects += 1
@@ -604,9 +618,13 @@ class SieveDelivery:
 
     def _tell_error(self, account, script, error):
         """One notice per distinct error of the script, into the INBOX."""
+        last = self._told.get(script.id)
+        if last is not None and time.monotonic() - last < NOTICE_EVERY:
+            return          # errors that differ per message must not flood the INBOX either
         try:
             if not scripts.mark_notified(self.store, account.id, script.id, _sha(script.name, error)):
                 return
+            self._told[script.id] = time.monotonic()
             data = error_notice(account, script.name, error, self._hostname())
             (res,) = self.delivery.store(Incoming(data, account=account,
                                                   mailboxes=(self._inbox(account),)))

@@ -558,3 +558,20 @@ def test_a_failing_script_still_files_spam_into_junk(env):
     send(d, verdicts={"spam": True})
     assert len(box_messages(store, acct, role="junk")) == 1
     assert len(box_messages(store, acct, "INBOX")) == 1       # the notice
+
+
+def test_a_redirect_to_a_bad_address_keeps_the_message(env):
+    store, d = env
+    acct, _ = with_script(store, d, Outcome([Redirect("no address\r\nRCPT TO:<x@y>")], keep=False))
+    (res,) = send(d)
+    assert res.status is dl.DELIVERED and len(box_messages(store, acct, "INBOX")) == 1
+    assert queued(d, "redirect") == []
+
+
+def test_errors_that_differ_per_message_are_told_once_an_hour(env):
+    store, d = env
+    acct, _ = with_script(store, d, lambda ctx: Outcome(error=f"bad header in {ctx.data[-30:]!r}"))
+    for i in range(4):
+        send(d, MSG.replace(b"body", b"body %d" % i).replace(b"m1@", b"x%d@" % i))
+    inbox = [m for m, _r in box_messages(store, acct, "INBOX")]
+    assert len(inbox) == 5 and sum(b"Your mail filter has an error" in m for m in inbox) == 1
