@@ -120,12 +120,20 @@ def glob_match(pattern, subject, folded=None):
     return [subject[a:b] for a, b in spans]
 
 
+_FLAG = re.compile(r"\\(?:[Ss][Ee][Ee][Nn]|[Aa][Nn][Ss][Ww][Ee][Rr][Ee][Dd]|[Ff][Ll][Aa][Gg][Gg][Ee][Dd]"
+                   r"|[Dd][Ee][Ll][Ee][Tt][Ee][Dd]|[Dd][Rr][Aa][Ff][Tt])"
+                   r"|[^\\\x00-\x20\x7f-\U0010ffff(){%*\"\]]+")
+
+
 def _flags(strings):
+    """The flags of space-separated lists: deduplicated (case-insensitively),
+    invalid ones and system flags that cannot be set (\\Recent) ignored
+    (RFC 5232 section 2)."""
     out, seen = [], set()
     for s in strings:
         for f in s.split():
             k = f.lower()
-            if k not in seen:
+            if k not in seen and _FLAG.fullmatch(f):
                 seen.add(k)
                 out.append(f)
     return out
@@ -528,8 +536,8 @@ class Run:
         flags = self.action_flags(cmd)
         self.implicit = False
         for i, a in enumerate(self.actions):
-            if isinstance(a, Keep):
-                self.actions[i] = Keep(tuple(_flags(a.flags + flags)))
+            if isinstance(a, Keep):   # the last flag list wins (RFC 5232 section 3)
+                self.actions[i] = Keep(flags)
                 return
         self.add(Keep(flags))
 
@@ -549,7 +557,7 @@ class Run:
             self.implicit = False
         for i, a in enumerate(self.actions):
             if isinstance(a, FileInto) and a.mailbox == box:
-                self.actions[i] = FileInto(box, tuple(_flags(a.flags + flags)),
+                self.actions[i] = FileInto(box, flags,
                                            a.create or "create" in cmd.tags,
                                            a.specialuse or su)
                 return
@@ -591,8 +599,11 @@ class Run:
         frm = self.s(t["from"][1]) if "from" in t else None
         if frm is not None and not _one_address(frm):
             raise _Error(f"vacation: invalid :from address '{frm}'")
-        handle = self.s(t["handle"][1]) if "handle" in t else hashlib.sha256(
-            "\0".join([reason, subject or "", frm or "", "mime" if "mime" in t else ""])
+        # the implicit handle: from the arguments before variable expansion
+        # (RFC 5230 section 4.2), so "${1}" in a subject is one handle
+        handle = self.s(t["handle"][1]) if "handle" in t else hashlib.sha256("\0".join([
+            cmd.pos[0], t["subject"][1] if "subject" in t else "",
+            t["from"][1] if "from" in t else "", "mime" if "mime" in t else ""])
             .encode("utf-8", "surrogateescape")).hexdigest()[:32]
         addresses = tuple(self.sl(t["addresses"][1])) if "addresses" in t else ()
         self.add(Vacation(reason, subject, frm, addresses, seconds, handle, "mime" in t))

@@ -297,3 +297,23 @@ def test_runtime_error_keeps():
 def test_stop_ends_the_script():
     o = outcome('require "fileinto"; fileinto "A"; stop; fileinto "B";')
     assert o.actions == [FileInto("A")]
+
+
+def test_imap4flags_last_flag_list_wins_and_invalid_flags_are_ignored():
+    o = outcome('require ["imap4flags", "fileinto"];\nfileinto :flags "a" "X";\n'
+                'fileinto :flags "b" "X";\nkeep :flags "c";\nkeep :flags "d";')
+    assert o.actions == [FileInto("X", ("b",)), Keep(("d",))]
+    o = outcome('require "imap4flags";\n'
+                'addflag ["\\\\Recent \\\\Seen", "", "caf\u00e9 ok(no) $Junk", "  a   b "];')
+    assert o.keep_flags == ("\\Seen", "$Junk", "a", "b")
+
+
+def test_vacation_implicit_handle_is_taken_before_expansion():
+    script = compile('require ["vacation", "variables"];\nif header :matches "subject" "*" {\n'
+                     '    vacation :subject "Automatic response to: ${1}"\n'
+                     '             "I\'m away -- send mail to foo in my absence";\n}')
+    handles = {run(script, Context(data=f"Subject: {s}\r\n\r\nx".encode())).actions[0].handle
+               for s in ("one", "two")}
+    assert len(handles) == 1
+    other = outcome('require "vacation"; vacation "I\'m away";').actions[0].handle
+    assert other not in handles
