@@ -1,8 +1,9 @@
 """Sieve (RFC 5228) for Roost: scripts kept per account (``scripts``) and
 run inside ``Delivery.store`` (the interpreter).
 
-``compile(text)`` checks a script and returns its parsed form, or raises
-``SieveError`` with the line number of the first problem; ManageSieve
+``compile(text)`` checks a script and returns it compiled (a ``Script``), or
+raises ``SieveError`` with the line number of the first problem; ``run(script,
+context)`` evaluates it into an ``Outcome`` (``actions``); ManageSieve
 CHECKSCRIPT/PUTSCRIPT, JMAP SieveScript/validate and set, and the
 interpreter all use it, so a script that is accepted is one that runs.
 ``EXTENSIONS`` is what the SIEVE capability lists: exactly what runs.
