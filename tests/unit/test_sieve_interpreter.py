@@ -3,6 +3,8 @@ runs against real messages asserting the actions (RFC 5228 and the base
 extensions: fileinto, reject/ereject, envelope, vacation, imap4flags, copy)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from roost.storage.sieve import EXTENSIONS, SieveError, compile, run
 from roost.storage.sieve.actions import Context, FileInto, Keep, Redirect, Reject, Vacation
 
@@ -317,3 +319,30 @@ def test_vacation_implicit_handle_is_taken_before_expansion():
     assert len(handles) == 1
     other = outcome('require "vacation"; vacation "I\'m away";').actions[0].handle
     assert other not in handles
+
+
+# --- any text: compile raises SieveError or gives a script that runs -------------
+
+TOKENS = ['require', '["fileinto", "variables", "imap4flags", "regex", "relational", "body",'
+          ' "mime", "foreverypart", "editheader", "date", "index", "envelope", "vacation"]',
+          ';', '{', '}', '(', ')', ',', '[', ']', 'if', 'elsif', 'else', 'header', 'address',
+          'envelope', 'exists', 'size', ':over', '10', '1K', 'allof', 'anyof', 'not', 'true',
+          ':is', ':contains', ':matches', ':regex', ':count', '"ge"', ':comparator',
+          '"i;ascii-numeric"', '"subject"', '"*"', '"${1}"', '"a(b"', 'fileinto', 'keep',
+          'discard', 'redirect', '"a@b.example"', 'set', '"x"', ':lower', 'foreverypart',
+          'break', 'addheader', 'deleteheader', ':index', ':last', 'date', '"year"', 'setflag',
+          'hasflag', 'body', ':raw', 'vacation', ':days', 'text:\n..x\n.\n', 'stop', '#c\n',
+          '/* x */', '"\\"', '"', '\n', '\xe9', '9999999999999999999999G']
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=30))
+def test_any_token_soup_compiles_or_fails_cleanly(tokens):
+    text = " ".join(tokens)
+    try:
+        script = compile(text)
+    except SieveError as e:
+        assert e.line >= 1 and e.message
+        return
+    o = run(script, Context(data=MSG, recipient="x+y@z.example"))
+    assert o.error is None or not o.error.startswith("internal")
