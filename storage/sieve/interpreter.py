@@ -551,7 +551,7 @@ class _Compiler:
 
     def check_envelope(self, cmd):
         for part in cmd.pos[0]:
-            if not isinstance(part, Tmpl) and part.lower() not in ("from", "to"):
+            if not isinstance(part, Tmpl) and part.lower() not in ("from", "to", "auth"):
                 raise SieveError(f"envelope: unsupported part '{part}'", cmd.line)
 
     def check_size(self, cmd):

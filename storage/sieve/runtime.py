@@ -78,17 +78,18 @@ def _glob(pattern):
         i += 1
     pieces.append(cur)
     g = [(re.compile("".join(p), re.S), len(p)) for p in pieces]
-    if len(_GLOB_CACHE) > 1024:
-        _GLOB_CACHE.clear()
-    _GLOB_CACHE[pattern] = g
+    if len(pattern) <= 1024:
+        if len(_GLOB_CACHE) > 1024:
+            _GLOB_CACHE.clear()
+        _GLOB_CACHE[pattern] = g
     return g
 
 
-def glob_match(pattern, subject, folded=None):
+def glob_match(pattern, subject, folded=None, pieces=None):
     """The expansions of each wildcard when ``subject`` matches, else None.
     Linear: each piece is found at its leftmost place (so each ``*`` but the
     last expands as little as possible)."""
-    pieces = _glob(pattern)
+    pieces = pieces or _glob(pattern)
     s = subject if folded is None else folded
     first, flen = pieces[0]
     if len(pieces) == 1:
@@ -185,6 +186,7 @@ class Run:
         self.part = None
         self.frame = None
         self._index, self._decoded, self._addresses, self._bodies = None, {}, {}, {}
+        self._globs = {}
 
     @property
     def parsed(self):
@@ -326,7 +328,12 @@ class Run:
                     if (_fold(k) if fold else k) in fv:
                         return True
                 elif mt == ":matches":
-                    caps = glob_match(_fold(k) if fold else k, v, fv)
+                    pattern = _fold(k) if fold else k
+                    pieces = self._globs.get(pattern)
+                    if pieces is None:
+                        self.charge(len(pattern) * 4)
+                        pieces = self._globs[pattern] = _glob(pattern)
+                    caps = glob_match(pattern, v, fv, pieces)
                     if caps is not None:
                         if capture:
                             self.match_vars = [v] + caps
@@ -845,7 +852,7 @@ class Run:
         for name in self.sl(t.pos[0]):
             name = name.lower()
             if name not in ("from", "to"):
-                continue
+                continue          # "auth": delivery does not tell who authenticated
             addr = self.ctx.sender if name == "from" else self.ctx.recipient
             addr = (addr or "").strip().strip("<>")
             if not addr:
