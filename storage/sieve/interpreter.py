@@ -232,6 +232,11 @@ class Tmpl(str):
     __slots__ = ()
 
 
+class TList(list):
+    """A string list with at least one ``Tmpl`` in it."""
+    __slots__ = ()
+
+
 class Script:
     """A compiled script: its commands and the extensions it requires."""
 
@@ -431,7 +436,8 @@ class _Compiler:
         if kind == "str":
             return self.string(arg.value, arg.line)
         items = arg.value if arg.kind == "list" else [arg.value]
-        return [self.string(v, arg.line) for v in items]
+        out = [self.string(v, arg.line) for v in items]
+        return TList(out) if any(isinstance(v, Tmpl) for v in out) else out
 
     def command(self, node):
         tags, pos = self.args(node, "command")

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from .. import mime
 from .actions import FileInto, Keep, Notify, Outcome, Redirect, Reject, Vacation
 from .interpreter import (_ADDRESS, _FIELD_NAME, _KNOWN, _VAR_INNER, _VAR_REF, PROTECTED_HEADERS,
-                          SieveError, Tmpl, _bad_mailbox, _Break, _Error, _mailto, _one_address,
+                          SieveError, Tmpl, TList, _bad_mailbox, _Break, _Error, _mailto, _one_address,
                           _regex, _Return, _Stop)
 
 _NUMERIC = re.compile(r"[0-9]*")
@@ -231,9 +231,11 @@ class Run:
             raise _Error(f"time budget exceeded ({self.b.seconds * 1000:.0f} ms)")
 
     def block(self, cmds):
+        do = _DO
         for c in cmds:
-            self.tick()
-            getattr(self, "do_" + c.name)(c)
+            if time.monotonic() > self.deadline:
+                self.tick()
+            do[c.name](self, c)
 
     # -- strings and variables --
 
@@ -257,10 +259,8 @@ class Run:
         return "".join(out)
 
     def sl(self, values):
-        if values is None:
-            return []
-        if not any(v.__class__ is Tmpl for v in values):
-            return values
+        if values.__class__ is not TList:
+            return [] if values is None else values
         out = [self.s(v) for v in values]
         if len(out) > self.b.list_items:
             raise _Error("budget: string list too long")
@@ -778,7 +778,7 @@ class Run:
     # -- tests --
 
     def test(self, t):
-        return getattr(self, "t_" + t.name)(t)
+        return _TEST[t.name](self, t)
 
     def t_true(self, t):
         return True
@@ -1043,6 +1043,10 @@ class Run:
         dt = dt.astimezone() if zone is None else dt.astimezone(zone)
         v = date_part(dt, self.s(t.pos[0]).lower())
         return self.match(t, [] if v is None else [v], t.pos[1])
+
+
+_DO = {n[3:]: f for n, f in vars(Run).items() if n.startswith("do_")}
+_TEST = {n[2:]: f for n, f in vars(Run).items() if n.startswith("t_")}
 
 
 def date_part(dt, part):
