@@ -374,7 +374,8 @@ class _Compiler:
         if spec is None or (spec[0] == "test") != (kind == "test"):
             if spec is not None:
                 what = "a test" if spec[0] == "test" else "a command"
-                raise SieveError(f"'{node.name}' is {what}, not {'a test' if kind == 'test' else 'a command'}", node.line)
+                wanted = "a test" if kind == "test" else "a command"
+                raise SieveError(f"'{node.name}' is {what}, not {wanted}", node.line)
             raise SieveError(f"unknown {'test' if kind == 'test' else 'command'} '{node.name}'",
                              node.line)
         _kind, ext, tagspec, posspec, optional = spec

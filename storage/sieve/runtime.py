@@ -26,9 +26,9 @@ from datetime import datetime, timedelta, timezone
 
 from .. import mime
 from .actions import FileInto, Keep, Notify, Outcome, Redirect, Reject, Vacation
-from .interpreter import (_ADDRESS, _FIELD_NAME, _KNOWN, _VAR_INNER, _VAR_REF, PROTECTED_HEADERS,
-                          SieveError, Tmpl, TList, _bad_mailbox, _Break, _Error, _mailto, _one_address,
-                          _regex, _Return, _Stop)
+from .interpreter import (_ADDRESS, _FIELD_NAME, _KNOWN, _VAR_INNER, _VAR_REF,
+                          PROTECTED_HEADERS, SieveError, Tmpl, TList, _bad_mailbox, _Break,
+                          _Error, _mailto, _one_address, _regex, _Return, _Stop)
 
 _NUMERIC = re.compile(r"[0-9]*")
 _INF = float("inf")
@@ -145,6 +145,10 @@ def _index(headers):
     for n, v in headers:
         out.setdefault(n.lower(), []).append(v)
     return out
+
+
+def _percent_encode(m):
+    return "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogateescape"))
 
 
 def _children(node):
@@ -660,10 +664,7 @@ class Run:
         if m == ":quoteregex":
             value = re.sub(r"([.*+?^${}()|\[\]\\])", r"\\\1", value)
         elif m == ":encodeurl":
-            value = re.sub(r"[^A-Za-z0-9._~-]",
-                           lambda c: "".join(f"%{b:02X}" for b in c.group().encode("utf-8",
-                                                                                 "surrogateescape")),
-                           value)
+            value = re.sub(r"[^A-Za-z0-9._~-]", _percent_encode, value)
         if t.get("mod10") == ":length":
             value = str(len(value))
         return value
