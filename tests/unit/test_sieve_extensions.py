@@ -756,3 +756,33 @@ def test_corpus_sweep_never_errors():
                 data[mime.ParsedMessage(data).structure[mime.BODY_START]:])
             count += 1
     assert count > 100
+
+
+@pytest.mark.parametrize("subject,pattern,expected", [
+    ("frop:frup:frop", "*:*:*", ["frop", "frup", "frop"]),
+    ("frop.......frop.........frop....", "?*frop*", ["f", "rop.......", ".........frop...."]),
+    ("klopfropstroptop", "*?op", ["klopfropstrop", "t"]),
+    ("klopfropstroptop", "*?op*", ["k", "l", "fropstroptop"]),
+    ("klopfropstroptop", "*fr??*top", ["klop", "o", "p", "strop"]),
+    ("foo1234@foobar.example.com", "*??@foobar.example.com", ["foo12", "3", "4"]),
+    ("d@example.com", "*?@example.com", ["", "d"]),
+    ("puk pok puk pok", "pu*ok", ["k pok puk p"]),
+    ("zero:one:zero|three;one;zero/five", "*one?zero?five", ["zero:one:zero|three;", ";", "/"]),
+    ("beter van niet?", "*\\\\?", ["beter van niet"]),
+    ("frop", "??op", ["f", "r"]),
+])
+def test_matches_expansions(subject, pattern, expected):
+    refs = "|".join(f"${{{i}}}" for i in range(1, len(expected) + 1))
+    o = go('require ["variables", "fileinto"];\n'
+           f'if string :matches "{subject}" "{pattern}" {{ fileinto "${{0}}={refs}"; }}',
+           msg("S: x"))
+    assert o.actions == [FileInto(f"{subject}=" + "|".join(expected))]
+
+
+def test_match_variables_keep_their_values_when_a_match_fails():
+    o = go('require ["variables", "fileinto"];\n'
+           'set "s2" "the dog barks at the cat in the alley";\n'
+           'if string :matches "the cat jumps off the table" "the * jumps off the *" {}\n'
+           'if string :matches "${s2}" "the * barks at the * in the store" {}\n'
+           'fileinto "${1}:${2}:${0000002}:${12}";', msg("S: x"))
+    assert o.actions == [FileInto("cat:table:table:")]
