@@ -25,6 +25,15 @@ its leftmost place (linear, no backtracking; match variables then hold the
 shortest expansion of each earlier ``*``, as the RFC 5229 examples show);
 ``:regex`` uses RE2 (google-re2: linear time, so no catastrophic
 backtracking), patterns of at most ``MAX_REGEX`` characters.
+
+Other choices: ``ihave`` is decided at compile time (``EXTENSIONS`` does not
+change while a script lives), so a block under ``if ihave "unknown"`` (alone
+or in ``allof``) is not compiled at all. Conflicting actions follow
+Pigeonhole: reject/ereject with keep, fileinto, vacation or another reject
+is a runtime error (so the message is kept), two vacations too. Flags lists
+keep the last one given for a mailbox (RFC 5232 section 3). mboxmetadata
+and servermetadata are left out of ``EXTENSIONS``: Roost has no IMAP
+METADATA store, so their tests could only ever answer "no such entry".
 """
 
 import re
@@ -589,29 +598,16 @@ class _Compiler:
                 and not _ZONE.fullmatch(zone[1]):
             raise SieveError(f"invalid time zone '{zone[1]}'", cmd.line)
 
-    def check_spamtest(self, cmd):
-        pass
-
     def check_duplicate(self, cmd):
         ident = cmd.get("id")
         if ident and ident[0] == ":header":
             self._headers([ident[1]], cmd.line)
 
-    def check_ihave(self, cmd):
-        pass
-
     def check_fileinto(self, cmd):
         self._mailbox(cmd.pos[0], cmd.line)
-        self._flags(cmd)
         su = cmd.get("specialuse")
         if su and not isinstance(su[1], Tmpl) and not re.fullmatch(r"\\[A-Za-z]+", su[1]):
             raise SieveError(f"invalid special-use flag '{su[1]}'", cmd.line)
-
-    def check_keep(self, cmd):
-        self._flags(cmd)
-
-    def _flags(self, cmd):
-        pass
 
     def _mailbox(self, name, line):
         if not isinstance(name, Tmpl):

@@ -619,9 +619,6 @@ class Run:
         addresses = tuple(self.sl(t["addresses"][1])) if "addresses" in t else ()
         self.add(Vacation(reason, subject, frm, addresses, seconds, handle, "mime" in t))
 
-    def flag_target(self, cmd):
-        return cmd.pos[0]
-
     def get_flags(self, varname):
         if varname is None:
             return list(self.flags)
