@@ -346,3 +346,11 @@ def test_any_token_soup_compiles_or_fails_cleanly(tokens):
         return
     o = run(script, Context(data=MSG, recipient="x+y@z.example"))
     assert o.error is None or not o.error.startswith("internal")
+
+
+def test_crlf_scripts_and_multiline_strings():
+    script = ('require ["reject"];\r\n# comment\r\nif true {\r\n  reject text: # why\r\n'
+              'line one\r\n..dotted\r\n.\r\n;\r\n}\r\n')
+    assert outcome(script).actions == [Reject("line one\r\n.dotted\r\n")]
+    assert outcome('require "reject"; reject text:\n.\n;').actions == [Reject("")]
+    assert err_line('require "reject";\r\n\r\nreject text: oops\r\nx\r\n.\r\n;') == 3
