@@ -10,8 +10,8 @@ Choices: header values are tested decoded (RFC 2047 words); address tests
 parse with ``storage.mime``; ``foreverypart`` at the top level visits the
 message itself and then every part below it, depth first (nested loops visit
 the parts below the current one); the subaddress separator is "+"; the
-editheader protections make ``addheader``/``deleteheader`` of Received and
-Auto-Submitted do nothing (RFC 5293 section 4); a date without :zone or
+editheader protections make ``deleteheader`` of Received and Auto-Submitted
+do nothing (they may be added; RFC 5293 section 4, as Pigeonhole does); a date without :zone or
 :originalzone is shifted to the server's local zone (RFC 5260 section 4.2).
 """
 
@@ -730,8 +730,6 @@ class Run:
         name = self.s(cmd.pos[0])
         if not _FIELD_NAME.fullmatch(name):
             raise _Error(f"addheader: invalid header field name '{name}'")
-        if name.lower() in PROTECTED_HEADERS:
-            return
         value = re.sub(r"[\r\n]", "", self.s(cmd.pos[1]))
         if len(value) > 8000:
             raise _Error("addheader: value too long")

@@ -273,6 +273,11 @@ def test_editheader_rfc5293():
     assert mime.header(parsed.headers, "x-spam") == "one"
     assert mime.decode_words(mime.header(parsed.headers, "x-last")) == "caf\u00e9"
     assert o.actions == [FileInto("seen-edit"), FileInto("seen-last")]
+    o = go('require "editheader";\naddheader "Received" "by sieve.example; Mon, 1 Jan 2024";\n'
+           'addheader "Auto-Submitted" "no";\nif header :is "auto-submitted" "no" '
+           '{ deleteheader "auto-submitted"; deleteheader "received"; }', data)
+    names = [n for n, _ in mime.ParsedMessage(o.data).headers]
+    assert names[:2] == ["Auto-Submitted", "Received"] and names.count("Received") == 2
     o = go('require "editheader"; deleteheader :contains "X-Spam" "tw";', data)
     assert [n for n, _ in mime.ParsedMessage(o.data).headers].count("X-Spam") == 1
     assert go('keep;', data).data is None
