@@ -29,8 +29,8 @@ backtracking), patterns of at most ``MAX_REGEX`` characters.
 Other choices: ``ihave`` is decided at compile time (``EXTENSIONS`` does not
 change while a script lives), so a block under ``if ihave "unknown"`` (alone
 or in ``allof``) is not compiled at all. Conflicting actions follow
-Pigeonhole: reject/ereject with keep, fileinto, vacation or another reject
-is a runtime error (so the message is kept), two vacations too. Flags lists
+Pigeonhole: reject/ereject with keep, fileinto, redirect, vacation or another
+reject is a runtime error (so the message is kept), two vacations too. Flags lists
 keep the last one given for a mailbox (RFC 5232 section 3). mboxmetadata
 and servermetadata are left out of ``EXTENSIONS``: Roost has no IMAP
 METADATA store, so their tests could only ever answer "no such entry".

@@ -575,6 +575,7 @@ class Run:
         self.add(FileInto(box, flags, "create" in cmd.tags, su))
 
     def do_redirect(self, cmd):
+        self.conflict(Reject, "redirect")
         addr = self.s(cmd.pos[0]).strip()
         if not _ADDRESS.fullmatch(addr):
             raise _Error(f"redirect: invalid address '{addr}'")
@@ -588,7 +589,9 @@ class Run:
         self.add(Redirect(addr))
 
     def do_reject(self, cmd, extended=False):
-        self.conflict((Keep, FileInto, Vacation, Reject), "ereject" if extended else "reject")
+        # RFC 5429 section 2.3: a message is either delivered or refused
+        self.conflict((Keep, FileInto, Redirect, Vacation, Reject),
+                      "ereject" if extended else "reject")
         self.implicit = False
         self.add(Reject(self.s(cmd.pos[0]), extended))
 

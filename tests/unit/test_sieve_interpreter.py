@@ -236,12 +236,17 @@ def test_reject_and_ereject():
     assert o.actions == [Reject("Go away", extended=True)]
     # reject cannot be combined with keep, fileinto, vacation or another reject
     for other in ('keep;', 'require "fileinto"; fileinto "x";', 'reject "again";',
-                  'require "vacation"; vacation "away";'):
+                  'require "vacation"; vacation "away";', 'redirect "a@b.example";'):
         script = ('require ["reject", "fileinto", "vacation"];\n' + 'reject "no";\n' +
                   other.split(";", 1)[-1] if other.startswith("require") else
                   'require "reject"; reject "no";\n' + other)
         o = outcome(script)
         assert o.error and o.keep and o.actions == [], script
+        o = outcome(script.replace('reject "no";\n', '') + '\nreject "no";')
+        assert o.error and o.keep and o.actions == [], script
+    o = outcome('require ["reject", "enotify"]; discard; notify "mailto:a@b.example";'
+                ' reject "no";')
+    assert o.error is None and [type(a).__name__ for a in o.actions] == ["Notify", "Reject"]
 
 
 def test_vacation_action():
