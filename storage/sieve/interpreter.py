@@ -13,7 +13,8 @@ names, ``require`` after other commands, ``elsif`` without ``if``... each
 with its line. Strings that hold ``${...}`` (with "variables") are expanded
 at run time; constant ones are checked at compile time.
 
-Run keeps a budget (``Budget``): wall time, actions, redirects, variable and
+Run keeps a budget (``Budget``): CPU time (wall time ten times that as a
+backstop), store look-ups, actions, redirects, variable and
 string sizes, include depth and count, foreverypart iterations and the
 characters compared by tests. A runtime error (budget exceeded, ``error``
 command, a bad mailbox name from a variable, conflicting actions) yields
@@ -63,8 +64,9 @@ MAX_REGEX = 1024
 
 class Budget:
     """Limits of one run (a hostile script hits one of these and keeps)."""
-    seconds = 0.1
+    seconds = 0.1                 # CPU time of the running thread
     seconds_per_mb = 0.25         # more time for a larger message
+    hook_calls = 200              # questions to the store (mailboxexists, duplicate...)
     actions = 64
     redirects = 4
     notifies = 4

@@ -177,8 +177,13 @@ class Run:
         self.ctx, self.b = context, budget
         self.data = context.data
         self._parsed = context.parsed
-        self.deadline = time.monotonic() + budget.seconds + \
-            budget.seconds_per_mb * len(context.data) / (1 << 20)
+        # CPU time of this thread (waiting for the GIL or a hook's database
+        # query does not count), and a wall-clock backstop ten times longer
+        allowed = budget.seconds + budget.seconds_per_mb * len(context.data) / (1 << 20)
+        self.cpu_deadline = time.thread_time() + allowed
+        start = time.monotonic()
+        self.soft_deadline, self.deadline = start + allowed, start + 10 * allowed
+        self.hook_calls = 0
         self.actions, self.implicit, self.flags = [], True, []
         self.globals, self.match_vars = {}, []
         self.work = self.loops = self.var_size = 0
@@ -231,14 +236,22 @@ class Run:
             self.frame = saved
 
     def tick(self):
-        if time.monotonic() > self.deadline:
-            raise _Error(f"time budget exceeded ({self.b.seconds * 1000:.0f} ms)")
+        now = time.monotonic()
+        if now > self.soft_deadline:    # CPU time cannot be larger before that
+            if time.thread_time() > self.cpu_deadline or now > self.deadline:
+                raise _Error(f"time budget exceeded ({self.b.seconds * 1000:.0f} ms)")
+
+    def hook(self):
+        """Count one question to the store (each may be a database query)."""
+        self.hook_calls += 1
+        if self.hook_calls > self.b.hook_calls:
+            raise _Error(f"budget: more than {self.b.hook_calls} store look-ups")
+        return self.ctx.hooks
 
     def block(self, cmds):
         do = _DO
         for c in cmds:
-            if time.monotonic() > self.deadline:
-                self.tick()
+            self.tick()
             do[c.name](self, c)
 
     # -- strings and variables --
@@ -471,7 +484,7 @@ class Run:
         script = self.compiled.get(key)
         if script is None:
             try:
-                text = self.ctx.hooks.include(name, loc)
+                text = self.hook().include(name, loc)
             except LookupError:
                 if "optional" in cmd.tags:
                     return
@@ -918,14 +931,14 @@ class Run:
         return self.match(t, flags, keys)
 
     def t_mailboxexists(self, t):
-        return all(self.ctx.hooks.mailbox_exists(n) for n in self.sl(t.pos[0]))
+        return all(self.hook().mailbox_exists(n) for n in self.sl(t.pos[0]))
 
     def t_specialuse_exists(self, t):
         box = self.s(t.pos[0]) if t.pos[0] is not None else None
         flags = self.sl(t.pos[1])
         if box is None:
-            return all(self.ctx.hooks.specialuse_exists(f) for f in flags)
-        return all(self.ctx.hooks.specialuse_exists(f, mailbox=box) for f in flags)
+            return all(self.hook().specialuse_exists(f) for f in flags)
+        return all(self.hook().specialuse_exists(f, mailbox=box) for f in flags)
 
     def t_ihave(self, t):
         return all(n.lower() in _KNOWN for n in self.sl(t.pos[0]))
@@ -992,7 +1005,7 @@ class Run:
         key = hashlib.sha256(f"{handle}\0{ident}".encode("utf-8", "surrogateescape")).hexdigest()
         seconds = tags["seconds"][1] if "seconds" in tags else 7 * DAY
         seconds = max(1, min(seconds, 90 * DAY))
-        seen = key in self.dup_seen or bool(self.ctx.hooks.duplicate(key))
+        seen = key in self.dup_seen or bool(self.hook().duplicate(key))
         if not seen or "last" in tags:
             self.duplicates = [d for d in self.duplicates if d[0] != key]
             self.duplicates.append((key, seconds))

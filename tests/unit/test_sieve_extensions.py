@@ -682,11 +682,18 @@ def test_budget_matching_work_and_time():
         seconds = seconds_per_mb = 0.0
         actions = redirects = notifies = 4
         variable = variables = string = list_items = 1 << 20
-        include_depth = includes = loop_iterations = 10
+        include_depth = includes = loop_iterations = hook_calls = 10
         work = 1 << 30
 
     o = run(compile("keep;"), Context(data=data), budget=Tiny)
     assert o.error and "time" in o.error and o.keep
+
+
+def test_budget_store_lookups():
+    boxes = ", ".join(f'"b{i}"' for i in range(300))
+    o = go(f'require "mailbox";\nif mailboxexists [{boxes}] {{ discard; }}', msg("S: x"),
+           hooks=StoreHooks(boxes=[f"b{i}" for i in range(300)]))
+    assert o.error and "look-ups" in o.error and o.keep
 
 
 def test_budget_actions_and_redirects():
