@@ -25,6 +25,7 @@ class SieveError(ValueError):
         self.message = message
 
 
-from .interpreter import EXTENSIONS, Script, compile, run  # noqa: E402
+from .interpreter import EXTENSIONS, NOTIFY_METHODS, Script, compile, run  # noqa: E402
 
-__all__ = ["EXTENSIONS", "MAX_SCRIPT_SIZE", "Script", "SieveError", "compile", "run"]
+__all__ = ["EXTENSIONS", "MAX_SCRIPT_SIZE", "NOTIFY_METHODS", "Script", "SieveError", "compile",
+           "run"]

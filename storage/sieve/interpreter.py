@@ -45,7 +45,7 @@ from .. import mime
 from . import SieveError
 from .grammar import parse
 
-__all__ = ["compile", "run", "EXTENSIONS", "Script", "Budget", "bench"]
+__all__ = ["compile", "run", "EXTENSIONS", "NOTIFY_METHODS", "Script", "Budget", "bench"]
 
 # What runs (the SIEVE capability). Left out: mboxmetadata and servermetadata
 # (Roost has no IMAP METADATA store, so there is nothing for them to read).
@@ -57,6 +57,7 @@ EXTENSIONS = (
     "subaddress", "vacation", "vacation-seconds", "variables", "virustest",
 )
 _KNOWN = frozenset(EXTENSIONS)
+NOTIFY_METHODS = ("mailto",)     # enotify (ManageSieve's NOTIFY capability)
 COMPARATORS = {"i;octet": None, "i;ascii-casemap": None,
                "i;ascii-numeric": "comparator-i;ascii-numeric"}
 MAX_REGEX = 1024

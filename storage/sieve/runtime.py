@@ -446,8 +446,8 @@ class Run:
                 else:
                     for p in self.sl(opt[1]):
                         pv = mime.param(params, p)
-                        if pv is not None:
-                            vals.append(pv)
+                        if pv is not None:   # RFC 2231 decoded; RFC 2047 words too
+                            vals.append(mime.decode_words(pv) or pv)
         return vals
 
     # -- control --

@@ -798,3 +798,16 @@ def test_match_variables_keep_their_values_when_a_match_fails():
            'if string :matches "${s2}" "the * barks at the * in the store" {}\n'
            'fileinto "${1}:${2}:${0000002}:${12}";', msg("S: x"))
     assert o.actions == [FileInto("cat:table:table:")]
+
+
+def test_mime_param_decodes_rfc2231_and_8bit_names():
+    data = corpus("mail-rb/attachment_emails/attachment_nonascii_filename.eml")
+    o = go('require ["mime", "fileinto"];\n'
+           'if header :mime :anychild :param "filename" :is "Content-Disposition"'
+           ' "ci\u00eble.txt" { fileinto "found"; }', data)
+    assert o.actions == [FileInto("found")]
+    data = corpus("mail-rb/attachment_emails/attachment_with_encoded_name.eml")
+    o = go('require ["mime", "fileinto"];\n'
+           'if header :mime :anychild :param "name" :matches "Content-Type" "01 Quien*.mp3"'
+           ' { fileinto "mp3"; }', data)
+    assert o.actions == [FileInto("mp3")]
