@@ -1,8 +1,9 @@
 """Sieve (RFC 5228) for Roost: scripts kept per account (``scripts``) and
 run inside ``Delivery.store`` (the interpreter).
 
-``compile(text)`` checks a script and returns its parsed form, or raises
-``SieveError`` with the line number of the first problem; ManageSieve
+``compile(text)`` checks a script and returns it compiled (a ``Script``), or
+raises ``SieveError`` with the line number of the first problem; ``run(script,
+context)`` evaluates it into an ``Outcome`` (``actions``); ManageSieve
 CHECKSCRIPT/PUTSCRIPT, JMAP SieveScript/validate and set, and the
 interpreter all use it, so a script that is accepted is one that runs.
 ``EXTENSIONS`` is what the SIEVE capability lists: exactly what runs.
@@ -24,6 +25,7 @@ class SieveError(ValueError):
         self.message = message
 
 
-from .interpreter import EXTENSIONS, Script, compile, run  # noqa: E402
+from .interpreter import EXTENSIONS, NOTIFY_METHODS, Script, compile, run  # noqa: E402
 
-__all__ = ["EXTENSIONS", "MAX_SCRIPT_SIZE", "Script", "SieveError", "compile", "run"]
+__all__ = ["EXTENSIONS", "MAX_SCRIPT_SIZE", "NOTIFY_METHODS", "Script", "SieveError", "compile",
+           "run"]

@@ -58,7 +58,8 @@ def _string(kind, raw, line):
     if head.strip() and not head.strip().startswith("#"):
         raise SieveError("unexpected text after 'text:'", line)
     body = text[nl + 1:]
-    body = body[:body.rfind("\n") + 1] if body.endswith(".") else body
+    if body.rstrip("\r").endswith("."):     # the terminating "." line
+        body = body[:body.rfind("\n") + 1]
     lines = body.split("\n")
     return "\n".join(ln[1:] if ln.startswith("..") else ln for ln in lines)
 

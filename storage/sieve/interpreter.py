@@ -13,7 +13,8 @@ names, ``require`` after other commands, ``elsif`` without ``if``... each
 with its line. Strings that hold ``${...}`` (with "variables") are expanded
 at run time; constant ones are checked at compile time.
 
-Run keeps a budget (``Budget``): wall time, actions, redirects, variable and
+Run keeps a budget (``Budget``): CPU time (wall time ten times that as a
+backstop), store look-ups, actions, redirects, variable and
 string sizes, include depth and count, foreverypart iterations and the
 characters compared by tests. A runtime error (budget exceeded, ``error``
 command, a bad mailbox name from a variable, conflicting actions) yields
@@ -25,6 +26,15 @@ its leftmost place (linear, no backtracking; match variables then hold the
 shortest expansion of each earlier ``*``, as the RFC 5229 examples show);
 ``:regex`` uses RE2 (google-re2: linear time, so no catastrophic
 backtracking), patterns of at most ``MAX_REGEX`` characters.
+
+Other choices: ``ihave`` is decided at compile time (``EXTENSIONS`` does not
+change while a script lives), so a block under ``if ihave "unknown"`` (alone
+or in ``allof``) is not compiled at all. Conflicting actions follow
+Pigeonhole: reject/ereject with keep, fileinto, redirect, vacation or another
+reject is a runtime error (so the message is kept), two vacations too. Flags lists
+keep the last one given for a mailbox (RFC 5232 section 3). mboxmetadata
+and servermetadata are left out of ``EXTENSIONS``: Roost has no IMAP
+METADATA store, so their tests could only ever answer "no such entry".
 """
 
 import re
@@ -35,7 +45,7 @@ from .. import mime
 from . import SieveError
 from .grammar import parse
 
-__all__ = ["compile", "run", "EXTENSIONS", "Script", "Budget", "bench"]
+__all__ = ["compile", "run", "EXTENSIONS", "NOTIFY_METHODS", "Script", "Budget", "bench"]
 
 # What runs (the SIEVE capability). Left out: mboxmetadata and servermetadata
 # (Roost has no IMAP METADATA store, so there is nothing for them to read).
@@ -47,6 +57,7 @@ EXTENSIONS = (
     "subaddress", "vacation", "vacation-seconds", "variables", "virustest",
 )
 _KNOWN = frozenset(EXTENSIONS)
+NOTIFY_METHODS = ("mailto",)     # enotify (ManageSieve's NOTIFY capability)
 COMPARATORS = {"i;octet": None, "i;ascii-casemap": None,
                "i;ascii-numeric": "comparator-i;ascii-numeric"}
 MAX_REGEX = 1024
@@ -54,8 +65,9 @@ MAX_REGEX = 1024
 
 class Budget:
     """Limits of one run (a hostile script hits one of these and keeps)."""
-    seconds = 0.1
+    seconds = 0.1                 # CPU time of the running thread
     seconds_per_mb = 0.25         # more time for a larger message
+    hook_calls = 200              # questions to the store (mailboxexists, duplicate...)
     actions = 64
     redirects = 4
     notifies = 4
@@ -232,6 +244,11 @@ class Tmpl(str):
     __slots__ = ()
 
 
+class TList(list):
+    """A string list with at least one ``Tmpl`` in it."""
+    __slots__ = ()
+
+
 class Script:
     """A compiled script: its commands and the extensions it requires."""
 
@@ -369,7 +386,8 @@ class _Compiler:
         if spec is None or (spec[0] == "test") != (kind == "test"):
             if spec is not None:
                 what = "a test" if spec[0] == "test" else "a command"
-                raise SieveError(f"'{node.name}' is {what}, not {'a test' if kind == 'test' else 'a command'}", node.line)
+                wanted = "a test" if kind == "test" else "a command"
+                raise SieveError(f"'{node.name}' is {what}, not {wanted}", node.line)
             raise SieveError(f"unknown {'test' if kind == 'test' else 'command'} '{node.name}'",
                              node.line)
         _kind, ext, tagspec, posspec, optional = spec
@@ -431,7 +449,8 @@ class _Compiler:
         if kind == "str":
             return self.string(arg.value, arg.line)
         items = arg.value if arg.kind == "list" else [arg.value]
-        return [self.string(v, arg.line) for v in items]
+        out = [self.string(v, arg.line) for v in items]
+        return TList(out) if any(isinstance(v, Tmpl) for v in out) else out
 
     def command(self, node):
         tags, pos = self.args(node, "command")
@@ -551,7 +570,7 @@ class _Compiler:
 
     def check_envelope(self, cmd):
         for part in cmd.pos[0]:
-            if not isinstance(part, Tmpl) and part.lower() not in ("from", "to"):
+            if not isinstance(part, Tmpl) and part.lower() not in ("from", "to", "auth"):
                 raise SieveError(f"envelope: unsupported part '{part}'", cmd.line)
 
     def check_size(self, cmd):
@@ -582,29 +601,16 @@ class _Compiler:
                 and not _ZONE.fullmatch(zone[1]):
             raise SieveError(f"invalid time zone '{zone[1]}'", cmd.line)
 
-    def check_spamtest(self, cmd):
-        pass
-
     def check_duplicate(self, cmd):
         ident = cmd.get("id")
         if ident and ident[0] == ":header":
             self._headers([ident[1]], cmd.line)
 
-    def check_ihave(self, cmd):
-        pass
-
     def check_fileinto(self, cmd):
         self._mailbox(cmd.pos[0], cmd.line)
-        self._flags(cmd)
         su = cmd.get("specialuse")
         if su and not isinstance(su[1], Tmpl) and not re.fullmatch(r"\\[A-Za-z]+", su[1]):
             raise SieveError(f"invalid special-use flag '{su[1]}'", cmd.line)
-
-    def check_keep(self, cmd):
-        self._flags(cmd)
-
-    def _flags(self, cmd):
-        pass
 
     def _mailbox(self, name, line):
         if not isinstance(name, Tmpl):

@@ -10,8 +10,8 @@ Choices: header values are tested decoded (RFC 2047 words); address tests
 parse with ``storage.mime``; ``foreverypart`` at the top level visits the
 message itself and then every part below it, depth first (nested loops visit
 the parts below the current one); the subaddress separator is "+"; the
-editheader protections make ``addheader``/``deleteheader`` of Received and
-Auto-Submitted do nothing (RFC 5293 section 4); a date without :zone or
+editheader protections make ``deleteheader`` of Received and Auto-Submitted
+do nothing (they may be added; RFC 5293 section 4, as Pigeonhole does); a date without :zone or
 :originalzone is shifted to the server's local zone (RFC 5260 section 4.2).
 """
 
@@ -26,9 +26,9 @@ from datetime import datetime, timedelta, timezone
 
 from .. import mime
 from .actions import FileInto, Keep, Notify, Outcome, Redirect, Reject, Vacation
-from .interpreter import (_ADDRESS, _FIELD_NAME, _KNOWN, _VAR_INNER, _VAR_REF, PROTECTED_HEADERS,
-                          SieveError, Tmpl, _bad_mailbox, _Break, _Error, _mailto, _one_address,
-                          _regex, _Return, _Stop)
+from .interpreter import (_ADDRESS, _FIELD_NAME, _KNOWN, _VAR_INNER, _VAR_REF,
+                          PROTECTED_HEADERS, SieveError, Tmpl, TList, _bad_mailbox, _Break,
+                          _Error, _mailto, _one_address, _regex, _Return, _Stop)
 
 _NUMERIC = re.compile(r"[0-9]*")
 _INF = float("inf")
@@ -78,17 +78,18 @@ def _glob(pattern):
         i += 1
     pieces.append(cur)
     g = [(re.compile("".join(p), re.S), len(p)) for p in pieces]
-    if len(_GLOB_CACHE) > 1024:
-        _GLOB_CACHE.clear()
-    _GLOB_CACHE[pattern] = g
+    if len(pattern) <= 1024:
+        if len(_GLOB_CACHE) > 1024:
+            _GLOB_CACHE.clear()
+        _GLOB_CACHE[pattern] = g
     return g
 
 
-def glob_match(pattern, subject, folded=None):
+def glob_match(pattern, subject, folded=None, pieces=None):
     """The expansions of each wildcard when ``subject`` matches, else None.
     Linear: each piece is found at its leftmost place (so each ``*`` but the
     last expands as little as possible)."""
-    pieces = _glob(pattern)
+    pieces = pieces or _glob(pattern)
     s = subject if folded is None else folded
     first, flen = pieces[0]
     if len(pieces) == 1:
@@ -120,12 +121,20 @@ def glob_match(pattern, subject, folded=None):
     return [subject[a:b] for a, b in spans]
 
 
+_FLAG = re.compile(r"\\(?:[Ss][Ee][Ee][Nn]|[Aa][Nn][Ss][Ww][Ee][Rr][Ee][Dd]|[Ff][Ll][Aa][Gg][Gg][Ee][Dd]"
+                   r"|[Dd][Ee][Ll][Ee][Tt][Ee][Dd]|[Dd][Rr][Aa][Ff][Tt])"
+                   r"|[^\\\x00-\x20\x7f-\U0010ffff(){%*\"\]]+")
+
+
 def _flags(strings):
+    """The flags of space-separated lists: deduplicated (case-insensitively),
+    invalid ones and system flags that cannot be set (\\Recent) ignored
+    (RFC 5232 section 2)."""
     out, seen = [], set()
     for s in strings:
         for f in s.split():
             k = f.lower()
-            if k not in seen:
+            if k not in seen and _FLAG.fullmatch(f):
                 seen.add(k)
                 out.append(f)
     return out
@@ -136,6 +145,10 @@ def _index(headers):
     for n, v in headers:
         out.setdefault(n.lower(), []).append(v)
     return out
+
+
+def _percent_encode(m):
+    return "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogateescape"))
 
 
 def _children(node):
@@ -164,8 +177,13 @@ class Run:
         self.ctx, self.b = context, budget
         self.data = context.data
         self._parsed = context.parsed
-        self.deadline = time.monotonic() + budget.seconds + \
-            budget.seconds_per_mb * len(context.data) / (1 << 20)
+        # CPU time of this thread (waiting for the GIL or a hook's database
+        # query does not count), and a wall-clock backstop ten times longer
+        allowed = budget.seconds + budget.seconds_per_mb * len(context.data) / (1 << 20)
+        self.cpu_deadline = time.thread_time() + allowed
+        start = time.monotonic()
+        self.soft_deadline, self.deadline = start + allowed, start + 10 * allowed
+        self.hook_calls = 0
         self.actions, self.implicit, self.flags = [], True, []
         self.globals, self.match_vars = {}, []
         self.work = self.loops = self.var_size = 0
@@ -177,6 +195,7 @@ class Run:
         self.part = None
         self.frame = None
         self._index, self._decoded, self._addresses, self._bodies = None, {}, {}, {}
+        self._globs = {}
 
     @property
     def parsed(self):
@@ -217,13 +236,23 @@ class Run:
             self.frame = saved
 
     def tick(self):
-        if time.monotonic() > self.deadline:
-            raise _Error(f"time budget exceeded ({self.b.seconds * 1000:.0f} ms)")
+        now = time.monotonic()
+        if now > self.soft_deadline:    # CPU time cannot be larger before that
+            if time.thread_time() > self.cpu_deadline or now > self.deadline:
+                raise _Error(f"time budget exceeded ({self.b.seconds * 1000:.0f} ms)")
+
+    def hook(self):
+        """Count one question to the store (each may be a database query)."""
+        self.hook_calls += 1
+        if self.hook_calls > self.b.hook_calls:
+            raise _Error(f"budget: more than {self.b.hook_calls} store look-ups")
+        return self.ctx.hooks
 
     def block(self, cmds):
+        do = _DO
         for c in cmds:
             self.tick()
-            getattr(self, "do_" + c.name)(c)
+            do[c.name](self, c)
 
     # -- strings and variables --
 
@@ -247,10 +276,8 @@ class Run:
         return "".join(out)
 
     def sl(self, values):
-        if values is None:
-            return []
-        if not any(v.__class__ is Tmpl for v in values):
-            return values
+        if values.__class__ is not TList:
+            return [] if values is None else values
         out = [self.s(v) for v in values]
         if len(out) > self.b.list_items:
             raise _Error("budget: string list too long")
@@ -318,7 +345,12 @@ class Run:
                     if (_fold(k) if fold else k) in fv:
                         return True
                 elif mt == ":matches":
-                    caps = glob_match(_fold(k) if fold else k, v, fv)
+                    pattern = _fold(k) if fold else k
+                    pieces = self._globs.get(pattern)
+                    if pieces is None:
+                        self.charge(len(pattern) * 4)
+                        pieces = self._globs[pattern] = _glob(pattern)
+                    caps = glob_match(pattern, v, fv, pieces)
                     if caps is not None:
                         if capture:
                             self.match_vars = [v] + caps
@@ -414,8 +446,8 @@ class Run:
                 else:
                     for p in self.sl(opt[1]):
                         pv = mime.param(params, p)
-                        if pv is not None:
-                            vals.append(pv)
+                        if pv is not None:   # RFC 2231 decoded; RFC 2047 words too
+                            vals.append(mime.decode_words(pv) or pv)
         return vals
 
     # -- control --
@@ -452,7 +484,7 @@ class Run:
         script = self.compiled.get(key)
         if script is None:
             try:
-                text = self.ctx.hooks.include(name, loc)
+                text = self.hook().include(name, loc)
             except LookupError:
                 if "optional" in cmd.tags:
                     return
@@ -528,8 +560,8 @@ class Run:
         flags = self.action_flags(cmd)
         self.implicit = False
         for i, a in enumerate(self.actions):
-            if isinstance(a, Keep):
-                self.actions[i] = Keep(tuple(_flags(a.flags + flags)))
+            if isinstance(a, Keep):   # the last flag list wins (RFC 5232 section 3)
+                self.actions[i] = Keep(flags)
                 return
         self.add(Keep(flags))
 
@@ -549,13 +581,14 @@ class Run:
             self.implicit = False
         for i, a in enumerate(self.actions):
             if isinstance(a, FileInto) and a.mailbox == box:
-                self.actions[i] = FileInto(box, tuple(_flags(a.flags + flags)),
+                self.actions[i] = FileInto(box, flags,
                                            a.create or "create" in cmd.tags,
                                            a.specialuse or su)
                 return
         self.add(FileInto(box, flags, "create" in cmd.tags, su))
 
     def do_redirect(self, cmd):
+        self.conflict(Reject, "redirect")
         addr = self.s(cmd.pos[0]).strip()
         if not _ADDRESS.fullmatch(addr):
             raise _Error(f"redirect: invalid address '{addr}'")
@@ -569,7 +602,9 @@ class Run:
         self.add(Redirect(addr))
 
     def do_reject(self, cmd, extended=False):
-        self.conflict((Keep, FileInto, Vacation, Reject), "ereject" if extended else "reject")
+        # RFC 5429 section 2.3: a message is either delivered or refused
+        self.conflict((Keep, FileInto, Redirect, Vacation, Reject),
+                      "ereject" if extended else "reject")
         self.implicit = False
         self.add(Reject(self.s(cmd.pos[0]), extended))
 
@@ -591,14 +626,14 @@ class Run:
         frm = self.s(t["from"][1]) if "from" in t else None
         if frm is not None and not _one_address(frm):
             raise _Error(f"vacation: invalid :from address '{frm}'")
-        handle = self.s(t["handle"][1]) if "handle" in t else hashlib.sha256(
-            "\0".join([reason, subject or "", frm or "", "mime" if "mime" in t else ""])
+        # the implicit handle: from the arguments before variable expansion
+        # (RFC 5230 section 4.2), so "${1}" in a subject is one handle
+        handle = self.s(t["handle"][1]) if "handle" in t else hashlib.sha256("\0".join([
+            cmd.pos[0], t["subject"][1] if "subject" in t else "",
+            t["from"][1] if "from" in t else "", "mime" if "mime" in t else ""])
             .encode("utf-8", "surrogateescape")).hexdigest()[:32]
         addresses = tuple(self.sl(t["addresses"][1])) if "addresses" in t else ()
         self.add(Vacation(reason, subject, frm, addresses, seconds, handle, "mime" in t))
-
-    def flag_target(self, cmd):
-        return cmd.pos[0]
 
     def get_flags(self, varname):
         if varname is None:
@@ -642,10 +677,7 @@ class Run:
         if m == ":quoteregex":
             value = re.sub(r"([.*+?^${}()|\[\]\\])", r"\\\1", value)
         elif m == ":encodeurl":
-            value = re.sub(r"[^A-Za-z0-9._~-]",
-                           lambda c: "".join(f"%{b:02X}" for b in c.group().encode("utf-8",
-                                                                                 "surrogateescape")),
-                           value)
+            value = re.sub(r"[^A-Za-z0-9._~-]", _percent_encode, value)
         if t.get("mod10") == ":length":
             value = str(len(value))
         return value
@@ -714,8 +746,6 @@ class Run:
         name = self.s(cmd.pos[0])
         if not _FIELD_NAME.fullmatch(name):
             raise _Error(f"addheader: invalid header field name '{name}'")
-        if name.lower() in PROTECTED_HEADERS:
-            return
         value = re.sub(r"[\r\n]", "", self.s(cmd.pos[1]))
         if len(value) > 8000:
             raise _Error("addheader: value too long")
@@ -760,7 +790,7 @@ class Run:
     # -- tests --
 
     def test(self, t):
-        return getattr(self, "t_" + t.name)(t)
+        return _TEST[t.name](self, t)
 
     def t_true(self, t):
         return True
@@ -834,7 +864,7 @@ class Run:
         for name in self.sl(t.pos[0]):
             name = name.lower()
             if name not in ("from", "to"):
-                continue
+                continue          # "auth": delivery does not tell who authenticated
             addr = self.ctx.sender if name == "from" else self.ctx.recipient
             addr = (addr or "").strip().strip("<>")
             if not addr:
@@ -901,14 +931,14 @@ class Run:
         return self.match(t, flags, keys)
 
     def t_mailboxexists(self, t):
-        return all(self.ctx.hooks.mailbox_exists(n) for n in self.sl(t.pos[0]))
+        return all(self.hook().mailbox_exists(n) for n in self.sl(t.pos[0]))
 
     def t_specialuse_exists(self, t):
         box = self.s(t.pos[0]) if t.pos[0] is not None else None
         flags = self.sl(t.pos[1])
         if box is None:
-            return all(self.ctx.hooks.specialuse_exists(f) for f in flags)
-        return all(self.ctx.hooks.specialuse_exists(f, mailbox=box) for f in flags)
+            return all(self.hook().specialuse_exists(f) for f in flags)
+        return all(self.hook().specialuse_exists(f, mailbox=box) for f in flags)
 
     def t_ihave(self, t):
         return all(n.lower() in _KNOWN for n in self.sl(t.pos[0]))
@@ -975,7 +1005,7 @@ class Run:
         key = hashlib.sha256(f"{handle}\0{ident}".encode("utf-8", "surrogateescape")).hexdigest()
         seconds = tags["seconds"][1] if "seconds" in tags else 7 * DAY
         seconds = max(1, min(seconds, 90 * DAY))
-        seen = key in self.dup_seen or bool(self.ctx.hooks.duplicate(key))
+        seen = key in self.dup_seen or bool(self.hook().duplicate(key))
         if not seen or "last" in tags:
             self.duplicates = [d for d in self.duplicates if d[0] != key]
             self.duplicates.append((key, seconds))
@@ -1025,6 +1055,10 @@ class Run:
         dt = dt.astimezone() if zone is None else dt.astimezone(zone)
         v = date_part(dt, self.s(t.pos[0]).lower())
         return self.match(t, [] if v is None else [v], t.pos[1])
+
+
+_DO = {n[3:]: f for n, f in vars(Run).items() if n.startswith("do_")}
+_TEST = {n[2:]: f for n, f in vars(Run).items() if n.startswith("t_")}
 
 
 def date_part(dt, part):

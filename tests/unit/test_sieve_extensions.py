@@ -273,6 +273,11 @@ def test_editheader_rfc5293():
     assert mime.header(parsed.headers, "x-spam") == "one"
     assert mime.decode_words(mime.header(parsed.headers, "x-last")) == "caf\u00e9"
     assert o.actions == [FileInto("seen-edit"), FileInto("seen-last")]
+    o = go('require "editheader";\naddheader "Received" "by sieve.example; Mon, 1 Jan 2024";\n'
+           'addheader "Auto-Submitted" "no";\nif header :is "auto-submitted" "no" '
+           '{ deleteheader "auto-submitted"; deleteheader "received"; }', data)
+    names = [n for n, _ in mime.ParsedMessage(o.data).headers]
+    assert names[:2] == ["Auto-Submitted", "Received"] and names.count("Received") == 2
     o = go('require "editheader"; deleteheader :contains "X-Spam" "tw";', data)
     assert [n for n, _ in mime.ParsedMessage(o.data).headers].count("X-Spam") == 1
     assert go('keep;', data).data is None
@@ -677,11 +682,18 @@ def test_budget_matching_work_and_time():
         seconds = seconds_per_mb = 0.0
         actions = redirects = notifies = 4
         variable = variables = string = list_items = 1 << 20
-        include_depth = includes = loop_iterations = 10
+        include_depth = includes = loop_iterations = hook_calls = 10
         work = 1 << 30
 
     o = run(compile("keep;"), Context(data=data), budget=Tiny)
     assert o.error and "time" in o.error and o.keep
+
+
+def test_budget_store_lookups():
+    boxes = ", ".join(f'"b{i}"' for i in range(300))
+    o = go(f'require "mailbox";\nif mailboxexists [{boxes}] {{ discard; }}', msg("S: x"),
+           hooks=StoreHooks(boxes=[f"b{i}" for i in range(300)]))
+    assert o.error and "look-ups" in o.error and o.keep
 
 
 def test_budget_actions_and_redirects():
@@ -756,3 +768,46 @@ def test_corpus_sweep_never_errors():
                 data[mime.ParsedMessage(data).structure[mime.BODY_START]:])
             count += 1
     assert count > 100
+
+
+@pytest.mark.parametrize("subject,pattern,expected", [
+    ("frop:frup:frop", "*:*:*", ["frop", "frup", "frop"]),
+    ("frop.......frop.........frop....", "?*frop*", ["f", "rop.......", ".........frop...."]),
+    ("klopfropstroptop", "*?op", ["klopfropstrop", "t"]),
+    ("klopfropstroptop", "*?op*", ["k", "l", "fropstroptop"]),
+    ("klopfropstroptop", "*fr??*top", ["klop", "o", "p", "strop"]),
+    ("foo1234@foobar.example.com", "*??@foobar.example.com", ["foo12", "3", "4"]),
+    ("d@example.com", "*?@example.com", ["", "d"]),
+    ("puk pok puk pok", "pu*ok", ["k pok puk p"]),
+    ("zero:one:zero|three;one;zero/five", "*one?zero?five", ["zero:one:zero|three;", ";", "/"]),
+    ("beter van niet?", "*\\\\?", ["beter van niet"]),
+    ("frop", "??op", ["f", "r"]),
+])
+def test_matches_expansions(subject, pattern, expected):
+    refs = "|".join(f"${{{i}}}" for i in range(1, len(expected) + 1))
+    o = go('require ["variables", "fileinto"];\n'
+           f'if string :matches "{subject}" "{pattern}" {{ fileinto "${{0}}={refs}"; }}',
+           msg("S: x"))
+    assert o.actions == [FileInto(f"{subject}=" + "|".join(expected))]
+
+
+def test_match_variables_keep_their_values_when_a_match_fails():
+    o = go('require ["variables", "fileinto"];\n'
+           'set "s2" "the dog barks at the cat in the alley";\n'
+           'if string :matches "the cat jumps off the table" "the * jumps off the *" {}\n'
+           'if string :matches "${s2}" "the * barks at the * in the store" {}\n'
+           'fileinto "${1}:${2}:${0000002}:${12}";', msg("S: x"))
+    assert o.actions == [FileInto("cat:table:table:")]
+
+
+def test_mime_param_decodes_rfc2231_and_8bit_names():
+    data = corpus("mail-rb/attachment_emails/attachment_nonascii_filename.eml")
+    o = go('require ["mime", "fileinto"];\n'
+           'if header :mime :anychild :param "filename" :is "Content-Disposition"'
+           ' "ci\u00eble.txt" { fileinto "found"; }', data)
+    assert o.actions == [FileInto("found")]
+    data = corpus("mail-rb/attachment_emails/attachment_with_encoded_name.eml")
+    o = go('require ["mime", "fileinto"];\n'
+           'if header :mime :anychild :param "name" :matches "Content-Type" "01 Quien*.mp3"'
+           ' { fileinto "mp3"; }', data)
+    assert o.actions == [FileInto("mp3")]

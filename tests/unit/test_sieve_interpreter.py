@@ -3,6 +3,8 @@ runs against real messages asserting the actions (RFC 5228 and the base
 extensions: fileinto, reject/ereject, envelope, vacation, imap4flags, copy)."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from roost.storage.sieve import EXTENSIONS, SieveError, compile, run
 from roost.storage.sieve.actions import Context, FileInto, Keep, Redirect, Reject, Vacation
 
@@ -234,12 +236,17 @@ def test_reject_and_ereject():
     assert o.actions == [Reject("Go away", extended=True)]
     # reject cannot be combined with keep, fileinto, vacation or another reject
     for other in ('keep;', 'require "fileinto"; fileinto "x";', 'reject "again";',
-                  'require "vacation"; vacation "away";'):
+                  'require "vacation"; vacation "away";', 'redirect "a@b.example";'):
         script = ('require ["reject", "fileinto", "vacation"];\n' + 'reject "no";\n' +
                   other.split(";", 1)[-1] if other.startswith("require") else
                   'require "reject"; reject "no";\n' + other)
         o = outcome(script)
         assert o.error and o.keep and o.actions == [], script
+        o = outcome(script.replace('reject "no";\n', '') + '\nreject "no";')
+        assert o.error and o.keep and o.actions == [], script
+    o = outcome('require ["reject", "enotify"]; discard; notify "mailto:a@b.example";'
+                ' reject "no";')
+    assert o.error is None and [type(a).__name__ for a in o.actions] == ["Notify", "Reject"]
 
 
 def test_vacation_action():
@@ -297,3 +304,58 @@ def test_runtime_error_keeps():
 def test_stop_ends_the_script():
     o = outcome('require "fileinto"; fileinto "A"; stop; fileinto "B";')
     assert o.actions == [FileInto("A")]
+
+
+def test_imap4flags_last_flag_list_wins_and_invalid_flags_are_ignored():
+    o = outcome('require ["imap4flags", "fileinto"];\nfileinto :flags "a" "X";\n'
+                'fileinto :flags "b" "X";\nkeep :flags "c";\nkeep :flags "d";')
+    assert o.actions == [FileInto("X", ("b",)), Keep(("d",))]
+    o = outcome('require "imap4flags";\n'
+                'addflag ["\\\\Recent \\\\Seen", "", "caf\u00e9 ok(no) $Junk", "  a   b "];')
+    assert o.keep_flags == ("\\Seen", "$Junk", "a", "b")
+
+
+def test_vacation_implicit_handle_is_taken_before_expansion():
+    script = compile('require ["vacation", "variables"];\nif header :matches "subject" "*" {\n'
+                     '    vacation :subject "Automatic response to: ${1}"\n'
+                     '             "I\'m away -- send mail to foo in my absence";\n}')
+    handles = {run(script, Context(data=f"Subject: {s}\r\n\r\nx".encode())).actions[0].handle
+               for s in ("one", "two")}
+    assert len(handles) == 1
+    other = outcome('require "vacation"; vacation "I\'m away";').actions[0].handle
+    assert other not in handles
+
+
+# --- any text: compile raises SieveError or gives a script that runs -------------
+
+TOKENS = ['require', '["fileinto", "variables", "imap4flags", "regex", "relational", "body",'
+          ' "mime", "foreverypart", "editheader", "date", "index", "envelope", "vacation"]',
+          ';', '{', '}', '(', ')', ',', '[', ']', 'if', 'elsif', 'else', 'header', 'address',
+          'envelope', 'exists', 'size', ':over', '10', '1K', 'allof', 'anyof', 'not', 'true',
+          ':is', ':contains', ':matches', ':regex', ':count', '"ge"', ':comparator',
+          '"i;ascii-numeric"', '"subject"', '"*"', '"${1}"', '"a(b"', 'fileinto', 'keep',
+          'discard', 'redirect', '"a@b.example"', 'set', '"x"', ':lower', 'foreverypart',
+          'break', 'addheader', 'deleteheader', ':index', ':last', 'date', '"year"', 'setflag',
+          'hasflag', 'body', ':raw', 'vacation', ':days', 'text:\n..x\n.\n', 'stop', '#c\n',
+          '/* x */', '"\\"', '"', '\n', '\xe9', '9999999999999999999999G']
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=30))
+def test_any_token_soup_compiles_or_fails_cleanly(tokens):
+    text = " ".join(tokens)
+    try:
+        script = compile(text)
+    except SieveError as e:
+        assert e.line >= 1 and e.message
+        return
+    o = run(script, Context(data=MSG, recipient="x+y@z.example"))
+    assert o.error is None or not o.error.startswith("internal")
+
+
+def test_crlf_scripts_and_multiline_strings():
+    script = ('require ["reject"];\r\n# comment\r\nif true {\r\n  reject text: # why\r\n'
+              'line one\r\n..dotted\r\n.\r\n;\r\n}\r\n')
+    assert outcome(script).actions == [Reject("line one\r\n.dotted\r\n")]
+    assert outcome('require "reject"; reject text:\n.\n;').actions == [Reject("")]
+    assert err_line('require "reject";\r\n\r\nreject text: oops\r\nx\r\n.\r\n;') == 3
