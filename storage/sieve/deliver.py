@@ -117,7 +117,7 @@ from sqlalchemy import and_, delete, insert, select, update
 from .. import hot, mime
 from ..mailboxes import check_mailbox_name
 from ..model import Mailbox
-from ..outbound import check_address
+from ..outbound import Envelope, Recipient, check_address
 from ..delivery import DISCARDED, REJECTED, TEMPORARY, Incoming, Plan, Route, shifted
 from ..errors import InvalidName, MailboxExists
 from ..schema import aliases, sieve_duplicates, sieve_replies
@@ -513,7 +513,6 @@ class SieveDelivery:
             log.info("sieve: no outbound queue; the %s of %s to %s is skipped", kind,
                      account.address, ", ".join(rcpts))
             return None
-        from ..outbound import Envelope, Recipient
         return outbound.submit(Envelope(sender=sender, recipients=[
             Recipient(r, notify=notify) for r in rcpts], account_id=account.id, kind=kind), data)
 
@@ -531,6 +530,8 @@ class SieveDelivery:
             log.info("sieve: no vacation reply from %s to %s: %s", account.address,
                      sender or "<>", why)
             return
+        if getattr(self.delivery, "outbound", None) is None:   # remember no reply that is not sent
+            return self._queue("vacation", account, "", [sender], b"")
         handle = _sha("handle", action.handle) if action.handle else _sha(
             "args", action.subject, action.from_addr, "mime" if action.mime else "", action.reason)
         period = min(max(int(action.seconds or 0), MIN_PERIOD), MAX_PERIOD)
