@@ -259,6 +259,8 @@ def test_without_a_queue_outgoing_actions_are_skipped(env):
     acct, _ = with_script(store, d, Outcome([Redirect("x@example.com"), Vacation("away")], keep=True))
     (res,) = send(d)
     assert res.status is dl.DELIVERED and len(box_messages(store, acct, "INBOX")) == 1
+    with store.reader() as conn:
+        assert conn.execute(sieve_replies.select()).all() == []   # no memory of a reply never sent
 
 
 # --- vacation --------------------------------------------------------------------------
