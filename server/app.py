@@ -54,6 +54,11 @@ def open_outbound(config, store, delivery):
                     suppress_for=parse_interval(config.relay_suppress_for))
 
 
+def authserv_id(config):
+    """Roost's authserv-id (RFC 8601): ``[inbound] authserv_id`` or the hostname."""
+    return config.inbound_authserv_id or config.hostname
+
+
 def install_reactor():
     """Install Twisted's asyncio reactor (once) and return the asyncio loop."""
     if "twisted.internet.reactor" in sys.modules:
@@ -163,9 +168,38 @@ class Roost:
         self._prune_task = asyncio.ensure_future(prune())
         self._prune_timer = self.loop.call_later(PRUNE_EVERY, self._prune_history)
 
+    def inbound(self):
+        """The verdict pipeline (``protocols.mailauth.inbound``), made once;
+        its DMARC evaluations go to ``storage.dmarc_reports`` when reports
+        are on."""
+        if getattr(self, "_inbound", None) is None:
+            from roost.protocols.dns import Resolver
+            from roost.protocols.mailauth import psl
+            from roost.protocols.mailauth.inbound import Inbound
+            cfg = self.config
+            record = None
+            if cfg.inbound_dmarc_reports:
+                from roost.storage import dmarc_reports
+                record = lambda row: dmarc_reports.record(self.store, row)  # noqa: E731
+            self._inbound = Inbound(Resolver(cfg.dns_nameservers), authserv_id(cfg),
+                                    timeout=cfg.inbound_timeout,
+                                    psl=psl.default(cfg.inbound_public_suffix_list or None),
+                                    record=record)
+        return self._inbound
+
+    def _lmtp_check(self, data, sender):
+        """LMTP verdicts: the client as the MTA's topmost Received says."""
+        from roost.protocols.lmtp import received_client
+        ip, helo, rdns = received_client(data)
+        checked = self.inbound().check(data, ip, helo, sender, remote_host=rdns)
+        return checked.data, checked.auth_headers, checked.verdicts
+
     async def _start_lmtp(self, host, port):
         from roost.protocols.lmtp import LMTPHandler, LMTPServer
-        handler = LMTPHandler(self.run, self.store.resolve, self._deliver)
+        check = self._lmtp_check if self.config.inbound_lmtp_verdicts == "received" else None
+        if check is not None:
+            await self.run(self.inbound)     # the Public Suffix List is read now, not at a message
+        handler = LMTPHandler(self.run, self.store.resolve, self._deliver, check)
         server = await self.loop.create_server(
             lambda: LMTPServer(handler, data_size_limit=self.config.max_message_size,
                                hostname=self.config.hostname, loop=self.loop),
@@ -347,8 +381,9 @@ class Roost:
         print(f"roost: TLS certificate reloaded: {cert.subject.rfc4514_string()}, valid until "
               f"{cert.not_valid_after_utc:%Y-%m-%d}", flush=True)
 
-    def _deliver(self, data, recipients, sender, targets=None):
-        return self.delivery.store(Incoming(data, tuple(recipients), sender=sender, targets=targets))
+    def _deliver(self, data, recipients, sender, targets=None, auth_headers=b"", verdicts=None):
+        return self.delivery.store(Incoming(data, tuple(recipients), sender=sender, targets=targets,
+                                            auth_headers=auth_headers, verdicts=verdicts))
 
     def _append(self, account, mailbox, data, flags, date):
         """IMAP APPEND: ``Stored``, or the typed store error for the session's mapper."""

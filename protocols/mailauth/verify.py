@@ -223,7 +223,7 @@ def _verify_one(d, idx, value, resolver, budget):
         for name, record in keys.found.items():
             try:
                 dkim.evaluate_pk(name.encode(), record)
-            except dkim.KeyFormatError as exc:
+            except Exception as exc:  # noqa: BLE001 - KeyFormatError, binascii.Error
                 res.result, res.reason = "permerror", f"unusable key record: {exc}"
     return res
 
