@@ -151,7 +151,7 @@ class Roost:
             connections=cfg.relay_connections, per_domain=cfg.relay_per_domain,
             timeout=cfg.relay_timeout, ca_file=cfg.relay_ca_file),
             signer=Signer(dkim_signing_keys(cfg)), mtasts=MTASTS(resolver, cfg.relay_ca_file),
-            loop=self.loop)
+            loop=self.loop, authserv_id=authserv_id(cfg))
         self.relay.start()
 
     def _prune_history(self):
