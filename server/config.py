@@ -77,7 +77,7 @@ class Config:
     submission_max_hold: str = "7d"            # FUTURERELEASE: the longest HOLDFOR/HOLDUNTIL
     inbound_lmtp_verdicts: str = "received"    # or "skip" (the MTA adds its own verdicts)
     inbound_authserv_id: str = ""              # empty: [server] hostname
-    inbound_timeout: float = 10                # seconds for one message's DNS lookups
+    inbound_timeout: float = 10.0              # seconds for one message's DNS lookups
     inbound_public_suffix_list: str = ""       # empty: Debian's file, else publicsuffix2's copy
     inbound_dmarc_reports: bool = False        # daily DMARC aggregate reports (RFC 7489 7.2)
     inbound_report_from: str = ""              # their From and envelope sender; empty: postmaster@hostname
