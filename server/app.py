@@ -130,6 +130,8 @@ class Roost:
         self._start_relay()
         print("roost: ready", flush=True)
         self._prune_history()
+        if self.config.inbound_dmarc_reports:
+            self._schedule_dmarc_reports()
 
     def _start_relay(self):
         """The outbound relay (``protocols.smtp.relay``) delivers the queue."""
@@ -193,6 +195,27 @@ class Roost:
         ip, helo, rdns = received_client(data)
         checked = self.inbound().check(data, ip, helo, sender, remote_host=rdns)
         return checked.data, checked.auth_headers, checked.verdicts
+
+    def _schedule_dmarc_reports(self):
+        """DMARC aggregate reports (``server.dmarc_reports``) at 00:10 UTC daily."""
+        import time
+        wait = 86400 - (time.time() - 600) % 86400
+
+        def due():
+            asyncio.ensure_future(self._send_dmarc_reports())
+            self._dmarc_timer = self.loop.call_later(86400, due)
+        self._dmarc_timer = self.loop.call_later(wait, due)
+
+    async def _send_dmarc_reports(self):
+        from . import dmarc_reports
+        inbound = await self.run(self.inbound)
+        try:
+            sent = await self.run(dmarc_reports.send, self.store, self.outbound, inbound.resolver,
+                                  inbound.psl, self.config.hostname,
+                                  self.config.inbound_report_from)
+            log.info("DMARC reports queued for %d domains", len(sent))
+        except Exception:  # noqa: BLE001 - tomorrow again
+            log.exception("DMARC reports")
 
     async def _start_lmtp(self, host, port):
         from roost.protocols.lmtp import LMTPHandler, LMTPServer
@@ -395,6 +418,8 @@ class Roost:
         """Stop listening, let in-flight deliveries finish, then close the store."""
         if getattr(self, "_prune_timer", None) is not None:
             self._prune_timer.cancel()
+        if getattr(self, "_dmarc_timer", None) is not None:
+            self._dmarc_timer.cancel()
         if self.relay is not None:
             await self.relay.stop()
         for server in self.servers:
