@@ -136,13 +136,13 @@ def _comment(text):
 
 
 def _value(text):
-    text = re.sub(r"[\r\n\x00-\x1f\"\\]", "", str(text))
+    text = re.sub(r"[\r\n\x00-\x1f\"\\]", "", str(text))[:255]
     return f'"{text}"' if not text or any(c in _TSPECIALS for c in text) else text
 
 
 def _domainish(text):
     """A property that is a domain (or @domain) as it is, else quoted."""
-    text = str(text)
+    text = str(text)[:255]
     return text if re.fullmatch(r"@?[A-Za-z0-9._-]+", text or "-") and text else _value(text)
 
 

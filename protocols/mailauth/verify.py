@@ -22,7 +22,9 @@ DKIM results per signature (RFC 8601 section 2.7.1): ``pass``; ``fail``
 ``permerror`` (no key record, or a key record that cannot be used);
 ``policy`` (a key shorter than 1024 bits, RFC 8301); ``neutral`` (the
 signature itself is malformed, expired or uses something unsupported).
-Every signature is verified (each DKIM-Signature field, top first); the
+Every signature is verified (each DKIM-Signature field, top first, up to
+``MAX_SIGNATURES``: each costs a hash of the body; the rest get one
+``neutral`` saying how many were left); the
 message's overall ``dkim`` word is the best of them in the order
 pass, temperror, fail, policy, permerror, neutral (``none``: no signature).
 """
@@ -44,6 +46,7 @@ log = logging.getLogger("roost.mailauth")
 _dkimpy_log = logging.getLogger("roost.mailauth.dkimpy")
 _dkimpy_log.setLevel(logging.CRITICAL)   # its complaints become our results' reasons
 
+MAX_SIGNATURES = 8      # DKIM-Signature fields verified per message (each costs a body hash)
 DKIM_ORDER = ("pass", "temperror", "fail", "policy", "permerror", "neutral", "none")
 
 
@@ -187,7 +190,12 @@ def check_dkim(resolver, budget, message):
         return [DKIMResult("neutral", f"unparsable message: {exc}")] \
             if re.search(rb"(?im)^dkim-signature:", message) else []
     fields = [v for n, v in d.headers if n.lower() == b"dkim-signature"]
-    return [_verify_one(d, i, value, resolver, budget) for i, value in enumerate(fields)]
+    out = [_verify_one(d, i, value, resolver, budget)
+           for i, value in enumerate(fields[:MAX_SIGNATURES])]
+    if len(fields) > MAX_SIGNATURES:
+        out.append(DKIMResult("neutral", f"{len(fields) - MAX_SIGNATURES} more signatures "
+                                         "not verified"))
+    return out
 
 
 def _verify_one(d, idx, value, resolver, budget):

@@ -272,3 +272,13 @@ def test_spam_checker_called_last_and_merged(dns):
     assert c.verdicts["spam"] is True          # DMARC reject stays junk
     assert c.verdicts["spam_reasons"] == ["DMARC policy reject", "BAYES"]
     assert c.verdicts["spam_score"] == 1.5
+
+
+def test_signatures_beyond_the_limit_are_not_verified(dns, keys):
+    from roost.protocols.mailauth.verify import MAX_SIGNATURES
+    msg = message()
+    sig = keys.signer("example.org", "r", None).sign(msg, "example.org")
+    c = inbound(dns).check(sig * (MAX_SIGNATURES + 30) + msg, "192.0.2.1", "h", "ann@example.org")
+    assert ar(c).count("dkim=pass") == MAX_SIGNATURES
+    assert "dkim=neutral (30 more signatures not verified)" in ar(c)
+    assert c.verdicts["dkim"] == "pass"
