@@ -71,14 +71,25 @@ class Resolver:
         self._dnssec.use_edns(0, dns.flags.DO, 1232)
         self._dnssec.flags = dns.flags.RD | dns.flags.AD
 
-    def _query(self, name, rdtype):
+    def _query(self, name, rdtype, timeout=None):
         try:
-            return list(self._resolver.resolve(name, rdtype, search=False))
+            return list(self._resolver.resolve(name, rdtype, search=False, lifetime=timeout))
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except (dns.exception.Timeout, dns.resolver.NoNameservers,
                 dns.resolver.LifetimeTimeout) as exc:
             raise DNSError(f"{name} {rdtype}: {exc}") from None
+
+    def records(self, name, rdtype, timeout=None):
+        """The dnspython rdata of ``name``'s ``rdtype`` records (CNAMEs
+        followed); ``timeout`` (seconds) bounds this one lookup, for callers
+        with a budget (``protocols.mailauth``: SPF, DKIM, DMARC, ARC). A
+        name that cannot be a DNS name (empty label, over 255 octets) has
+        no records."""
+        try:
+            return self._query(name, rdtype, timeout)
+        except (dns.exception.DNSException, UnicodeError):   # not Timeout: _query took those
+            return []
 
     def txt(self, name):
         """Each TXT record of ``name`` as one string (its strings joined)."""

@@ -54,6 +54,11 @@ def open_outbound(config, store, delivery):
                     suppress_for=parse_interval(config.relay_suppress_for))
 
 
+def authserv_id(config):
+    """Roost's authserv-id (RFC 8601): ``[inbound] authserv_id`` or the hostname."""
+    return config.inbound_authserv_id or config.hostname
+
+
 def install_reactor():
     """Install Twisted's asyncio reactor (once) and return the asyncio loop."""
     if "twisted.internet.reactor" in sys.modules:
@@ -126,6 +131,8 @@ class Roost:
         self._start_relay()
         print("roost: ready", flush=True)
         self._prune_history()
+        if self.config.inbound_dmarc_reports:
+            self._schedule_dmarc_reports()
 
     def _start_relay(self):
         """The outbound relay (``protocols.smtp.relay``) delivers the queue."""
@@ -147,7 +154,7 @@ class Roost:
             connections=cfg.relay_connections, per_domain=cfg.relay_per_domain,
             timeout=cfg.relay_timeout, ca_file=cfg.relay_ca_file),
             signer=Signer(dkim_signing_keys(cfg)), mtasts=MTASTS(resolver, cfg.relay_ca_file),
-            loop=self.loop)
+            loop=self.loop, authserv_id=authserv_id(cfg))
         self.relay.start()
 
     def _prune_history(self):
@@ -164,9 +171,59 @@ class Roost:
         self._prune_task = asyncio.ensure_future(prune())
         self._prune_timer = self.loop.call_later(PRUNE_EVERY, self._prune_history)
 
+    def inbound(self):
+        """The verdict pipeline (``protocols.mailauth.inbound``), made once;
+        its DMARC evaluations go to ``storage.dmarc_reports`` when reports
+        are on."""
+        if getattr(self, "_inbound", None) is None:
+            from roost.protocols.dns import Resolver
+            from roost.protocols.mailauth import psl
+            from roost.protocols.mailauth.inbound import Inbound
+            cfg = self.config
+            record = None
+            if cfg.inbound_dmarc_reports:
+                from roost.storage import dmarc_reports
+                record = lambda row: dmarc_reports.record(self.store, row)  # noqa: E731
+            self._inbound = Inbound(Resolver(cfg.dns_nameservers), authserv_id(cfg),
+                                    timeout=cfg.inbound_timeout,
+                                    psl=psl.default(cfg.inbound_public_suffix_list or None),
+                                    record=record)
+        return self._inbound
+
+    def _lmtp_check(self, data, sender):
+        """LMTP verdicts: the client as the MTA's topmost Received says."""
+        from roost.protocols.lmtp import received_client
+        ip, helo, rdns = received_client(data)
+        checked = self.inbound().check(data, ip, helo, sender, remote_host=rdns)
+        return checked.data, checked.auth_headers, checked.verdicts
+
+    def _schedule_dmarc_reports(self):
+        """DMARC aggregate reports (``server.dmarc_reports``) at 00:10 UTC daily."""
+        import time
+        wait = 86400 - (time.time() - 600) % 86400
+
+        def due():
+            asyncio.ensure_future(self._send_dmarc_reports())
+            self._dmarc_timer = self.loop.call_later(86400, due)
+        self._dmarc_timer = self.loop.call_later(wait, due)
+
+    async def _send_dmarc_reports(self):
+        from . import dmarc_reports
+        inbound = await self.run(self.inbound)
+        try:
+            sent = await self.run(dmarc_reports.send, self.store, self.outbound, inbound.resolver,
+                                  inbound.psl, self.config.hostname,
+                                  self.config.inbound_report_from)
+            log.info("DMARC reports queued for %d domains", len(sent))
+        except Exception:  # noqa: BLE001 - tomorrow again
+            log.exception("DMARC reports")
+
     async def _start_lmtp(self, host, port):
         from roost.protocols.lmtp import LMTPHandler, LMTPServer
-        handler = LMTPHandler(self.run, self.store.resolve, self._deliver)
+        check = self._lmtp_check if self.config.inbound_lmtp_verdicts == "received" else None
+        if check is not None:
+            await self.run(self.inbound)     # the Public Suffix List is read now, not at a message
+        handler = LMTPHandler(self.run, self.store.resolve, self._deliver, check)
         server = await self.loop.create_server(
             lambda: LMTPServer(handler, data_size_limit=self.config.max_message_size,
                                hostname=self.config.hostname, loop=self.loop),
@@ -348,8 +405,9 @@ class Roost:
         print(f"roost: TLS certificate reloaded: {cert.subject.rfc4514_string()}, valid until "
               f"{cert.not_valid_after_utc:%Y-%m-%d}", flush=True)
 
-    def _deliver(self, data, recipients, sender, targets=None):
-        return self.delivery.store(Incoming(data, tuple(recipients), sender=sender, targets=targets))
+    def _deliver(self, data, recipients, sender, targets=None, auth_headers=b"", verdicts=None):
+        return self.delivery.store(Incoming(data, tuple(recipients), sender=sender, targets=targets,
+                                            auth_headers=auth_headers, verdicts=verdicts))
 
     def _append(self, account, mailbox, data, flags, date):
         """IMAP APPEND: ``Stored``, or the typed store error for the session's mapper."""
@@ -361,6 +419,8 @@ class Roost:
         """Stop listening, let in-flight deliveries finish, then close the store."""
         if getattr(self, "_prune_timer", None) is not None:
             self._prune_timer.cancel()
+        if getattr(self, "_dmarc_timer", None) is not None:
+            self._dmarc_timer.cancel()
         if self.relay is not None:
             await self.relay.stop()
         for server in self.servers:

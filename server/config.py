@@ -75,6 +75,12 @@ class Config:
     submission_recipients_per_message: int = 100
     submission_recipients_per_day: int = 2000
     submission_max_hold: str = "7d"            # FUTURERELEASE: the longest HOLDFOR/HOLDUNTIL
+    inbound_lmtp_verdicts: str = "received"    # or "skip" (the MTA adds its own verdicts)
+    inbound_authserv_id: str = ""              # empty: [server] hostname
+    inbound_timeout: float = 10.0              # seconds for one message's DNS lookups
+    inbound_public_suffix_list: str = ""       # empty: Debian's file, else publicsuffix2's copy
+    inbound_dmarc_reports: bool = False        # daily DMARC aggregate reports (RFC 7489 7.2)
+    inbound_report_from: str = ""              # their From and envelope sender; empty: postmaster@hostname
 
     @property
     def database_url(self):
@@ -168,6 +174,7 @@ def load(path=None, data=None):
                 setattr(cfg, "relay_" + key, [str(v) for v in value] if isinstance(default, list)
                         else type(default)(value))
         _load_submission(cfg, doc.get("submission", {}))
+        _load_inbound(cfg, doc.get("inbound", {}))
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:
@@ -210,3 +217,24 @@ def _load_submission(cfg, table):
         else:
             value = str(value)
         setattr(cfg, name, value)
+
+
+def _load_inbound(cfg, table):
+    """The ``[inbound]`` table (verdicts on incoming mail, DMARC reports)."""
+    for key, value in table.items():
+        name = "inbound_" + key
+        if not hasattr(cfg, name):
+            raise ValueError(f"[inbound] has no setting {key!r}")
+        default = getattr(cfg, name)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"[inbound] {key} must be true or false")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 60:
+                raise ValueError(f"[inbound] {key} must be a number of seconds from 0 to 60")
+            value = float(value)
+        else:
+            value = str(value)
+        setattr(cfg, name, value)
+    if cfg.inbound_lmtp_verdicts not in ("received", "skip"):
+        raise ValueError('[inbound] lmtp_verdicts must be "received" or "skip"')

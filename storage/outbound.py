@@ -98,6 +98,7 @@ class Work:
     smtputf8: bool = False
     local: bool = False
     attempts: int = 0
+    kind: str = "mail"                  # Envelope.kind: the relay ARC-seals "redirect"
 
 
 @dataclass
@@ -347,7 +348,8 @@ class Outbound:
             rows = conn.execute(
                 select(outbound_rcpts.c.id, outbound_rcpts.c.address, outbound_rcpts.c.domain,
                        outbound_rcpts.c.attempts, outbound.c.id.label("mid"), outbound.c.sender,
-                       outbound.c.spool, outbound.c.requiretls, outbound.c.smtputf8)
+                       outbound.c.spool, outbound.c.requiretls, outbound.c.smtputf8,
+                       outbound.c.kind)
                 .join(outbound, outbound.c.id == outbound_rcpts.c.message_id)
                 .where(outbound_rcpts.c.state.in_(PENDING), outbound_rcpts.c.next_attempt <= now,
                        or_(outbound_rcpts.c.lease.is_(None), outbound_rcpts.c.lease < now),
@@ -365,7 +367,7 @@ class Outbound:
             if w is None:
                 w = groups[(r.mid, r.domain)] = Work(
                     r.mid, r.sender, r.spool, r.domain, [], r.requiretls, r.smtputf8,
-                    self.store.hosts_domain(r.domain), r.attempts)
+                    self.store.hosts_domain(r.domain), r.attempts, r.kind or "mail")
             w.rcpts.append((r.id, r.address))
         return list(groups.values())
 

@@ -15,6 +15,16 @@ recipient's ``+detail`` names the mailbox it goes to when that mailbox exists.
 Recipients are resolved once, at RCPT; DATA delivers to what RCPT found.
 Each connection and each DATA transaction is logged as one event
 (roost.server.logs: "connection", and "command" with verb DATA).
+
+Verdicts (``[inbound] lmtp_verdicts = "received"``): the MTA in front is
+trusted, so the client's address, HELO name and verified reverse name are
+read from the topmost ``Received:`` field it added (``received_client``:
+Postfix's ``from HELO (RDNS [IP])``, ``[IPv6:...]`` addresses, Postfix's
+``unknown`` RDNS, Exim's ``from RDNS ([IP] helo=HELO)`` and the variants
+without a name). The handler's ``check(data, sender)`` (the server's, which
+calls ``protocols.mailauth.inbound``) runs on the worker pool before
+delivery and its results go with the message to ``deliver``. With "skip"
+there is no ``check`` and nothing is added to the hot path.
 """
 
 import asyncio
@@ -208,13 +218,52 @@ async def read_data(reader, limit):
     return (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
 
 
+_RECEIVED_FROM = re.compile(r"^\s*from\s+(\S+)(?:\s+\(([^()]*(?:\([^()]*\)[^()]*)*)\))?",
+                            re.IGNORECASE)
+_BRACKETED = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
+_HELO_IN = re.compile(r"\bhelo[= ]\s*([^\s)\]]+)", re.IGNORECASE)
+
+
+def received_client(data, limit=64 * 1024):
+    """``(ip, helo, rdns)`` from the topmost Received field of ``data`` (the
+    one the MTA in front added); ``("", "", "")`` when there is none or it
+    names no address. ``rdns`` is "" when the MTA said ``unknown``."""
+    head = data[:limit]
+    m = re.search(rb"(?im)^received:(.*(?:\r?\n[ \t].*)*)", head.split(b"\r\n\r\n", 1)[0]
+                  .split(b"\n\n", 1)[0])
+    if m is None:
+        return "", "", ""
+    value = re.sub(r"\s+", " ", m.group(1).decode("utf-8", "replace"))
+    f = _RECEIVED_FROM.match(value)
+    if f is None:
+        return "", "", ""
+    first, inner = f.group(1), f.group(2) or ""
+    ip_in = _BRACKETED.search(inner)
+    before = inner[:ip_in.start()].split() if ip_in else []
+    ip_in = ip_in or _BRACKETED.search(first)
+    if ip_in is None:
+        return "", "", ""
+    ip = ip_in.group(1)
+    helo_in = _HELO_IN.search(inner)
+    if helo_in:                                  # Exim: from RDNS ([IP] helo=HELO)
+        helo = helo_in.group(1)
+        rdns = "" if first.startswith("[") else first
+    else:                                        # Postfix, Sendmail: from HELO (RDNS [IP])
+        helo = first
+        rdns = before[0] if before else ""
+    if rdns.lower() == "unknown" or rdns.startswith("["):
+        rdns = ""
+    return ip, helo.strip("[]") if helo.startswith("[") else helo, rdns.lower().rstrip(".")
+
+
 class LMTPHandler:
     """aiosmtpd hooks: recipients checked at RCPT, one reply each after DATA."""
 
-    def __init__(self, run, resolve, deliver):
+    def __init__(self, run, resolve, deliver, check=None):
         self.run = run          # async run(fn, *args) on a worker thread
         self.resolve = resolve  # address -> list of local targets
-        self.deliver = deliver  # (data, recipients, sender, targets) -> [DeliveryResult]
+        self.deliver = deliver  # (data, recipients, sender, targets[, auth_headers, verdicts])
+        self.check = check      # None, or (data, sender) -> (data, auth_headers, verdicts)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -242,9 +291,17 @@ class LMTPHandler:
     async def deliver_data(self, envelope):
         """One reply per accepted recipient, in RCPT order."""
         rcpts = list(envelope.rcpt_tos)
+        extra = ()
+        data = envelope.content
+        if self.check is not None:
+            try:
+                data, headers, verdicts = await self.run(self.check, data, envelope.mail_from)
+                extra = (headers, verdicts)
+            except Exception:  # noqa: BLE001 - no verdicts rather than no delivery
+                log.exception("verdicts failed; delivering without them")
         try:
-            results = await self.run(self.deliver, envelope.content, rcpts, envelope.mail_from,
-                                     getattr(envelope, "targets", None))
+            results = await self.run(self.deliver, data, rcpts, envelope.mail_from,
+                                     getattr(envelope, "targets", None), *extra)
         except Exception:  # noqa: BLE001
             log.exception("delivery failed")
             return [REPLIES[outcome.TEMPORARY].format(r) for r in rcpts]

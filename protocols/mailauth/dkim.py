@@ -129,6 +129,17 @@ class Signer:
                 return candidate
         return None
 
+    def rsa_key(self, domain):
+        """``(domain, selector, private_key_pem)`` of the RSA key of ``domain``
+        or its nearest parent with keys, or None (ARC seals are RSA only:
+        RFC 8617 section 4.1 allows what DKIM does, but verifiers in use,
+        Mail::DKIM among them, know only rsa-sha256)."""
+        keyed = self._keyed(domain)
+        for algorithm, selector, key in self._keys.get(keyed, []) if keyed else []:
+            if algorithm == "rsa":
+                return keyed, selector, key
+        return None
+
     def domain_for(self, message, mail_from):
         """The signing domain for ``message`` sent with envelope sender
         ``mail_from`` (an address, or "" for the null sender), or None."""

@@ -9,6 +9,7 @@ import hashlib
 import pytest
 
 from tests.conftest import LineClient, RoostServer, add_user, stored_messages
+from roost.protocols.mailauth.inbound import remove_ours
 from roost.storage.store import Store
 
 QUOTA = 4000
@@ -137,7 +138,10 @@ def test_return_path_and_delivered_to_prepended(server, client):
     _, replies = send(client, ["a@example.org"], data, sender="bounce+x@example.net")
     assert replies[0][0] == 250
     (got,) = find(server, "a@example.org", "prepend")
-    assert got == b"Return-Path: <bounce+x@example.net>\r\nDelivered-To: a@example.org\r\n" + data
+    prefix = b"Return-Path: <bounce+x@example.net>\r\nDelivered-To: a@example.org\r\n"
+    # then the verdicts ([inbound] lmtp_verdicts = "received" by default; authserv-id: hostname)
+    assert got.startswith(prefix + b"Authentication-Results: localhost;\r\n")
+    assert remove_ours(got, "localhost") == prefix + data
 
 
 def test_null_sender(server, client):

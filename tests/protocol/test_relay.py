@@ -340,3 +340,30 @@ async def test_mta_sts_enforce_refuses_a_certificate_the_ca_did_not_sign(world, 
     state, reply = states(world, queued)["bob@remote.test"]
     assert state == "deferred" and "4.7.5" in reply
     assert all(not sink.received for sink in s.sinks.values())
+
+
+@pytest.mark.asyncio
+async def test_redirect_is_arc_sealed_before_dkim_signing(world, sinks):
+    """A Sieve redirect (kind "redirect") leaves with an ARC set made with
+    the forwarding domain's key (the Delivered-To domain) whose
+    ARC-Authentication-Results are the ones delivery prepended; other mail
+    gets none."""
+    s = sinks()
+    redirected = (b"Return-Path: <ann@example.org>\r\nDelivered-To: alice@local.test\r\n"
+                  b"Authentication-Results: mail.local.test;\r\n\tspf=pass smtp.mailfrom=example.org;"
+                  b"\r\n\tdkim=none;\r\n\tdmarc=none header.from=local.test;\r\n\tarc=none\r\n" + MSG)
+    submit(world, "bob@remote.test", data=redirected, kind="redirect")
+    submit(world, "carol@remote.test")
+    await drain(world, s.port)
+    got = {rcpts[0]: data for _s, rcpts, data, _tls in s.sinks["127.0.0.2"].received}
+    sealed, plain = got["bob@remote.test"], got["carol@remote.test"]
+    assert sealed.startswith(b"DKIM-Signature:") and b"\r\nARC-Seal: i=1; cv=none;" in sealed
+    assert b"d=local.test" in sealed.split(b"ARC-Seal:")[1].split(b"\r\n")[0]
+    aar = sealed.split(b"ARC-Authentication-Results: ")[1].split(b"\r\nARC-")[0]
+    assert aar.startswith(b"i=1; mail.local.test;") and b"spf=pass" in aar
+    txt = lambda name, timeout=5: "".join(  # noqa: E731
+        world.zone.resolver().txt(name.decode().rstrip("."))).encode() or None
+    cv, _sets, reason = dkim.arc_verify(sealed, dnsfunc=txt)
+    assert cv == b"pass", reason
+    assert dkim.verify(sealed, dnsfunc=txt)
+    assert b"ARC-Seal" not in plain
