@@ -162,6 +162,8 @@ def save(store, account_id, settings):
         if previous:
             settings["previous"] = previous
         scripts.put_script(store, account_id, NAME, script_for(settings), activate=True)
+    elif old is None and settings == defaults():
+        pass                  # nothing to keep: no script until there are settings
     else:
         was_active = active is not None and active.name == NAME
         scripts.put_script(store, account_id, NAME, script_for(settings),
