@@ -20,12 +20,13 @@ Design:
 - Activation (one active script per account): enabling makes the vacation
   script the active one. When the user had another script active, its name
   is remembered in the settings (``previous``) and it is activated again
-  when the response is disabled; while the response is on, the user's own
-  filters do not run (Sieve ``include`` would let them run too: not done,
-  as the interpreter's include support is not settled). ``isEnabled`` as
-  ``get`` reports it is the setting *and* the script being active, so a
-  client that activates another script through ManageSieve sees the
-  response as off.
+  when the response is disabled. While the response is on, the generated
+  script ends with ``include :personal :optional "<previous>"`` (RFC 6609)
+  when the interpreter lists ``include`` in ``EXTENSIONS``, so the user's
+  own filters keep running; without ``include`` they pause until then.
+  ``isEnabled`` as ``get`` reports it is the setting *and* the script
+  being active, so a client that activates another script through
+  ManageSieve sees the response as off.
 - Every save logs a ``VacationResponse`` change (besides the ``SieveScript``
   changes the script list logs), so JMAP state and push follow it.
 - Migration (``migrate``): rows of the old ``vacations`` table (JSON
@@ -41,7 +42,7 @@ import json
 from sqlalchemy import delete, select
 
 from ..schema import vacations
-from . import scripts
+from . import EXTENSIONS, scripts
 
 NAME = "vacation"
 MARKER = "# roost-vacation "
@@ -101,6 +102,9 @@ def script_for(settings):
         action = f"vacation {args} :mime {quote(_mime(text, html))};"
     else:
         action = f"vacation {args} {quote(text or '')};"
+    tail = ""
+    if settings.get("previous") and "include" in EXTENSIONS:
+        tail = f"include :personal :optional {quote(settings['previous'])};\r\n"
     tests = []
     if settings.get("fromDate"):
         tests.append(f'currentdate :zone "+0000" :value "ge" "iso8601" '
@@ -108,10 +112,12 @@ def script_for(settings):
     if settings.get("toDate"):
         tests.append(f'currentdate :zone "+0000" :value "lt" "iso8601" '
                      f'"{_script_date(settings["toDate"])}"')
+    needs = ["vacation"] + (["date", "relational"] if tests else []) + (["include"] if tail else [])
+    require = "require [" + ", ".join(quote(n) for n in needs) + "];\r\n"
     if not tests:
-        return head + 'require ["vacation"];\r\n' + action + "\r\n"
-    return (head + 'require ["vacation", "date", "relational"];\r\n'
-            f"if allof ({', '.join(tests)}) {{\r\n  {action}\r\n}}\r\n")
+        return head + require + action + "\r\n" + tail
+    return (head + require + f"if allof ({', '.join(tests)}) {{\r\n  {action}\r\n}}\r\n"
+            + tail)
 
 
 def settings_of(content):

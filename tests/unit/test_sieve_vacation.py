@@ -83,3 +83,12 @@ def test_migration_of_old_rows(store):
     with store.reader() as conn:
         assert conn.execute(select(vacations)).all() == []
     assert vacation.migrate(store) == 0              # once
+
+
+def test_the_users_script_is_included_when_the_interpreter_can(monkeypatch):
+    monkeypatch.setattr(vacation, "EXTENSIONS", ("vacation", "date", "relational", "include"))
+    text = vacation.script_for({**AWAY, "previous": 'my "filters"'})
+    assert 'require ["vacation", "date", "relational", "include"];' in text
+    assert text.endswith('include :personal :optional "my \\"filters\\"";\r\n')
+    monkeypatch.setattr(vacation, "EXTENSIONS", ())
+    assert "include" not in vacation.script_for({**AWAY, "previous": "filters"}).split("\r\n", 3)[3]
