@@ -232,6 +232,7 @@ class Roost:
             unauthenticated_per_ip=cfg.unauthenticated_connections_per_ip,
             unauthenticated_total=cfg.unauthenticated_connections,
             unauthenticated_timeout=cfg.unauthenticated_command_timeout)
+        self._managesieve = ctx
         return await self._stream_server(host, port, lambda r, w: sieve.serve(ctx, r, w),
                                          sieve.MAX_LINE)
 
@@ -385,6 +386,8 @@ class Roost:
             await self.relay.stop()
         for server in self.servers:
             server.close()
+        if getattr(self, "_managesieve", None) is not None:
+            self._managesieve.shutdown()
         for writer in list(self._stream_writers):
             writer.close()
         for path in self._unix_paths:

@@ -45,13 +45,17 @@ PROPS = ("id", "name", "blobId", "isActive")
 VACATION_PROPS = ("id",) + vacation.FIELDS
 CONTENT_TYPE = "application/sieve"
 MAX_NAME_OCTETS = 1020        # 255 characters of up to 4 octets
+try:    # delivery (storage.sieve.deliver) owns the number the capability announces
+    from roost.storage.sieve.deliver import MAX_REDIRECTS
+except ImportError:     # a tree without Sieve delivery yet: its planned bound
+    MAX_REDIRECTS = 4
 
 
 def account_capability(_backend=None):
     """The per-account capability, read when the Session is made (the
     interpreter's EXTENSIONS may grow)."""
     return {"maxSizeScriptName": MAX_NAME_OCTETS, "maxSizeScript": sieve.MAX_SCRIPT_SIZE,
-            "maxNumberScripts": scripts.MAX_SCRIPTS, "maxNumberRedirects": 4,
+            "maxNumberScripts": scripts.MAX_SCRIPTS, "maxNumberRedirects": MAX_REDIRECTS,
             "sieveExtensions": list(sieve.EXTENSIONS), "notificationMethods": ["mailto"],
             "externalLists": None}
 

@@ -35,6 +35,8 @@ Design choices:
   and (de)activated like any other but cannot be written or renamed here.
 - SIEVE lists ``storage.sieve.EXTENSIONS`` as it is when asked; NOTIFY is
   "mailto", MAXREDIRECTS ``session.MAX_REDIRECTS``.
+- Shutdown (``Context.shutdown``): every session gets ``BYE``, then the
+  server closes the connections.
 - Logs: "connection" open/close and "login" events at INFO, one "command"
   event per command at DEBUG (``server.logs``).
 """
@@ -89,6 +91,13 @@ class Context:
     gate: Gate = field(default_factory=Gate)
     sessions: set = field(default_factory=set)
     closing: bool = False
+
+    def shutdown(self):
+        """The server is stopping: every session gets BYE (the server then
+        closes the connections); new ones are refused."""
+        self.closing = True
+        for session in list(self.sessions):
+            session.bye("the server is shutting down")
 
 
 async def serve(ctx, reader, writer):

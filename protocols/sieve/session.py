@@ -28,7 +28,10 @@ MECHANISMS = ("PLAIN", "LOGIN", "OAUTHBEARER")
 MAX_AUTH_FAILURES = 3
 MAX_PREAUTH_COMMANDS = 20       # commands before AUTHENTICATE must have succeeded
 AUTHENTICATED_TIMEOUT = 1800    # idle seconds once logged in (RFC 5804 sets none)
-MAX_REDIRECTS = 4               # redirect actions per evaluation, as CAPABILITY says
+try:    # delivery (storage.sieve.deliver) owns the number CAPABILITY announces
+    from roost.storage.sieve.deliver import MAX_REDIRECTS
+except ImportError:     # a tree without Sieve delivery yet: its planned bound
+    MAX_REDIRECTS = 4
 _conn_ids = itertools.count(1)
 
 
@@ -70,6 +73,11 @@ class Session:
         self.bytes_out += len(data)
         self.writer.write(data)
 
+    def bye(self, text):
+        """Shutdown: a BYE now, unless the connection is already closing."""
+        if not self.writer.is_closing():
+            self.send(wire.response("BYE", None, text))
+
     def capabilities(self):
         """The capability lines (RFC 5804 section 1.7), without the OK."""
         refused = self.cleartext_refused()
@@ -104,7 +112,7 @@ class Session:
             self.send(self.capabilities() + wire.response("OK", None, "Roost ManageSieve ready"))
             while not await self.one():
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.IncompleteReadError):     # gone, or TLS broke
             pass
         finally:
             ctx.sessions.discard(self)
@@ -164,7 +172,7 @@ class Session:
             outcome = exc.kind
             self.send(wire.response(exc.kind, exc.code, exc.text))
             done = exc.kind == "BYE"
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.IncompleteReadError):
             raise
         except Exception:  # noqa: BLE001 - Roost's fault: say so, keep the connection
             log.exception("ManageSieve %s failed", verb)

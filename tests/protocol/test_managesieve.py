@@ -5,6 +5,7 @@ response code."""
 
 import base64
 import re
+import signal
 import socket
 import ssl
 
@@ -378,5 +379,17 @@ def test_cleartext_refused_without_tls(tmp_path):
         assert capabilities(lines)["SASL"] == "PLAIN LOGIN OAUTHBEARER"
         assert c.plain(ALICE, PASSWORDS[ALICE])[1].startswith("OK")
         c.close()
+    finally:
+        srv.stop()
+
+
+def test_shutdown_says_bye(tmp_path):
+    srv, _cert = make_server(tmp_path)
+    try:
+        c = Raw(srv.ports["managesieve"])
+        assert c.plain(ALICE, PASSWORDS[ALICE])[1].startswith("OK")
+        srv.proc.send_signal(signal.SIGTERM)
+        assert c.response()[1] == 'BYE "the server is shutting down"'
+        assert c.closed()
     finally:
         srv.stop()
