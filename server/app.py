@@ -80,6 +80,8 @@ class Roost:
         os.makedirs(config.data, exist_ok=True)
         self.store = Store.open(config.data, config.database or None)
         recover(self.store)
+        from roost.storage.sieve import vacation
+        vacation.migrate(self.store)    # old VacationResponse rows become Sieve scripts
         self.delivery = Delivery(self.store, max_size=config.max_message_size,
                                  dedupe_window=config.dedupe_window, hostname=config.hostname)
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="roost-worker")
@@ -272,6 +274,26 @@ class Roost:
         self._unix_paths.append(host)
         return host, None
 
+    async def _start_managesieve(self, host, port):
+        """ManageSieve (``protocols.sieve``): the account's Sieve scripts."""
+        from roost.protocols import sieve
+        from roost.storage import account_data
+
+        from .tls import context_factory
+        self._tls = getattr(self, "_tls", None) or context_factory(self.config)
+        cfg = self.config
+        ctx = sieve.Context(
+            run=self.run, auth=self.auth,
+            token_account=lambda token: account_data.token_account(self.store, token),
+            store=self.store, tls=self._tls.ssl_context(), implementation=f"Roost {_version()}",
+            loopback_cleartext=cfg.managesieve_loopback_cleartext,
+            unauthenticated_per_ip=cfg.unauthenticated_connections_per_ip,
+            unauthenticated_total=cfg.unauthenticated_connections,
+            unauthenticated_timeout=cfg.unauthenticated_command_timeout)
+        self._managesieve = ctx
+        return await self._stream_server(host, port, lambda r, w: sieve.serve(ctx, r, w),
+                                         sieve.MAX_LINE)
+
     def _imap_context(self, implicit_tls):
         from roost.protocols.imap import IMAPContext
         from roost.storage.search import search
@@ -425,6 +447,8 @@ class Roost:
             await self.relay.stop()
         for server in self.servers:
             server.close()
+        if getattr(self, "_managesieve", None) is not None:
+            self._managesieve.shutdown()
         for writer in list(self._stream_writers):
             writer.close()
         for path in self._unix_paths:
@@ -462,6 +486,14 @@ class Roost:
             os.unlink(relay_socket_path(self.config.data))
         except FileNotFoundError:
             pass
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("roost")
+    except PackageNotFoundError:
+        return "dev"
 
 
 def _as_future(d):

@@ -67,6 +67,7 @@ class Config:
     relay_per_domain: int = 4     # ... and to one destination domain
     relay_helo: str = ""          # empty: [server] hostname
     relay_timeout: float = 60     # seconds per SMTP reply (the DATA end gets 5 times that)
+    managesieve_loopback_cleartext: bool = True  # AUTHENTICATE without TLS over loopback
     submission_save_sent: bool = True          # a copy in the sender's Sent mailbox
     submission_loopback_cleartext: bool = True  # AUTH without TLS over loopback, as IMAP
     submission_messages_per_minute: int = 30    # per account; 0: no limit
@@ -175,6 +176,11 @@ def load(path=None, data=None):
                         else type(default)(value))
         _load_submission(cfg, doc.get("submission", {}))
         _load_inbound(cfg, doc.get("inbound", {}))
+        sieve_table = doc.get("managesieve", {})
+        if set(sieve_table) - {"loopback_cleartext"} or \
+                not isinstance(sieve_table.get("loopback_cleartext", True), bool):
+            raise ValueError("[managesieve] has one setting: loopback_cleartext = true|false")
+        cfg.managesieve_loopback_cleartext = sieve_table.get("loopback_cleartext", True)
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:

@@ -1,5 +1,6 @@
 """Per-account data that is not a message: uploaded blobs, app tokens, sender
-identities, the vacation auto-reply, submissions and web push subscriptions.
+identities, submissions and web push subscriptions (the vacation auto-reply is
+a Sieve script: ``storage.sieve.vacation``).
 
 Owns those tables' reads and writes. Writes of identities and submissions take
 the account's next MODSEQ and log ``changes`` rows (kinds ``Identity`` and
@@ -16,8 +17,7 @@ import time
 from sqlalchemy import and_, delete, insert, select, update
 
 from .errors import AccountNotFound, MessageNotFound
-from .schema import (app_tokens, identities, outbound, push_subscriptions, submissions, uploads,
-                     vacations)
+from .schema import app_tokens, identities, outbound, push_subscriptions, submissions, uploads
 
 UPLOAD_TTL = 24 * 3600
 
@@ -149,26 +149,6 @@ def _delete_logged(store, account_id, table, kind, pk):
         txn.next_modseq(account_id)
         txn.log(account_id, kind, [pk], "d")
     return True
-
-
-# --- vacation ------------------------------------------------------------------
-
-def vacation(store, account_id):
-    with store.reader() as conn:
-        raw = conn.execute(select(vacations.c.settings).where(
-            vacations.c.account_id == account_id)).scalar()
-    return json.loads(raw) if raw else {}
-
-
-def save_vacation(store, account_id, settings):
-    with store.write() as txn:
-        conn = txn.conn
-        txn.next_modseq(account_id)
-        if not conn.execute(update(vacations).where(vacations.c.account_id == account_id)
-                            .values(settings=json.dumps(settings))).rowcount:
-            conn.execute(insert(vacations).values(account_id=account_id,
-                                                  settings=json.dumps(settings)))
-        txn.log(account_id, "VacationResponse", [account_id], "u")
 
 
 # --- submissions ---------------------------------------------------------------

@@ -6,7 +6,7 @@ every protocol it never imports SQLAlchemy and never opens files under the
 data directory: everything goes through ``roost.storage``'s API, run on the
 worker pool. Layout: ``core`` (envelope, dispatch, errors); methods in ``mailbox``,
 ``email_get``, ``email_query``, ``email_set``, ``email_import``, ``email_snippet``
-(with the Email object in ``email_common``), ``submission``, ``quota``; ``bodies``
+(with the Email object in ``email_common``), ``submission``, ``quota``, ``sieve`` (SieveScript, VacationResponse); ``bodies``
 (MIME views), ``blobs``, ``web`` (HTTP resources, auth) and ``push`` (event
 source, WebSocket). A capability's account value may be a function of the
 backend, called for each Session object.
@@ -26,7 +26,7 @@ capability(VACATION, {}, {})
 capability(WEBSOCKET, {"url": None, "supportsPush": True})
 
 from . import (blobs, email_get, email_import, email_query, email_set,  # noqa: E402,F401
-               email_snippet, mailbox, quota, submission)                # (register methods)
+               email_snippet, mailbox, quota, sieve, submission)         # (register methods)
 
 capability(SUBMISSION, {}, submission.account_capability)   # made per session: SIZE, dates
 from .blobs import Backend  # noqa: E402

@@ -2,8 +2,8 @@
 ``Blob/copy``, RFC 9404's ``Blob/upload``, ``Blob/get`` and ``Blob/lookup``; the
 ``Backend`` that method handlers reach the store through.
 
-Blob ids: ``B<hash>`` is an upload or a message's bytes (the same content hash
-either way); ``B<hash>_1_2`` is part 1.2 of that message, transfer-decoded.
+Blob ids: ``B<hash>`` is an upload, a message's bytes or a Sieve script's
+content (the same content hash each way); ``B<hash>_1_2`` is part 1.2 of that message, transfer-decoded.
 Every lookup is scoped to one account. Blocking: call from a worker thread.
 """
 
@@ -53,6 +53,10 @@ class Backend:
                 return data, ctype, None
             except MessageNotFound:
                 pass
+            from .sieve import CONTENT_TYPE, read_script_blob
+            script = read_script_blob(self.store, account_id, head)
+            if script is not None:
+                return script, CONTENT_TYPE, None
         pk = emails.message_by_blob(self.store, account_id, head)
         if pk is None:
             raise BlobNotFound(blob_id)

@@ -36,7 +36,7 @@ from .core import RequestError, account_id_of
 log = logging.getLogger("roost.jmap")
 
 PUSH_TYPES = ("Mailbox", "Email", "Thread", "EmailDelivery", "Identity", "EmailSubmission",
-              "VacationResponse")
+              "VacationResponse", "SieveScript")
 MIN_PING, MAX_PING = 1, 3600
 COALESCE = 0.005
 

@@ -1,5 +1,5 @@
-"""Identity, EmailSubmission, VacationResponse and PushSubscription methods
-(RFC 8621 sections 6-8, RFC 8620 section 7.2).
+"""Identity, EmailSubmission and PushSubscription methods (RFC 8621 sections
+6-7, RFC 8620 section 7.2; VacationResponse is in ``sieve``).
 
 Owns sending policy for JMAP. An identity's address, the Email's From and
 the envelope's mailFrom must each be the account's own address or an alias of
@@ -42,7 +42,7 @@ from roost.storage.outbound import Envelope, Recipient
 from roost.storage.store import parse_oid
 
 from . import bodies
-from .core import (CORE, LIMITS, MAIL, SUBMISSION, VACATION, MethodError, apply_patch, bool_arg,
+from .core import (CORE, LIMITS, MAIL, SUBMISSION, MethodError, bool_arg,
                    changes_response, check_set_args, ids_arg, int_arg, invalid, method,
                    properties_arg, put, run_call, set_error, set_response, uint_arg)
 
@@ -52,7 +52,6 @@ IDENTITY_PROPS = ("id", "name", "email", "replyTo", "bcc", "textSignature", "htm
                   "mayDelete")
 SUBMISSION_PROPS = ("id", "identityId", "emailId", "threadId", "envelope", "sendAt",
                     "undoStatus", "deliveryStatus", "dsnBlobIds", "mdnBlobIds")
-VACATION_PROPS = ("id", "isEnabled", "fromDate", "toDate", "subject", "textBody", "htmlBody")
 PUSH_PROPS = ("id", "deviceClientId", "url", "keys", "verificationCode", "expires", "types")
 
 
@@ -627,59 +626,6 @@ def _on_success(ctx, done, on_update, on_destroy):
         return [(name, result) for name, result, _cid in run_call(ctx, "Email/set", args, "", [])]
     finally:
         ctx.using = using
-
-
-# --- VacationResponse ------------------------------------------------------------------
-
-def _vacation_json(settings):
-    return {"id": "singleton", "isEnabled": settings.get("isEnabled", False),
-            "fromDate": settings.get("fromDate"), "toDate": settings.get("toDate"),
-            "subject": settings.get("subject"), "textBody": settings.get("textBody"),
-            "htmlBody": settings.get("htmlBody")}
-
-
-@method("VacationResponse/get", VACATION)
-def vacation_get(ctx, args):
-    return _get_response(ctx, args, "VacationResponse", VACATION_PROPS, lambda: {
-        "singleton": _vacation_json(account_data.vacation(ctx.store, ctx.account.id))})
-
-
-@method("VacationResponse/set", VACATION)
-def vacation_set(ctx, args):
-    create, update, destroy, old = check_set_args(ctx, args, "VacationResponse")
-    resp = set_response(ctx, "VacationResponse", old)
-    for cid in create:
-        put(resp, "notCreated", cid, set_error("singleton", "there is only the singleton"))
-    for vid in destroy:
-        put(resp, "notDestroyed", vid, set_error("singleton", "the singleton cannot be destroyed"))
-    for vid, patch in update.items():
-        if vid != "singleton":
-            put(resp, "notUpdated", vid, set_error("notFound"))
-            continue
-        settings = account_data.vacation(ctx.store, ctx.account.id)
-        try:
-            new = apply_patch(_vacation_json(settings), patch)
-        except ValueError:
-            put(resp, "notUpdated", vid, set_error("invalidPatch"))
-            continue
-        bad = [k for k in new if k not in VACATION_PROPS or
-               (k == "isEnabled" and not isinstance(new[k], bool)) or
-               (k in ("subject", "textBody", "htmlBody") and new[k] is not None
-                and not isinstance(new[k], str))]
-        for k in ("fromDate", "toDate"):
-            if new.get(k) is not None:
-                try:
-                    bodies.parse_utc_date(new[k])
-                except ValueError:
-                    bad.append(k)
-        if bad or new.get("id") != "singleton":
-            put(resp, "notUpdated", vid, set_error("invalidProperties", properties=bad or ["id"]))
-            continue
-        new.pop("id")
-        account_data.save_vacation(ctx.store, ctx.account.id, new)
-        put(resp, "updated", vid, None)
-    resp["newState"] = str(ctx.store.state(ctx.account.id, "VacationResponse"))
-    return resp
 
 
 # --- PushSubscription (RFC 8620 section 7.2) -----------------------------------------

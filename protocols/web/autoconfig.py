@@ -15,7 +15,10 @@ authenticated and nothing reveals whether an account exists: the answer for
 any well-formed address is the same apart from the address itself. Bad input
 gets 400 (autodiscover: its own error document, code 600; another response
 schema: 601). An autodiscover body is read up to ``MAX_BODY`` octets and a
-DOCTYPE is refused before parsing (no entity expansion).
+DOCTYPE is refused before parsing (no entity expansion). ManageSieve is not
+described: Thunderbird's config-v1.1 format has no server type for it (its
+incomingServer types are imap, pop3 and exchange), and the Sieve add-on does
+not read autoconfig.
 """
 
 import datetime

@@ -17,7 +17,7 @@ from tests.conftest import append
 
 USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail",
          "urn:ietf:params:jmap:submission", "urn:ietf:params:jmap:vacationresponse",
-         "urn:ietf:params:jmap:blob", "urn:ietf:params:jmap:quota"]
+         "urn:ietf:params:jmap:blob", "urn:ietf:params:jmap:quota", "urn:ietf:params:jmap:sieve"]
 MESSAGE = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: fuzz\r\n"
            b"Message-ID: <fuzz@example.org>\r\n\r\nbody\r\n")
 
@@ -85,13 +85,14 @@ def test_requests_never_fail_the_server_or_cross_accounts(world, calls):
 # --- error types ------------------------------------------------------------------
 
 # SetError types: RFC 8620 section 5.3 (and 5.4 for /copy), RFC 8621 sections
-# 2.5, 4.6, 4.8, 7.5, RFC 9404 (the standard ones for Blob/upload).
+# 2.5, 4.6, 4.8, 7.5, RFC 9404 (the standard ones for Blob/upload), RFC 9661
+# section 2.4 (SieveScript/set).
 SET_ERROR_TYPES = frozenset({
     "forbidden", "overQuota", "tooLarge", "rateLimit", "notFound", "invalidPatch", "willDestroy",
     "invalidProperties", "singleton", "alreadyExists",
     "mailboxHasChild", "mailboxHasEmail", "blobNotFound", "tooManyKeywords", "tooManyMailboxes",
     "invalidEmail", "tooManyRecipients", "noRecipients", "invalidRecipients", "forbiddenMailFrom",
-    "forbiddenFrom", "forbiddenToSend", "cannotUnsend"})
+    "forbiddenFrom", "forbiddenToSend", "cannotUnsend", "invalidSieve", "sieveIsActive"})
 # method-level error types: RFC 8620 sections 3.6.2 and 5, RFC 8621, RFC 9404
 METHOD_ERROR_TYPES = frozenset({
     "serverUnavailable", "serverFail", "serverPartialFail", "unknownMethod", "invalidArguments",
@@ -109,7 +110,7 @@ PROPS = ["id", "name", "parentId", "role", "sortOrder", "isSubscribed", "mailbox
          "type", "header:Subject:asText", "keywords/$seen", "mailboxIds/M1", "mailFrom", "rcptTo",
          "partId", "value", "charset", "p256dh", "auth", "offset", "length", "data:asText",
          "data:asBase64", "headers"]
-IDS = ["M1", "M2", "M3", "M9", "E1", "E2", "E9", "I1", "S1", "P1", "B1", "singleton", "#c1",
+IDS = ["M1", "M2", "M3", "M9", "E1", "E2", "E9", "I1", "S1", "P1", "B1", "Z1", "singleton", "#c1",
        "#c2", "", "x"]
 ODD = ["https://push.invalid.example/x", "https://127.0.0.1/x", "http://plain.example/",
        "2026-01-01T00:00:00Z", "2026-13-45T99:00:00Z", "not a date", "a@example.org",
