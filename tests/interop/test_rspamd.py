@@ -13,6 +13,7 @@ import time
 import pytest
 
 from roost.protocols.mailauth.spam import Rspamd, SpamFilter
+from tests.dns_helpers import zone  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.interop
 
@@ -102,5 +103,3 @@ def test_edge_with_rspamd(rspamd, tmp_path, zone):  # noqa: F811
     finally:
         srv.close()
 
-
-from tests.dns_helpers import zone  # noqa: E402,F401 - the fixture
