@@ -39,7 +39,8 @@ postscreen in front:
   At most ``recipients_per_message`` (``452 4.5.3``) per transaction.
 - Bounds: command lines ``LINE_LIMIT`` octets (aiosmtpd answers 500), at most
   ``commands_before_mail`` commands without a MAIL (NOOP, RSET, VRFY, HELP,
-  EHLO, ...), ``421`` after; the idle timeout ``timeout`` between commands and
+  EHLO, ...), ``421`` after, and at most ``MAX_ERRORS`` refused recipients
+  (a dictionary attack); the idle timeout ``timeout`` between commands and
   the session ``lifetime``; aiosmtpd's bogus-command budget; SIZE
   (``max_size``, announced and checked at MAIL and at the end of DATA).
 - STARTTLS (RFC 3207) with the server's TLS context; a new EHLO after it.
@@ -108,8 +109,10 @@ _DEFAULT_ENHANCED = {
     "504": "5.5.4", "550": "5.0.0", "552": "5.3.4", "553": "5.1.3", "554": "5.0.0", "555": "5.5.4",
 }
 _UNSAFE = re.compile(r"[^\x21-\x7e]")
+_UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f]")
 _TEMPORARY = (outcome.TEMPORARY, outcome.OVER_QUOTA)
 # Replies after DATA when no recipient was stored, by status (others: 550 5.0.0).
+MAX_ERRORS = 10             # refused RCPTs in a session (a dictionary attack) before 421
 _FAILED = {
     outcome.NO_SUCH_USER: "550 5.1.1 no such user here",
     outcome.NO_SUCH_MAILBOX: "550 5.1.1 no such user here",
@@ -260,6 +263,17 @@ def client_info(resolver, ip, zones):
     return info
 
 
+def failure_reply(result):
+    """The SMTP reply of a recipient's failed ``DeliveryResult`` (statuses
+    other parts add, such as a Sieve reject's "rejected", included)."""
+    if result.status in _FAILED:
+        return _FAILED[result.status]
+    reason = _UNSAFE_TEXT.sub(" ", result.reason or "")[:200]
+    if getattr(result.status, "value", "") == "rejected":
+        return f"550 5.7.1 {reason or 'rejected by the recipient'}"
+    return f"550 5.0.0 {reason or 'refused'}"
+
+
 class Transaction(_SMTPEnvelope):
     def __init__(self):
         super().__init__()
@@ -298,6 +312,7 @@ class Edge(SMTP):
         self.info = None
         self.lookup = None
         self.commands = 0               # since the last MAIL
+        self.errors = 0                 # refused recipients
         self.busy = 0
         self._plain = False
         self.conn_id, self.opened, self.bytes_in, self.bytes_out = next(_conn_ids), 0.0, 0, 0
@@ -339,7 +354,7 @@ class Edge(SMTP):
 
     def data_received(self, data):
         self.bytes_in += len(data)
-        if not self.greeted and data:
+        if not self.greeted and data and self.ctx.policy.pregreet:
             self.early = True
             return                      # nothing an early talker says is read
         super().data_received(data)
@@ -560,6 +575,10 @@ class Edge(SMTP):
         if reply is not None:
             self._log_refusal("RCPT", reply, sender=txn.mail_from, rcpt=address)
             await self.push(reply)
+            if reply[:1] == "5":
+                self.errors += 1
+                if self.errors >= MAX_ERRORS:
+                    self.close_with("421 4.7.0 too many errors; closing")
             return
         txn.seen.add(address.lower())
         txn.rcpt_tos.append(address)
@@ -694,10 +713,9 @@ class Edge(SMTP):
         temporary = [r for r in results if r.status in _TEMPORARY]
         permanent = [r for r in results if not r.ok and r.status not in _TEMPORARY]
         if not stored:
-            first = (temporary or permanent)[0]
-            if temporary and any(r.status is outcome.TEMPORARY for r in temporary):
+            if any(r.status is outcome.TEMPORARY for r in temporary):
                 return _FAILED[outcome.TEMPORARY]
-            return _FAILED.get(first.status, f"550 5.0.0 {first.reason or 'refused'}"[:200])
+            return failure_reply((temporary or permanent)[0])
         queue_id = secrets.token_hex(6)
         if temporary:
             try:
@@ -712,10 +730,9 @@ class Edge(SMTP):
 
     def _bounce(self, sender, results, data):
         now = self.ctx.clock()
-        notices = [dsn.Notice(r.recipient, "failed",
-                              dsn.status_of(_FAILED.get(r.status, "550 5.0.0"), "5"),
-                              _FAILED.get(r.status, f"550 5.0.0 {r.reason}"), self.hostname,
-                              f"rfc822;{r.recipient}", now) for r in results]
+        notices = [dsn.Notice(r.recipient, "failed", dsn.status_of(failure_reply(r), "5"),
+                              failure_reply(r), self.hostname, f"rfc822;{r.recipient}", now)
+                   for r in results]
         report = dsn.report(hostname=self.hostname, recipient=sender, notices=notices,
                             original=data, arrival=now, now=now)
         try:

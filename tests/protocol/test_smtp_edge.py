@@ -367,3 +367,29 @@ def test_roost_serve_smtp(tmp_path, zone):  # noqa: F811
         srv.stop()
     (stored,) = stored_messages(data, "a@example.org")
     assert b"(mail.good.test [127.0.0.3])" in stored and b"X-Spam-Status: No" in stored
+
+
+def test_null_sender_bounce_is_accepted(edge):
+    srv = edge()
+    with srv.smtp() as c:
+        c.ehlo()
+        assert c.docmd("MAIL FROM:<>")[0] == 250
+        assert c.rcpt("a@example.org")[0] == 250
+        assert c.data(message("bounce"))[0] == 250
+    (stored,) = srv.inbox()
+    assert stored.startswith(b"Return-Path: <>\r\nDelivered-To: a@example.org\r\n")
+
+
+def test_dictionary_attack_is_cut_off(edge):
+    srv = edge()
+    client = srv.raw()
+    assert client.reply()[0] == 220
+    assert client.cmd("EHLO a.test")[0] == 250
+    assert client.cmd("MAIL FROM:<x@a.test>")[0] == 250
+    for i in range(9):
+        assert client.cmd(f"RCPT TO:<guess{i}@example.org>")[0] == 550
+    code, lines = client.cmd("RCPT TO:<guess9@example.org>")
+    assert code == 550
+    assert client.reply()[1][0].startswith("421 4.7.0")
+    assert client.file.readline() == b""
+    client.close()
