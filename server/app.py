@@ -20,6 +20,11 @@ new connections get the new certificate, open ones keep theirs, and a pair
 that cannot be read leaves the old one in force (both printed). The HTTP
 listener also serves client set-up documents (``protocols.web``) describing
 the listeners actually bound.
+
+The MX-facing SMTP edge (``--smtp``, ``protocols.smtp.edge``) is off unless
+asked for; its context (``edge_context``) holds the ``[smtp]`` policy, the
+resolver of ``[dns]`` and the ``[spam]`` scorer, and its daily prune of the
+greylisting tables rides on the change-log prune.
 """
 
 import asyncio
