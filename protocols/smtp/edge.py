@@ -17,7 +17,8 @@ postscreen in front:
   record answer means listed; only through ``protocols.dns.Resolver``).
   ``dnsbl_action = "reject"``: every RCPT gets ``554 5.7.1 ... blocked
   using ZONE``; ``"score"``: the zones go into the verdicts (``dnsbl``) for
-  the spam score. A lookup that fails is not a listing.
+  the spam score. A lookup that fails is not a listing. What DNS said about
+  a client is reused for ``CACHE_TTL`` seconds (per process, bounded).
 - FCrDNS: the PTR names of the client address whose A/AAAA include it
   (at most ``MAX_PTR`` names); the first is the verified name
   (``remote_host`` in the verdicts, "" when none). ``require_fcrdns``:
@@ -101,6 +102,8 @@ COMMAND_LIMIT = 2048
 MAX_PTR = 5
 LOOKUP_TIMEOUT = 10.0
 VERDICT_TIMEOUT = 60.0
+CACHE_TTL = 300             # seconds a client's DNS findings are reused (postscreen caches too)
+CACHE_SIZE = 10000
 _conn_ids = itertools.count(1)
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}(\s|$)")
 _DEFAULT_ENHANCED = {
@@ -205,6 +208,7 @@ class Context:
     clock: object = time.time
     limiter: Limiter = field(default_factory=Limiter)
     sessions: set = field(default_factory=set)
+    client_cache: dict = field(default_factory=dict)   # ip -> (expires, ClientInfo)
     closing: bool = False
 
     def shutdown(self):
@@ -344,8 +348,11 @@ class Edge(SMTP):
             self.entered = False
         if self._lifetime is not None:
             self._lifetime.cancel()
-        if self.lookup is not None and not self.lookup.done():
-            self.lookup.cancel()
+        if self.lookup is not None:
+            if not self.lookup.done():
+                self.lookup.cancel()
+            elif not self.lookup.cancelled():
+                self.lookup.exception()     # retrieved: a failure was logged where it mattered
         log.info("connection close", extra={
             "event": "connection", "state": "close", "proto": "smtp", "conn": self.conn_id,
             "peer": self.ip, "ms": round((time.monotonic() - self.opened) * 1000, 3),
@@ -368,7 +375,11 @@ class Edge(SMTP):
             await self.push(f"421 4.7.0 {self.hostname} {self.refused}")
             self.transport.close()
             return
-        if policy.dnsbl or policy.require_fcrdns or ctx.spam is not None or ctx.inbound is not None:
+        cached = ctx.client_cache.get(self.ip)
+        if cached is not None and cached[0] > time.monotonic():
+            self.info = cached[1]
+        elif policy.dnsbl or policy.require_fcrdns or ctx.spam is not None or \
+                ctx.inbound is not None:
             self.lookup = asyncio.ensure_future(asyncio.wait_for(
                 ctx.run(client_info, ctx.resolver, self.ip, tuple(policy.dnsbl)), LOOKUP_TIMEOUT))
         if policy.pregreet:
@@ -491,6 +502,11 @@ class Edge(SMTP):
                 except Exception as exc:  # noqa: BLE001 - a lookup that failed is no listing
                     log.info("client lookups for %s failed: %s", self.ip, exc)
                     self.info.dns_failed = True
+                cache = self.ctx.client_cache
+                if not self.info.dns_failed:        # a failure is asked again next time
+                    if len(cache) >= CACHE_SIZE:
+                        cache.clear()
+                    cache[self.ip] = (time.monotonic() + CACHE_TTL, self.info)
         return self.info
 
     async def smtp_MAIL(self, arg):
