@@ -22,6 +22,7 @@ import dns.exception
 import dns.flags
 import dns.nameserver
 import dns.resolver
+import dns.reversename
 
 TIMEOUT = 5.0
 
@@ -125,3 +126,12 @@ class Resolver:
         """``([TLSA], authenticated)`` for ``_PORT._tcp.HOST`` (RFC 7672 section 2.2)."""
         records, ad = self.secure(f"_{port}._tcp.{host.rstrip('.')}.", "TLSA")
         return [TLSA(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in records], ad
+
+    def ptr(self, address):
+        """The PTR names of an IPv4 or IPv6 address (lower case, no final dot)."""
+        name = dns.reversename.from_address(address).to_text()
+        return [r.target.to_text(omit_final_dot=True).lower() for r in self._query(name, "PTR")]
+
+    def a(self, name):
+        """The A addresses of ``name`` (DNSBL lookups answer 127.0.0.x)."""
+        return [r.address for r in self._query(name, "A")]

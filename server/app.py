@@ -20,6 +20,11 @@ new connections get the new certificate, open ones keep theirs, and a pair
 that cannot be read leaves the old one in force (both printed). The HTTP
 listener also serves client set-up documents (``protocols.web``) describing
 the listeners actually bound.
+
+The MX-facing SMTP edge (``--smtp``, ``protocols.smtp.edge``) is off unless
+asked for; its context (``edge_context``) holds the ``[smtp]`` policy, the
+resolver of ``[dns]`` and the ``[spam]`` scorer, and its daily prune of the
+greylisting tables rides on the change-log prune.
 """
 
 import asyncio
@@ -28,6 +33,7 @@ import os
 import signal
 import stat
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from roost.storage.delivery import Delivery, Incoming, recover
@@ -165,6 +171,11 @@ class Roost:
             try:
                 removed = await self.run(self.store.prune_history, self.config.history_days * 86400)
                 await self.run(self.outbound.prune)
+                edge = getattr(self, "_edge", None)
+                if edge is not None and edge.policy.greylist:
+                    from roost.storage import greylist
+                    await self.run(greylist.prune, self.store, time.time(),
+                                   edge.policy.greylist_policy)
                 if removed:
                     log.info("pruned %d change-log rows older than %d days", removed,
                              self.config.history_days)
@@ -374,6 +385,50 @@ class Roost:
     async def _start_submissions(self, host, port):
         return await self._start_submission(host, port, implicit_tls=True)
 
+    def edge_context(self):
+        """What the MX-facing SMTP edge's connections share
+        (``protocols.smtp.edge``). ``inbound`` is left None here: the
+        verdicts pipeline (``protocols.mailauth.inbound``) plugs in there,
+        built without a ``spam`` object, because the edge scores spam itself
+        once its own signals (DNSBL, FCrDNS) are in the verdicts."""
+        if getattr(self, "_edge", None) is None:
+            from roost.protocols.dns import Resolver
+            from roost.protocols.mailauth import spam
+            from roost.protocols.smtp.edge import Context, Policy
+            from roost.storage import greylist
+            from roost.storage.outbound import parse_interval
+
+            from .tls import context_factory
+            self._tls = getattr(self, "_tls", None) or context_factory(self.config)
+            cfg = self.config
+            names = ("pregreet", "require_fcrdns", "greylist", "connections_per_ip",
+                     "connections_per_network", "connections_total", "messages_per_minute",
+                     "network_messages_per_minute", "recipients_per_minute",
+                     "recipients_per_message", "commands_before_mail", "timeout", "lifetime",
+                     "dnsbl_action")
+            policy = Policy(
+                max_size=cfg.max_message_size, dnsbl=tuple(cfg.smtp_dnsbl),
+                greylist_policy=greylist.Policy(
+                    delay=parse_interval(cfg.smtp_greylist_delay),
+                    retry_window=parse_interval(cfg.smtp_greylist_retry_window),
+                    allow_after=cfg.smtp_greylist_allow_after,
+                    allow_for=parse_interval(cfg.smtp_greylist_allow_for)),
+                **{n: getattr(cfg, "smtp_" + n) for n in names})
+            scorer = spam.from_config(cfg.spam) if cfg.spam.get("enabled", True) else None
+            self._edge = Context(run=self.run, store=self.store, delivery=self.delivery,
+                                 outbound=self.outbound, resolver=Resolver(cfg.dns_nameservers),
+                                 hostname=cfg.hostname, tls=self._tls.ssl_context(),
+                                 policy=policy, spam=scorer)
+        return self._edge
+
+    async def _start_smtp(self, host, port):
+        """The MX-facing SMTP edge (port 25 in production)."""
+        from roost.protocols.smtp.edge import Edge
+        ctx = self.edge_context()
+        server = await self.loop.create_server(lambda: Edge(ctx), host, port)
+        self.servers.append(server)
+        return host, server.sockets[0].getsockname()[1]
+
     async def _start_jmap(self, host, port):
         from twisted.internet import reactor
 
@@ -458,6 +513,8 @@ class Roost:
                 pass
         if getattr(self, "_submission", None) is not None:
             self._submission.shutdown()
+        if getattr(self, "_edge", None) is not None:
+            self._edge.shutdown()
         for port in self.ports:
             await asyncio.ensure_future(_as_future(port.stopListening()))
         # The listeners have said BYE to their sessions; what is left in the

@@ -82,6 +82,28 @@ class Config:
     inbound_public_suffix_list: str = ""       # empty: Debian's file, else publicsuffix2's copy
     inbound_dmarc_reports: bool = False        # daily DMARC aggregate reports (RFC 7489 7.2)
     inbound_report_from: str = ""              # their From and envelope sender; empty: postmaster@hostname
+    # [smtp]: the MX-facing edge (protocols.smtp.edge.Policy documents each)
+    smtp_pregreet: float = 2.0
+    smtp_dnsbl: list = field(default_factory=list)
+    smtp_dnsbl_action: str = "reject"          # or "score"
+    smtp_require_fcrdns: bool = False
+    smtp_greylist: bool = False
+    smtp_greylist_delay: str = "5m"
+    smtp_greylist_retry_window: str = "2d"
+    smtp_greylist_allow_after: int = 5         # passed triplets before a network is allowed
+    smtp_greylist_allow_for: str = "35d"
+    smtp_connections_per_ip: int = 10
+    smtp_connections_per_network: int = 50
+    smtp_connections_total: int = 500
+    smtp_messages_per_minute: int = 60
+    smtp_network_messages_per_minute: int = 300
+    smtp_recipients_per_minute: int = 300
+    smtp_recipients_per_message: int = 100
+    smtp_commands_before_mail: int = 20
+    smtp_timeout: float = 300
+    smtp_lifetime: float = 1800
+    # [spam]: protocols.mailauth.spam
+    spam: dict = field(default_factory=dict)
 
     @property
     def database_url(self):
@@ -181,6 +203,8 @@ def load(path=None, data=None):
                 not isinstance(sieve_table.get("loopback_cleartext", True), bool):
             raise ValueError("[managesieve] has one setting: loopback_cleartext = true|false")
         cfg.managesieve_loopback_cleartext = sieve_table.get("loopback_cleartext", True)
+        _load_smtp(cfg, doc.get("smtp", {}))
+        _load_spam(cfg, doc.get("spam", {}))
     if os.environ.get("ROOST_DATA"):
         cfg.data = os.environ["ROOST_DATA"]
     if data:
@@ -244,3 +268,39 @@ def _load_inbound(cfg, table):
         setattr(cfg, name, value)
     if cfg.inbound_lmtp_verdicts not in ("received", "skip"):
         raise ValueError('[inbound] lmtp_verdicts must be "received" or "skip"')
+def _load_smtp(cfg, table):
+    """The ``[smtp]`` table (the MX-facing edge), each value of its default's type."""
+    from roost.storage.outbound import parse_interval
+    for key, value in table.items():
+        name = "smtp_" + key
+        if not hasattr(cfg, name):
+            raise ValueError(f"[smtp] has no setting {key!r}")
+        default = getattr(cfg, name)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+            value = type(default)(value) if ok else value
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ValueError(f"[smtp] {key} must be like its default, {default!r}")
+        setattr(cfg, name, value)
+    if cfg.smtp_dnsbl_action not in ("reject", "score"):
+        raise ValueError('[smtp] dnsbl_action must be "reject" or "score"')
+    for key in ("greylist_delay", "greylist_retry_window", "greylist_allow_for"):
+        parse_interval(getattr(cfg, "smtp_" + key))
+
+
+def _load_spam(cfg, table):
+    """The ``[spam]`` table: threshold, rspamd (URL), spamd (HOST:PORT), timeout."""
+    allowed = {"threshold": (int, float), "rspamd": str, "spamd": str, "timeout": (int, float),
+               "enabled": bool}
+    for key, value in table.items():
+        if key not in allowed:
+            raise ValueError(f"[spam] has no setting {key!r}")
+        if not isinstance(value, allowed[key]) or (isinstance(value, bool) and key != "enabled"):
+            raise ValueError(f"[spam] {key} has the wrong type")
+    cfg.spam = dict(table)

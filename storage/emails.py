@@ -22,7 +22,8 @@ from sqlalchemy import and_, bindparam, func, select
 from . import flags as flagbits
 from .errors import MailboxNotFound, MessageNotFound
 from .mailboxes import mailbox_of
-from .messages import FlagChange, apply_flags, chunks, copy_rows, remove_rows
+from .messages import (FlagChange, apply_flags, chunks, copy_rows, junk_learning, mark_junk,
+                       remove_rows)
 from .schema import mailbox_messages, mailboxes, messages
 
 CHUNK = 500
@@ -278,6 +279,11 @@ def change_messages(store, account_id, changes):
             if flags:
                 apply_flags(txn, acct, flags, message_pks=[pk])
             adds = [b for b in dict.fromkeys(ch.add_to) if b not in members]
+            leaving = [b for b in dict.fromkeys(ch.remove_from) if b in members]
+            learned = junk_learning({boxes[b].role for b in leaving} if adds else set(),
+                                    {boxes[b].role for b in adds}) if adds else None
+            if learned == "junk" and any(boxes[b].role == "junk" for b in members):
+                learned = None      # already in Junk
             if adds:
                 src_box, src_uid = next(iter(sorted(members.items())))
                 for dest in adds:
@@ -286,6 +292,7 @@ def change_messages(store, account_id, changes):
                 if b in members:
                     txn.next_modseq(account_id)
                     remove_rows(txn, acct, boxes[b], [members[b]])
+            mark_junk(txn, acct, [pk], learned)
             results[pk] = None
     return results
 

@@ -8,6 +8,12 @@ does. Reads address messages by mailbox and UID, or by account and message id;
 the bytes come from the blob store (``storage.blobs``) at the location the
 database names, never by scanning a directory.
 
+Moves into the Junk mailbox (role ``junk``) set ``$junk`` and drop
+``$notjunk`` on the message; moves out of Junk into a mailbox other than
+Trash do the reverse (``junk_learning``, ``mark_junk``), in the transaction
+of the move, for IMAP COPY/MOVE and JMAP mailboxIds alike. A COPY counts as
+the first half of a move (old clients move with COPY + EXPUNGE).
+
 The flag rule, ``apply_flags``, is the only code that changes flags: IMAP
 STORE, JMAP Email/set keywords, and later Sieve ``addflag``. One call takes
 one MODSEQ, writes the changed memberships and their mailboxes'
@@ -126,6 +132,30 @@ def copy_rows(txn, account, box, dest, uids):
     blobs = txn.store.blobs
     txn.after(lambda: [blobs.link(ref, dest.folder, kw) for ref, kw in refs])
     return [(r.uid, first + i) for i, r in enumerate(rows)]
+
+
+JUNK, NOTJUNK = "$junk", "$notjunk"
+
+
+def junk_learning(source_roles, dest_roles):
+    """What a user's move says about a message, for a filter that learns:
+    ``"junk"`` when it goes into the Junk mailbox from elsewhere,
+    ``"notjunk"`` when it leaves Junk for a mailbox other than Trash (a
+    deleted message says nothing), else None."""
+    if "junk" in dest_roles and "junk" not in source_roles:
+        return "junk"
+    if "junk" in source_roles and any(r not in ("junk", "trash") for r in dest_roles):
+        return "notjunk"
+    return None
+
+
+def mark_junk(txn, account, message_pks, learned):
+    """Set ``$junk`` (dropping ``$notjunk``) or the reverse, per ``learned``
+    (``junk_learning``), on every membership of the messages, in ``txn``."""
+    if not learned or not message_pks:
+        return
+    add, drop = (JUNK, NOTJUNK) if learned == "junk" else (NOTJUNK, JUNK)
+    apply_flags(txn, account, FlagChange(add=(add,), remove=(drop,)), message_pks=list(message_pks))
 
 
 def remove_rows(txn, account, box, uids, *, log_expunge=True):
@@ -255,8 +285,16 @@ class MessagesAPI:
         if dest.account_id != box.account_id:
             raise MailboxNotFound(dest_pk)
         acct = self.account_by_id(box.account_id)
+        learned = junk_learning({box.role}, {dest.role})
         with self.write() as txn:
             pairs = copy_rows(txn, acct, box, dest, uids)
+            if learned and pairs:       # a user filing a message as junk or not: keywords say so
+                new_uids = [p[1] for p in pairs]
+                pks = [r[0] for chunk in chunks(new_uids) for r in txn.conn.execute(
+                    select(mailbox_messages.c.message_id).where(and_(
+                        mailbox_messages.c.mailbox_id == dest.id,
+                        mailbox_messages.c.uid.in_(chunk))))]
+                mark_junk(txn, acct, pks, learned)
             if move and pairs:
                 txn.next_modseq(acct.id)
                 remove_rows(txn, acct, box, [p[0] for p in pairs])

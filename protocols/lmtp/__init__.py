@@ -7,8 +7,8 @@ which puts them on a worker thread; it never touches the database or files.
 aiosmtpd's LMTP gives one reply to DATA for all recipients, which RFC 2033
 section 4.2 forbids, and reads message data one line at a time (a Python
 loop per line: most of its CPU on big messages). ``LMTPServer.smtp_DATA``
-replaces both: it reads data in blocks up to each ``.<CRLF>``, undoes dot
-stuffing in one pass, leaves pipelined commands after the data in the stream,
+replaces both: it reads data with the shared reader (``protocols.smtpdata``:
+blocks up to each ``.<CRLF>``, pipelined commands left in the stream),
 and writes one reply per accepted recipient in RCPT order. Every reply carries
 an enhanced status code (RFC 2034), LHLO is required before mail, and a
 recipient's ``+detail`` names the mailbox it goes to when that mailbox exists.
@@ -35,6 +35,7 @@ import time
 
 from aiosmtpd.lmtp import LMTP
 
+from roost.protocols.smtpdata import read_data  # noqa: F401 - also this module's API
 from roost.storage import delivery as outcome
 
 log = logging.getLogger("roost.lmtp")
@@ -189,33 +190,6 @@ class LMTPServer(LMTP):
         self._set_post_data_state()
         for reply in replies:
             await self.push(reply)
-
-
-async def read_data(reader, limit):
-    """Message data up to the ``.<CRLF>`` line, dot stuffing undone, ending in
-    CRLF as RFC 5321 says; None when it exceeds ``limit`` (the data is still
-    read to its end so the session can go on)."""
-    # ``tail`` holds the last bytes read; it starts as the CRLF that ended the
-    # DATA command, so a message that is only ".<CRLF>" is empty.
-    chunks, size, tail = [], 0, b"\r\n"
-    while True:
-        try:
-            chunk = await reader.readuntil(b".\r\n")
-        except asyncio.LimitOverrunError as exc:
-            chunk = await reader.readexactly(exc.consumed)
-        size += len(chunk)
-        if limit and size > limit:
-            chunks = None
-        elif chunks is not None:
-            chunks.append(chunk)
-        # The end is ".<CRLF>" right after a CRLF, possibly across two reads.
-        if chunk.endswith(b".\r\n") and (tail + chunk)[-5:] == b"\r\n.\r\n":
-            break
-        tail = (tail + chunk)[-4:]
-    if chunks is None:
-        return None
-    data = b"".join(chunks)[:-3]
-    return (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
 
 
 _RECEIVED_FROM = re.compile(r"^\s*from\s+(\S+)(?:\s+\(([^()]*(?:\([^()]*\)[^()]*)*)\))?",

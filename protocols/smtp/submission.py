@@ -99,6 +99,7 @@ from dataclasses import dataclass, field
 
 from aiosmtpd.smtp import SMTP, Envelope as _SMTPEnvelope
 
+from roost.protocols.smtpdata import read_data
 from roost.storage import account_data
 from roost.storage.accounts import normalise_address
 from roost.storage.delivery import Incoming
@@ -760,7 +761,7 @@ class Submission(SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         started = time.monotonic()
         try:
-            content = await read_message(self._reader, self.ctx.limits.max_size, self._reset_timeout)
+            content = await read_data(self._reader, self.ctx.limits.max_size, self._reset_timeout)
         except asyncio.IncompleteReadError:
             return      # the client went away mid-message: nothing was acknowledged
         if content is None:
@@ -1049,32 +1050,6 @@ def _bearer(value):
 
 
 # --- message data and header ----------------------------------------------------------
-
-async def read_message(reader, limit, touch):
-    """The message up to ``.<CRLF>`` alone on a line, dot stuffing undone,
-    ending in CRLF; None when it exceeds ``limit`` octets (read to its end
-    all the same, so the session goes on). ``touch()`` after each block
-    (the idle timer)."""
-    parts, raw, tail = [], 0, b"\r\n"      # tail: the last bytes before this block
-    while True:
-        try:
-            block = await reader.readuntil(b".\r\n")
-        except asyncio.LimitOverrunError as exc:
-            block = await reader.readexactly(exc.consumed)
-        touch()
-        raw += len(block)
-        if parts is not None and limit and raw > limit + limit // 50 + 5:
-            parts = None                    # far past the limit even with dot stuffing
-        elif parts is not None:
-            parts.append(block)
-        if block.endswith(b".\r\n") and (tail + block)[-5:] == b"\r\n.\r\n":
-            break
-        tail = (tail + block)[-4:]
-    if parts is None:
-        return None
-    data = (b"\r\n" + b"".join(parts)[:-3]).replace(b"\r\n.", b"\r\n")[2:]
-    return None if limit and len(data) > limit else data
-
 
 def header_lines(data):
     """The header section's lines, each with its line end (CRLF, or a bare LF),

@@ -77,3 +77,43 @@ def test_refusals_as_swaks_sees_them(server):
     rc, out = swaks(server, "--to", BOB, "--tls", "--auth", "PLAIN", "--auth-user", BOB,
                     "--auth-password", "bob-pw")                         # from alice's address
     assert rc == 23 and "553 5.7.1" in out
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory):
+    """``roost serve --smtp``: the MX-facing edge, as another MTA meets it."""
+    if shutil.which("swaks") is None:
+        pytest.skip("swaks is not installed (Debian package swaks)")
+    tmp = tmp_path_factory.mktemp("swaks-edge")
+    store = Store.open(str(tmp / "data"))
+    store.add_account(BOB)
+    store.close()
+    (tmp / "roost.toml").write_text(f'[server]\nhostname = "{HOST}"\n[smtp]\npregreet = 0.2\n'
+                                    '[spam]\nenabled = false\n')
+    srv = RoostServer(tmp / "data", listeners=("smtp",), config=tmp / "roost.toml").start()
+    srv.data_dir = tmp / "data"
+    yield srv
+    srv.stop()
+
+
+def test_edge_starttls_pipelining_delivery(edge):
+    cafile = str(edge.data_dir / "keys" / "tls-cert.pem")
+    rc, out = swaks(edge, "--from", "someone@remote.test", "--to", BOB, "--tls", "--tls-verify",
+                    "--tls-ca-path", cafile, "--tls-sni", HOST, "--pipeline",
+                    "--header", "Subject: swaks edge", port="smtp")
+    assert rc == 0, out
+    assert "250 2.0.0 queued as" in out
+    (got,) = [m for m in stored_messages(edge.data_dir, BOB) if b"Subject: swaks edge" in m]
+    assert b"Received: from client.test (unknown [127.0.0.1])" in got and b"ESMTPS" in got
+
+
+def test_edge_refuses_relaying_and_unknown_users(edge):
+    rc, out = swaks(edge, "--from", "someone@remote.test", "--to", "victim@elsewhere.test",
+                    port="smtp")
+    assert rc == 24 and "554 5.7.1 <victim@elsewhere.test>: relay access denied" in out
+    rc, out = swaks(edge, "--from", "someone@remote.test", "--to", "nobody@example.org",
+                    port="smtp")
+    assert rc == 24 and "550 5.1.1" in out
+    rc, out = swaks(edge, "--from", "someone@remote.test", "--to", BOB, "--auth", "PLAIN",
+                    "--auth-user", BOB, "--auth-password", "x", port="smtp")
+    assert rc != 0 and "250 2.0.0 queued" not in out      # no AUTH on an MX
