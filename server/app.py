@@ -28,6 +28,7 @@ greylisting tables rides on the change-log prune.
 """
 
 import asyncio
+import copy
 import logging
 import os
 import signal
@@ -203,11 +204,22 @@ class Roost:
                                     record=record)
         return self._inbound
 
+    def spam_filter(self):
+        """The ``[spam]`` scorer (``protocols.mailauth.spam``), or None when off."""
+        if getattr(self, "_spam", None) is None and self.config.spam.get("enabled", True):
+            from roost.protocols.mailauth import spam
+            self._spam = spam.from_config(self.config.spam)
+        return getattr(self, "_spam", None)
+
     def _lmtp_check(self, data, sender):
-        """LMTP verdicts: the client as the MTA's topmost Received says."""
+        """LMTP verdicts: the client as the MTA's topmost Received says, then
+        the spam score."""
         from roost.protocols.lmtp import received_client
+        if getattr(self, "_lmtp_inbound", None) is None:
+            self._lmtp_inbound = copy.copy(self.inbound())
+            self._lmtp_inbound.spam = self.spam_filter()
         ip, helo, rdns = received_client(data)
-        checked = self.inbound().check(data, ip, helo, sender, remote_host=rdns)
+        checked = self._lmtp_inbound.check(data, ip, helo, sender, remote_host=rdns)
         return checked.data, checked.auth_headers, checked.verdicts
 
     def _schedule_dmarc_reports(self):
@@ -387,13 +399,12 @@ class Roost:
 
     def edge_context(self):
         """What the MX-facing SMTP edge's connections share
-        (``protocols.smtp.edge``). ``inbound`` is left None here: the
-        verdicts pipeline (``protocols.mailauth.inbound``) plugs in there,
-        built without a ``spam`` object, because the edge scores spam itself
-        once its own signals (DNSBL, FCrDNS) are in the verdicts."""
+        (``protocols.smtp.edge``): the verdicts pipeline
+        (``protocols.mailauth.inbound``) without its ``spam`` object, because
+        the edge scores spam itself once its own signals (DNSBL, FCrDNS) are
+        in the verdicts."""
         if getattr(self, "_edge", None) is None:
             from roost.protocols.dns import Resolver
-            from roost.protocols.mailauth import spam
             from roost.protocols.smtp.edge import Context, Policy
             from roost.storage import greylist
             from roost.storage.outbound import parse_interval
@@ -414,11 +425,10 @@ class Roost:
                     allow_after=cfg.smtp_greylist_allow_after,
                     allow_for=parse_interval(cfg.smtp_greylist_allow_for)),
                 **{n: getattr(cfg, "smtp_" + n) for n in names})
-            scorer = spam.from_config(cfg.spam) if cfg.spam.get("enabled", True) else None
             self._edge = Context(run=self.run, store=self.store, delivery=self.delivery,
                                  outbound=self.outbound, resolver=Resolver(cfg.dns_nameservers),
                                  hostname=cfg.hostname, tls=self._tls.ssl_context(),
-                                 policy=policy, spam=scorer)
+                                 policy=policy, spam=self.spam_filter(), inbound=self.inbound())
         return self._edge
 
     async def _start_smtp(self, host, port):

@@ -679,7 +679,8 @@ class Edge(SMTP):
         if ctx.inbound is not None:
             try:
                 checked = await asyncio.wait_for(self._work(
-                    ctx.inbound.check, content, self.ip, helo, txn.mail_from), VERDICT_TIMEOUT)
+                    ctx.inbound.check, content, self.ip, helo, txn.mail_from, info.name),
+                    VERDICT_TIMEOUT)
                 content, auth_headers, verdicts = checked.data, checked.auth_headers, \
                     dict(checked.verdicts)
             except Exception as exc:  # noqa: BLE001 - no verdicts rather than no mail
@@ -695,7 +696,9 @@ class Edge(SMTP):
                     lambda: ctx.spam.check(content, verdicts, mail_from=txn.mail_from,
                                            rcpts=tuple(txn.rcpt_tos)))
                 auth_headers += headers
+                forced = verdicts.get("spam")     # a DMARC policy that applies stays spam
                 verdicts.update(updates)
+                verdicts["spam"] = bool(forced or verdicts.get("spam"))
             except Exception:  # noqa: BLE001 - unscored rather than lost
                 log.exception("spam scoring a message from %s", self.ip)
         data = self._received(txn, info) + content
