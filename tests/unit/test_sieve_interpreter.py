@@ -359,3 +359,108 @@ def test_crlf_scripts_and_multiline_strings():
     assert outcome(script).actions == [Reject("line one\r\n.dotted\r\n")]
     assert outcome('require "reject"; reject text:\n.\n;').actions == [Reject("")]
     assert err_line('require "reject";\r\n\r\nreject text: oops\r\nx\r\n.\r\n;') == 3
+
+
+RFC5232_EXTENDED = """#
+# Example Sieve Filter
+# Declare any optional features or extension used by the script
+#
+require ["fileinto", "imap4flags", "variables"];
+
+#
+# Move large messages to a special mailbox
+#
+if size :over 1M
+        {
+        addflag "MyFlags" "Big";
+        if header :is "From" "boss@company.example.com"
+                   {
+# The message will be marked as "\\Flagged Big" when filed into
+# mailbox "Big messages"
+                   addflag "MyFlags" "\\\\Flagged";
+                   }
+        fileinto :flags "${MyFlags}" "Big messages";
+        }
+
+if header :is "From" "grandma@example.net"
+        {
+        addflag "MyFlags" ["\\\\Answered", "$MDNSent"];
+        fileinto :flags "${MyFlags}" "GrandMa";
+        }
+
+#
+# Handle messages from known mailing lists
+# Move messages from IETF filter discussion list to filter folder
+#
+if header :is "Sender" "owner-ietf-mta-filters@example.org"
+        {
+        set "MyFlags" "\\\\Flagged $Work";
+# Message will have both "\\Flagged" and $Work flags
+        keep :flags "${MyFlags}";
+        }
+
+#
+# Keep all messages to or from people in my company
+#
+elsif anyof address :domain :is ["From", "To"] "company.example.com"
+        {
+        keep :flags "${MyFlags}"; # keep in "Inbox" folder
+        }
+
+# Try to catch unsolicited email.  If a message is not to me,
+# or it contains a subject known to be spam, file it away.
+#
+elsif anyof (not address :all :contains
+               ["To", "Cc"] "me@company.example.com",
+             header :matches "subject"
+               ["*make*money*fast*", "*university*dipl*mas*"])
+        {
+        remove "MyFlags" "\\\\Flagged";
+        fileinto :flags "${MyFlags}" "spam";
+        }
+else
+        {
+        # Move all other external mail to "personal"
+        # folder.
+        fileinto :flags "${MyFlags}" "personal";
+        }
+"""
+
+
+def test_rfc5232_extended_example():
+    # as published it calls "remove": an unknown command, reported on its line
+    line = RFC5232_EXTENDED.split("\n").index('        remove "MyFlags" "\\\\Flagged";') + 1
+    assert err_line(RFC5232_EXTENDED) == line
+    s = compile(RFC5232_EXTENDED.replace('remove "MyFlags"', 'removeflag "MyFlags"'))
+
+    def flags_of(*lines, size=0):
+        return run(s, Context(data=headers(*lines) + b"x" * size)).actions
+
+    big = flags_of("From: boss@company.example.com", "To: me@company.example.com", size=1 << 20)
+    assert big[0] == FileInto("Big messages", ("Big", "\\Flagged"))
+    assert big[1] == Keep(("Big", "\\Flagged"))
+    assert flags_of("From: grandma@example.net", "To: me@company.example.com") == [
+        FileInto("GrandMa", ("\\Answered", "$MDNSent")), Keep(("\\Answered", "$MDNSent"))]
+    assert flags_of("Sender: owner-ietf-mta-filters@example.org", "From: x@y.example") == [
+        Keep(("\\Flagged", "$Work"))]
+    assert flags_of("From: x@y.example", "To: other@z.example") == [FileInto("spam")]
+    assert flags_of("From: x@y.example", "To: a@b.example", "Cc: me@company.example.com") == [
+        FileInto("personal")]
+
+
+def test_rfc5232_hasflag_examples():
+    def t(test, value="NonJunk Junk gnus-forward $Forwarded NotJunk JunkRecorded $Junk $NotJunk"):
+        return not outcome('require ["imap4flags", "variables", "relational",'
+                           ' "comparator-i;ascii-numeric"];\n'
+                           f'set "MyVar" "{value}"; setflag "A B";\n'
+                           f'if {test} {{ discard; }}').keep
+    assert t('hasflag :is "b A"') and t('hasflag ["b","A"]')
+    for key in ('"Junk"', '"forward"', '["label", "forward"]', '["junk", "forward"]',
+                '"junk forward"'):
+        assert t(f'hasflag :contains "MyVar" {key}'), key
+    assert not t('hasflag :contains "MyVar" "label"')
+    assert not t('hasflag :contains "MyVar" ["label1", "label2"]')
+    assert not outcome('require ["imap4flags", "variables", "relational",'
+                       ' "comparator-i;ascii-numeric"];\nset "MyFlags" "A B";\n'
+                       'if hasflag :count "ge" :comparator "i;ascii-numeric" "MyFlags" "2"'
+                       ' { discard; }').keep
