@@ -464,3 +464,39 @@ def test_rfc5232_hasflag_examples():
                        ' "comparator-i;ascii-numeric"];\nset "MyFlags" "A B";\n'
                        'if hasflag :count "ge" :comparator "i;ascii-numeric" "MyFlags" "2"'
                        ' { discard; }').keep
+
+
+def test_rfc5230_examples():
+    o = outcome('require "vacation";\nif header :contains "subject" "lunch" {\n'
+                '    vacation :handle "ran-away" "I\'m out and can\'t meet for lunch";\n'
+                '} else {\n    vacation :handle "ran-away" "I\'m out";\n}')
+    assert o.actions[0].handle == "ran-away" and o.actions[0].reason == "I'm out"
+    o = outcome('require "vacation";\nvacation :mime text:\nContent-Type: multipart/alternative;'
+                ' boundary=foo\n\n--foo\n\nI\'m at the beach relaxing.  Mmmm, surf...\n\n--foo\n'
+                'Content-Type: text/html; charset=us-ascii\n\n<HTML><BODY>beach</BODY></HTML>\n\n'
+                '--foo--\n.\n;')
+    v = o.actions[0]
+    assert v.mime and v.reason.startswith("Content-Type: multipart/alternative") and o.keep
+    script = ('require "vacation";\nif header :contains "from" "boss@example.edu" {\n'
+              '    redirect "pleeb@isp.example.org";\n} else {\n'
+              '    vacation "Sorry, I\'m away, I\'ll read your\nmessage when I get around to it.";\n}')
+    o = run(compile(script), Context(data=headers("From: boss@example.edu")))
+    assert o.actions == [Redirect("pleeb@isp.example.org")] and not o.keep
+    o = run(compile(script), Context(data=headers("From: x@example.edu")))
+    assert o.actions[0].reason == "Sorry, I'm away, I'll read your\nmessage when I get around to it."
+    o = run(compile('require "vacation";\n'
+                    'if header :contains ["accept-language", "content-language"] "en"\n{\n'
+                    '    vacation "I am away this week.";\n} else {\n'
+                    '    vacation "Estoy ausente esta semana.";\n}'),
+            Context(data=headers("Content-Language: en-GB")))
+    assert o.actions[0].reason == "I am away this week."
+    script = compile('require "vacation";\n'
+                     'if address :matches "from" "*@ourdivision.example.com"\n{\n'
+                     '    vacation :subject "Gone fishing"\n'
+                     '             "Having lots of fun! Back in a day or two!";\n} else {\n'
+                     '    vacation :subject "Je suis parti cette semaine"\n'
+                     '             "Je lirai votre message quand je retourne.";\n}')
+    o = run(script, Context(data=headers("From: Ann <ann@ourdivision.example.com>")))
+    assert o.actions[0].subject == "Gone fishing"
+    o = run(script, Context(data=headers("From: jean@ailleurs.example.fr")))
+    assert o.actions[0].subject == "Je suis parti cette semaine"
