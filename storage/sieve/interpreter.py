@@ -262,7 +262,7 @@ class Script:
 
 # --- strings at compile time -------------------------------------------------
 
-_ENCODED = re.compile(r"\$\{(hex|unicode):([^}]*)\}", re.I)
+_ENCODED = re.compile(r"\$\{(hex|unicode):([^${}]*)\}", re.I)
 _VAR_REF = re.compile(r"\$\{([^{}]*)\}")
 _VAR_INNER = re.compile(r"[0-9]+|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 

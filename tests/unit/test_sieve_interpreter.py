@@ -500,3 +500,30 @@ def test_rfc5230_examples():
     assert o.actions[0].subject == "Gone fishing"
     o = run(script, Context(data=headers("From: jean@ailleurs.example.fr")))
     assert o.actions[0].subject == "Je suis parti cette semaine"
+
+
+@pytest.mark.parametrize("text,value", [
+    ("$${hex:40}", "$@"), ("${hex: 40 }", "@"), ("${HEX: 40}", "@"), ("${hex:40", "${hex:40"),
+    ("${hex:400}", "${hex:400}"), ("${hex:4${hex:30}}", "${hex:40}"),
+    ("${unicode:40}", "@"), ("${ unicode:40}", "${ unicode:40}"), ("${UNICODE:40}", "@"),
+    ("${UnICoDE:0000040}", "@"), ("${Unicode:40}", "@"), ("${Unicode:Cool}", "${Unicode:Cool}"),
+    ("${unicode:200000}", None), ("${Unicode:DF01}", None),
+])
+def test_encoded_character_rfc5228_section_2_4_2_4(text, value):
+    script = f'require ["encoded-character", "fileinto"];\nfileinto "x{text}";'
+    if value is None:
+        assert err_line(script) == 2
+        return
+    assert outcome(script).actions == [FileInto("x" + value)]
+    o = outcome('require "encoded-character";\nif header :contains "Subject" "$${hex:24 24}"'
+                ' {\n   discard;\n}', headers("Subject: pay $$$ now"))
+    assert not o.keep
+
+
+def test_rfc5228_comment_examples():
+    script = 'if size :over 100k { # this is a comment\n   discard;\n}'
+    assert outcome(script).keep
+    assert not outcome(script, headers("S: x") + b"y" * 200000).keep
+    o = outcome('if size :over 100K { /* this is a comment\n   this is still a comment */'
+                ' discard /* this is a comment\n   */ ;\n}', headers("S: x") + b"y" * 200000)
+    assert not o.keep and o.actions == []
