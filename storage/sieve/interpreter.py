@@ -71,7 +71,7 @@ class Budget:
     actions = 64
     redirects = 4
     notifies = 4
-    variable = 64 * 1024          # one variable's value, characters
+    variable = 64 * 1024          # one variable's value, characters (longer: truncated)
     variables = 512 * 1024        # all variables together
     string = 256 * 1024           # one expanded string
     list_items = 1024             # strings in one list after expansion / flags
