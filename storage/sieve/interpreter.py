@@ -71,7 +71,7 @@ class Budget:
     actions = 64
     redirects = 4
     notifies = 4
-    variable = 64 * 1024          # one variable's value, characters
+    variable = 64 * 1024          # one variable's value, characters (longer: truncated)
     variables = 512 * 1024        # all variables together
     string = 256 * 1024           # one expanded string
     list_items = 1024             # strings in one list after expansion / flags
@@ -262,7 +262,7 @@ class Script:
 
 # --- strings at compile time -------------------------------------------------
 
-_ENCODED = re.compile(r"\$\{(hex|unicode):([^}]*)\}", re.I)
+_ENCODED = re.compile(r"\$\{(hex|unicode):([^${}]*)\}", re.I)
 _VAR_REF = re.compile(r"\$\{([^{}]*)\}")
 _VAR_INNER = re.compile(r"[0-9]+|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 

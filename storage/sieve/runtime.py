@@ -273,6 +273,7 @@ class Run:
             out.append(value)
             pos = m.end()
         out.append(v[pos:])
+        self.charge(total)
         return "".join(out)
 
     def sl(self, values):
@@ -296,8 +297,7 @@ class Run:
 
     def setvar(self, name, value):
         name = name.lower()
-        if len(value) > self.b.variable:
-            raise _Error(f"budget: variable '{name}' longer than {self.b.variable} characters")
+        value = value[:self.b.variable]   # RFC 5229 section 3: longer values are cut
         if name.startswith("global."):
             name, store = name[7:], self.globals
         else:

@@ -359,3 +359,171 @@ def test_crlf_scripts_and_multiline_strings():
     assert outcome(script).actions == [Reject("line one\r\n.dotted\r\n")]
     assert outcome('require "reject"; reject text:\n.\n;').actions == [Reject("")]
     assert err_line('require "reject";\r\n\r\nreject text: oops\r\nx\r\n.\r\n;') == 3
+
+
+RFC5232_EXTENDED = """#
+# Example Sieve Filter
+# Declare any optional features or extension used by the script
+#
+require ["fileinto", "imap4flags", "variables"];
+
+#
+# Move large messages to a special mailbox
+#
+if size :over 1M
+        {
+        addflag "MyFlags" "Big";
+        if header :is "From" "boss@company.example.com"
+                   {
+# The message will be marked as "\\Flagged Big" when filed into
+# mailbox "Big messages"
+                   addflag "MyFlags" "\\\\Flagged";
+                   }
+        fileinto :flags "${MyFlags}" "Big messages";
+        }
+
+if header :is "From" "grandma@example.net"
+        {
+        addflag "MyFlags" ["\\\\Answered", "$MDNSent"];
+        fileinto :flags "${MyFlags}" "GrandMa";
+        }
+
+#
+# Handle messages from known mailing lists
+# Move messages from IETF filter discussion list to filter folder
+#
+if header :is "Sender" "owner-ietf-mta-filters@example.org"
+        {
+        set "MyFlags" "\\\\Flagged $Work";
+# Message will have both "\\Flagged" and $Work flags
+        keep :flags "${MyFlags}";
+        }
+
+#
+# Keep all messages to or from people in my company
+#
+elsif anyof address :domain :is ["From", "To"] "company.example.com"
+        {
+        keep :flags "${MyFlags}"; # keep in "Inbox" folder
+        }
+
+# Try to catch unsolicited email.  If a message is not to me,
+# or it contains a subject known to be spam, file it away.
+#
+elsif anyof (not address :all :contains
+               ["To", "Cc"] "me@company.example.com",
+             header :matches "subject"
+               ["*make*money*fast*", "*university*dipl*mas*"])
+        {
+        remove "MyFlags" "\\\\Flagged";
+        fileinto :flags "${MyFlags}" "spam";
+        }
+else
+        {
+        # Move all other external mail to "personal"
+        # folder.
+        fileinto :flags "${MyFlags}" "personal";
+        }
+"""
+
+
+def test_rfc5232_extended_example():
+    # as published it calls "remove": an unknown command, reported on its line
+    line = RFC5232_EXTENDED.split("\n").index('        remove "MyFlags" "\\\\Flagged";') + 1
+    assert err_line(RFC5232_EXTENDED) == line
+    s = compile(RFC5232_EXTENDED.replace('remove "MyFlags"', 'removeflag "MyFlags"'))
+
+    def flags_of(*lines, size=0):
+        return run(s, Context(data=headers(*lines) + b"x" * size)).actions
+
+    big = flags_of("From: boss@company.example.com", "To: me@company.example.com", size=1 << 20)
+    assert big[0] == FileInto("Big messages", ("Big", "\\Flagged"))
+    assert big[1] == Keep(("Big", "\\Flagged"))
+    assert flags_of("From: grandma@example.net", "To: me@company.example.com") == [
+        FileInto("GrandMa", ("\\Answered", "$MDNSent")), Keep(("\\Answered", "$MDNSent"))]
+    assert flags_of("Sender: owner-ietf-mta-filters@example.org", "From: x@y.example") == [
+        Keep(("\\Flagged", "$Work"))]
+    assert flags_of("From: x@y.example", "To: other@z.example") == [FileInto("spam")]
+    assert flags_of("From: x@y.example", "To: a@b.example", "Cc: me@company.example.com") == [
+        FileInto("personal")]
+
+
+def test_rfc5232_hasflag_examples():
+    def t(test, value="NonJunk Junk gnus-forward $Forwarded NotJunk JunkRecorded $Junk $NotJunk"):
+        return not outcome('require ["imap4flags", "variables", "relational",'
+                           ' "comparator-i;ascii-numeric"];\n'
+                           f'set "MyVar" "{value}"; setflag "A B";\n'
+                           f'if {test} {{ discard; }}').keep
+    assert t('hasflag :is "b A"') and t('hasflag ["b","A"]')
+    for key in ('"Junk"', '"forward"', '["label", "forward"]', '["junk", "forward"]',
+                '"junk forward"'):
+        assert t(f'hasflag :contains "MyVar" {key}'), key
+    assert not t('hasflag :contains "MyVar" "label"')
+    assert not t('hasflag :contains "MyVar" ["label1", "label2"]')
+    assert not outcome('require ["imap4flags", "variables", "relational",'
+                       ' "comparator-i;ascii-numeric"];\nset "MyFlags" "A B";\n'
+                       'if hasflag :count "ge" :comparator "i;ascii-numeric" "MyFlags" "2"'
+                       ' { discard; }').keep
+
+
+def test_rfc5230_examples():
+    o = outcome('require "vacation";\nif header :contains "subject" "lunch" {\n'
+                '    vacation :handle "ran-away" "I\'m out and can\'t meet for lunch";\n'
+                '} else {\n    vacation :handle "ran-away" "I\'m out";\n}')
+    assert o.actions[0].handle == "ran-away" and o.actions[0].reason == "I'm out"
+    o = outcome('require "vacation";\nvacation :mime text:\nContent-Type: multipart/alternative;'
+                ' boundary=foo\n\n--foo\n\nI\'m at the beach relaxing.  Mmmm, surf...\n\n--foo\n'
+                'Content-Type: text/html; charset=us-ascii\n\n<HTML><BODY>beach</BODY></HTML>\n\n'
+                '--foo--\n.\n;')
+    v = o.actions[0]
+    assert v.mime and v.reason.startswith("Content-Type: multipart/alternative") and o.keep
+    script = ('require "vacation";\nif header :contains "from" "boss@example.edu" {\n'
+              '    redirect "pleeb@isp.example.org";\n} else {\n'
+              '    vacation "Sorry, I\'m away, I\'ll read your\nmessage when I get around to it.";\n}')
+    o = run(compile(script), Context(data=headers("From: boss@example.edu")))
+    assert o.actions == [Redirect("pleeb@isp.example.org")] and not o.keep
+    o = run(compile(script), Context(data=headers("From: x@example.edu")))
+    assert o.actions[0].reason == "Sorry, I'm away, I'll read your\nmessage when I get around to it."
+    o = run(compile('require "vacation";\n'
+                    'if header :contains ["accept-language", "content-language"] "en"\n{\n'
+                    '    vacation "I am away this week.";\n} else {\n'
+                    '    vacation "Estoy ausente esta semana.";\n}'),
+            Context(data=headers("Content-Language: en-GB")))
+    assert o.actions[0].reason == "I am away this week."
+    script = compile('require "vacation";\n'
+                     'if address :matches "from" "*@ourdivision.example.com"\n{\n'
+                     '    vacation :subject "Gone fishing"\n'
+                     '             "Having lots of fun! Back in a day or two!";\n} else {\n'
+                     '    vacation :subject "Je suis parti cette semaine"\n'
+                     '             "Je lirai votre message quand je retourne.";\n}')
+    o = run(script, Context(data=headers("From: Ann <ann@ourdivision.example.com>")))
+    assert o.actions[0].subject == "Gone fishing"
+    o = run(script, Context(data=headers("From: jean@ailleurs.example.fr")))
+    assert o.actions[0].subject == "Je suis parti cette semaine"
+
+
+@pytest.mark.parametrize("text,value", [
+    ("$${hex:40}", "$@"), ("${hex: 40 }", "@"), ("${HEX: 40}", "@"), ("${hex:40", "${hex:40"),
+    ("${hex:400}", "${hex:400}"), ("${hex:4${hex:30}}", "${hex:40}"),
+    ("${unicode:40}", "@"), ("${ unicode:40}", "${ unicode:40}"), ("${UNICODE:40}", "@"),
+    ("${UnICoDE:0000040}", "@"), ("${Unicode:40}", "@"), ("${Unicode:Cool}", "${Unicode:Cool}"),
+    ("${unicode:200000}", None), ("${Unicode:DF01}", None),
+])
+def test_encoded_character_rfc5228_section_2_4_2_4(text, value):
+    script = f'require ["encoded-character", "fileinto"];\nfileinto "x{text}";'
+    if value is None:
+        assert err_line(script) == 2
+        return
+    assert outcome(script).actions == [FileInto("x" + value)]
+    o = outcome('require "encoded-character";\nif header :contains "Subject" "$${hex:24 24}"'
+                ' {\n   discard;\n}', headers("Subject: pay $$$ now"))
+    assert not o.keep
+
+
+def test_rfc5228_comment_examples():
+    script = 'if size :over 100k { # this is a comment\n   discard;\n}'
+    assert outcome(script).keep
+    assert not outcome(script, headers("S: x") + b"y" * 200000).keep
+    o = outcome('if size :over 100K { /* this is a comment\n   this is still a comment */'
+                ' discard /* this is a comment\n   */ ;\n}', headers("S: x") + b"y" * 200000)
+    assert not o.keep and o.actions == []
