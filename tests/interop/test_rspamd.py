@@ -80,7 +80,9 @@ def test_checkv2_against_real_rspamd(rspamd):
         MESSAGE, ip="192.0.2.1", helo="mx.sender.test", mail_from="a@sender.test",
         rcpts=("b@example.org",), hostname="mx.sender.test")
     assert "MISSING_MID" in symbols and "MISSING_DATE" in symbols
-    assert score >= 3.0 and required > 0 and spam is (score >= required)
+    assert score >= 3.0 and required > 0
+    # spam: rspamd's action says so ("add header" comes well below required_score) or the score
+    assert isinstance(spam, bool) and (spam or score < required)
 
 
 def test_spam_filter_uses_rspamds_score(rspamd):
