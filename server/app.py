@@ -146,6 +146,7 @@ class Roost:
     def _start_relay(self):
         """The outbound relay (``protocols.smtp.relay``) delivers the queue."""
         from roost.protocols.dns import Resolver
+        from roost.protocols.mailauth.arc import Sealer
         from roost.protocols.mailauth.dkim import Signer
         from roost.protocols.smtp.mtasts import MTASTS
         from roost.protocols.smtp.relay import Relay, RelayConfig
@@ -154,6 +155,7 @@ class Roost:
         from .doctor import dkim_signing_keys
         cfg = self.config
         resolver = Resolver(cfg.dns_nameservers)
+        signer = Signer(dkim_signing_keys(cfg))
         auth = (cfg.relay_smarthost_user, cfg.relay_smarthost_password) \
             if cfg.relay_smarthost_user else None
         self.relay = Relay(self.outbound, self.run, resolver, RelayConfig(
@@ -162,8 +164,8 @@ class Roost:
             smarthost_auth=auth, smarthost_tls=cfg.relay_smarthost_tls,
             connections=cfg.relay_connections, per_domain=cfg.relay_per_domain,
             timeout=cfg.relay_timeout, ca_file=cfg.relay_ca_file),
-            signer=Signer(dkim_signing_keys(cfg)), mtasts=MTASTS(resolver, cfg.relay_ca_file),
-            loop=self.loop, authserv_id=authserv_id(cfg))
+            signer=signer, mtasts=MTASTS(resolver, cfg.relay_ca_file),
+            loop=self.loop, sealer=Sealer(signer, authserv_id(cfg), cfg.hostname))
         self.relay.start()
 
     def _prune_history(self):

@@ -19,7 +19,9 @@ forwards, the first with a key of: the topmost ``Delivered-To:`` address
 (the local recipient whose script redirected), the envelope sender, and
 ``fallback`` (the server's hostname).
 
-The relay calls ``seal`` for outbound rows of kind "redirect", before DKIM
+``Sealer(signer, authserv_id, fallback)`` is both, as the one callable
+``sealer(message, mail_from) -> bytes`` the relay takes (the server makes
+it): the relay calls it for outbound rows of kind "redirect", before DKIM
 signing, on its worker pool (RSA signing is CPU work).
 """
 
@@ -78,3 +80,12 @@ def seal_domain(message, mail_from, signer, fallback=""):
         if name and signer.rsa_key(name) is not None:
             return name
     return None
+
+
+class Sealer:
+    def __init__(self, signer, authserv_id, fallback=""):
+        self.signer, self.authserv_id, self.fallback = signer, authserv_id, fallback
+
+    def __call__(self, message, mail_from):
+        domain = seal_domain(message, mail_from, self.signer, self.fallback)
+        return seal(message, self.signer, self.authserv_id, domain) if domain else b""

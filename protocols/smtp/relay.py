@@ -26,8 +26,9 @@ session (DANE or PKIX) to a server offering REQUIRETLS, else ``550 5.7.30``;
 SMTPUTF8 mail to a server without SMTPUTF8 bounces ``553 5.6.7``; 8-bit
 bodies to a server without 8BITMIME are converted to quoted-printable first;
 then a Sieve redirect (outbound kind "redirect") gets an ARC set
-(``protocols.mailauth.arc.seal``, with the forwarding domain's RSA key and
-the Authentication-Results of ``authserv_id`` that delivery prepended), the
+from ``sealer(data, sender)`` (the server passes ``mailauth.arc.Sealer``:
+the forwarding domain's RSA key, the Authentication-Results that delivery
+prepended), the
 message is DKIM-signed (``protocols.mailauth.dkim``, both on the pool) and
 sent with PIPELINING when offered. Local recipients that failed temporarily
 at submission are retried through ``Outbound.deliver_local``.
@@ -117,13 +118,13 @@ def downgrade(data):
 
 class Relay:
     def __init__(self, outbound, run, resolver, config, *, signer=None, mtasts=None, loop=None,
-                 authserv_id=None):
+                 sealer=None):
         self.outbound = outbound
         self.run = run
         self.resolver = resolver
         self.cfg = config
         self.signer = signer
-        self.authserv_id = authserv_id or config.hostname
+        self.sealer = sealer        # (data, sender) -> ARC header bytes, for redirects
         self.mtasts = mtasts
         self.loop = loop or asyncio.get_event_loop()
         self._wake = asyncio.Event()
@@ -258,8 +259,11 @@ class Relay:
         if eight and "8BITMIME" not in client.extensions:
             data = await self.run(downgrade, data)
             eight = False
-        if self.signer is not None and work.kind == "redirect":
-            data = await self.run(self._arc_seal, data, work.sender) + data
+        if self.sealer is not None and work.kind == "redirect":
+            try:
+                data = await self.run(self.sealer, data, work.sender) + data
+            except Exception as exc:  # noqa: BLE001 - send it unsealed rather than never
+                log.warning("relay: not ARC-sealed: %s", exc)
         if self.signer is not None:
             domain = self.signer.domain_for(data, work.sender)
             if domain:
@@ -299,11 +303,6 @@ class Relay:
                                      "queue_id": work.message_id, "tls": client.tls,
                                      "reply": data_reply.text if data_reply else replies[0].text})
         return results
-
-    def _arc_seal(self, data, sender):
-        from roost.protocols.mailauth import arc
-        domain = arc.seal_domain(data, sender, self.signer, self.cfg.hostname)
-        return arc.seal(data, self.signer, self.authserv_id, domain) if domain else b""
 
     # --- routing and connections ------------------------------------------------------
 

@@ -13,6 +13,7 @@ import time
 import dkim
 import pytest
 from aiosmtpd.controller import Controller
+from roost.protocols.mailauth.arc import Sealer
 from roost.protocols.mailauth.dkim import Signer
 from roost.protocols.smtp.relay import Relay, RelayConfig, downgrade
 from roost.server import config as configmod
@@ -123,7 +124,7 @@ def world(tmp_path, zone):
     store.close()
 
 
-async def drain(world, port, mtasts=None, **cfg):
+async def drain(world, port, mtasts=None, sealer=None, **cfg):
     """Run a relay until nothing is due and no delivery is under way."""
     loop = asyncio.get_running_loop()
 
@@ -131,7 +132,7 @@ async def drain(world, port, mtasts=None, **cfg):
         return await loop.run_in_executor(None, fn, *args)
     relay = Relay(world.q, run, world.zone.resolver(),
                   RelayConfig(hostname="mail.local.test", mx_port=port, timeout=5, **cfg),
-                  signer=world.signer, mtasts=mtasts, loop=loop)
+                  signer=world.signer, mtasts=mtasts, loop=loop, sealer=sealer)
     relay.start()
     try:
         for _ in range(200):
@@ -354,7 +355,7 @@ async def test_redirect_is_arc_sealed_before_dkim_signing(world, sinks):
                   b"\r\n\tdkim=none;\r\n\tdmarc=none header.from=local.test;\r\n\tarc=none\r\n" + MSG)
     submit(world, "bob@remote.test", data=redirected, kind="redirect")
     submit(world, "carol@remote.test")
-    await drain(world, s.port)
+    await drain(world, s.port, sealer=Sealer(world.signer, "mail.local.test", "mail.local.test"))
     got = {rcpts[0]: data for _s, rcpts, data, _tls in s.sinks["127.0.0.2"].received}
     sealed, plain = got["bob@remote.test"], got["carol@remote.test"]
     assert sealed.startswith(b"DKIM-Signature:") and b"\r\nARC-Seal: i=1; cv=none;" in sealed
