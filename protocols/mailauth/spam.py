@@ -96,7 +96,8 @@ def local_score(data, verdicts, weights=WEIGHTS):
         policy = verdicts.get("dmarc_policy")
         if policy in ("quarantine", "reject"):
             reasons.append("DMARC_" + policy.upper())
-    if "remote_host" in verdicts and not verdicts.get("remote_host"):
+    if verdicts.get("remote_ip") and "remote_host" in verdicts and not verdicts.get("remote_host"):
+        # only when the client is known: LMTP without a Received header names none
         reasons.append("NO_PTR")
     score = sum(weights.get(r, 0.0) for r in reasons)
     for zone in verdicts.get("dnsbl") or ():

@@ -30,7 +30,8 @@ def test_a_clean_message_scores_zero():
     ({"dkim": "fail", "dkim_domains": ["ok.test"]}, [], 0.0),   # another signature passed
     ({"dmarc": "fail", "dmarc_policy": "reject"}, ["DMARC_FAIL", "DMARC_REJECT"], 6.0),
     ({"dmarc": "fail", "dmarc_policy": "none"}, ["DMARC_FAIL"], 2.0),
-    ({"remote_host": ""}, ["NO_PTR"], 1.5),
+    ({"remote_ip": "192.0.2.7", "remote_host": ""}, ["NO_PTR"], 1.5),
+    ({"remote_ip": "", "remote_host": ""}, [], 0.0),     # LMTP without a Received: no client
     ({"dnsbl": ["a.test", "b.test"]}, ["DNSBL(a.test)", "DNSBL(b.test)"], 6.0),
 ])
 def test_verdict_signals(verdicts, reasons, score):
@@ -45,7 +46,8 @@ def test_header_rules():
 
 
 def test_headers_and_updates():
-    headers, updates = SpamFilter(threshold=4).check(GOOD, {"spf": "fail", "remote_host": ""})
+    headers, updates = SpamFilter(threshold=4).check(GOOD, {"spf": "fail", "remote_ip": "192.0.2.7",
+                                                          "remote_host": ""})
     assert headers == (b"X-Spam-Score: 4.5\r\nX-Spam-Status: Yes, score=4.5 required=4.0\r\n"
                        b"\ttests=SPF_FAIL,NO_PTR\r\n")
     assert updates == {"spam": True, "spam_score": 4.5, "spam_reasons": ["SPF_FAIL", "NO_PTR"]}
