@@ -239,3 +239,12 @@ def deliver(delivery, data, recipients, sender=None, mailbox=None):
     (as LMTP does); returns one ``DeliveryResult`` per recipient."""
     from roost.storage.delivery import Incoming
     return delivery.store(Incoming(data, tuple(recipients), sender=sender, mailbox_name=mailbox))
+
+
+def without_verdicts(data, authserv_id="localhost"):
+    """``data`` less what inbound checks prepend: our Authentication-Results
+    and the X-Spam-Score/X-Spam-Status fields (folded lines included)."""
+    import re as _re
+    from roost.protocols.mailauth.inbound import remove_ours
+    data = remove_ours(data, authserv_id)
+    return _re.sub(rb"(?im)^X-Spam-(?:Score|Status):[^\n]*\n(?:[ \t][^\n]*\n)*", b"", data, count=2)

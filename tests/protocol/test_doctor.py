@@ -232,7 +232,7 @@ def test_listeners_roost_free_other_and_unbindable(tmp_path, roost_server):
     assert got["lmtp"].verdict == "warn" and "free" in got["lmtp"].detail
     assert got["jmap"].verdict == "fail" and "cannot" in got["jmap"].detail
     assert got["submission"].verdict == "warn" and "free" in got["submission"].detail
-    assert got["smtp"].verdict == "skip"                  # not part of this version yet
+    assert got["smtp"].verdict == "warn" and "free" in got["smtp"].detail   # the edge, off by default
 
 
 # --- TLS ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from roost.storage import flags as fl
 from roost.storage import mbox
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
-from tests.conftest import LineClient, RoostServer, add_user, append, deliver, roost
+from tests.conftest import LineClient, RoostServer, add_user, append, deliver, roost, without_verdicts
 
 CORPUS = pathlib.Path(__file__).resolve().parents[3] / "shared" / "corpus"
 EMLS = sorted(CORPUS.glob("*/**/*.eml"))
@@ -122,8 +122,7 @@ def test_corpus_sample_over_lmtp(tmp_path):
         client.close()
     finally:
         server.stop()
-    from roost.protocols.mailauth.inbound import remove_ours
-    exported = [remove_ours(m, "localhost")            # the verdicts delivery prepended
+    exported = [without_verdicts(m)            # the verdicts delivery prepended
                 for m in export(data_dir, "lmtp@example.org", "INBOX", tmp_path)]
     assert exported == [b"Return-Path: <sender@example.net>\r\nDelivered-To: lmtp@example.org\r\n" + s
                         for s in sent]
