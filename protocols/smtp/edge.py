@@ -84,9 +84,10 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from aiosmtpd.smtp import SMTP, Envelope as _SMTPEnvelope
+from aiosmtpd.smtp import Envelope as _SMTPEnvelope
 
 from roost.protocols.dns import DNSError
+from roost.protocols.smtp.session import SHUTDOWN, Session
 from roost.protocols.smtp.submission import Reply, check_address, split_path
 from roost.protocols.smtpdata import read_data
 from roost.storage import delivery as outcome
@@ -105,12 +106,6 @@ VERDICT_TIMEOUT = 60.0
 CACHE_TTL = 300             # seconds a client's DNS findings are reused (postscreen caches too)
 CACHE_SIZE = 10000
 _conn_ids = itertools.count(1)
-_HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}(\s|$)")
-_DEFAULT_ENHANCED = {
-    "221": "2.0.0", "250": "2.0.0", "252": "2.0.0", "421": "4.3.2", "451": "4.3.0",
-    "454": "4.7.0", "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1",
-    "504": "5.5.4", "550": "5.0.0", "552": "5.3.4", "553": "5.1.3", "554": "5.0.0", "555": "5.5.4",
-}
 _UNSAFE = re.compile(r"[^\x21-\x7e]")
 _UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f]")
 _TEMPORARY = (outcome.TEMPORARY, outcome.OVER_QUOTA)
@@ -215,7 +210,7 @@ class Context:
         self.closing = True
         for session in list(self.sessions):
             if not session.busy:
-                session.close_with("421 4.3.2 the server is shutting down")
+                session.close_with(SHUTDOWN)
 
 
 @dataclass
@@ -291,7 +286,7 @@ class _Handler:
         return "451 4.3.0 internal error; try again later"
 
 
-class Edge(SMTP):
+class Edge(Session):
     """One connection from another MTA."""
 
     line_length_limit = LINE_LIMIT
@@ -397,28 +392,6 @@ class Edge(SMTP):
         self._plain = True
         await super()._handle_client()
 
-    def _timeout_cb(self):
-        self._say("421 4.4.2 idle too long; closing")
-        super()._timeout_cb()
-
-    def close_with(self, line):
-        if self.transport is not None and not self.transport.is_closing():
-            self._say(line)
-            self.transport.close()
-
-    def _say(self, line):
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(line.encode() + b"\r\n")
-
-    async def _work(self, fn, *args):
-        self.busy += 1
-        try:
-            return await self.ctx.run(fn, *args)
-        finally:
-            self.busy -= 1
-            if self.ctx.closing:
-                self.loop.call_soon(self.close_with, "421 4.3.2 the server is shutting down")
-
     def _counted(self, verb, method):
         async def counted(arg):
             if verb not in ("MAIL", "RCPT", "DATA", "QUIT", "STARTTLS"):
@@ -431,24 +404,6 @@ class Edge(SMTP):
             await method(arg)
         return counted
 
-    async def push(self, status):
-        if isinstance(status, str):
-            status = status.encode("utf-8", "replace").decode("utf-8")
-            if self._plain:
-                self._plain = status[:1] == "2" and status[3:4] == "-"
-            elif not _HAS_ENHANCED.match(status):
-                code = status[:3]
-                if code in _DEFAULT_ENHANCED and status[3:4] in (" ", ""):
-                    status = f"{code} {_DEFAULT_ENHANCED[code]} {status[4:]}".rstrip()
-        self.bytes_out += len(status) + 2
-        await super().push(status)
-
-    async def _lines(self, lines):
-        for i, line in enumerate(lines):
-            self._plain = True
-            await self.push(("250 " if i == len(lines) - 1 else "250-") + line)
-        self._plain = False
-
     def _create_envelope(self):
         return Transaction()
 
@@ -459,36 +414,14 @@ class Edge(SMTP):
 
     # --- greeting, TLS -------------------------------------------------------------
 
-    async def smtp_HELO(self, hostname):
-        if not hostname:
-            await self.push("501 5.5.4 Syntax: HELO hostname")
-            return
-        self._set_rset_state()
-        self.session.extended_smtp = False
-        self.session.host_name = hostname
-        await self._lines([self.hostname])
-
     async def smtp_EHLO(self, hostname):
-        if not hostname:
-            await self.push("501 5.5.4 Syntax: EHLO hostname")
+        if not await self._hello(hostname, "EHLO"):
             return
-        self._set_rset_state()
-        self.session.extended_smtp = True
-        self.session.host_name = hostname
         lines = [self.hostname, "PIPELINING", f"SIZE {self.ctx.policy.max_size}", "8BITMIME",
                  "SMTPUTF8", "ENHANCEDSTATUSCODES"]
         if self.tls_context is not None and not self.secure:
             lines.append("STARTTLS")
         await self._lines(lines)
-
-    async def smtp_STARTTLS(self, arg):
-        if self.secure:
-            await self.push("503 5.5.1 TLS is already active")
-            return
-        if self.tls_context is None:
-            await self.push("454 4.7.0 TLS is not available here")
-            return
-        await super().smtp_STARTTLS(arg)
 
     # --- the transaction -------------------------------------------------------------
 

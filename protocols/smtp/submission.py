@@ -99,6 +99,7 @@ from dataclasses import dataclass, field
 
 from aiosmtpd.smtp import SMTP, Envelope as _SMTPEnvelope
 
+from roost.protocols.smtp.session import SHUTDOWN, Session
 from roost.protocols.smtpdata import read_data
 from roost.storage import account_data
 from roost.storage.accounts import normalise_address
@@ -118,14 +119,6 @@ _conn_ids = itertools.count(1)
 
 # RFC 2034: every reply but the greeting, the EHLO/HELO answer, 334 and 354
 # carries an enhanced code; these are the defaults for aiosmtpd's own replies.
-_HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}(\s|$)")
-_DEFAULT_ENHANCED = {
-    "220": "2.0.0", "221": "2.0.0", "250": "2.0.0", "252": "2.0.0", "421": "4.3.2", "451": "4.3.0",
-    "454": "4.7.0", "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1",
-    "504": "5.5.4", "530": "5.7.0", "535": "5.7.8", "538": "5.7.11", "550": "5.0.0",
-    "552": "5.3.4", "553": "5.1.3", "554": "5.0.0", "555": "5.5.4",
-}
-
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
 _LOCAL = {False: re.compile(rf'^(?:[{_ATEXT}]+(?:\.[{_ATEXT}]+)*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*")$'),
           True: re.compile(rf'^(?:[\x80-\U0010ffff{_ATEXT}]+(?:\.[\x80-\U0010ffff{_ATEXT}]+)*'
@@ -205,7 +198,7 @@ class Context:
         self.closing = True
         for session in list(self.sessions):
             if not session.busy:
-                session.close_for_shutdown()
+                session.close_with(SHUTDOWN)
 
 
 @dataclass(frozen=True)
@@ -251,7 +244,7 @@ def is_loopback(host):
                                 and addr.ipv4_mapped.is_loopback)
 
 
-class Submission(SMTP):
+class Submission(Session):
     """One submission connection (``implicit_tls``: on the submissions port)."""
 
     line_length_limit = LINE_LIMIT
@@ -342,71 +335,14 @@ class Submission(SMTP):
             self._say("421 4.7.0 authenticate sooner; closing")
             self.transport.close()
 
-    def _timeout_cb(self):
-        self._say("421 4.4.2 idle too long; closing")
-        super()._timeout_cb()
-
-    async def _work(self, fn, *args):
-        """Blocking ``fn(*args)`` on the worker pool."""
-        self.busy += 1
-        try:
-            return await self.ctx.run(fn, *args)
-        finally:
-            self.busy -= 1
-            if self.ctx.closing:        # after the reply the caller is about to write
-                self.loop.call_soon(self.close_for_shutdown)
-
-    def close_for_shutdown(self):
-        if self.transport is not None and not self.transport.is_closing():
-            self._say("421 4.3.2 the server is shutting down")
-            self.transport.close()
-
-    def _say(self, line):
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(line.encode() + b"\r\n")
-
-    async def push(self, status):
-        if isinstance(status, str):
-            # A reply may quote what the client sent: bytes that were not
-            # UTF-8 (surrogate escapes) are not sent back.
-            status = status.encode("utf-8", "replace").decode("utf-8")
-            if self._plain:
-                self._plain = status[:1] == "2" and status[3:4] == "-"   # the rest of a greeting
-            elif not _HAS_ENHANCED.match(status):
-                code = status[:3]
-                if code in _DEFAULT_ENHANCED and status[3:4] in (" ", ""):
-                    status = f"{code} {_DEFAULT_ENHANCED[code]} {status[4:]}".rstrip()
-        self.bytes_out += len(status) + 2
-        await super().push(status)
-
-    async def _lines(self, lines):
-        """A multi-line 250 without enhanced codes (EHLO, HELO)."""
-        for i, line in enumerate(lines):
-            self._plain = True
-            await self.push(("250 " if i == len(lines) - 1 else "250-") + line)
-        self._plain = False
-
     def _create_envelope(self):
         return Transaction()
 
     # --- greeting, TLS -------------------------------------------------------------
 
-    async def smtp_HELO(self, hostname):
-        if not hostname:
-            await self.push("501 5.5.4 Syntax: HELO hostname")
-            return
-        self._set_rset_state()
-        self.session.extended_smtp = False
-        self.session.host_name = hostname
-        await self._lines([self.hostname])
-
     async def smtp_EHLO(self, hostname):
-        if not hostname:
-            await self.push("501 5.5.4 Syntax: EHLO hostname")
+        if not await self._hello(hostname, "EHLO"):
             return
-        self._set_rset_state()
-        self.session.extended_smtp = True
-        self.session.host_name = hostname
         lim = self.ctx.limits
         until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=lim.max_hold)
         lines = [self.hostname, "PIPELINING", f"SIZE {lim.max_size}", "8BITMIME", "SMTPUTF8",
@@ -419,15 +355,6 @@ class Submission(SMTP):
         if self.secure:
             lines.append("REQUIRETLS")
         await self._lines(lines)
-
-    async def smtp_STARTTLS(self, arg):
-        if self.secure:
-            await self.push("503 5.5.1 TLS is already active")
-            return
-        if self.tls_context is None:
-            await self.push("454 4.7.0 TLS is not available here")
-            return
-        await super().smtp_STARTTLS(arg)
 
     # --- AUTH ----------------------------------------------------------------------
 
