@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 
 from twisted.internet import protocol
 
+from roost.protocols.sasl import PreauthGate
 from roost.storage import errors
 from roost.storage.flags import names as flag_names
 
@@ -103,32 +104,6 @@ class IMAPContext:
     def __post_init__(self):
         if self.gate is None:
             self.gate = PreauthGate()
-
-
-class PreauthGate:
-    """Counts connections that have not logged in, per address and in all."""
-
-    def __init__(self):
-        self.by_ip = {}
-        self.total = 0
-
-    def enter(self, ip, per_ip, total):
-        """Admit one more (True), or say which limit is reached."""
-        if total and self.total >= total:
-            return "too many connections are waiting to log in; try again later"
-        if per_ip and self.by_ip.get(ip, 0) >= per_ip:
-            return f"too many connections from {ip} are waiting to log in"
-        self.total += 1
-        self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
-        return True
-
-    def leave(self, ip):
-        self.total -= 1
-        left = self.by_ip.get(ip, 1) - 1
-        if left:
-            self.by_ip[ip] = left
-        else:
-            self.by_ip.pop(ip, None)
 
 
 class Accounting:

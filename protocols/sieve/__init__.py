@@ -41,35 +41,12 @@ Design choices:
   event per command at DEBUG (``server.logs``).
 """
 
-import collections
 from dataclasses import dataclass, field
+
+from roost.protocols.sasl import PreauthGate
 
 from .session import Session
 from .wire import MAX_LINE
-
-
-class Gate:
-    """Connections that have not authenticated, per client address and in all."""
-
-    def __init__(self):
-        self.by_ip = collections.Counter()
-        self.total = 0
-
-    def enter(self, ip, per_ip, total):
-        """True, or the reason the connection is turned away."""
-        if total and self.total >= total:
-            return "too many connections are waiting to authenticate; try again later"
-        if per_ip and self.by_ip[ip] >= per_ip:
-            return f"too many unauthenticated connections from {ip}"
-        self.total += 1
-        self.by_ip[ip] += 1
-        return True
-
-    def leave(self, ip):
-        self.total -= 1
-        self.by_ip[ip] -= 1
-        if self.by_ip[ip] <= 0:
-            del self.by_ip[ip]
 
 
 @dataclass
@@ -88,7 +65,7 @@ class Context:
     unauthenticated_per_ip: int = 10
     unauthenticated_total: int = 200
     unauthenticated_timeout: float = 60
-    gate: Gate = field(default_factory=Gate)
+    gate: PreauthGate = field(default_factory=PreauthGate)
     sessions: set = field(default_factory=set)
     closing: bool = False
 
@@ -105,4 +82,4 @@ async def serve(ctx, reader, writer):
     await Session(ctx, reader, writer).run()
 
 
-__all__ = ["Context", "Gate", "MAX_LINE", "serve"]
+__all__ = ["Context", "MAX_LINE", "serve"]

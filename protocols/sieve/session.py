@@ -14,6 +14,7 @@ import json
 import logging
 import time
 
+from roost.protocols import sasl
 from roost.storage import sieve
 from roost.storage.errors import Conflict, InvalidName, QuotaExceeded
 from roost.storage.sieve import scripts, vacation
@@ -455,23 +456,7 @@ def _script(data):
 
 
 def parse_oauthbearer(data):
-    """``(user or "", token)`` of an RFC 7628 initial client response:
-    ``n,a=user,^Aauth=Bearer T^A^A`` (no channel binding)."""
-    flag, comma, rest = data.partition(b",")
-    authz, comma2, rest = rest.partition(b",")
-    if flag not in (b"n", b"y") or not comma or not comma2:
-        raise Reply("OAUTHBEARER wants a GS2 header without channel binding")
-    user = ""
-    if authz:
-        if not authz.startswith(b"a="):
-            raise Reply("OAUTHBEARER: malformed authzid")
-        user = authz[2:].decode("utf-8", "replace").replace("=2C", ",").replace("=3D", "=")
-    auth = None
-    for item in rest.split(b"\x01"):
-        key, eq, value = item.partition(b"=")
-        if eq and key.lower() == b"auth":
-            auth = value.decode("utf-8", "replace")
-    scheme, _, token = (auth or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Reply("OAUTHBEARER wants auth=Bearer <token>")
-    return user, token.strip()
+    try:
+        return sasl.parse_oauthbearer(data)
+    except ValueError as exc:
+        raise Reply(str(exc)) from None

@@ -99,6 +99,8 @@ from dataclasses import dataclass, field
 
 from aiosmtpd.smtp import SMTP, Envelope as _SMTPEnvelope
 
+from roost.protocols import sasl
+from roost.protocols.sasl import PreauthGate
 from roost.protocols.smtp.session import SHUTDOWN, Session
 from roost.protocols.smtpdata import read_data
 from roost.storage import account_data
@@ -147,30 +149,6 @@ class Limits:
     unauthenticated_timeout: float = 60
 
 
-class Gate:
-    """Connections that have not authenticated, per client address and in all."""
-
-    def __init__(self):
-        self.by_ip = collections.Counter()
-        self.total = 0
-
-    def enter(self, ip, per_ip, total):
-        """True, or the reason the connection is turned away."""
-        if total and self.total >= total:
-            return "too many connections are waiting to authenticate; try again later"
-        if per_ip and self.by_ip[ip] >= per_ip:
-            return f"too many unauthenticated connections from {ip}"
-        self.total += 1
-        self.by_ip[ip] += 1
-        return True
-
-    def leave(self, ip):
-        self.total -= 1
-        self.by_ip[ip] -= 1
-        if self.by_ip[ip] <= 0:
-            del self.by_ip[ip]
-
-
 @dataclass
 class Context:
     """What the listeners share. ``run(fn, *args)`` runs blocking ``fn`` on
@@ -188,7 +166,7 @@ class Context:
     limits: Limits = field(default_factory=Limits)
     save_sent: bool = True
     loopback_cleartext: bool = True
-    gate: Gate = field(default_factory=Gate)
+    gate: PreauthGate = field(default_factory=PreauthGate)
     sessions: set = field(default_factory=set)
     closing: bool = False
 
@@ -934,46 +912,17 @@ def parse_rfc3339(value):
 
 
 def parse_xoauth2(data):
-    """``(user, token)`` of an XOAUTH2 response: ``user=U^Aauth=Bearer T^A^A``."""
-    pairs = _kvpairs(data.split(b"\x01"))
-    user, token = pairs.get("user"), _bearer(pairs.get("auth"))
-    if user is None or token is None:
-        raise Reply("501 5.5.2 XOAUTH2 wants user=...^Aauth=Bearer ...^A^A")
-    return user, token
+    try:
+        return sasl.parse_xoauth2(data)
+    except ValueError as exc:
+        raise Reply(f"501 5.5.2 {exc}") from None
 
 
 def parse_oauthbearer(data):
-    """``(user or "", token)`` of an RFC 7628 initial client response:
-    ``n,a=user,^Aauth=Bearer T^A^A`` (no channel binding)."""
-    flag, comma, rest = data.partition(b",")
-    authz, comma2, rest = rest.partition(b",")
-    if flag not in (b"n", b"y") or not comma or not comma2:
-        raise Reply("501 5.5.2 OAUTHBEARER wants a GS2 header without channel binding")
-    user = ""
-    if authz:
-        if not authz.startswith(b"a="):
-            raise Reply("501 5.5.2 OAUTHBEARER: malformed authzid")
-        user = authz[2:].decode("utf-8", "replace").replace("=2C", ",").replace("=3D", "=")
-    token = _bearer(_kvpairs(rest.split(b"\x01")).get("auth"))
-    if token is None:
-        raise Reply("501 5.5.2 OAUTHBEARER wants auth=Bearer <token>")
-    return user, token
-
-
-def _kvpairs(items):
-    out = {}
-    for item in items:
-        key, eq, value = item.partition(b"=")
-        if eq:
-            out.setdefault(key.decode("ascii", "replace").lower(),
-                           value.decode("utf-8", "replace"))
-    return out
-
-
-def _bearer(value):
-    scheme, _, token = (value or "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
+    try:
+        return sasl.parse_oauthbearer(data)
+    except ValueError as exc:
+        raise Reply(f"501 5.5.2 {exc}") from None
 
 
 # --- message data and header ----------------------------------------------------------
