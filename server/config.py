@@ -100,8 +100,8 @@ class Config:
     smtp_recipients_per_minute: int = 300
     smtp_recipients_per_message: int = 100
     smtp_commands_before_mail: int = 20
-    smtp_timeout: float = 300
-    smtp_lifetime: float = 1800
+    smtp_timeout: float = 300.0
+    smtp_lifetime: float = 1800.0
     # [spam]: protocols.mailauth.spam
     spam: dict = field(default_factory=dict)
 
@@ -231,63 +231,51 @@ def load(path=None, data=None):
     return cfg
 
 
-def _load_submission(cfg, table):
-    """The ``[submission]`` table: booleans must be booleans, limits counts >= 0."""
+def _load_table(cfg, section, table, seconds=None):
+    """Settings ``[section] key = value`` into ``cfg.<section>_<key>``, each of
+    its default's type: booleans true or false, counts whole numbers >= 0
+    (0: no limit), lists of strings, strings; numbers of seconds (float
+    defaults) from 0 up to ``seconds`` when given."""
     for key, value in table.items():
-        name = "submission_" + key
+        name = f"{section}_{key}"
         if not hasattr(cfg, name):
-            raise ValueError(f"[submission] has no setting {key!r}")
+            raise ValueError(f"[{section}] has no setting {key!r}")
         default = getattr(cfg, name)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"[submission] {key} must be true or false")
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+            want = "a list of strings"
         elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"[submission] {key} must be a whole number >= 0 (0: no limit)")
+            ok, want = number and value == int(value) and value >= 0, "a whole number >= 0 (0: no limit)"
+            value = int(value) if ok else value
+        elif isinstance(default, float):
+            ok = number and value >= 0 and (seconds is None or 0 < value <= seconds)
+            want = f"a number of seconds from 0 to {seconds}" if seconds else "a number >= 0"
+            value = float(value) if ok else value
         else:
-            value = str(value)
+            ok, want, value = True, "", str(value)
+        if not ok:
+            raise ValueError(f"[{section}] {key} must be {want}")
         setattr(cfg, name, value)
+
+
+def _load_submission(cfg, table):
+    _load_table(cfg, "submission", table)
 
 
 def _load_inbound(cfg, table):
     """The ``[inbound]`` table (verdicts on incoming mail, DMARC reports)."""
-    for key, value in table.items():
-        name = "inbound_" + key
-        if not hasattr(cfg, name):
-            raise ValueError(f"[inbound] has no setting {key!r}")
-        default = getattr(cfg, name)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"[inbound] {key} must be true or false")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 60:
-                raise ValueError(f"[inbound] {key} must be a number of seconds from 0 to 60")
-            value = float(value)
-        else:
-            value = str(value)
-        setattr(cfg, name, value)
+    _load_table(cfg, "inbound", table, seconds=60)
     if cfg.inbound_lmtp_verdicts not in ("received", "skip"):
         raise ValueError('[inbound] lmtp_verdicts must be "received" or "skip"')
+
+
 def _load_smtp(cfg, table):
-    """The ``[smtp]`` table (the MX-facing edge), each value of its default's type."""
+    """The ``[smtp]`` table (the MX-facing edge)."""
     from roost.storage.outbound import parse_interval
-    for key, value in table.items():
-        name = "smtp_" + key
-        if not hasattr(cfg, name):
-            raise ValueError(f"[smtp] has no setting {key!r}")
-        default = getattr(cfg, name)
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, list):
-            ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
-        elif isinstance(default, (int, float)):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-            value = type(default)(value) if ok else value
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            raise ValueError(f"[smtp] {key} must be like its default, {default!r}")
-        setattr(cfg, name, value)
+    _load_table(cfg, "smtp", table)
     if cfg.smtp_dnsbl_action not in ("reject", "score"):
         raise ValueError('[smtp] dnsbl_action must be "reject" or "score"')
     for key in ("greylist_delay", "greylist_retry_window", "greylist_allow_for"):
