@@ -116,6 +116,9 @@ def downgrade(data):
     return out.getvalue()
 
 
+STOP_WAIT = 5.0              # seconds stop() waits for cancelled deliveries
+
+
 class Relay:
     def __init__(self, outbound, run, resolver, config, *, signer=None, mtasts=None, loop=None,
                  sealer=None):
@@ -143,10 +146,13 @@ class Relay:
         """Stop taking work; deliveries under way are cut (their recipients'
         leases lapse and recovery clears them: nothing is lost)."""
         self.outbound.wakeup = None
-        for task in [self._main, *self._tasks]:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in [self._main, *self._tasks] if t), return_exceptions=True)
+        tasks = [t for t in [self._main, *self._tasks] if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Bounded: a task cancelled inside a TLS handshake may never finish
+            # (asyncio's start_tls), and shutdown must not wait for it.
+            await asyncio.wait(tasks, timeout=STOP_WAIT)
 
     async def _serve(self):
         while True:
