@@ -35,6 +35,14 @@ class PreauthGate:
             self.by_ip.pop(ip, None)
 
 
+def parse_plain(data):
+    """``(authzid, authcid, password)`` of a PLAIN response (RFC 4616)."""
+    parts = data.split(b"\0")
+    if len(parts) != 3:
+        raise ValueError("PLAIN wants authzid NUL authcid NUL password")
+    return tuple(p.decode("utf-8", "replace") for p in parts)
+
+
 def parse_oauthbearer(data):
     """``(user or "", token)`` of an RFC 7628 initial client response:
     ``n,a=user,^Aauth=Bearer T^A^A`` (no channel binding)."""

@@ -316,10 +316,10 @@ class Session:
             raise Reply("cannot decode the base64 response") from None
 
     async def _auth_PLAIN(self, initial):
-        parts = (await self._response(initial)).split(b"\0")
-        if len(parts) != 3:
-            raise Reply("PLAIN wants authzid NUL authcid NUL password")
-        authz, user, password = (p.decode("utf-8", "replace") for p in parts)
+        try:
+            authz, user, password = sasl.parse_plain(await self._response(initial))
+        except ValueError as exc:
+            raise Reply(str(exc)) from None
         key = self.ctx.auth.account_key
         if authz and key(authz) != key(user):
             return user, await self._refused()       # no acting as another user

@@ -391,10 +391,10 @@ class Submission(Session):
             raise Reply("501 5.5.2 cannot decode the base64 response") from None
 
     async def _auth_PLAIN(self, initial):
-        parts = (await self._response(initial)).split(b"\0")
-        if len(parts) != 3:
-            raise Reply("501 5.5.2 PLAIN wants authzid NUL authcid NUL password")
-        authz, user, password = (p.decode("utf-8", "replace") for p in parts)
+        try:
+            authz, user, password = sasl.parse_plain(await self._response(initial))
+        except ValueError as exc:
+            raise Reply(f"501 5.5.2 {exc}") from None
         key = self.ctx.auth.account_key
         if authz and key(authz) != key(user):
             return user, _REFUSED               # no acting as another user
