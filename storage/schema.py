@@ -9,6 +9,7 @@ next value in the same transaction and writes a ``changes`` row, so CONDSTORE,
 QRESYNC, JMAP ``/changes`` and push all read one fact.
 """
 
+import sqlite3
 import time
 
 from sqlalchemy import (
@@ -377,6 +378,21 @@ push_subscriptions = Table(
 )
 
 
+def _wal(cur, wait=30.0):
+    """Switch the database to WAL. The switch needs the database to itself and
+    SQLite does not wait for that (no busy handler), so a second process
+    opening an old database at the same moment retries here."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def make_engine(url, *, memory=False):
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     if memory:
@@ -395,7 +411,7 @@ def make_engine(url, *, memory=False):
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             if not memory:
-                cur.execute("PRAGMA journal_mode=WAL")
+                _wal(cur)
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")

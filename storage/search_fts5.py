@@ -83,8 +83,13 @@ class Fts5Backend(SearchBackend):
     name = "fts5"
 
     def __init__(self, engine):
-        with engine.begin() as conn:
-            self.unindexed = create_tables(conn)
+        # The write lock up front (BEGIN IMMEDIATE): a read that turns into a
+        # write fails at once, without waiting, when another process wrote in
+        # between (two processes opening one data directory together).
+        with engine.connect() as conn:
+            conn.execution_options(roost_write=True)
+            with conn.begin():
+                self.unindexed = create_tables(conn)
 
     def index_missing(self, store):
         if self.unindexed:
