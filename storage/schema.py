@@ -33,6 +33,7 @@ accounts = Table(
     Column("domain_id", Integer, ForeignKey("domains.id"), nullable=False),
     Column("password_hash", Text),
     Column("quota_bytes", BigInteger),
+    Column("quota_messages", BigInteger),      # RFC 9208 MESSAGE limit; None: none
     Column("used_bytes", BigInteger, nullable=False, default=0),
     Column("modseq", BigInteger, nullable=False, default=1),
     # Changes at or below this MODSEQ have been pruned from the change log.
@@ -55,11 +56,16 @@ mailboxes = Table(
     Column("name", String(1024), nullable=False),
     Column("folder", String(2048), nullable=False),
     Column("role", String(32)),
+    # Superseded by ``subscriptions`` (0005): IMAP subscriptions are names,
+    # independent of mailboxes. Kept only because dropping a column rebuilds
+    # the table on SQLite; nothing reads it.
     Column("subscribed", Boolean, nullable=False, default=True),
     Column("uidvalidity", BigInteger, nullable=False),
     Column("uidnext", BigInteger, nullable=False, default=1),
     Column("highestmodseq", BigInteger, nullable=False),
     Column("sort_order", Integer, nullable=False, default=0),
+    # RFC 3501 \Recent: UIDs above this have not been seen by any session yet.
+    Column("recent_uid", BigInteger, nullable=False, default=0, server_default="0"),
     UniqueConstraint("account_id", "name"),
     UniqueConstraint("account_id", "role"),
 )
@@ -375,6 +381,53 @@ push_subscriptions = Table(
     Column("id", Integer, primary_key=True),
     Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
     Column("settings", Text, nullable=False, default="{}"),
+)
+
+
+# IMAP subscriptions (RFC 3501 6.3.6, RFC 9051): names, which need not exist.
+subscriptions = Table(
+    "subscriptions", metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(1024), primary_key=True),
+)
+
+# RFC 4314 grants on a mailbox: grantee is an account address (lower case) or
+# "anyone"; rights is the RFC 4314 rights string.
+acl = Table(
+    "acl", metadata,
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True),
+    Column("grantee", String(320), primary_key=True),
+    Column("rights", String(32), nullable=False),
+)
+Index("acl_grantee", acl.c.grantee)
+
+# RFC 5464 METADATA entries. account_id is the account the entry belongs to
+# (the mailbox's owner for /shared entries, the user for /private ones and for
+# server entries); mailbox_id None is a server entry. name is the entry name
+# as the client gave it, e.g. "/private/comment".
+metadata_entries = Table(
+    "metadata_entries", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id", ondelete="CASCADE")),
+    Column("name", String(1024), nullable=False),
+    Column("value", LargeBinary, nullable=False),
+)
+Index("metadata_entries_owner", metadata_entries.c.account_id, metadata_entries.c.mailbox_id)
+
+# Named leases held by one process for a while (a POP3 maildrop lock).
+leases = Table(
+    "leases", metadata,
+    Column("name", String(255), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires", Float, nullable=False),
+)
+
+# Server-wide values (the search index's format version, for reindexing).
+server_state = Table(
+    "server_state", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )
 
 

@@ -36,7 +36,7 @@ from sqlalchemy import inspect, text
 from ..errors import StoreError
 from ..schema import metadata
 
-HEAD = "0004"
+HEAD = "0005"
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The search backend's tables (storage.search_fts5, and the first release's
 # message_text) with their FTS5 shadow tables: not Alembic's to compare.
