@@ -89,7 +89,6 @@ from aiosmtpd.smtp import Envelope as _SMTPEnvelope
 from roost.protocols.dns import DNSError
 from roost.protocols.smtp.session import SHUTDOWN, Session
 from roost.protocols.smtp.submission import Reply, check_address, split_path
-from roost.protocols.smtpdata import read_data
 from roost.storage import delivery as outcome
 from roost.storage import dsn
 from roost.storage import greylist as greylisting
@@ -575,35 +574,16 @@ class Edge(Session):
     async def smtp_DATA(self, arg):
         if await self.check_helo_needed():
             return
-        txn, policy = self.envelope, self.ctx.policy
-        if not txn.rcpt_tos:
-            await self.push("503 5.5.1 need RCPT before DATA")
-            return
-        if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        started = time.monotonic()
-        try:
-            content = await read_data(self._reader, policy.max_size, self._reset_timeout)
-        except asyncio.IncompleteReadError:
-            return      # gone mid-message: nothing was acknowledged
-        if content is None:
-            reply = f"552 5.3.4 message exceeds the limit of {policy.max_size} octets"
-        else:
+        txn = self.envelope
+
+        async def accept(content):
             try:
-                reply = await self._accept(txn, content)
+                return await self._accept(txn, content)
             except Exception:  # noqa: BLE001 - the sender keeps the message
                 log.exception("storing a message from %s", self.ip)
-                reply = "451 4.3.0 temporary failure, try again later"
-        log.info("DATA", extra={
-            "event": "command", "proto": "smtp", "verb": "DATA", "conn": self.conn_id,
-            "peer": self.ip, "sender": txn.mail_from, "rcpts": len(txn.rcpt_tos),
-            "size": len(content) if content is not None else None,
-            "outcome": "ok" if reply[:1] == "2" else "refused", "status": reply[:60],
-            "ms": round((time.monotonic() - started) * 1000, 3)})
-        self._set_post_data_state()
-        await self.push(reply)
+                return "451 4.3.0 temporary failure, try again later"
+        await self.receive_data(arg, txn.rcpt_tos, self.ctx.policy.max_size, accept, log,
+                                proto="smtp", peer=self.ip, sender=txn.mail_from)
 
     async def _accept(self, txn, content):
         ctx, info = self.ctx, await self._client()

@@ -4,15 +4,20 @@ status codes added to every reply (RFC 2034; none on the EHLO/HELO lines),
 replies that never echo bytes that were not UTF-8, HELO and the start of
 EHLO, STARTTLS refusals, the idle timeout's 421, and blocking work on the
 worker pool that ends the session with a 421 once the server is shutting
-down (after the reply the caller is about to write).
+down (after the reply the caller is about to write), and the DATA step
+(``receive_data``: checks, 354, the bounded read, the reply and its log line).
 
 A subclass sets ``ctx`` (with ``run`` and ``closing``), ``busy = 0`` and
 ``_plain = False`` in its ``__init__``, and gives ``_create_envelope``.
 """
 
+import asyncio
 import re
+import time
 
 from aiosmtpd.smtp import SMTP
+
+from roost.protocols.smtpdata import read_data
 
 HAS_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}(\s|$)")
 DEFAULT_ENHANCED = {
@@ -91,3 +96,32 @@ class Session(SMTP):
             await self.push("454 4.7.0 TLS is not available here")
             return
         await super().smtp_STARTTLS(arg)
+
+    async def receive_data(self, arg, recipients, max_size, accept, log, **fields):
+        """DATA once the caller's own checks passed: the message (at most
+        ``max_size`` octets), ``await accept(content)`` for the reply, then
+        one log line with ``fields``. A client gone mid-message was never
+        acknowledged, so nothing happens."""
+        if not recipients:
+            await self.push("503 5.5.1 need RCPT before DATA")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        started = time.monotonic()
+        try:
+            content = await read_data(self._reader, max_size, self._reset_timeout)
+        except asyncio.IncompleteReadError:
+            return
+        if content is None:
+            reply = f"552 5.3.4 message exceeds the limit of {max_size} octets"
+        else:
+            reply = await accept(content)
+        log.info("DATA", extra={
+            "event": "command", "verb": "DATA", "conn": self.conn_id, **fields,
+            "rcpts": len(recipients), "size": len(content) if content is not None else None,
+            "outcome": "ok" if reply[:1] == "2" else "refused", "status": reply[:60],
+            "ms": round((time.monotonic() - started) * 1000, 3)})
+        self._set_post_data_state()
+        await self.push(reply)

@@ -102,7 +102,6 @@ from aiosmtpd.smtp import SMTP, Envelope as _SMTPEnvelope
 from roost.protocols import sasl
 from roost.protocols.sasl import PreauthGate
 from roost.protocols.smtp.session import SHUTDOWN, Session
-from roost.protocols.smtpdata import read_data
 from roost.storage import account_data
 from roost.storage.accounts import normalise_address
 from roost.storage.delivery import Incoming
@@ -657,34 +656,16 @@ class Submission(Session):
             await self.push("530 5.7.0 Authentication required")
             return
         txn = self.envelope
-        if not txn.recipients:
-            await self.push("503 5.5.1 need RCPT before DATA")
-            return
-        if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        started = time.monotonic()
-        try:
-            content = await read_data(self._reader, self.ctx.limits.max_size, self._reset_timeout)
-        except asyncio.IncompleteReadError:
-            return      # the client went away mid-message: nothing was acknowledged
-        if content is None:
-            reply = f"552 5.3.4 message exceeds the limit of {self.ctx.limits.max_size} octets"
-        else:
+
+        async def accept(content):
             try:
-                reply = await self._work(self._accept, txn, content)
+                return await self._work(self._accept, txn, content)
             except Exception:  # noqa: BLE001 - storage trouble: the client keeps the message
                 log.exception("queueing a submitted message")
-                reply = "451 4.3.0 the message could not be queued; try again later"
-        log.info("DATA", extra={
-            "event": "command", "proto": self.proto, "verb": "DATA", "conn": self.conn_id,
-            "account": self.account.address, "sender": txn.mail_from,
-            "rcpts": len(txn.recipients), "size": len(content) if content is not None else None,
-            "outcome": "ok" if reply[:1] == "2" else "refused",
-            "status": reply[:9], "ms": round((time.monotonic() - started) * 1000, 3)})
-        self._set_post_data_state()
-        await self.push(reply)
+                return "451 4.3.0 the message could not be queued; try again later"
+        await self.receive_data(arg, txn.recipients, self.ctx.limits.max_size, accept, log,
+                                proto=self.proto, account=self.account.address,
+                                sender=txn.mail_from)
 
     def _accept(self, txn, content):
         """Blocking: check the header, queue the message, save the Sent copy;
