@@ -325,12 +325,13 @@ class Authenticator:
 
     # --- logins --------------------------------------------------------------
 
-    async def login(self, address, password, source, fallback=None):
+    async def login(self, address, password, source, tokens=None):
         """A password login from ``source`` (the client's IP address, or None).
-        ``fallback(password)``, blocking, may accept what the password did not
-        (JMAP: an app token given as the password)."""
+        ``tokens(value)``, blocking, is the Account an app token belongs to (or
+        None): an app token of that address's account is accepted as the
+        password (clients that only know passwords)."""
         return await self._attempt(account_key(address), source,
-                                   lambda: self._password(address, password, fallback))
+                                   lambda: self._password(address, password, tokens))
 
     async def token_login(self, source, check):
         """A bearer token: ``check()`` (blocking) returns the Account or None;
@@ -371,7 +372,7 @@ class Authenticator:
         self.throttle.succeeded(slot)
         return LoginResult(account=acct)
 
-    async def _password(self, address, password, fallback):
+    async def _password(self, address, password, tokens):
         # The cache is asked first, in memory: when the pool is full a login
         # it cannot vouch for is refused before it costs even a store read.
         key = (account_key(address), hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest())
@@ -392,8 +393,10 @@ class Authenticator:
                     self._cache.clear()
                 self._cache[key] = (time.monotonic() + CACHE_SECONDS, acct.password_hash)
             return acct
-        if fallback is not None:
-            return await self.run(fallback, password)
+        if tokens is not None:
+            acct = await self.run(tokens, password)
+            if acct is not None and acct.address == account_key(address):
+                return acct
         return None
 
     async def _verify(self, hash_, password):

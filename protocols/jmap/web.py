@@ -141,12 +141,8 @@ class Service:
                     .decode("utf-8").partition(":")
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 return None
-
-            def token(password):    # app tokens work as passwords too (clients that only know Basic)
-                acct = account_data.token_account(self.store, password)
-                return acct if acct is not None and acct.address == self.auth.account_key(user) \
-                    else None
-            return _account(await self.auth.login(user, password, ip, fallback=token))
+            return _account(await self.auth.login(   # app tokens work as passwords too
+                user, password, ip, tokens=lambda t: account_data.token_account(self.store, t)))
         if scheme == "bearer":
             return _account(await self.auth.token_login(
                 ip, lambda: account_data.token_account(self.store, cred.strip())))

@@ -405,12 +405,7 @@ class Submission(Session):
         return user, await self._password(user, password)
 
     async def _password(self, user, password):
-        ctx = self.ctx
-
-        def token(value):       # an app token given as the password
-            acct = ctx.token_account(value)
-            return acct if acct is not None and acct.address == ctx.auth.account_key(user) else None
-        return await ctx.auth.login(user, password, self.ip, fallback=token)
+        return await self.ctx.auth.login(user, password, self.ip, tokens=self.ctx.token_account)
 
     async def _auth_OAUTHBEARER(self, initial):
         user, token = parse_oauthbearer(await self._response(initial))
