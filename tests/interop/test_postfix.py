@@ -15,7 +15,6 @@ import smtplib
 import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
 
@@ -50,7 +49,9 @@ scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
 """
 
-MAIN_CF = """\
+# What every throwaway instance has; ``instance_cf(lines)`` puts a test's own
+# settings in the middle.
+INSTANCE_HEAD = """\
 compatibility_level = 3.6
 queue_directory = {dir}/queue
 data_directory = {dir}/data
@@ -66,11 +67,8 @@ alias_database =
 relayhost =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = permit_mynetworks, reject
-virtual_mailbox_domains = example.org
-virtual_transport = lmtp:inet:127.0.0.1:{lmtp}
+"""
+INSTANCE_TAIL = """\
 maillog_file = {dir}/maillog
 maillog_file_prefixes = {dir}
 queue_run_delay = 2s
@@ -79,6 +77,19 @@ maximal_backoff_time = 4s
 biff = no
 smtputf8_enable = yes
 """
+
+
+def instance_cf(lines):
+    return INSTANCE_HEAD + lines + INSTANCE_TAIL
+
+
+MAIN_CF = instance_cf("""\
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = permit_mynetworks, reject
+virtual_mailbox_domains = example.org
+virtual_transport = lmtp:inet:127.0.0.1:{lmtp}
+""")
 
 
 def free_port():

@@ -27,7 +27,7 @@ from roost.server.auth import hash_password
 from roost.storage.store import Store
 from tests.conftest import RoostServer, stored_messages, wait_for
 from tests.interop.test_postfix import (MASTER_CF, POSTFIX, _alive, _listening, _log, _master_pid,
-                                        free_port, postfix)
+                                        free_port, instance_cf, postfix)
 from tests.tls_helpers import write_cert
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -40,30 +40,9 @@ POSTMAP = shutil.which("postmap") or ("/usr/sbin/postmap" if os.path.exists("/us
 # strangers: mynetworks names no loopback address, so the test client is one.
 # Everything about Roost comes from conf/postfix-main.cf and the submission
 # entries of conf/postfix-master.cf, as shipped (``conf_main``, ``conf_master``).
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {dir}/queue
-data_directory = {dir}/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mx.postfix.test
-mydomain = postfix.test
-myorigin = $myhostname
-mydestination =
-local_recipient_maps =
-alias_maps =
-alias_database =
-relayhost =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+MAIN_CF = instance_cf("""\
 mynetworks = 192.0.2.1/32
-maillog_file = {dir}/maillog
-maillog_file_prefixes = {dir}
-queue_run_delay = 2s
-minimal_backoff_time = 2s
-maximal_backoff_time = 4s
-biff = no
-smtputf8_enable = yes
+""") + """\
 smtpd_tls_cert_file = {cert}
 smtpd_tls_key_file = {key}
 """
