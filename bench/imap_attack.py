@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 
-from bench.proc import TaggedCommands, pct, ready_port, rss_bytes
+from bench.proc import TaggedCommands, pct, rss_bytes, start_roost
 
 USER, PASSWORD = "bench@example.org", "benchpass"
 ROOST = [sys.executable, "-m", "roost.server.cli"]
@@ -65,12 +65,8 @@ class Client(TaggedCommands):
 def start_server(data):
     subprocess.run([*ROOST, "--data", data, "user", "add", USER, "--password-stdin"],
                    input=PASSWORD.encode() + b"\n", check=True, capture_output=True)
-    args = [*ROOST, "--data", data, "serve"]
-    for name in ("lmtp", "imaps", "jmap", "submission", "smtp", "managesieve"):
-        args += [f"--{name}", "off"]
-    args += ["--imap", "127.0.0.1:0"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    return proc, ready_port(proc)
+    proc, ports = start_roost([*ROOST, "--data", data, "serve"], {"imap": "127.0.0.1:0"})
+    return proc, ports["imap"]
 
 
 def setup(port, size_mb):

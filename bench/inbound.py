@@ -19,11 +19,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from bench.lmtp import USERS, make_message, run_load
-from bench.proc import pct
+from bench.proc import pct, start_roost
 
 # Twenty rules of the kinds people write: list filing, senders, subjects,
 # sizes, flags, spam headers; most do not match the benchmark's messages, the
@@ -81,17 +80,8 @@ class Server:
             if self.script:
                 scripts.put_script(store, acct.id, "rules", self.script, activate=True)
         store.close()
-        args = [*roost, "serve", "--lmtp", "127.0.0.1:0"]
-        for name in ("imap", "imaps", "jmap", "submission", "submissions", "smtp", "managesieve"):
-            args += [f"--{name}", "off"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in self.proc.stdout:
-            if "lmtp listening on" in line:
-                self.port = int(line.rsplit(":", 1)[1])
-            if line.startswith("roost: ready"):
-                break
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        self.pid = self.proc.pid
+        self.proc, ports = start_roost([*roost, "serve"], {"lmtp": "127.0.0.1:0"})
+        self.port, self.pid = ports["lmtp"], self.proc.pid
         return self
 
     def check_filed(self):

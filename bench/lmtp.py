@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 
-from bench.proc import cpu_seconds
+from bench.proc import cpu_seconds, start_roost
 
 USERS = [f"bench{i}@example.org" for i in range(4)]
 SMALL = 5 * 1024
@@ -131,17 +131,8 @@ class RoostUnderTest:
         for user in USERS:
             subprocess.run([*roost, "user", "add", user, "--password-stdin"], input=b"pw\n",
                            check=True, capture_output=True)
-        args = [*roost, "serve", "--lmtp", "127.0.0.1:0"]
-        for name in ("imap", "imaps", "jmap", "submission", "smtp", "managesieve"):
-            args += [f"--{name}", "off"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in self.proc.stdout:
-            if "lmtp listening on" in line:
-                self.port = int(line.rsplit(":", 1)[1])
-            if line.startswith("roost: ready"):
-                break
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-        self.pid = self.proc.pid
+        self.proc, ports = start_roost([*roost, "serve"], {"lmtp": "127.0.0.1:0"})
+        self.port, self.pid = ports["lmtp"], self.proc.pid
         return self
 
     def stop(self):

@@ -30,7 +30,7 @@ import time
 
 from aiosmtpd.controller import Controller
 
-from bench.proc import cpu_seconds, pct, ready_port
+from bench.proc import cpu_seconds, pct, start_roost
 
 SENDER = "bench@example.org"
 SIZE = 5 * 1024
@@ -138,13 +138,9 @@ class RoostUnderTest:
             f.write(f'[relay]\nsmarthost = "127.0.0.2:{self.sink_port}"\nsmarthost_tls = "none"\n'
                     '[submission]\nsave_sent = false\nmessages_per_minute = 0\nmessages_per_hour = 0\n'
                     'messages_per_day = 0\nrecipients_per_day = 0\n')
-        args = [*roost[:-2], "--data", self.data, "--config", conf, "serve",
-                "--submission", "127.0.0.1:0"]
-        for name in ("imap", "imaps", "lmtp", "jmap", "submissions", "smtp", "managesieve"):
-            args += [f"--{name}", "off"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.port = ready_port(self.proc, "submission")
-        self.pid = self.proc.pid
+        self.proc, ports = start_roost([*roost[:-2], "--data", self.data, "--config", conf, "serve"],
+                                       {"submission": "127.0.0.1:0"})
+        self.port, self.pid = ports["submission"], self.proc.pid
 
     def stop(self):
         self.proc.terminate()

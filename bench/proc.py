@@ -58,6 +58,32 @@ def pct(values, p):
     return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
 
 
+def start_roost(args, listeners, **popen):
+    """``roost serve`` (``args`` ends with "serve") with only ``listeners``
+    ({name: "HOST:PORT"}) on and every other listener off; returns the
+    process and {listener: port} once it is ready. A thread then keeps
+    reading its output (its log lines)."""
+    import subprocess
+    import threading
+    from roost.server.cli import LISTENERS
+    args = list(args)
+    for name in LISTENERS:
+        args += [f"--{name}", listeners.get(name, "off")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+    ports = {}
+    while True:
+        line = proc.stdout.readline().decode(errors="replace")
+        if not line:
+            raise RuntimeError("roost serve did not start")
+        words = line.split()
+        if len(words) == 5 and words[2:4] == ["listening", "on"]:
+            ports[words[1]] = int(words[4].rsplit(":", 1)[1])
+        if line.startswith("roost: ready"):
+            break
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    return proc, ports
+
+
 def ready_port(proc, listener="imap"):
     """Read ``roost serve``'s output until "roost: ready"; the port ``listener``
     listens on. A thread then keeps reading the output (its log lines)."""

@@ -24,7 +24,7 @@ import threading
 import time
 
 from bench.lmtp import make_message
-from bench.proc import cpu_seconds
+from bench.proc import cpu_seconds, start_roost
 
 USERS = [f"bench{i}@example.org" for i in range(4)]
 SIZE = 5 * 1024
@@ -117,7 +117,7 @@ def warm_up(port):
         client.close()
 
 
-def start_roost(tmp, config):
+def start_edge(tmp, config):
     data = os.path.join(tmp, "data")
     roost = [sys.executable, "-m", "roost.server.cli", "--data", data]
     for user in USERS:
@@ -126,18 +126,8 @@ def start_roost(tmp, config):
     conf = os.path.join(tmp, "roost.toml")
     with open(conf, "w") as f:
         f.write(config)
-    args = [*roost, "--config", conf, "serve", "--smtp", "127.0.0.1:0"]
-    for name in ("lmtp", "imap", "imaps", "jmap", "submission", "submissions", "managesieve"):
-        args += [f"--{name}", "off"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    port = None
-    for line in proc.stdout:
-        if "smtp listening on" in line:
-            port = int(line.rsplit(":", 1)[1])
-        if line.startswith("roost: ready"):
-            break
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    return proc, port
+    proc, ports = start_roost([*roost, "--config", conf, "serve"], {"smtp": "127.0.0.1:0"})
+    return proc, ports["smtp"]
 
 
 BASE = ("[smtp]\npregreet = 0\nmessages_per_minute = 0\nnetwork_messages_per_minute = 0\n"
@@ -168,7 +158,7 @@ def edge_bench(messages=2000, concurrencies=(1, 8)):
     try:
         for label, config in runs:
             tmp = tempfile.mkdtemp(prefix="roost-bench-edge-")
-            proc, port = start_roost(tmp, config)
+            proc, port = start_edge(tmp, config)
             try:
                 warm_up(port)
                 for c in concurrencies:
