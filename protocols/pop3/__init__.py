@@ -13,7 +13,8 @@ Design choices:
   next login (RFC 1939 section 8). Sizes are exact for what is sent: the
   stored octets with every bare LF counted as CRLF and a final CRLF
   added where the message has none (RFC 1939 section 11); they are computed
-  once per message (messages are immutable) and cached per process.
+  once per message (its bytes never change) and cached per process by
+  mailbox, UIDVALIDITY and UID (a UID is never reused; a message id may be).
 - UIDL is ``<uidvalidity>.<uid>`` of the INBOX: stable across sessions and
   processes, never reused for another message while the INBOX exists.
 - DELE only marks; QUIT applies the marks in one store transaction
@@ -79,7 +80,7 @@ class Context:
     unauthenticated_timeout: float = 60
     gate: PreauthGate = field(default_factory=PreauthGate)
     sessions: set = field(default_factory=set)
-    sizes: dict = field(default_factory=dict)    # message id -> size as sent (immutable)
+    sizes: dict = field(default_factory=dict)    # (mailbox, uidvalidity, uid) -> size as sent
     closing: bool = False
 
     def shutdown(self):

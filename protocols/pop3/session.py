@@ -24,7 +24,7 @@ MAX_PREAUTH_COMMANDS = 20       # commands before a login has succeeded
 AUTHENTICATED_TIMEOUT = 600     # RFC 1939 section 3: at least 10 minutes
 LEASE_TTL = 120                 # seconds a maildrop lease lasts unless renewed
 LEASE_RENEW = 30                # ... and how often a live session renews it
-MAX_SIZE_CACHE = 200_000        # message ids whose wire size a process remembers
+MAX_SIZE_CACHE = 200_000        # messages whose wire size a process remembers
 _conn_ids = itertools.count(1)
 
 
@@ -366,7 +366,9 @@ class Session:
         box = store.mailbox(account_id, "INBOX")
         out = []
         for rec in store.records(box.id):
-            size = sizes.get(rec.message_id)
+            # UIDs are never reused within one UIDVALIDITY (message ids may be)
+            key = (box.id, box.uidvalidity, rec.uid)
+            size = sizes.get(key)
             if size is None:
                 try:
                     size = wire_size(store.read(box.id, rec.uid))
@@ -374,7 +376,7 @@ class Session:
                     continue
                 if len(sizes) >= MAX_SIZE_CACHE:
                     sizes.clear()
-                sizes[rec.message_id] = size
+                sizes[key] = size
             out.append((rec.uid, size, rec.message_id))
         return box, out
 
