@@ -565,3 +565,15 @@ def test_listeners_print_their_ports_and_accept_off(server):
     assert re.search(r"roost: pop3 listening on 127\.0\.0\.1:\d+", "".join(server.output))
     assert re.search(r"roost: pop3s listening on 127\.0\.0\.1:\d+", "".join(server.output))
     assert server.ports["pop3"] and server.ports["pop3s"]
+
+
+def test_doctor_sees_roost_on_both_pop3_listeners(server):
+    from roost.server import config as configmod
+    from roost.server import doctor
+    cfg = configmod.Config(data=server.data)
+    cfg.listen = {name: "off" for name in cfg.listen}
+    cfg.listen.update(pop3=f"127.0.0.1:{server.ports['pop3']}",
+                      pop3s=f"127.0.0.1:{server.ports['pop3s']}")
+    got = {c.name.split()[1]: c for c in doctor.check_listeners(cfg)}
+    assert {n: (got[n].verdict, got[n].detail) for n in ("pop3", "pop3s")} == \
+        dict.fromkeys(("pop3", "pop3s"), ("ok", "Roost is listening"))
