@@ -578,6 +578,8 @@ class Roost:
         while self.inflight and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         self.executor.shutdown(wait=True)
+        if getattr(self, "_pop3", None) is not None:
+            self._pop3.release_all()    # what closed sessions could not release any more
         self.auth.close()
         self.close_relay()
         self.delivery.close()

@@ -61,6 +61,13 @@ class LeasesAPI:
             txn.conn.execute(delete(leases).where(and_(leases.c.name == name,
                                                        leases.c.holder == holder)))
 
+    def release_leases_of(self, holder_prefix):
+        """Give up every lease whose holder starts with ``holder_prefix`` (a
+        process that stops releases what its sessions held)."""
+        with self.write() as txn:
+            txn.conn.execute(delete(leases).where(
+                leases.c.holder.startswith(holder_prefix, autoescape=True)))
+
     def lease_holder(self, name):
         """``(holder, expires)`` of a lease, or None."""
         with self.reader() as conn:

@@ -25,8 +25,10 @@ Design choices:
 - The maildrop lock is a store lease (``storage.leases``) named
   ``pop3:<account_id>``, held by this process and session and renewed while
   the session lives, so a second session on the same maildrop, in this
-  process or another, gets ``-ERR [IN-USE]`` (RFC 2449 section 8.1.2); a
-  crashed process's lease lapses after ``LEASE_TTL`` seconds.
+  process or another, gets ``-ERR [IN-USE]`` (RFC 2449 section 8.1.2). A
+  server that stops gives up its leases (``Context.release_all``); a crashed
+  process's lease lapses after ``LEASE_TTL`` seconds (until then its users
+  get ``[IN-USE]``).
 - Logging in: USER/PASS and SASL PLAIN (RFC 5034, with an initial response
   or a ``+`` challenge; ``*`` cancels), through the shared
   ``Authenticator`` (its penalties, argon2 pool and "login" events; an app
@@ -87,6 +89,12 @@ class Context:
         """The server is stopping: new connections are refused; open ones are
         closed by the server without applying their deletions."""
         self.closing = True
+
+    def release_all(self):
+        """(blocking) At the very end of a stop: every maildrop lease this
+        process still holds goes, so a restarted server does not wait for
+        them to lapse."""
+        self.store.release_leases_of(self.holder + ":")
 
 
 async def serve(ctx, reader, writer, implicit_tls=False):

@@ -22,8 +22,8 @@ MAX_LINE = 4096                 # a command or SASL response line, CRLF included
 MAX_AUTH_FAILURES = 3
 MAX_PREAUTH_COMMANDS = 20       # commands before a login has succeeded
 AUTHENTICATED_TIMEOUT = 600     # RFC 1939 section 3: at least 10 minutes
-LEASE_TTL = 120                 # seconds a maildrop lease lasts unless renewed
-LEASE_RENEW = 30                # ... and how often a live session renews it
+LEASE_TTL = 60                  # seconds a maildrop lease lasts unless renewed
+LEASE_RENEW = 20                # ... and how often a live session renews it
 MAX_SIZE_CACHE = 200_000        # messages whose wire size a process remembers
 _conn_ids = itertools.count(1)
 
@@ -135,9 +135,10 @@ class Session:
                 return
             self.ok("Roost POP3 server ready")
             while not await self.one():
-                await self.writer.drain()
-        except (OSError, asyncio.IncompleteReadError):     # gone, or TLS broke
-            pass
+                # a client that does not read what it asked for is dropped
+                await asyncio.wait_for(self.writer.drain(), AUTHENTICATED_TIMEOUT)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            pass        # gone, TLS broke, or stopped reading
         finally:
             await self._end()
 
@@ -453,11 +454,12 @@ class Session:
 
     async def _content(self, n, lines=None):
         uid, size, _ = self.messages[n - 1]
-        try:
-            data = await self.ctx.run(self.ctx.store.read, self.mailbox.id, uid)
+        store, box = self.ctx.store, self.mailbox.id
+        try:        # read and converted on the worker pool: a big message is no stall
+            body = await self.ctx.run(lambda: to_wire(store.read(box, uid), lines))
         except MessageNotFound:
             raise Reply("this message was removed by another session") from None
-        return size, to_wire(data, lines)
+        return size, body
 
     async def cmd_RETR(self, rest):
         (arg,) = self._args(rest, 1, 1)

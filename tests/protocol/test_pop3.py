@@ -577,3 +577,37 @@ def test_doctor_sees_roost_on_both_pop3_listeners(server):
     got = {c.name.split()[1]: c for c in doctor.check_listeners(cfg)}
     assert {n: (got[n].verdict, got[n].detail) for n in ("pop3", "pop3s")} == \
         dict.fromkeys(("pop3", "pop3s"), ("ok", "Roost is listening"))
+
+
+def test_stop_and_kill_delete_nothing_and_locks_are_given_back_or_lapse(tmp_path):
+    srv = make_server(tmp_path)
+    try:
+        address = "seed@example.org"
+        for _ in range(2):
+            deliver(srv, address)
+        c = pop(srv, address)
+        assert c.cmd("DELE 1").startswith("+OK")
+        srv.stop()                          # SIGTERM: the session ends without UPDATE
+        assert c.closed()
+        assert len(stored_messages(srv.data, address)) == 2
+        srv.start()                         # its lease was released at the stop
+        c = pop(srv, address)
+        assert c.cmd("DELE 2").startswith("+OK")
+        srv.kill()                          # kill -9: nothing deleted, the lease stays behind
+        assert c.closed()
+        assert len(stored_messages(srv.data, address)) == 2
+        srv.start()
+        c = Raw(srv.ports["pop3"])
+        assert c.login(address).startswith("-ERR [IN-USE]")
+        store = Store.open(srv.data)
+        try:
+            name = f"pop3:{store.account(address).id}"
+            holder, expires = store.lease_holder(name)
+            assert time.time() < expires <= time.time() + 60
+            assert store.take_lease(name, holder, -1)       # as if its 60 seconds were over
+        finally:
+            store.close()
+        assert c.login(address).startswith("+OK maildrop has 2 messages")
+        c.cmd("QUIT")
+    finally:
+        srv.stop()
