@@ -20,8 +20,9 @@ Design choices:
 - DELE only marks; QUIT applies the marks in one store transaction
   (``Store.remove``, an expunge as IMAP's: change log, VANISHED, JMAP
   destroyed). A connection that drops, times out or is shut down deletes
-  nothing. RETR and TOP do not set ``\\Seen`` (the store's flags stay the
-  IMAP user's).
+  nothing. Messages sent whole by RETR and not deleted get ``\\Seen`` at
+  QUIT too (after the deletions, in a transaction of their own), so IMAP
+  clients of the same account show them read; TOP changes nothing.
 - The maildrop lock is a store lease (``storage.leases``) named
   ``pop3:<account_id>``, held by this process and session and renewed while
   the session lives, so a second session on the same maildrop, in this

@@ -88,6 +88,7 @@ class Session:
         self.mailbox = None
         self.messages = []          # [(uid, size, message_id)]: message n is messages[n - 1]
         self.deleted = set()        # message numbers marked by DELE
+        self.retrieved = set()      # ... and those RETR sent whole
         self.lease = None           # the maildrop lease's name while held
         self.auth_failures = 0
         self.preauth_commands = 0
@@ -241,6 +242,14 @@ class Session:
                 log.exception("POP3 QUIT: deleting %d messages failed", len(uids))
                 raise Reply("some deleted messages not removed", "SYS/TEMP",
                             close=True) from None
+        seen = [self.messages[n - 1][0] for n in sorted(self.retrieved - self.deleted)]
+        if seen:        # downloaded ones are read, for the user's IMAP clients too
+            try:
+                await self.ctx.run(self.ctx.store.store_flags, self.mailbox.id, seen,
+                                   ["\\Seen"], "add")
+            except Exception:  # noqa: BLE001 - the deletions stand; flags are a courtesy
+                log.warning("POP3 QUIT: marking %d messages seen failed", len(seen),
+                            exc_info=True)
         left = len(self.messages) - len(self.deleted)
         self.ok(f"Roost POP3 server signing off ({left} messages left)")
         return True
@@ -463,7 +472,9 @@ class Session:
 
     async def cmd_RETR(self, rest):
         (arg,) = self._args(rest, 1, 1)
-        size, body = await self._content(self._number(arg))
+        n = self._number(arg)
+        size, body = await self._content(n)
+        self.retrieved.add(n)
         self.ok(f"{size} octets", body)
 
     async def cmd_TOP(self, rest):

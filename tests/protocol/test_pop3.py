@@ -611,3 +611,31 @@ def test_stop_and_kill_delete_nothing_and_locks_are_given_back_or_lapse(tmp_path
         c.cmd("QUIT")
     finally:
         srv.stop()
+
+
+def seen_flags(server, address):
+    store = Store.open(server.data)
+    try:
+        box = store.mailbox(store.account(address).id, "INBOX")
+        return ["\\Seen" in r.flag_names for r in store.records(box.id)]
+    finally:
+        store.close()
+
+
+def test_retrieved_messages_are_seen_after_quit_only(server, user):
+    for _ in range(3):
+        deliver(server, user)
+    c = pop(server, user)
+    assert c.cmd("RETR 1").startswith("+OK")
+    c.body()
+    c.close()                   # dropped: no UPDATE, no flags
+    time.sleep(0.3)
+    assert seen_flags(server, user) == [False, False, False]
+    c = pop(server, user)
+    for command in ("RETR 1", "TOP 2 0", "RETR 3"):
+        assert c.cmd(command).startswith("+OK")
+        c.body()
+    assert c.cmd("DELE 3").startswith("+OK")
+    assert c.cmd("QUIT").startswith("+OK")
+    assert c.closed()
+    assert seen_flags(server, user) == [True, False]      # 3 deleted, TOP reads nothing
