@@ -329,10 +329,11 @@ class Session:
     async def _password(self, user, password):
         ctx = self.ctx
 
-        def token(value):       # an app token given as the password
+        def token(value):       # an app token given as the password, of this account only
             acct = ctx.token_account(value)
             return acct if acct is not None and acct.address == ctx.auth.account_key(user) else None
-        return await ctx.auth.login(user, password, self.ip, fallback=token)
+        # the fourth argument is the Authenticator's app-token check
+        return await ctx.auth.login(user, password, self.ip, token)
 
     async def _login(self, mechanism, user, result):
         report = self.ctx.auth.report
