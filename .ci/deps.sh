@@ -3,7 +3,7 @@
 # Tests that need one of these skip with a reason when it is missing locally.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-PKGS="python3-venv postfix dovecot-imapd dovecot-lmtpd isync offlineimap3 neomutt fetchmail swaks libmail-dkim-perl sieve-connect rspamd"
+PKGS="python3-venv postfix dovecot-imapd dovecot-lmtpd isync offlineimap3 neomutt fetchmail getmail6 swaks libmail-dkim-perl sieve-connect rspamd"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -125,7 +125,7 @@ class Roost:
 
     async def start(self):
         for name in ("lmtp", "imap", "imaps", "jmap", "submission", "submissions", "smtp",
-                     "managesieve", "auth", "socketmap", "metrics"):
+                     "managesieve", "auth", "socketmap", "metrics", "pop3", "pop3s"):
             addr = parse_address(self.config.listen.get(name))
             if addr is None:
                 continue
@@ -270,11 +270,12 @@ class Roost:
         return await self._stream_server(
             host, port, lambda r, w: socketmap.serve(r, w, self.run, self.store), 65536)
 
-    async def _stream_server(self, host, port, handler, limit):
+    async def _stream_server(self, host, port, handler, limit, ssl=None):
         """An asyncio streams listener on TCP, or on a unix socket when
         ``port`` is None (``host`` is then its path: a stale socket file is
         replaced, the new one is mode 0660 and removed on stop). Its open
-        connections are closed on stop (Postfix keeps them open)."""
+        connections are closed on stop (Postfix keeps them open). ``ssl``: an
+        ``ssl.SSLContext`` for implicit TLS on TCP."""
         async def tracked(reader, writer):
             self._stream_writers.add(writer)
             try:
@@ -282,7 +283,9 @@ class Roost:
             finally:
                 self._stream_writers.discard(writer)
         if port is not None:
-            server = await asyncio.start_server(tracked, host, port, limit=limit)
+            server = await asyncio.start_server(
+                tracked, host, port, limit=limit, ssl=ssl,
+                ssl_handshake_timeout=self.config.unauthenticated_command_timeout if ssl else None)
             self.servers.append(server)
             return host, server.sockets[0].getsockname()[1]
         if os.path.exists(host) and stat.S_ISSOCK(os.stat(host).st_mode):
@@ -318,6 +321,42 @@ class Roost:
         self._managesieve = ctx
         return await self._stream_server(host, port, lambda r, w: sieve.serve(ctx, r, w),
                                          sieve.MAX_LINE)
+
+    def _pop3_context(self):
+        """What the POP3 listeners share (``protocols.pop3``): one gate, one
+        size cache, one lease holder name for this process."""
+        if getattr(self, "_pop3", None) is None:
+            import socket
+            import uuid
+
+            from roost.protocols import pop3
+            from roost.storage import account_data
+
+            from .tls import context_factory
+            self._tls = getattr(self, "_tls", None) or context_factory(self.config)
+            cfg = self.config
+            self._pop3 = pop3.Context(
+                run=self.run, auth=self.auth,
+                token_account=lambda token: account_data.token_account(self.store, token),
+                store=self.store, tls=self._tls.ssl_context(),
+                holder=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}",
+                implementation=f"Roost {_version()}",
+                loopback_cleartext=cfg.pop3_loopback_cleartext,
+                unauthenticated_per_ip=cfg.unauthenticated_connections_per_ip,
+                unauthenticated_total=cfg.unauthenticated_connections,
+                unauthenticated_timeout=cfg.unauthenticated_command_timeout)
+        return self._pop3
+
+    async def _start_pop3(self, host, port, implicit_tls=False):
+        """POP3 (``protocols.pop3``): STLS on ``pop3``, implicit TLS on ``pop3s``."""
+        from roost.protocols import pop3
+        ctx = self._pop3_context()
+        return await self._stream_server(
+            host, port, lambda r, w: pop3.serve(ctx, r, w, implicit_tls), pop3.MAX_LINE + 1,
+            ssl=ctx.tls if implicit_tls else None)
+
+    async def _start_pop3s(self, host, port):
+        return await self._start_pop3(host, port, implicit_tls=True)
 
     def _imap_context(self, implicit_tls):
         from roost.protocols.imap import IMAPContext
@@ -516,6 +555,8 @@ class Roost:
             server.close()
         if getattr(self, "_managesieve", None) is not None:
             self._managesieve.shutdown()
+        if getattr(self, "_pop3", None) is not None:
+            self._pop3.shutdown()
         for writer in list(self._stream_writers):
             writer.close()
         for path in self._unix_paths:
@@ -537,6 +578,8 @@ class Roost:
         while self.inflight and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         self.executor.shutdown(wait=True)
+        if getattr(self, "_pop3", None) is not None:
+            self._pop3.release_all()    # what closed sessions could not release any more
         self.auth.close()
         self.close_relay()
         self.delivery.close()

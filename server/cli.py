@@ -30,7 +30,7 @@ from . import config as configmod
 
 EX_OK, EX_USAGE, EX_DATAERR, EX_NOUSER, EX_SOFTWARE, EX_TEMPFAIL, EX_NOPERM = 0, 64, 65, 67, 70, 75, 77
 LISTENERS = ("imap", "imaps", "lmtp", "jmap", "submission", "submissions", "smtp", "managesieve",
-             "auth", "socketmap", "metrics")
+             "auth", "socketmap", "metrics", "pop3", "pop3s")
 
 
 def build_parser():

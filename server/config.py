@@ -18,6 +18,8 @@ DEFAULT_LISTEN = {
     "submissions": "127.0.0.1:1465",
     "smtp": "off",
     "managesieve": "127.0.0.1:4190",
+    "pop3": "127.0.0.1:1110",
+    "pop3s": "127.0.0.1:1995",
     "auth": "off",
     "socketmap": "off",
     "metrics": "off",
@@ -68,6 +70,7 @@ class Config:
     relay_helo: str = ""          # empty: [server] hostname
     relay_timeout: float = 60     # seconds per SMTP reply (the DATA end gets 5 times that)
     managesieve_loopback_cleartext: bool = True  # AUTHENTICATE without TLS over loopback
+    pop3_loopback_cleartext: bool = True         # USER/PASS and AUTH without TLS over loopback
     submission_save_sent: bool = True          # a copy in the sender's Sent mailbox
     submission_loopback_cleartext: bool = True  # AUTH without TLS over loopback, as IMAP
     submission_messages_per_minute: int = 30    # per account; 0: no limit
@@ -203,6 +206,11 @@ def load(path=None, data=None):
                 not isinstance(sieve_table.get("loopback_cleartext", True), bool):
             raise ValueError("[managesieve] has one setting: loopback_cleartext = true|false")
         cfg.managesieve_loopback_cleartext = sieve_table.get("loopback_cleartext", True)
+        pop3_table = doc.get("pop3", {})
+        if set(pop3_table) - {"loopback_cleartext"} or \
+                not isinstance(pop3_table.get("loopback_cleartext", True), bool):
+            raise ValueError("[pop3] has one setting: loopback_cleartext = true|false")
+        cfg.pop3_loopback_cleartext = pop3_table.get("loopback_cleartext", True)
         _load_smtp(cfg, doc.get("smtp", {}))
         _load_spam(cfg, doc.get("spam", {}))
     if os.environ.get("ROOST_DATA"):

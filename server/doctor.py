@@ -65,12 +65,14 @@ CLOCK_WARN, CLOCK_FAIL = 1.0, 30.0
 PROBE_TIMEOUT = 3.0
 TTL = 3600
 SRV = {"imaps": "_imaps._tcp", "imap": "_imap._tcp", "submissions": "_submissions._tcp",
-       "submission": "_submission._tcp", "jmap": "_jmap._tcp"}
+       "submission": "_submission._tcp", "jmap": "_jmap._tcp",
+       "pop3s": "_pop3s._tcp", "pop3": "_pop3._tcp"}
 MTA_STS_MAX_AGE = 7 * 24 * 3600
 MTA_STS_MODES = ("testing", "enforce", "none")
 DNS_NAME = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-]{1,63}(?<!-))*$")
 GREETING = {"imap": b"Roost IMAP", "imaps": b"Roost IMAP", "lmtp": b"Roost LMTP",
-            "submission": b"Roost ESMTP", "submissions": b"Roost ESMTP"}
+            "submission": b"Roost ESMTP", "submissions": b"Roost ESMTP",
+            "pop3": b"Roost POP3", "pop3s": b"Roost POP3"}
 
 
 @dataclass
@@ -100,7 +102,7 @@ def served_listeners():
     """The listeners this version of Roost serves (the others print a note)."""
     from .app import Roost
     return [n for n in ("lmtp", "imap", "imaps", "jmap", "submission", "submissions", "smtp",
-                        "managesieve")
+                        "managesieve", "pop3", "pop3s")
             if hasattr(Roost, f"_start_{n}")]
 
 
@@ -337,7 +339,7 @@ def _probe(name, host, port):
         return FAIL, label, f"cannot connect: {exc.strerror or exc}"
     try:
         sock.settimeout(PROBE_TIMEOUT)
-        if name in ("imaps", "submissions"):
+        if name in ("imaps", "submissions", "pop3s"):
             ctx = ssl.create_default_context()
             ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
             sock = ctx.wrap_socket(sock)

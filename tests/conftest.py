@@ -21,7 +21,7 @@ import pytest
 
 ROOST = [sys.executable, "-m", "roost.server.cli"]
 LISTENERS = ("lmtp", "imap", "imaps", "jmap", "submission", "submissions", "smtp", "managesieve",
-             "auth", "socketmap", "metrics")
+             "auth", "socketmap", "metrics", "pop3", "pop3s")
 PG_URL = os.environ.get("ROOST_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1/test")
 
 
