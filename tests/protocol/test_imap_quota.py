@@ -155,3 +155,26 @@ def test_cli_rejects_bad_limits(server):
     assert proc.returncode != 0 and b"AccountNotFound" in proc.stderr
     out = roost(server.data_dir, "user", "quota", FREE).stdout.decode()   # just shows
     assert out.startswith(f"{FREE}\tstorage ") and out.strip().endswith("messages 0/none")
+
+
+def test_imapclient(server):
+    """IMAPClient's get_quota_root/get_quota read what Roost sends; its
+    set_quota gets the refusal."""
+    from imapclient import IMAPClient
+    from imapclient.exceptions import IMAPClientError
+    user = "client@example.org"
+    roost(server.data_dir, "user", "add", user, "--password-stdin", input=b"pw\n")
+    set_limits(server, "--storage", "10240", "--messages", "10", address=user)
+    c = IMAPClient("127.0.0.1", port=server.ports["imap"], ssl=False, timeout=20)
+    c.login(user, PASSWORD)
+    try:
+        c.append("INBOX", message(1, b"x" * 1900 + b"\r\n"))    # under 2 KiB
+        roots, quotas = c.get_quota_root("INBOX")
+        assert roots.mailbox == "INBOX" and roots.quota_roots == [""]
+        assert {(q.quota_root, q.resource, q.usage, q.limit) for q in quotas} == \
+            {("", "STORAGE", 2, 10), ("", "MESSAGE", 1, 10)}
+        assert {(q.resource, q.usage) for q in c.get_quota()} == {("STORAGE", 2), ("MESSAGE", 1)}
+        with pytest.raises(IMAPClientError):
+            c.set_quota([q for q in quotas if q.resource == "MESSAGE"])
+    finally:
+        c.logout()
