@@ -288,9 +288,9 @@ class MessagesAPI:
         acct = self.account_by_id(box.account_id)
         learned = junk_learning({box.role}, {dest.role})
         with self.write() as txn:
-            if not move:        # a move adds as many memberships as it removes
-                check_messages(txn, acct.id, len(set(uids)))
             pairs = copy_rows(txn, acct, box, dest, uids)
+            if not move:        # a move adds as many memberships as it removes
+                check_messages(txn, acct.id, len(pairs), written=True)
             if learned and pairs:       # a user filing a message as junk or not: keywords say so
                 new_uids = [p[1] for p in pairs]
                 pks = [r[0] for chunk in chunks(new_uids) for r in txn.conn.execute(

@@ -38,14 +38,15 @@ class QuotaUsage:
     quota_messages: int
 
 
-def check_messages(txn, account_id, adding):
-    """Raise ``QuotaExceeded`` when ``adding`` more memberships would take the
-    account above its message limit (in ``txn``, before the write)."""
+def check_messages(txn, account_id, adding, *, written=False):
+    """Raise ``QuotaExceeded`` when ``adding`` more memberships take the
+    account above its message limit: before they are written, or (with
+    ``written``) after, so that raising rolls the whole transaction back."""
     if adding <= 0:
         return
     address, limit = txn.sql.one("SELECT address, quota_messages FROM accounts WHERE id = ?",
                                  (account_id,))
-    if limit is not None and hot.message_count(txn.sql, account_id) + adding > limit:
+    if limit is not None and hot.message_count(txn.sql, account_id) + (0 if written else adding) > limit:
         raise QuotaExceeded(address)
 
 
