@@ -6,7 +6,8 @@ typed command; malformed input raises ``ParseError`` (a BAD reply). Entry
 names are checked here (RFC 5464 section 3.2: a ``/private`` or ``/shared``
 prefix, no ``*``, ``%``, ``//``, trailing ``/``, control or non-ASCII
 characters; a vendor entry has at least four components) and folded to
-lower case, as they are case-insensitive.
+lower case, as they are case-insensitive. GETMETADATA also takes a bare
+``/private`` or ``/shared`` (with DEPTH: every entry of that scope).
 """
 
 import re
@@ -95,12 +96,16 @@ def setquota(args):
 _BAD_ENTRY = re.compile(r"[^\x20-\x7e]|[*%]|//")
 
 
-def entry_name(t):
-    """The checked, lower-cased entry name of token ``t``."""
+def entry_name(t, scope_ok=False):
+    """The checked, lower-cased entry name of token ``t``; with ``scope_ok``
+    a bare ``/private`` or ``/shared`` too (GETMETADATA with DEPTH lists what
+    is below them)."""
     if isinstance(t, list) or t is None:
         raise ParseError("expected an entry name")
     name = str(t)
     low = name.lower()
+    if scope_ok and low in ("/private", "/shared"):
+        return low
     if len(name.encode("utf-8", "surrogateescape")) > MAX_ENTRY_NAME or _BAD_ENTRY.search(name) \
             or name.endswith("/") or not (low.startswith("/private/") or low.startswith("/shared/")):
         raise ParseError(f"invalid entry name {name[:60]!r}")
@@ -145,7 +150,7 @@ def getmetadata(args):
         names = t if isinstance(t, list) else [t]
         if not names:
             raise ParseError("empty entry list")
-        cmd.entries.extend(entry_name(n) for n in names)
+        cmd.entries.extend(entry_name(n, scope_ok=True) for n in names)
     if len(cmd.entries) > MAX_ENTRIES:
         raise ParseError(f"at most {MAX_ENTRIES} entries in one command")
     return cmd

@@ -87,6 +87,11 @@ def test_maxsize_and_depth(server):
          f'"FROM \\"boss@example.com\\"" /private/filters/values/small "SMALLER 5000")'.encode()]
     lines = ok(w.cmd(f"e GETMETADATA (DEPTH infinity) {box} /private/filters"))
     assert lines[0].count(b"/private/filters/") == 3 and b"filtersx" not in lines[0]
+    # Everything private, as clients list it.
+    lines = ok(w.cmd(f"e2 GETMETADATA (DEPTH infinity) {box} /private"))
+    assert lines[0].count(b"/private/") == 5 and lines[0].startswith(
+        f"* METADATA {box} (/private/comment ".encode())
+    assert ok(w.cmd(f"e3 GETMETADATA {box} /shared")) == []
     assert ok(w.cmd(f"f GETMETADATA (DEPTH 0 MAXSIZE 3) {box} /private/filters/values/boss/deep")) == \
         [f'* METADATA {box} (/private/filters/values/boss/deep "x")'.encode()]
 
@@ -121,10 +126,11 @@ def test_bad_names_and_arguments(server):
     w = login(server)
     box = fresh(w)
     for entry in ("/private/a*", "/private/a%", "comment", "/other/comment", "/private//a", "/private/a/",
-                  "/shared/vendor/x", "/private/vendor/x", '"/private/caf\u00e9"', '"/private/a\tb"', "/private"):
+                  "/shared/vendor/x", "/private/vendor/x", '"/private/caf\u00e9"', '"/private/a\tb"'):
         assert w.cmd(f'b SETMETADATA {box} ({entry} "v")')[-1].startswith(b"b BAD"), entry
         assert w.cmd(f"c GETMETADATA {box} {entry}")[-1].startswith(b"c BAD"), entry
         ok(w.cmd("n NOOP"))      # the session hangs up after 20 BADs in a row
+    assert w.cmd(f'b SETMETADATA {box} (/private "v")')[-1].startswith(b"b BAD")    # a scope, not an entry
     for line in (f"d GETMETADATA {box}", f"d GETMETADATA {box} ()", f"d GETMETADATA (DEPTH 2) {box} /private/a",
                  f"d GETMETADATA (MAXSIZE x) {box} /private/a", f"d GETMETADATA (FOO 1) {box} /private/a",
                  f"d SETMETADATA {box} /private/a", f"d SETMETADATA {box} (/private/a)",

@@ -32,6 +32,8 @@ def test_getmetadata_forms():
     assert (cmd.depth, cmd.entries) == ("1", ["/private/a"])
     cmd = one(b"a GETMETADATA INBOX /private/a /shared/b\r\n")
     assert cmd.entries == ["/private/a", "/shared/b"]
+    assert one(b"a GETMETADATA (DEPTH infinity) INBOX (/PRIVATE /shared)\r\n").entries == \
+        ["/private", "/shared"]
 
 
 def test_setmetadata_values():
@@ -47,6 +49,7 @@ def test_setmetadata_values():
     b"a GETQUOTA", b'a GETQUOTA "" x', b"a GETMETADATA INBOX", b"a GETMETADATA (DEPTH) INBOX /private/a",
     b"a GETMETADATA INBOX /private/a*", b"a GETMETADATA INBOX /priv/a", b'a SETMETADATA INBOX ("/shared/a")',
     b"a SETMETADATA INBOX (/private/a b)", b"a SETMETADATA INBOX /private/a x",
+    b'a SETMETADATA INBOX (/private "x")', b"a GETMETADATA INBOX /private/",
     b"a GETMETADATA INBOX (" + b" ".join(b"/private/e%d" % i for i in range(101)) + b")",
 ])
 def test_bad(line):

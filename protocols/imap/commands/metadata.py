@@ -48,7 +48,8 @@ async def getmetadata(s, cmd):
     name, pk = await _owner(s, cmd.mailbox)
     found = await s.ctx.run(s.ctx.store.metadata, s.account.id, pk, cmd.entries, cmd.depth)
     for entry in cmd.entries:
-        found.setdefault(entry, None)
+        if entry not in ("/private", "/shared"):     # a scope is no entry of its own
+            found.setdefault(entry, None)
     longest, parts = 0, []
     for entry in sorted(found):
         value = found[entry]
