@@ -59,6 +59,12 @@ def build_parser():
     pw.add_argument("--password-stdin", action="store_true")
     u.add_parser("del", parents=[common]).add_argument("address")
     u.add_parser("list", parents=[common])
+    q = u.add_parser("quota", parents=[common], help="show or set an account's limits")
+    q.add_argument("address")
+    q.add_argument("--storage", type=_limit, default=argparse.SUPPRESS,
+                   help="storage limit in bytes, or none")
+    q.add_argument("--messages", type=_limit, default=argparse.SUPPRESS,
+                   help="limit on messages in mailboxes (a copy counts), or none")
 
     al = sub.add_parser("alias", parents=[common], help="manage aliases").add_subparsers(
         dest="action", required=True)
@@ -201,6 +207,15 @@ def cmd_serve(args, cfg):
     return serve(cfg)
 
 
+def _limit(text):
+    """A quota limit argument: a number of at least 0, or "none" (no limit)."""
+    if text.lower() == "none":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or none")
+    return int(text)
+
+
 def cmd_user(args, cfg):
     from .auth import hash_password
     store = open_store(cfg)
@@ -211,6 +226,16 @@ def cmd_user(args, cfg):
         store.set_password(args.address, hash_password(read_password(args)))
     elif args.action == "del":
         store.delete_account(args.address)
+    elif args.action == "quota":
+        from roost.storage.quota import KEEP
+        acct = store.require_account(args.address)
+        usage = store.set_limits(acct.address, getattr(args, "storage", KEEP),
+                                 getattr(args, "messages", KEEP))
+
+        def limit(n):
+            return "none" if n is None else n
+        print(f"{acct.address}\tstorage {usage.used_bytes}/{limit(usage.quota_bytes)}"
+              f"\tmessages {usage.messages}/{limit(usage.quota_messages)}")
     else:
         for acct in store.accounts():
             quota = acct.quota_bytes if acct.quota_bytes is not None else "-"

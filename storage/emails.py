@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, bindparam, func, select
 
 from . import flags as flagbits
-from .errors import MailboxNotFound, MessageNotFound
+from .errors import MailboxNotFound, MessageNotFound, QuotaExceeded
 from .mailboxes import mailbox_of
 from .messages import (FlagChange, apply_flags, chunks, copy_rows, junk_learning, mark_junk,
                        remove_rows)
+from .quota import check_messages
 from .schema import mailbox_messages, mailboxes, messages
 
 CHUNK = 500
@@ -273,6 +274,12 @@ def change_messages(store, account_id, changes):
                                         .where(mailbox_messages.c.message_id == pk)).all())
             if not (set(members) | set(ch.add_to)) - set(ch.remove_from):
                 results[pk] = ValueError("a message must stay in at least one mailbox")
+                continue
+            try:
+                check_messages(txn, account_id, len(set(ch.add_to) - set(members))
+                               - len(set(ch.remove_from) & set(members)))
+            except QuotaExceeded as exc:
+                results[pk] = exc
                 continue
             flags = FlagChange(None if ch.replace is None else tuple(ch.replace), ch.keep_bits,
                                tuple(ch.add), tuple(ch.remove))

@@ -47,3 +47,11 @@ class InvalidName(StoreError):
 
 class TemporaryFailure(StoreError):
     """Storage is unavailable for now; the sender should retry later."""
+
+
+class MetadataTooLarge(StoreError):
+    """An annotation value is longer than the store takes (``args[0]`` octets)."""
+
+
+class MetadataTooMany(StoreError):
+    """No room for another annotation (count or total size, ``storage.metadata``)."""

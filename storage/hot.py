@@ -193,9 +193,11 @@ def insert_messages(txn, batch):
         aid = item.account.id
         if aid not in acct_state:
             modseq = txn.next_modseq(aid)
-            used, quota = sql.one("SELECT used_bytes, quota_bytes FROM accounts WHERE id = ?", (aid,))
+            used, quota, max_msgs = sql.one(
+                "SELECT used_bytes, quota_bytes, quota_messages FROM accounts WHERE id = ?", (aid,))
             acct_state[aid] = {"modseq": modseq, "used": used, "quota": quota, "added": 0,
-                               "docs": [], "boxes": set()}
+                               "docs": [], "boxes": set(), "max_msgs": max_msgs,
+                               "msgs": None if max_msgs is None else message_count(sql, aid)}
         for box in (item.mailbox, *(m[0] for m in item.also)):
             if box.id not in box_state:
                 row = sql.one("SELECT uidnext, uidvalidity FROM mailboxes WHERE id = ? AND account_id = ?",
@@ -221,6 +223,9 @@ def insert_messages(txn, batch):
         size = item.size
         if a["quota"] is not None and a["used"] + a["added"] + size > a["quota"]:
             results[i] = QuotaExceeded(acct.address)
+            continue
+        if a["max_msgs"] is not None and a["msgs"] + 1 + len(item.also) > a["max_msgs"]:
+            results[i] = QuotaExceeded(acct.address)     # RFC 9208 MESSAGE (storage.quota)
             continue
         modseq = a["modseq"]
         blob_id, env_json, structure_json, summary_json, doc, base = item.prepare()
@@ -248,6 +253,8 @@ def insert_messages(txn, batch):
                     (member.id, uid, msg_pk, modseq, bits, flagbits.encode_keywords(keywords), now))
             a["boxes"].add(member.id)
         a["added"] += size
+        if a["msgs"] is not None:
+            a["msgs"] += 1 + len(item.also)
         a["docs"].append((msg_pk, doc))
         txn.log(acct.id, "Email", [msg_pk], "c")
         txn.log(acct.id, "Thread", [thread_pk], "c" if new_thread else "u")
@@ -263,6 +270,13 @@ def insert_messages(txn, batch):
         txn.store.fulltext.index(txn, aid, a["docs"])
         txn.publish(aid, {"Email", "Thread", "Mailbox", "EmailDelivery"}, a["boxes"])
     return results
+
+
+def message_count(sql, account_id):
+    """The account's memberships (messages in mailboxes): RFC 9208 MESSAGE
+    usage (``storage.quota``)."""
+    return sql.one("SELECT COUNT(*) FROM mailbox_messages mm JOIN mailboxes b "
+                   "ON b.id = mm.mailbox_id WHERE b.account_id = ?", (account_id,))[0]
 
 
 def _thread_for(txn, account_id, p, base, now):

@@ -33,6 +33,7 @@ from .blobs import BlobRef
 from .errors import MailboxNotFound, MessageNotFound
 from .mailboxes import take_uids
 from .model import Account, MessageRecord, Stored, maildir_key
+from .quota import check_messages
 from .schema import accounts, expunged, mailbox_messages, mailboxes, messages
 
 CHUNK = 500
@@ -288,6 +289,8 @@ class MessagesAPI:
         learned = junk_learning({box.role}, {dest.role})
         with self.write() as txn:
             pairs = copy_rows(txn, acct, box, dest, uids)
+            if not move:        # a move adds as many memberships as it removes
+                check_messages(txn, acct.id, len(pairs), written=True)
             if learned and pairs:       # a user filing a message as junk or not: keywords say so
                 new_uids = [p[1] for p in pairs]
                 pks = [r[0] for chunk in chunks(new_uids) for r in txn.conn.execute(

@@ -50,6 +50,8 @@ from .migrations import upgrade as upgrade_schema
 from .model import (Account, Mailbox, MessageRecord, NewMessage, Stored, email_oid, mailbox_oid,
                     parse_oid, thread_oid)
 from .notify import ChangeBus
+from .metadata import MetadataAPI
+from .quota import QuotaAPI
 from .schema import create_all, make_engine
 from .search import make_backend
 from .txn import Txn
@@ -60,7 +62,8 @@ __all__ = ["Store", "Account", "Mailbox", "MessageRecord", "NewMessage", "Stored
            "parse_oid", "thread_oid", "relay_socket_path"]
 
 
-class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI, LeasesAPI):
+class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI, LeasesAPI,
+            QuotaAPI, MetadataAPI):
     def __init__(self, engine, blobs, *, memory=False, search=None, search_dir=None):
         self.engine = engine
         self.blobs = blobs

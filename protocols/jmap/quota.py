@@ -1,10 +1,11 @@
-"""Quota methods (RFC 9425): the account's storage quota as a Quota object.
+"""Quota methods (RFC 9425): the account's limits as Quota objects.
 
-Owns the JMAP view of ``Account.quota_bytes`` / ``used_bytes``: one
-``octets`` quota of scope ``account`` for Mail when the account has a limit,
-none when it is unlimited. Usage changes with every delivery and are not in
-the change log, so the state is the usage itself; ``Quota/changes`` says
-what moved by comparing it.
+Owns the JMAP view of the store's quotas (``storage.quota``): an ``octets``
+quota (``Qoctets``, storage) and a ``count`` quota (``Qcount``, messages in
+mailboxes, as IMAP's MESSAGE resource counts them), each of scope ``account``
+for Mail when the account has that limit, none when it is unlimited. Usage
+changes with every delivery and is not in the change log, so the state is the
+usage itself; ``Quota/changes`` says what moved by comparing it.
 """
 
 from .core import (MethodError, bool_arg, capability, ids_arg, int_arg, invalid, method,
@@ -16,18 +17,27 @@ capability(QUOTA, {}, {})
 PROPERTIES = ("id", "resourceType", "used", "hardLimit", "scope", "name", "types", "warnLimit",
               "softLimit", "description")
 QUOTA_ID = "Qoctets"
+COUNT_ID = "Qcount"
 
 
 def _quotas(ctx):
-    acct = ctx.store.account_by_id(ctx.account.id)
-    state = f"{acct.used_bytes}.{acct.quota_bytes if acct.quota_bytes is not None else 'u'}"
-    if acct.quota_bytes is None:
-        return state, {}
-    return state, {QUOTA_ID: {
-        "id": QUOTA_ID, "resourceType": "octets", "used": acct.used_bytes,
-        "hardLimit": acct.quota_bytes, "scope": "account", "name": acct.address,
-        "types": ["Mail"], "warnLimit": None, "softLimit": None,
-        "description": "storage used by this account's messages"}}
+    """``(state, {id: Quota})``. The state is ``used.limit`` of storage then of
+    the message count, with ``u`` for no limit (a limit's usage is only in the
+    state while it is set)."""
+    usage = ctx.store.quota_usage(ctx.account.id)
+    address = ctx.store.account_by_id(ctx.account.id).address
+    parts, quotas = [], {}
+    for qid, used, limit, rtype, what in (
+            (QUOTA_ID, usage.used_bytes, usage.quota_bytes, "octets", "storage used by this account's messages"),
+            (COUNT_ID, usage.messages, usage.quota_messages, "count", "messages in this account's mailboxes")):
+        if limit is None:
+            parts += ["0" if qid == COUNT_ID else str(used), "u"]
+            continue
+        parts += [str(used), str(limit)]
+        quotas[qid] = {"id": qid, "resourceType": rtype, "used": used, "hardLimit": limit,
+                       "scope": "account", "name": address, "types": ["Mail"], "warnLimit": None,
+                       "softLimit": None, "description": what}
+    return ".".join(parts), quotas
 
 
 @method("Quota/get", QUOTA)
@@ -45,6 +55,21 @@ def quota_get(ctx, args):
     return {"accountId": ctx.account_id_str, "state": state, "list": found, "notFound": missing}
 
 
+def _parse_quota_state(state):
+    """``[(used, limit)]`` per quota of a state this server gave (a state of
+    two parts is from before the message quota: no message limit), or None."""
+    parts = state.split(".")
+    if len(parts) == 2:
+        parts += ["0", "u"]
+    if len(parts) != 4:
+        return None
+    pairs = list(zip(parts[::2], parts[1::2]))
+    for used, limit in pairs:
+        if parse_state(used) is None or (limit != "u" and parse_state(limit) is None):
+            return None
+    return pairs
+
+
 @method("Quota/changes", QUOTA)
 def quota_changes(ctx, args):
     ctx.check_account(args)
@@ -52,21 +77,24 @@ def quota_changes(ctx, args):
     if not isinstance(since, str):
         raise invalid("sinceState is required")
     uint_arg(args, "maxChanges", None, minimum=1)
-    used, _, limit = since.partition(".")
-    if parse_state(used) is None or not limit or (limit != "u" and parse_state(limit) is None):
+    old = _parse_quota_state(since)
+    if old is None:
         raise MethodError("cannotCalculateChanges", f"state {since} is not one this server gave")
     state, quotas = _quotas(ctx)
-    now_used, _, now_limit = state.partition(".")
-    created, updated, destroyed, props = [], [], [], None
-    if limit != now_limit:
-        if limit == "u" and quotas:
-            created = [QUOTA_ID]
-        elif now_limit == "u":
-            destroyed = [QUOTA_ID]
-        else:
-            updated = [QUOTA_ID]
-    elif used != now_used and quotas:
-        updated, props = [QUOTA_ID], ["used"]
+    created, updated, destroyed, used_only = [], [], [], True
+    for qid, (used, limit), (now_used, now_limit) in zip((QUOTA_ID, COUNT_ID), old,
+                                                         _parse_quota_state(state)):
+        if limit != now_limit:
+            used_only = False
+            if limit == "u":
+                created.append(qid)
+            elif now_limit == "u":
+                destroyed.append(qid)
+            else:
+                updated.append(qid)
+        elif used != now_used and qid in quotas:
+            updated.append(qid)
+    props = ["used"] if updated and used_only else None
     return {"accountId": ctx.account_id_str, "oldState": since, "newState": state,
             "hasMoreChanges": False, "created": created, "updated": updated,
             "destroyed": destroyed, "updatedProperties": props}

@@ -94,6 +94,8 @@ class Hooks:
         raise LookupError(name)
 
     def metadata(self, mailbox, name):
+        """The bytes of annotation ``name`` (lower case) of ``mailbox``, or of
+        the server when ``mailbox`` is None; None when there is none."""
         return None
 
 

@@ -95,9 +95,11 @@ Choices:
 - Duplicate ids (RFC 7352) are sha256 hashed in ``sieve_duplicates`` with
   their expiry, recorded once the copy is accepted (a failed delivery that
   the MTA retries is not its own duplicate).
+- mboxmetadata/servermetadata (RFC 5490) read the account's entries in
+  ``storage.metadata`` (``StoreHooks.metadata``); server entries are the
+  account's own (``/shared`` server entries do not exist).
 - Unfinished: ``:global`` includes (there are no global scripts: include
-  raises LookupError, a runtime error) and mboxmetadata/servermetadata
-  values (``Hooks.metadata`` answers None: the store keeps no METADATA).
+  raises LookupError, a runtime error).
 """
 
 import email.utils
@@ -225,7 +227,13 @@ class StoreHooks(Hooks):
             raise LookupError(name) from None
 
     def metadata(self, mailbox, name):
-        return None
+        pk = None
+        if mailbox is not None:
+            box = self._names().get("INBOX" if mailbox.upper() == "INBOX" else mailbox)
+            if box is None:
+                return None
+            pk = box.id
+        return self.store.metadata(self.account.id, pk, [name]).get(name)
 
 
 class SieveDelivery:

@@ -32,9 +32,11 @@ change while a script lives), so a block under ``if ihave "unknown"`` (alone
 or in ``allof``) is not compiled at all. Conflicting actions follow
 Pigeonhole: reject/ereject with keep, fileinto, redirect, vacation or another
 reject is a runtime error (so the message is kept), two vacations too. Flags lists
-keep the last one given for a mailbox (RFC 5232 section 3). mboxmetadata
-and servermetadata are left out of ``EXTENSIONS``: Roost has no IMAP
-METADATA store, so their tests could only ever answer "no such entry".
+keep the last one given for a mailbox (RFC 5232 section 3). mboxmetadata and
+servermetadata (RFC 5490) read the account's IMAP METADATA entries
+(``storage.metadata``) through ``Hooks.metadata``: a missing entry or
+mailbox makes ``metadata``/``servermetadata`` false; a value is matched as
+UTF-8 text (invalid octets replaced).
 """
 
 import re
@@ -47,14 +49,14 @@ from .grammar import parse
 
 __all__ = ["compile", "run", "EXTENSIONS", "NOTIFY_METHODS", "Script", "Budget", "bench"]
 
-# What runs (the SIEVE capability). Left out: mboxmetadata and servermetadata
-# (Roost has no IMAP METADATA store, so there is nothing for them to read).
+# What runs (the SIEVE capability).
 EXTENSIONS = (
     "body", "comparator-i;ascii-numeric", "copy", "date", "duplicate", "editheader",
     "encoded-character", "enotify", "envelope", "environment", "ereject", "extracttext",
     "fileinto", "foreverypart", "ihave", "imap4flags", "include", "index", "mailbox",
-    "mime", "regex", "reject", "relational", "spamtest", "spamtestplus", "special-use",
-    "subaddress", "vacation", "vacation-seconds", "variables", "virustest",
+    "mboxmetadata", "mime", "regex", "reject", "relational", "servermetadata", "spamtest",
+    "spamtestplus", "special-use", "subaddress", "vacation", "vacation-seconds", "variables",
+    "virustest",
 )
 _KNOWN = frozenset(EXTENSIONS)
 NOTIFY_METHODS = ("mailto",)     # enotify (ManageSieve's NOTIFY capability)
@@ -194,6 +196,10 @@ SPEC = {
     "currentdate": ("test", "date", _tags(TESTS_MATCH, zone=("zone", "str", None)),
                     ("str", "list"), 0),
     "mailboxexists": ("test", "mailbox", {}, ("list",), 0),
+    "metadata": ("test", "mboxmetadata", TESTS_MATCH, ("str", "str", "list"), 0),
+    "metadataexists": ("test", "mboxmetadata", {}, ("str", "list"), 0),
+    "servermetadata": ("test", "servermetadata", TESTS_MATCH, ("str", "list"), 0),
+    "servermetadataexists": ("test", "servermetadata", {}, ("list",), 0),
     "specialuse_exists": ("test", "special-use", {}, ("str", "list"), 1),
     "duplicate": ("test", "duplicate", _tags(
         handle=("handle", "str", None), header=("id", "str", None),
@@ -214,6 +220,8 @@ _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _VARNAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ADDRESS = re.compile(r"[^\s@<>()\[\],;:\\\"]+(?:\.[^\s@<>()\[\],;:\\\"]+)*@[A-Za-z0-9.-]+"
                       r"|\"(?:[^\"\\]|\\.)*\"@[A-Za-z0-9.-]+")
+# RFC 5464 section 3.2 entry names (case-insensitive).
+_ANNOTATION = re.compile(r"/(?:private|shared)(?:/[!-$&-)+-.0-~]+)+", re.I)
 _ZONE = re.compile(r"[+-](?:[01][0-9]|2[0-3])[0-5][0-9]")
 DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time",
               "iso8601", "std11", "zone", "weekday")
@@ -621,6 +629,25 @@ class _Compiler:
     def check_mailboxexists(self, cmd):
         for n in cmd.pos[0]:
             self._mailbox(n, cmd.line)
+
+    def _annotations(self, names, line):
+        for n in names:
+            if not isinstance(n, Tmpl) and not _ANNOTATION.fullmatch(n):
+                raise SieveError(f"invalid annotation name '{n}'", line)
+
+    def check_metadata(self, cmd):
+        self._mailbox(cmd.pos[0], cmd.line)
+        self._annotations([cmd.pos[1]], cmd.line)
+
+    def check_metadataexists(self, cmd):
+        self._mailbox(cmd.pos[0], cmd.line)
+        self._annotations(cmd.pos[1], cmd.line)
+
+    def check_servermetadata(self, cmd):
+        self._annotations([cmd.pos[0]], cmd.line)
+
+    def check_servermetadataexists(self, cmd):
+        self._annotations(cmd.pos[0], cmd.line)
 
     def check_redirect(self, cmd):
         addr = cmd.pos[0]

@@ -933,6 +933,26 @@ class Run:
     def t_mailboxexists(self, t):
         return all(self.hook().mailbox_exists(n) for n in self.sl(t.pos[0]))
 
+    def _annotation(self, mailbox, name):
+        """An entry's value as text, or None (RFC 5490: no entry, no match)."""
+        value = self.hook().metadata(mailbox, name.lower())
+        return None if value is None else value.decode("utf-8", "replace")
+
+    def t_metadata(self, t):
+        value = self._annotation(self.s(t.pos[0]), self.s(t.pos[1]))
+        return value is not None and self.match(t, [value], t.pos[2])
+
+    def t_metadataexists(self, t):
+        box = self.s(t.pos[0])
+        return all(self._annotation(box, n) is not None for n in self.sl(t.pos[1]))
+
+    def t_servermetadata(self, t):
+        value = self._annotation(None, self.s(t.pos[0]))
+        return value is not None and self.match(t, [value], t.pos[1])
+
+    def t_servermetadataexists(self, t):
+        return all(self._annotation(None, n) is not None for n in self.sl(t.pos[0]))
+
     def t_specialuse_exists(self, t):
         box = self.s(t.pos[0]) if t.pos[0] is not None else None
         flags = self.sl(t.pos[1])

@@ -208,7 +208,7 @@ def test_compile_accepts_and_lists_extensions():
     for ext in ("fileinto", "reject", "ereject", "envelope", "vacation", "imap4flags", "copy",
                 "encoded-character"):
         assert ext in EXTENSIONS
-    assert "mboxmetadata" not in EXTENSIONS and "servermetadata" not in EXTENSIONS
+    assert "mboxmetadata" in EXTENSIONS and "servermetadata" in EXTENSIONS
     assert compile("# nothing\n").commands == []
 
 

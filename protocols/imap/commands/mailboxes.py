@@ -291,6 +291,7 @@ async def namespace(s, cmd):
 
 STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE",
                 "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID")
+STATUS_ITEMS += ("DELETED-STORAGE",)      # RFC 9208, with QUOTA=RES-STORAGE (commands.quota)
 
 
 @command("STATUS")
@@ -309,12 +310,16 @@ async def _status(s, name, items):
         deleted = None
         if "DELETED" in items:
             deleted = sum(1 for r in store.flags(box.id) if r[2] & 8)
+        if "DELETED-STORAGE" in items:    # in 1024-octet units, as QUOTA's STORAGE
+            deleted_storage[0] = -(-store.deleted_storage(box.id) // 1024)
         return box, deleted
+    deleted_storage = [None]
     box, deleted = await s.ctx.run(load)
     values = {"MESSAGES": box.messages, "RECENT": 0, "UIDNEXT": box.uidnext,
               "UIDVALIDITY": box.uidvalidity, "UNSEEN": box.unseen, "DELETED": deleted,
               "SIZE": box.size, "HIGHESTMODSEQ": box.highestmodseq,
               "APPENDLIMIT": s.ctx.append_limit}
+    values["DELETED-STORAGE"] = deleted_storage[0]
     out = []
     for item in items:
         if item == "MAILBOXID":
