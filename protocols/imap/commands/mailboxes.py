@@ -358,6 +358,13 @@ async def append(s, cmd):
                 raise Bad(f"cannot append with flag {f}")
         if not msg.data:
             raise No("empty message")
+        if b"\0" in msg.data:
+            # RFC 3516 section 4.4: the store keeps a message's bytes as they
+            # came (no CTE rewriting), and BODY[] could not send a NUL, so
+            # binary content is refused rather than converted to base64.
+            if not msg.binary:
+                raise Bad("NUL in a literal (RFC 3501 section 9); binary content needs ~{n}")
+            raise No("[UNKNOWN-CTE] this server does not store binary content (NUL octets)")
     dates = [parse_append_date(m.date) if m.date else None for m in cmd.messages]
     box = await s.ctx.run(store.mailbox, s.account.id, name)
     uids = []
