@@ -49,6 +49,7 @@ from .migrations import upgrade as upgrade_schema
 from .model import (Account, Mailbox, MessageRecord, NewMessage, Stored, email_oid, mailbox_oid,
                     parse_oid, thread_oid)
 from .notify import ChangeBus
+from . import reindex
 from .schema import create_all, make_engine
 from .search import make_backend
 from .txn import Txn
@@ -90,6 +91,7 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
                     search_dir=os.path.join(data_dir, "search"))
         store.bus.relay_to = relay_socket_path(data_dir)
         store.fulltext.index_missing(store)
+        reindex.needed(store)     # stamps a new data directory's search format
         return store
 
     @classmethod
