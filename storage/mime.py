@@ -727,6 +727,43 @@ def search_bodies(data, structure, decoded=None):
     return out
 
 
+# --- binary content (RFC 3516 section 4.4) ---------------------------------
+
+_CTE_FIELD = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*")
+
+
+def binary_to_base64(data):
+    """``data`` with every part whose body holds NUL re-encoded in base64 (its
+    Content-Transfer-Encoding field replaced), so that no BODY[] holds a NUL
+    and no part is "binary"; the decoded content is unchanged. ``data`` itself
+    when it has no NUL; None when a NUL cannot be moved into base64 (in a
+    header, an embedded message, or a body already quoted-printable/base64)."""
+    if b"\0" not in data:
+        return data
+    structure = parse_structure(data)
+    out, pos = [], 0
+    for _path, node in iter_leaves(structure):
+        body = data[node[BODY_START]:node[END]]
+        if b"\0" not in body:
+            continue
+        if node[MESSAGE] is not None or node[FIELDS]["encoding"] not in (None, "7bit", "8bit",
+                                                                          "binary"):
+            return None
+        head = data[node[START]:node[BODY_START]]
+        eol = b"\r\n" if head.endswith(b"\r\n") or not head else b"\n"
+        fields = _CTE_FIELD.sub(b"", head[:len(head) - len(eol)] if head.endswith(eol) else head)
+        if fields and not fields.endswith(b"\n"):
+            fields += eol
+        encoded = binascii.b2a_base64(body, newline=False)
+        lines = eol.join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
+        out += [data[pos:node[START]], fields, b"Content-Transfer-Encoding: base64", eol, eol,
+                lines]
+        pos = node[END]
+    out.append(data[pos:])
+    converted = b"".join(out)
+    return None if b"\0" in converted else converted
+
+
 # --- the parse, once at delivery ------------------------------------------
 
 def envelope(headers):

@@ -116,9 +116,10 @@ def bodystructure(node, extensible=True, utf8=False):
     size = node[N.END] - node[N.BODY_START]
     encoding = (fields["encoding"] or "7bit").upper()
     if encoding == "BINARY":
-        # RFC 3516 section 6: described in a CTE of the base protocol. Content
-        # with NUL is refused at APPEND, and BODY[] sends any NUL that came in
-        # another way as 0x80 (``no_nul``), so 8BIT is what BODY[] returns.
+        # RFC 3516 section 6: described in a CTE of the base protocol. A part
+        # with NUL from an APPEND literal8 is stored in base64 (the APPEND
+        # command), and BODY[] sends any NUL that came in another way as 0x80
+        # (``no_nul``), so 8BIT describes what BODY[] returns.
         encoding = "8BIT"
     params = node[N.PARAMS]
     if node[N.TYPE] == "text" and not any(p[0].split("*", 1)[0] == "charset" for p in params):

@@ -117,19 +117,35 @@ def test_binary_uses_the_rfc2045_decoder(box):
 
 
 def test_append_of_binary_content(box):
-    data = (b"From: f@example.test\r\nSubject: nul\r\nContent-Type: application/octet-stream\r\n"
-            b"Content-Transfer-Encoding: binary\r\n\r\nab\x00cd\r\n")
-    lines = _append(box, box.name, data, "b1", binary=True)
-    assert lines[-1].startswith(b"b1 NO [UNKNOWN-CTE]"), lines
-    lines = _append(box, box.name, data, "b2")
-    assert lines[-1].startswith(b"b2 BAD"), lines
-    lines = ok(box.cmd(f"s2 STATUS {box.name} (MESSAGES)"))
-    assert b"(MESSAGES 5)" in lines[0]              # nothing went in
-    # A literal8 without NUL is stored as it came; BINARY is described as 8BIT.
-    ok(_append(box, box.name, data.replace(b"\x00", b"\x01"), "b3", binary=True))
+    data = (b"From: f@example.test\r\nSubject: nul\r\nContent-Type: multipart/mixed; boundary=n\r\n"
+            b"\r\n--n\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+            b"--n\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: binary\r\n\r\nab\x00cd\r\n--n--\r\n")
+    # literal8: the part holding NUL is stored in base64, the rest as it came
+    lines = ok(_append(box, box.name, data, "b1", binary=True))
     ok(box.cmd("n1 NOOP"))
-    lines = ok(box.cmd("f1 FETCH 6 BODYSTRUCTURE"))
-    assert b'"8BIT"' in lines[0] and b"BINARY" not in lines[0]
+    lines = ok(box.cmd("f1 FETCH 6 (BODYSTRUCTURE BODY.PEEK[1] BODY.PEEK[2] BINARY.PEEK[2] "
+                       "BINARY.SIZE[2] BODY.PEEK[])"))
+    assert b'("APPLICATION" "OCTET-STREAM" NIL NIL NIL "BASE64" 8 ' in lines[0]
+    assert b"BINARY" not in lines[0].split(b"BODY[1]")[0]
+    assert b"BODY[1] {5}\r\nhello" in lines[0]
+    assert b"BODY[2] {8}\r\nYWIAY2Q=" in lines[0]
+    assert b"BINARY[2] ~{5}\r\nab\x00cd" in lines[0] and b"BINARY.SIZE[2] 5" in lines[0]
+    whole = lines[0].split(b"BODY[] ", 1)[1]
+    assert b"\x00" not in whole and b"Content-Transfer-Encoding: base64\r\n\r\nYWIAY2Q=" in whole
+    # NUL where base64 cannot take it (a header field): refused, nothing stored
+    bad = b"From: f@example.test\r\nSubject: n\x00l\r\n\r\nbody\r\n"
+    lines = _append(box, box.name, bad, "b2", binary=True)
+    assert lines[-1].startswith(b"b2 NO [UNKNOWN-CTE]"), lines
+    lines = ok(box.cmd(f"s2 STATUS {box.name} (MESSAGES)"))
+    assert b"(MESSAGES 6)" in lines[0]
+    # A literal8 without NUL is stored as it came; "binary" is described as 8BIT.
+    plain = data.replace(b"\x00", b"\x01")
+    ok(_append(box, box.name, plain, "b3", binary=True))
+    ok(box.cmd("n2 NOOP"))
+    lines = ok(box.cmd("f2 FETCH 7 (BODYSTRUCTURE BODY.PEEK[])"))
+    assert b'"8BIT"' in lines[0] and b'"BINARY"' not in lines[0]
+    assert lines[0].split(b"BODY[] {%d}\r\n" % len(plain), 1)[1].startswith(plain)
 
 
 def test_delivered_nul_never_reaches_a_plain_literal(server, box):

@@ -270,3 +270,49 @@ def test_preview_follows_rfc_8970():
     assert parsed.preview.startswith("Hello there , second line word")
     assert "<" not in parsed.preview and "  " not in parsed.preview
     assert len(parsed.preview) <= 256
+
+
+# --- APPEND of binary content: parts with NUL go to base64 ----------------------------------
+
+def test_binary_parts_are_converted_to_base64_losslessly():
+    data = msg(b"Content-Type: multipart/mixed; boundary=n",
+               b"",
+               b"--n",
+               b"Content-Type: text/plain",
+               b"",
+               b"kept as it is",
+               b"--n",
+               b"Content-Type: application/octet-stream",
+               b"Content-Transfer-Encoding: binary",
+               b"X-After: stays",
+               b"",
+               b"\x00\x01\x02" * 40,
+               b"--n--")
+    out = mime.binary_to_base64(data)
+    assert b"\x00" not in out
+    node = mime.parse_structure(out)
+    text, blob = node[mime.CHILDREN]
+    assert out[text[mime.BODY_START]:text[mime.END]] == b"kept as it is"
+    assert blob[mime.FIELDS]["encoding"] == "base64"
+    assert mime.decode_body(out, blob) == b"\x00\x01\x02" * 40
+    assert render.binary_bytes(out, node, (2,)) == b"\x00\x01\x02" * 40
+    assert b"X-After: stays\r\n" in out and out.count(b"Content-Transfer-Encoding") == 1
+    assert max(len(line) for line in out.split(b"\r\n")) <= 76
+    # a single-part message with bare LF line ends
+    one = b"Subject: x\nContent-Type: application/x\n\nab\x00\n"
+    out = mime.binary_to_base64(one)
+    assert mime.decode_body(out, mime.parse_structure(out)) == b"ab\x00\n"
+
+
+@pytest.mark.parametrize("data", [
+    b"Subject: a\x00b\r\n\r\nbody\r\n",                                          # in a header
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\na\x00b\r\n",          # already encoded
+    b"Content-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\na\x00b\r\n",      # embedded message
+])
+def test_nul_that_base64_cannot_carry_is_refused(data):
+    assert mime.binary_to_base64(data) is None
+
+
+def test_content_without_nul_is_left_alone():
+    data = b"Subject: x\r\n\r\nplain\r\n"
+    assert mime.binary_to_base64(data) is data

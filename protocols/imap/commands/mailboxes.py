@@ -10,7 +10,7 @@ the store are the special-use attributes on the wire.
 import calendar
 import re
 
-from roost.storage import errors
+from roost.storage import errors, mime
 
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
@@ -358,14 +358,18 @@ async def append(s, cmd):
                 raise Bad(f"cannot append with flag {f}")
         if not msg.data:
             raise No("empty message")
-        if b"\0" in msg.data:
-            # RFC 3516 section 4.4: the store keeps a message's bytes as they
-            # came (no CTE rewriting), and BODY[] could not send a NUL, so
-            # binary content is refused rather than converted to base64.
-            if not msg.binary:
-                raise Bad("NUL in a literal (RFC 3501 section 9); binary content needs ~{n}")
-            raise No("[UNKNOWN-CTE] this server does not store binary content (NUL octets)")
     dates = [parse_append_date(m.date) if m.date else None for m in cmd.messages]
+    for msg in cmd.messages:
+        if msg.binary and b"\0" in msg.data:
+            # RFC 3516 section 4.4: each part holding NUL is stored in base64
+            # (no BODY[] can carry a NUL, and no part is left "binary"); what
+            # cannot be converted is refused. A plain literal with NUL (against
+            # RFC 3501's grammar) is stored as it came, as LMTP stores it; FETCH
+            # BODY[] then shows each NUL as 0x80.
+            data = await s.ctx.run(mime.binary_to_base64, msg.data)
+            if data is None:
+                raise No("[UNKNOWN-CTE] NUL outside a body that base64 can carry")
+            msg.data = data
     box = await s.ctx.run(store.mailbox, s.account.id, name)
     uids = []
     try:
