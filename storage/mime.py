@@ -685,9 +685,10 @@ def html_to_text(value):
     return clean(html.unescape(_LONG_NUMERIC.sub("\ufffd", text)))
 
 
-def part_text(data, node):
-    """The decoded text of a text/* leaf, HTML reduced to text."""
-    body = decode_body(data, node)
+def part_text(data, node, limit=None):
+    """The decoded text of a text/* leaf, HTML reduced to text (about
+    ``limit`` characters of it when given)."""
+    body = decode_body(data, node, limit)
     return html_to_text(body) if node[SUBTYPE] in ("html", "xhtml+xml") else body
 
 
@@ -720,7 +721,7 @@ def search_bodies(data, structure, decoded=None):
         elif node[TYPE] == "text":
             text = decoded.get(node[START])
             if text is None:
-                text = part_text(data, node)
+                text = part_text(data, node, MAX_TEXT - size)
         if text:
             out.append(text)
             size += len(text)
