@@ -243,3 +243,18 @@ def test_old_data_directory_is_reindexed_at_start(tmp_path):
         assert reindex.stored_version(store) == reindex.VERSION
     finally:
         store.close()
+
+
+def test_corpus_rfc2231_continuations_over_imap(box):
+    import pathlib
+    from roost.storage import mime
+    path = (pathlib.Path(__file__).resolve().parents[3] / "shared" / "corpus" / "mail-rb" /
+            "multi_charset" / "japanese_attachment_long_name.eml")
+    if not path.exists():
+        pytest.skip(f"corpus message missing: {path}")
+    ok(_append(box, box.name, path.read_bytes(), "j1"))
+    ok(box.cmd("n1 NOOP"))
+    lines = ok(box.cmd("f1 FETCH 6 BODYSTRUCTURE"))
+    m = re.search(rb'\("ATTACHMENT" \("filename" "([^"]*)"\)\)', lines[0])
+    assert m and b"%E3" not in lines[0] and b"filename*" not in lines[0]
+    assert mime.decode_words(m.group(1).decode()) == "かきくけこ" * 5 + ".txt"
