@@ -20,7 +20,9 @@ PREVIEW_CHARS = 200
 
 
 def preview_texts(store, account_id, recs):
-    """``{message id: preview}`` of the records (one read for the chunk)."""
+    """``{message id: preview}`` of the records (one read for the chunk).
+    ``account_id`` is the mailbox owner's: messages of another account are
+    left out (they would get "")."""
     infos = emails.get_messages(store, account_id, [r.message_id for r in recs],
                                 parsed=False, summary=False)
     return {pk: info.preview for pk, info in infos.items()}
