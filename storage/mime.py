@@ -554,14 +554,8 @@ _DECLARED_BOUNDARY = re.compile(rb'boundary\s*=\s*"?([^"\r\n;]+)', re.I)
 MAX_NESTED_BOUNDARIES = 64
 
 
-def split_multipart(data, start, end, boundary):
-    """The (start, end) of each body part between ``--boundary`` lines.
-
-    A delimiter line is recognised by its prefix (RFC 2046 section 5.1.1:
-    whatever follows the boundary on the line is ignored), except where the
-    line starts with a longer boundary that a nested part declares (the
-    innermost boundary wins, so "--abc" does not split at "--abcdef")."""
-    delim = re.compile(rb"^--" + re.escape(boundary) + rb"(--)?[^\n]*$", re.M)
+def _longer_boundaries(data, start, end, boundary):
+    """Boundaries declared in data[start:end] that start with ``boundary``."""
     longer = []
     for m in _DECLARED_BOUNDARY.finditer(data, start, end):
         b = m.group(1).strip()
@@ -569,10 +563,25 @@ def split_multipart(data, start, end, boundary):
             longer.append(b)
             if len(longer) >= MAX_NESTED_BOUNDARIES:
                 break
+    return longer
+
+
+def split_multipart(data, start, end, boundary):
+    """The (start, end) of each body part between ``--boundary`` lines.
+
+    A delimiter line is recognised by its prefix (RFC 2046 section 5.1.1:
+    whatever follows the boundary on the line is ignored), except where the
+    line starts with a longer boundary that a nested part declares (the
+    innermost boundary wins, so "--abc" does not split at "--abcdef")."""
+    delim = re.compile(rb"^--" + re.escape(boundary) + rb"(--)?([^\n]*)$", re.M)
+    longer = None     # longer boundaries declared inside: looked for when first needed
     parts, part_start = [], None
     for m in delim.finditer(data, start, end):
-        if longer and any(data.startswith(b, m.start() + 2) for b in longer):
-            continue
+        if m.group(2).strip():           # text after the boundary: maybe a longer one
+            if longer is None:
+                longer = _longer_boundaries(data, start, end, boundary)
+            if any(data.startswith(b, m.start() + 2) for b in longer):
+                continue
         if part_start is not None:
             part_end = m.start()
             if part_end > part_start and data[part_end - 1] == 10:
