@@ -140,6 +140,8 @@ class Roost:
         self._start_relay()
         print("roost: ready", flush=True)
         self._prune_history()
+        from roost.storage import reindex
+        self._reindex = reindex.start(self.store)   # search format of an older release
         if self.config.inbound_dmarc_reports:
             self._schedule_dmarc_reports()
 
@@ -573,6 +575,9 @@ class Roost:
         # The listeners have said BYE to their sessions; what is left in the
         # pool is deliveries (left to finish) and reads such as a long SEARCH,
         # which are aborted so that they do not hold the stop.
+        if getattr(self, "_reindex", None) is not None:
+            self._reindex[1].set()          # it stops after its batch; resumes next start
+            await self.loop.run_in_executor(None, self._reindex[0].join, SHUTDOWN_GRACE)
         self.store.interrupt_reads()
         deadline = self.loop.time() + SHUTDOWN_GRACE
         while self.inflight and self.loop.time() < deadline:

@@ -419,6 +419,9 @@ def cmd_reindex(args, cfg):
         with store.reader() as conn:
             stale = store.fulltext.stale(conn)
         store.fulltext.remove_stale(store, stale)
+        if not args.address:
+            from roost.storage import reindex
+            reindex.set_version(store)      # the whole index is in this release's format
     finally:
         store.close()
     return EX_OK

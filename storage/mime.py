@@ -55,11 +55,11 @@ START, BODY_START, END, TYPE, SUBTYPE, PARAMS, FIELDS, LINES, CHILDREN, MESSAGE 
 ENVELOPE_FIELDS = ("date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc",
                    "in-reply-to", "message-id")
 
-# Header fields (name, optional white space, colon; obsolete syntax allows the
-# space) and their continuation lines; the last line may lack its newline. A
-# leading mbox "From " line stays in the header block.
-_HEADER_BLOCK = re.compile(rb"(?:From [^\n]*\n)?(?:[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*")
-
+# The header block ends at the first empty line (RFC 5322 section 2.1), and
+# only there: a line of white space is a continuation, a line without a colon
+# is a broken field (skipped by ``parse_headers``), and neither ends it. With
+# no empty line at all the whole entity is header and the body is empty.
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
 
 def text_of(raw):
     """Header bytes as str; undecodable bytes survive as surrogate escapes."""
@@ -141,18 +141,16 @@ def header_text(value):
 # --- headers ---------------------------------------------------------------
 
 def header_end(data, start, end):
-    """Offset where the body starts, within [start, end): after the blank line
-    that ends the header block, or at the first line that is neither a header
-    field nor a continuation (a missing blank line, as broken mailers write)."""
+    """Offset where the body starts, within [start, end): after the empty line
+    that ends the header block (``end`` when there is none)."""
     if start >= end:
         return end
-    m = _HEADER_BLOCK.match(data, start, end)
-    pos = m.end()
-    if data.startswith(b"\r\n", pos, end):
-        return pos + 2
-    if data.startswith(b"\n", pos, end):
-        return pos + 1
-    return pos
+    if data.startswith(b"\r\n", start, end):
+        return start + 2
+    if data.startswith(b"\n", start, end):
+        return start + 1
+    m = _EMPTY_LINE.search(data, start, end)
+    return end if m is None else m.end()
 
 
 def parse_headers(data, start, body_start):
@@ -250,14 +248,18 @@ MAX_SECTIONS = 100
 
 
 def param(params, name):
-    """A parameter's value: as written, or decoded from RFC 2231 sections
-    (``name*``, ``name*0*``, ``name*1``...) joined in order, in their charset.
+    """A parameter's value: decoded from RFC 2231 sections (``name*``,
+    ``name*0*``, ``name*1``...) joined in order, in their charset (the
+    language is dropped), or else as written; when a mailer sends both, the
+    RFC 2231 form wins (the plain one is its fallback for old readers).
     Sections with a bad name (``name*x``, absurd numbers) are ignored, a
     repeated one counts once, an unknown charset reads as UTF-8."""
     name = name.lower()
+    plain = None
     for n, v in params:
         if n == name:
-            return v
+            plain = v
+            break
     sections = {}
     for n, v in params:
         if not n.startswith(name + "*"):
@@ -270,7 +272,7 @@ def param(params, name):
         if order not in sections and len(sections) < MAX_SECTIONS:
             sections[order] = (encoded, v)
     if not sections:
-        return None
+        return plain
     charset, raw = None, bytearray()
     for i, order in enumerate(sorted(sections)):
         encoded, v = sections[order]
@@ -281,6 +283,28 @@ def param(params, name):
         else:
             raw += _raw_bytes(v)
     return decode_text(bytes(raw), charset or None)[0]
+
+
+MAX_PARAMS = 100   # distinct parameters a structure response shows
+
+
+def merged_params(params):
+    """``[[name, value, decoded]]``: ``params`` with each parameter's RFC 2231
+    sections merged into one under its plain name, in the order of first
+    appearance (at most ``MAX_PARAMS``). ``decoded`` tells that the value came
+    from sections (clean text); otherwise the value is as written (raw)."""
+    groups = {}
+    for n, v in params:
+        base = n.split("*", 1)[0]
+        if base and (base in groups or len(groups) < MAX_PARAMS):
+            groups.setdefault(base, []).append((n, v))
+    out = []
+    for base, group in groups.items():
+        if all(n == base for n, _v in group):
+            out.append([base, group[0][1], False])
+        else:
+            out.append([base, param(group, base) or "", True])
+    return out
 
 
 def _raw_bytes(value):
@@ -526,11 +550,38 @@ def count_lines(data, start, end):
     return n
 
 
+_DECLARED_BOUNDARY = re.compile(rb'boundary\s*=\s*"?([^"\r\n;]+)', re.I)
+MAX_NESTED_BOUNDARIES = 64
+
+
+def _longer_boundaries(data, start, end, boundary):
+    """Boundaries declared in data[start:end] that start with ``boundary``."""
+    longer = []
+    for m in _DECLARED_BOUNDARY.finditer(data, start, end):
+        b = m.group(1).strip()
+        if len(b) > len(boundary) and b.startswith(boundary) and b not in longer:
+            longer.append(b)
+            if len(longer) >= MAX_NESTED_BOUNDARIES:
+                break
+    return longer
+
+
 def split_multipart(data, start, end, boundary):
-    """The (start, end) of each body part between ``--boundary`` lines."""
-    delim = re.compile(rb"^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", re.M)
+    """The (start, end) of each body part between ``--boundary`` lines.
+
+    A delimiter line is recognised by its prefix (RFC 2046 section 5.1.1:
+    whatever follows the boundary on the line is ignored), except where the
+    line starts with a longer boundary that a nested part declares (the
+    innermost boundary wins, so "--abc" does not split at "--abcdef")."""
+    delim = re.compile(rb"^--" + re.escape(boundary) + rb"(--)?([^\n]*)$", re.M)
+    longer = None     # longer boundaries declared inside: looked for when first needed
     parts, part_start = [], None
     for m in delim.finditer(data, start, end):
+        if m.group(2).strip():           # text after the boundary: maybe a longer one
+            if longer is None:
+                longer = _longer_boundaries(data, start, end, boundary)
+            if any(data.startswith(b, m.start() + 2) for b in longer):
+                continue
         if part_start is not None:
             part_end = m.start()
             if part_end > part_start and data[part_end - 1] == 10:
@@ -572,6 +623,22 @@ def filename(node):
     return decode_words(name) if name else None
 
 
+# Quoted-printable, RFC 2045 section 6.7: "=XX" is an octet, "=" then optional
+# white space at a line end is a soft line break (rule 5 with rule 3), white
+# space at a line end is dropped (rule 3); any other "=" stays as written.
+# One pass, linear: the white space run is matched only from its start.
+_QP = re.compile(rb"=([0-9A-Fa-f]{2})|=[ \t]*(?:\r?\n|\Z)|(?<![ \t])[ \t]+(?=\r?\n|\Z)")
+
+
+def _qp_piece(m):
+    return bytes((int(m.group(1), 16),)) if m.group(1) else b""
+
+
+def decode_qp(body):
+    """The octets of a quoted-printable body; hard line breaks stay as written."""
+    return _QP.sub(_qp_piece, body)
+
+
 def decode_body(data, node, limit=None):
     """The decoded content of a leaf part as str (text) or bytes (otherwise)."""
     end = node[END] if limit is None else min(node[END], node[BODY_START] + limit * 2)
@@ -582,7 +649,7 @@ def decode_body(data, node, limit=None):
         if encoding in (None, "7bit", "8bit", "binary"):
             payload = body
         elif encoding == "quoted-printable":
-            payload = binascii.a2b_qp(body)
+            payload = decode_qp(body)
         elif encoding == "base64":
             payload = binascii.a2b_base64(body)
     except (binascii.Error, ValueError):
@@ -625,6 +692,86 @@ def html_to_text(value):
         pos = close.end()
     text = _TAG.sub(" ", "".join(out))
     return clean(html.unescape(_LONG_NUMERIC.sub("\ufffd", text)))
+
+
+def part_text(data, node, limit=None):
+    """The decoded text of a text/* leaf, HTML reduced to text (about
+    ``limit`` characters of it when given)."""
+    body = decode_body(data, node, limit)
+    return html_to_text(body) if node[SUBTYPE] in ("html", "xhtml+xml") else body
+
+
+def search_bodies(data, structure, decoded=None):
+    """The texts BODY and TEXT search: every text/* part (attachments too, any
+    subtype, HTML reduced to text), the preamble of every multipart, and the
+    header fields and body parts of every attached message/rfc822, in order,
+    about ``MAX_TEXT`` characters in all (the rest is not indexed)."""
+    out, size = [], 0
+    stack = [structure]
+    decoded = decoded or {}
+    while stack and size < MAX_TEXT:
+        node = stack.pop()
+        text = None
+        if node[CHILDREN]:
+            first = node[CHILDREN][0][START]
+            pre = data[node[BODY_START]:max(node[BODY_START], first)]
+            boundary = param(node[PARAMS], "boundary")
+            cut = pre.rfind(b"--" + _raw_bytes(boundary)) if boundary else -1
+            pre = pre[:cut] if cut >= 0 else pre
+            if pre.strip():
+                text = decode_text(pre[:MAX_TEXT])[0]
+            stack.extend(reversed(node[CHILDREN]))
+        elif node[MESSAGE]:
+            inner = node[MESSAGE][1]
+            lines = [f"{clean(n)}: {decode_words(v) or ''}"
+                     for n, v in parse_headers(data, inner[START], inner[BODY_START])]
+            text = "\n".join(lines)
+            stack.append(inner)
+        elif node[TYPE] == "text":
+            text = decoded.get(node[START])
+            if text is None:
+                text = part_text(data, node, MAX_TEXT - size)
+        if text:
+            out.append(text)
+            size += len(text)
+    return out
+
+
+# --- binary content (RFC 3516 section 4.4) ---------------------------------
+
+_CTE_FIELD = re.compile(rb"(?im)^content-transfer-encoding[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*")
+
+
+def binary_to_base64(data):
+    """``data`` with every part whose body holds NUL re-encoded in base64 (its
+    Content-Transfer-Encoding field replaced), so that no BODY[] holds a NUL
+    and no part is "binary"; the decoded content is unchanged. ``data`` itself
+    when it has no NUL; None when a NUL cannot be moved into base64 (in a
+    header, an embedded message, or a body already quoted-printable/base64)."""
+    if b"\0" not in data:
+        return data
+    structure = parse_structure(data)
+    out, pos = [], 0
+    for _path, node in iter_leaves(structure):
+        body = data[node[BODY_START]:node[END]]
+        if b"\0" not in body:
+            continue
+        if node[MESSAGE] is not None or node[FIELDS]["encoding"] not in (None, "7bit", "8bit",
+                                                                          "binary"):
+            return None
+        head = data[node[START]:node[BODY_START]]
+        eol = b"\r\n" if head.endswith(b"\r\n") or not head else b"\n"
+        fields = _CTE_FIELD.sub(b"", head[:len(head) - len(eol)] if head.endswith(eol) else head)
+        if fields and not fields.endswith(b"\n"):
+            fields += eol
+        encoded = binascii.b2a_base64(body, newline=False)
+        lines = eol.join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
+        out += [data[pos:node[START]], fields, b"Content-Transfer-Encoding: base64", eol, eol,
+                lines]
+        pos = node[END]
+    out.append(data[pos:])
+    converted = b"".join(out)
+    return None if b"\0" in converted else converted
 
 
 # --- the parse, once at delivery ------------------------------------------
@@ -732,8 +879,9 @@ class ParsedMessage:
             "messageId": ids, "inReplyTo": message_ids(header(h, "in-reply-to")),
             "references": message_ids(" ".join(header_all(h, "references"))),
         }
-        bodies, names, attached = [], [], False
+        names, attached = [], False
         preview = None
+        decoded = {}      # START of a text part -> its text (decoded once)
         for _path, node in iter_leaves(self.structure):
             if is_attachment(node):
                 attached = True
@@ -741,16 +889,12 @@ class ParsedMessage:
                 if name:
                     names.append(name)
                 continue
-            if node[TYPE] != "text":
-                continue
-            body = decode_body(data, node)
-            if node[SUBTYPE] == "html":
-                body = html_to_text(body)
-            if preview is None and node[SUBTYPE] in ("plain", "html"):
+            if preview is None and node[TYPE] == "text" and node[SUBTYPE] in ("plain", "html"):
+                body = decoded[node[START]] = part_text(data, node)
                 preview = " ".join(body[:PREVIEW_CHARS * 8].split())[:PREVIEW_CHARS]
                 if len(preview) < PREVIEW_CHARS and len(body) > PREVIEW_CHARS * 8:
                     preview = " ".join(body.split())[:PREVIEW_CHARS]
-            bodies.append(body)
+        bodies = search_bodies(data, self.structure, decoded)
         self.preview = preview or ""
         self.has_attachment = attached
         head_text = " ".join(filter(None, [

@@ -28,6 +28,10 @@ _TOKEN = re.compile(rf"[{CJK}]+|(?:(?![{CJK}])[^\W_])+")
 _CJK_RUN = re.compile(rf"[{CJK}]+")
 CJK_SEPARATOR = "x"   # a token between runs, so a phrase never spans two runs
 ADDRESS_FIELDS = ("from", "to", "cc", "bcc")
+# The format of ``document`` (and of the text ``mime`` extracts for it). A data
+# directory indexed with an older one is reindexed at open (``storage.reindex``).
+# 2: every text part, preambles, attached messages, ENVELOPE address forms.
+VERSION = 2
 HEADER_FIELDS = ("subject",) + ADDRESS_FIELDS
 
 
@@ -83,7 +87,8 @@ def document(parsed):
     ``subject``/``from``/``to``/``cc``/``bcc`` hold the decoded header values
     (every occurrence, one per line); ``fields`` every header as
     ``name: value`` lines (name lower case); ``body`` the decoded text parts
-    (HTML reduced to text) and attachment file names.
+    (HTML reduced to text) and attachment file names. The address fields also
+    hold each address as ENVELOPE shows it (``envelope_addresses``).
     """
     doc = {name: [] for name in HEADER_FIELDS}
     lines = []
@@ -93,11 +98,32 @@ def document(parsed):
         lines.append(f"{key}: {value}")
         if key in doc:
             doc[key].append(value)
+            if key in ADDRESS_FIELDS:
+                doc[key].extend(envelope_addresses(raw))
     doc = {k: "\n".join(v) for k, v in doc.items()}
     doc["subject"] = doc["subject"] or parsed.subject
     doc["fields"] = "\n".join(lines)
     doc["body"] = parsed.text[1]
     return doc
+
+
+def envelope_addresses(raw):
+    """The addresses of an address header as ENVELOPE shows them, one per
+    item: ``name <mailbox@host>`` with comments gone, quotes and escapes
+    undone, RFC 2047 words decoded (so FROM "John Smith" finds
+    ``John (the boss) Smith <js@x.test>``; ``name`` alone when it is a comment
+    standing for the name)."""
+    out = []
+    for name, _route, local, host in mime.parse_addresses(raw)[:MAX_ADDRESSES]:
+        if local is None or host is None:     # a group's start or end
+            continue
+        mail = mime.header_text(f"{local}@{host}" if host else local)
+        name = mime.decode_words(name) if name else ""
+        out.append(f"{name} <{mail}>" if name else mail)
+    return out
+
+
+MAX_ADDRESSES = 1000   # per header field
 
 
 # --- queries ----------------------------------------------------------------

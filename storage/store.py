@@ -52,6 +52,7 @@ from .model import (Account, Mailbox, MessageRecord, NewMessage, Stored, email_o
 from .notify import ChangeBus
 from .metadata import MetadataAPI
 from .quota import QuotaAPI
+from . import reindex
 from .schema import create_all, make_engine
 from .search import make_backend
 from .txn import Txn
@@ -94,6 +95,7 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI, LeasesAPI,
                     search_dir=os.path.join(data_dir, "search"))
         store.bus.relay_to = relay_socket_path(data_dir)
         store.fulltext.index_missing(store)
+        reindex.needed(store)     # stamps a new data directory's search format
         return store
 
     @classmethod

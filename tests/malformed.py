@@ -107,6 +107,11 @@ def check(data):
     jmap_json(bodies.utc_date(p.sent_at))
     imap_fetch.envelope(p.envelope)
     imap_fetch.bodystructure(p.structure)
+    imap_fetch.bodystructure(p.structure, True, utf8=True)
+    converted = mime.binary_to_base64(data)      # APPEND of a literal8
+    if converted is not None and converted is not data:
+        assert b"\x00" not in converted
+        check_node(mime.parse_structure(converted), 0, len(converted))
     root = bodies.part_tree(p.structure, "Bx")
     text, html, attachments = bodies.body_lists(root)
     jmap_json(bodies.part_json(data, root, JMAP_PROPS))

@@ -16,7 +16,6 @@ It must not do I/O: callers pass the bytes in.
 
 import base64
 import binascii
-import quopri
 import time
 
 from roost.storage import mime
@@ -58,9 +57,32 @@ def envelope(env, utf8=False):
 # --- BODYSTRUCTURE ---------------------------------------------------------------
 
 def _params(params, utf8):
+    """A parameter list with RFC 2231 sections merged and decoded (RFC 3501
+    has no syntax for them, and clients show what they get). A decoded value
+    that is not ASCII goes as UTF-8 once UTF8=ACCEPT is on, else as RFC 2047
+    encoded words, the form clients read in a parameter; the RFC 2231
+    language tag is dropped (no client reads it there)."""
     if not params:
         return b"NIL"
-    return b"(" + b" ".join(quoted(n, utf8) + b" " + quoted(v, utf8) for n, v in params) + b")"
+    out = []
+    for name, value, decoded in mime.merged_params(params):
+        if decoded and not value.isascii() and not utf8:
+            value = encoded_words(value)
+        out.append(quoted(name, utf8) + b" " + quoted(value, utf8))
+    return b"(" + b" ".join(out) + b")" if out else b"NIL"
+
+
+def encoded_words(text, chunk=45):
+    """``text`` as RFC 2047 B words of UTF-8, each holding whole characters."""
+    words, piece = [], b""
+    for ch in text:
+        raw = ch.encode("utf-8", "replace")
+        if len(piece) + len(raw) > chunk:
+            words.append(piece)
+            piece = b""
+        piece += raw
+    words.append(piece)
+    return " ".join("=?UTF-8?B?" + base64.b64encode(w).decode() + "?=" for w in words)
 
 
 def _disposition(disp, utf8):
@@ -93,8 +115,14 @@ def bodystructure(node, extensible=True, utf8=False):
         return out + b")"
     size = node[N.END] - node[N.BODY_START]
     encoding = (fields["encoding"] or "7bit").upper()
+    if encoding == "BINARY":
+        # RFC 3516 section 6: described in a CTE of the base protocol. A part
+        # with NUL from an APPEND literal8 is stored in base64 (the APPEND
+        # command), and BODY[] sends any NUL that came in another way as 0x80
+        # (``no_nul``), so 8BIT describes what BODY[] returns.
+        encoding = "8BIT"
     params = node[N.PARAMS]
-    if node[N.TYPE] == "text" and not any(p[0] == "charset" for p in params):
+    if node[N.TYPE] == "text" and not any(p[0].split("*", 1)[0] == "charset" for p in params):
         params = list(params) + [["charset", "us-ascii"]]     # RFC 2045 5.2 default, said aloud
     parts = [quoted(node[N.TYPE].upper(), utf8), quoted(node[N.SUBTYPE].upper(), utf8),
              _params(params, utf8), nstring(fields["id"], utf8),
@@ -178,6 +206,12 @@ def header_fields(head, names, exclude):
     return b"".join(out) + eol
 
 
+def no_nul(data):
+    """``data`` with each NUL as 0x80: a plain literal may not hold NUL (RFC
+    3501 section 9, CHAR8), and the length, so every size and offset, stays."""
+    return data.replace(b"\0", b"\x80") if b"\0" in data else data
+
+
 def partial(data, origin_length):
     if origin_length is None:
         return data
@@ -209,5 +243,5 @@ def binary_bytes(data, structure, parts):
         except (binascii.Error, ValueError):
             raise UnknownEncoding(enc) from None
     if enc == "quoted-printable":
-        return quopri.decodestring(body)
+        return mime.decode_qp(body)
     raise UnknownEncoding(enc)

@@ -543,9 +543,22 @@ def _fetch(args):
             else None
         if names is None:
             raise ParseError("expected fetch items")
-    for n in names:
+    i = 0
+    while i < len(names):
+        n = names[i]
+        i += 1
         if not isinstance(n, str) or isinstance(n, Str):
             raise ParseError("fetch items are atoms")
+        if n.upper() == "PREVIEW":      # RFC 8970: PREVIEW [(LAZY)]
+            lazy = i < len(names) and isinstance(names[i], list)
+            if lazy:
+                mods = names[i]
+                i += 1
+                if not mods or any(isinstance(m, Str) or not isinstance(m, str)
+                                   or m.upper() != "LAZY" for m in mods):
+                    raise ParseError("PREVIEW takes only the LAZY modifier")
+            cmd.items.append(FetchItem("PREVIEW", label="PREVIEW"))
+            continue
         cmd.items.append(parse_fetch_item(n))
     if args.more():
         mods = Args(args.list("fetch modifiers"))

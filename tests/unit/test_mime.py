@@ -131,18 +131,37 @@ def test_japanese_text_is_decoded_for_search_and_preview():
     assert any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in parsed.subject + parsed.preview)
 
 
-def test_header_block_ends_at_the_first_line_that_is_not_a_header():
+def test_header_block_ends_only_at_an_empty_line():
+    # A white-space-only line and a line without a colon inside the header
+    # block end nothing: every real field after them is still a header.
+    data = (b"Received: from a by b;\r\n \t\r\n\tWed, 1 Jan 2025 00:00:00 +0000\r\n"
+            b"this line has no colon\r\n"
+            b"From: Ann <ann@example.test>\r\nSubject: kept\r\n"
+            b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n"
+            b"--zz\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--zz--\r\n")
+    parsed = mime.ParsedMessage(data)
+    assert parsed.envelope["subject"] == "kept"
+    assert parsed.envelope["from"] == [["Ann", None, "ann", "example.test"]]
+    assert parsed.structure[mime.TYPE:mime.SUBTYPE + 1] == ["multipart", "mixed"]
+    assert data[parsed.structure[mime.BODY_START]:].startswith(b"--zz\r\n")
+    assert [n for n, _v in parsed.headers] == ["Received", "From", "Subject", "Content-Type"]
+    head = data[:parsed.structure[mime.BODY_START]]
+    from roost.protocols.imap.fetch import header_fields
+    assert header_fields(head, ["Subject"], False) == b"Subject: kept\r\n\r\n"
+    # No empty line at all: everything is header, the body is empty (the
+    # missing line is not guessed at, so a part's fields are never its body).
     data = (b"Content-Type: multipart/mixed; boundary=b\n\n--b\n"
             b"Content-Type: application/zip\nContent-Transfer-Encoding: base64\n"
             b"UEsDBAo=\n--b--\n")
-    node = mime.parse_structure(data)
-    (part,) = node[mime.CHILDREN]
-    assert data[part[mime.BODY_START]:part[mime.END]] == b"UEsDBAo="
-    assert mime.decode_body(data, part) == b"PK\x03\x04\n"
+    (part,) = mime.parse_structure(data)[mime.CHILDREN]
+    assert part[mime.BODY_START] == part[mime.END]
+    assert part[mime.TYPE:mime.SUBTYPE + 1] == ["application", "zip"]
     data = b"From someone Mon Jan  1 00:00:00 2024\nSubject: x\nX-Odd : spaced\n\nbody\n"
     node = mime.parse_structure(data)
     assert data[node[mime.BODY_START]:] == b"body\n"
     assert mime.header(mime.parse_headers(data, 0, node[mime.BODY_START]), "x-odd") == "spaced"
+    # An empty header block: the body starts at once.
+    assert mime.header_end(b"\r\nbody", 0, 6) == 2
 
 
 @pytest.mark.parametrize("encoding, body, expected", [

@@ -326,7 +326,9 @@ def test_snippets(shared_mail):
     got = snippets(m.store, acct, [pk["ja"], pk["de"], pk["alt"]],
                    S.Or((T("text", "japanese"), T("body", "höhö"), T("subject", "テスト"))))
     assert got[pk["ja"]] == ("日本語メール<mark>テスト</mark> (testing <mark>Japanese</mark> emails)", None)
-    assert got[pk["de"]] == (None, "Search for hähä Search for <mark>höhö</mark> kigaaldcbanejcbi.png")
+    # The preamble is indexed too, so the snippet's context starts in it.
+    assert got[pk["de"]] == (None, "MIME format. Search for hähä Search for <mark>höhö</mark> "
+                                   "kigaaldcbanejcbi.png")
     assert got[pk["alt"]] == (None, None)
     # Negated criteria are not highlighted; escaping and the 255-octet cap hold.
     assert snippets(m.store, acct, [pk["de"]], S.Not(T("body", "höhö"))) == {pk["de"]: (None, None)}

@@ -3,6 +3,7 @@
 from sqlalchemy import text
 
 from roost.server import cli
+from roost.storage import reindex
 from roost.storage import search as S
 from roost.storage.delivery import Delivery
 from roost.storage.store import Store
@@ -31,8 +32,17 @@ def test_reindex_command(tmp_path, capsys):
     assert cli.main(["reindex", "alice@example.org", "--data", str(tmp_path / "data")]) == 0
     assert "roost: reindexed alice@example.org: 3 messages" in capsys.readouterr().out
     assert cli.main(["reindex", "nobody@example.org", "--data", str(tmp_path / "data")]) == cli.EX_NOUSER
+    store = Store.open(str(tmp_path / "data"))     # an older release's index: no version
+    with store.write() as txn:
+        txn.conn.execute(text("DELETE FROM server_state"))
+    store.close()
+    assert cli.main(["reindex", "alice@example.org", "--data", str(tmp_path / "data")]) == 0
+    store = Store.open(str(tmp_path / "data"))
+    assert reindex.stored_version(store) == 0      # one account is not the whole index
+    store.close()
     assert cli.main(["reindex", "--data", str(tmp_path / "data")]) == 0
     store = Store.open(str(tmp_path / "data"))
+    assert reindex.stored_version(store) == reindex.VERSION   # serve's start has nothing to do
     assert len(S.search(store, acct.id, S.Text("body", "kumquat"))) == 3
     assert len(S.search(store, acct.id, S.Text("subject", "ote 1"))) == 1
     store.close()

@@ -10,7 +10,7 @@ the store are the special-use attributes on the wire.
 import calendar
 import re
 
-from roost.storage import errors
+from roost.storage import errors, mime
 
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
@@ -364,6 +364,17 @@ async def append(s, cmd):
         if not msg.data:
             raise No("empty message")
     dates = [parse_append_date(m.date) if m.date else None for m in cmd.messages]
+    for msg in cmd.messages:
+        if msg.binary and b"\0" in msg.data:
+            # RFC 3516 section 4.4: each part holding NUL is stored in base64
+            # (no BODY[] can carry a NUL, and no part is left "binary"); what
+            # cannot be converted is refused. A plain literal with NUL (against
+            # RFC 3501's grammar) is stored as it came, as LMTP stores it; FETCH
+            # BODY[] then shows each NUL as 0x80.
+            data = await s.ctx.run(mime.binary_to_base64, msg.data)
+            if data is None:
+                raise No("[UNKNOWN-CTE] NUL outside a body that base64 can carry")
+            msg.data = data
     box = await s.ctx.run(store.mailbox, s.account.id, name)
     uids = []
     try:

@@ -24,6 +24,7 @@ from roost.storage.flags import names as flag_names
 from .. import fetch as render
 from ..searchkeys import Compiler
 from ..wire import literal, uid_set_text
+from .preview import preview_item, preview_texts
 from . import AUTH, AUTHENTICATED, SEL, Bad, No, capability, command
 
 capability("IDLE", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SAVEDATE", "BINARY",
@@ -248,6 +249,7 @@ async def fetch_cmd(s, cmd):
     stream = bytes_only and span is None and all(
         i.name in ("UID", "RFC822.SIZE", "BODY", "BODY.PEEK", "RFC822") for i in items) and \
         sum(1 for i in items if i.name != "UID" and i.name != "RFC822.SIZE") == 1
+    previews = {}      # message id -> preview text, for PREVIEW (RFC 8970)
     start = 0
     while start < len(uids):
         chunk = uids[start:start + CHUNK]
@@ -261,6 +263,9 @@ async def fetch_cmd(s, cmd):
                 recs = store.records(v.pk, chunk, parsed=need_parsed)
             if cmd.changedsince is not None:
                 recs = [r for r in recs if r.modseq > cmd.changedsince]
+            if "PREVIEW" in names:
+                previews.clear()
+                previews.update(preview_texts(store, s.account.id, recs))
             out, size = [], 0
             for r in recs:
                 try:
@@ -294,7 +299,7 @@ async def fetch_cmd(s, cmd):
                 if not await _stream(s, v, seq, rec, data, items):
                     return False
                 continue
-            s.send(b"* %d FETCH (" % seq + b" ".join(_render(s, rec, data, items)) + b")")
+            s.send(b"* %d FETCH (" % seq + b" ".join(_render(s, rec, data, items, previews)) + b")")
         del batch
         await s.drain()           # a client that does not read is not served more
         if s.closing:
@@ -309,7 +314,7 @@ async def _stream(s, v, seq, rec, first, items):
     label = b"RFC822" if items[k].name == "RFC822" else items[k].label.encode()
     s.send_part(b"* %d FETCH (" % seq + b"".join(p + b" " for p in before) + label +
                 b" {%d}\r\n" % rec.size)
-    s.send_part(first)
+    s.send_part(render.no_nul(first))
     sent = len(first)
     while sent < rec.size:
         await s.drain()
@@ -326,7 +331,7 @@ async def _stream(s, v, seq, rec, first, items):
                     rec.uid, v.pk, sent, rec.size)
             s.bye("the message went away while it was being sent")
             return False
-        s.send_part(data)
+        s.send_part(render.no_nul(data))
         sent += len(data)
     s.send(b"".join(b" " + p for p in after) + b")")
     return True
@@ -370,7 +375,7 @@ def _send_flag_rows(s, v, rows, items):
         s.send(b"\r\n".join(lines))
 
 
-def _render(s, rec, data, items):
+def _render(s, rec, data, items, previews=None):
     utf8 = s.utf8
     structure = None
     out = []
@@ -397,23 +402,25 @@ def _render(s, rec, data, items):
         elif name in ("BODYSTRUCTURE", "BODY") and item.section is None:
             structure = structure or json.loads(rec.structure)
             out.append(name.encode() + b" " + render.bodystructure(structure, name == "BODYSTRUCTURE", utf8))
+        elif name == "PREVIEW":
+            out.append(b"PREVIEW " + preview_item(previews, rec))
         elif name == "RFC822":
-            out.append(b"RFC822 " + literal(data))
+            out.append(b"RFC822 " + literal(render.no_nul(data)))
         elif name == "RFC822.HEADER":
             structure = structure or json.loads(rec.structure)
-            out.append(b"RFC822.HEADER " + literal(data[:structure[1]]))
+            out.append(b"RFC822.HEADER " + literal(render.no_nul(data[:structure[1]])))
         elif name == "RFC822.TEXT":
             structure = structure or json.loads(rec.structure)
-            out.append(b"RFC822.TEXT " + literal(data[structure[1]:]))
+            out.append(b"RFC822.TEXT " + literal(render.no_nul(data[structure[1]:])))
         elif name in ("BODY", "BODY.PEEK") and item.section == WHOLE:
-            out.append(item.label.encode() + b" " + literal(render.partial(data, item.partial)))
+            out.append(item.label.encode() + b" " + literal(render.no_nul(render.partial(data, item.partial))))
         elif name in ("BODY", "BODY.PEEK"):
             structure = structure or json.loads(rec.structure)
             section = render.section_bytes(data, structure, item.section)
             if section is None:
                 section = b""
             out.append(item.label.encode("utf-8", "surrogateescape") + b" " +
-                       literal(render.partial(section, item.partial)))
+                       literal(render.no_nul(render.partial(section, item.partial))))
         else:   # BINARY, BINARY.PEEK, BINARY.SIZE
             if item.section == WHOLE:
                 structure = None
