@@ -41,6 +41,7 @@ from sqlalchemy.exc import DBAPIError
 from .accounts import AccountsAPI, normalise_address
 from .blobs import MemoryBlobs
 from .changes import ChangesAPI
+from .imapstate import ImapStateAPI
 from .mailboxes import DEFAULT_MAILBOXES, HIERARCHY, ROLES, MailboxesAPI, check_mailbox_name
 from .maildir import Maildir
 from .messages import MessagesAPI
@@ -59,7 +60,7 @@ __all__ = ["Store", "Account", "Mailbox", "MessageRecord", "NewMessage", "Stored
            "parse_oid", "thread_oid", "relay_socket_path"]
 
 
-class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI):
+class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI, ImapStateAPI):
     def __init__(self, engine, blobs, *, memory=False, search=None, search_dir=None):
         self.engine = engine
         self.blobs = blobs

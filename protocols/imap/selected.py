@@ -29,6 +29,10 @@ class SelectedMailbox:
         # follow SELECT with UID FETCH 1:* (FLAGS), which then needs no query.
         # Any change after the read is reported later (``modseq`` predates it).
         self.select_rows = None
+        # \Recent (RFC 3501 2.3.2): the UIDs this connection claimed, and
+        # whether it claims new ones (SELECT, not EXAMINE, not IMAP4rev2).
+        self.recent = set()
+        self.claims = False
 
     @property
     def exists(self):
@@ -97,4 +101,5 @@ class SelectedMailbox:
             if s:
                 seqs.append(s)
                 del self.uids[s - 1]
+                self.recent.discard(u)
         return seqs

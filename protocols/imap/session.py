@@ -563,6 +563,11 @@ class IMAPSession(protocol.Protocol):
         if new:
             view.add(new)
             self.send(b"* %d EXISTS" % view.exists)
+            if view.claims:
+                before = await self.ctx.run(store.claim_recent, view.pk, max(new))
+                view.recent.update(u for u in new if u > before)
+            if not self.rev2:
+                self.send(b"* %d RECENT" % len(view.recent))
         self.note_keywords(view, rows)
         for uid, modseq, bits, keywords in rows:
             if uid > last or uid in gone_set or view.sent.get(uid) == modseq:
@@ -600,8 +605,15 @@ class IMAPSession(protocol.Protocol):
         if fresh:
             self.send_flag_list(view)
 
+    def flag_list(self, view, uid, names):
+        """A message's flags as FETCH FLAGS shows them: \\Recent added where
+        this session has it (never under IMAP4rev2)."""
+        if view is not None and uid in view.recent and not self.rev2:
+            names = ["\\Recent", *names]
+        return b"FLAGS (" + " ".join(names).encode() + b")"
+
     def flags_fetch(self, seq, uid, modseq, bits, keywords, with_uid):
-        parts = b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")"
+        parts = self.flag_list(self.selected, uid, flag_names(bits, keywords))
         if with_uid:
             parts += b" UID %d" % uid
         if self.condstore:

@@ -65,10 +65,15 @@ async def select(s, cmd):
             keywords.setdefault(k.lower(), k)
     view.keywords = keywords
     view.select_rows = rows
+    if not readonly and not s.rev2:     # RFC 3501 2.3.2: this session claims \Recent
+        view.claims = True
+        if view.last_uid:
+            before = await s.ctx.run(store.claim_recent, box.id, view.last_uid)
+            view.recent = {u for u in view.uids if u > before}
     s.send_flag_list(view)
     s.send(b"* %d EXISTS" % view.exists)
     if not s.rev2:
-        s.send(b"* 0 RECENT")
+        s.send(b"* %d RECENT" % len(view.recent))
         if first_unseen:
             s.send(b"* OK [UNSEEN %d] first unseen" % first_unseen)
     s.send(b"* OK [UIDVALIDITY %d] UIDs valid" % box.uidvalidity)
@@ -148,13 +153,10 @@ async def rename(s, cmd):
 
 @command("SUBSCRIBE", "UNSUBSCRIBE")
 async def subscribe(s, cmd):
-    name = s.mailbox_name(cmd.mailbox)
-    store = s.ctx.store
-
-    def run():
-        box = store.mailbox(s.account.id, name)
-        store.set_subscribed(s.account.id, box.id, cmd.verb == "SUBSCRIBE")
-    await s.ctx.run(run)
+    """Subscriptions are names (``storage.imapstate``): SUBSCRIBE to a name no
+    mailbox has succeeds, UNSUBSCRIBE of a name not subscribed is OK."""
+    name = s.mailbox_name(cmd.mailbox).rstrip(SEPARATOR)
+    await s.ctx.run(s.ctx.store.subscribe, s.account.id, name, cmd.verb == "SUBSCRIBE")
 
 
 # --- LIST / LSUB / XLIST ------------------------------------------------------------
@@ -224,6 +226,13 @@ def _parents(names):
 
 @command("LIST", "LSUB", "XLIST")
 async def list_cmd(s, cmd):
+    """LIST, LSUB, XLIST. Names come from the mailboxes and, for LSUB and
+    LIST (SUBSCRIBED), from the subscriptions: a subscribed name without a
+    mailbox is ``\\NonExistent`` in LIST (RFC 5258 section 3.4) and
+    ``\\Noselect`` in LSUB; LSUB also returns an unsubscribed parent of a
+    subscribed name that the pattern's ``%`` hides, as ``\\Noselect`` (RFC
+    3501 6.3.9). A hierarchy level without a mailbox (its mailbox deleted, its
+    children kept) is listed as ``\\Noselect \\HasChildren``."""
     if cmd.verb != "LIST" and cmd.extended:
         raise Bad(f"{cmd.verb} takes a reference and one pattern")
     for opt in cmd.select:
@@ -243,37 +252,65 @@ async def list_cmd(s, cmd):
     if len(patterns) > MAX_PATTERNS:
         raise No(f"[LIMIT] LIST takes at most {MAX_PATTERNS} patterns")
     matchers = [Pattern(reference, p) for p in patterns if p]
-    boxes = await s.ctx.run(s.ctx.store.mailboxes, s.account.id)
+    store = s.ctx.store
+
+    def load():
+        return store.mailboxes(s.account.id), store.subscriptions(s.account.id)
+    boxes, subs = await s.ctx.run(load)
+    by_name = {b.name: b for b in boxes}
+    subs = set(subs)
     only_subscribed = cmd.verb == "LSUB" or "SUBSCRIBED" in cmd.select
     recursive = "RECURSIVEMATCH" in cmd.select
-    parents = _parents(b.name for b in boxes)
-    subscribed_parents = _parents(b.name for b in boxes if b.subscribed)
+    parents = _parents(by_name)
+    subscribed_parents = _parents(subs)
+
+    def matches(name):
+        return any(m.fullmatch(name) for m in matchers)
+    if only_subscribed:
+        names = set(subs)
+        if recursive or cmd.verb == "LSUB":
+            names |= subscribed_parents
+    else:
+        names = set(by_name) | parents
     listed = []
-    for box in sorted(boxes, key=lambda b: (b.name != "INBOX", b.name)):
-        if not any(m.fullmatch(box.name) for m in matchers):
+    for name in sorted(names, key=lambda n: (n != "INBOX", n)):
+        if not matches(name):
+            continue
+        box = by_name.get(name)
+        subscribed = name in subs
+        child_subscribed = name in subscribed_parents
+        if cmd.verb == "LSUB" and not subscribed:
+            # only a parent that "%" hides the subscribed children of
+            if not any(not matches(c) for c in subs if c.startswith(name + SEPARATOR)):
+                continue
+        elif only_subscribed and not subscribed and not (recursive and child_subscribed):
+            continue
+        if "SPECIAL-USE" in cmd.select and (box is None or box.role not in ROLE_ATTRS):
             continue
         attrs = []
-        child_subscribed = recursive and box.name in subscribed_parents
-        if only_subscribed and not box.subscribed and not child_subscribed:
-            continue
-        if "SPECIAL-USE" in cmd.select and box.role not in ROLE_ATTRS:
-            continue
-        has_children = box.name in parents
-        if cmd.verb != "LSUB":
-            attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
-        if box.subscribed and (cmd.verb == "LIST" and ("SUBSCRIBED" in cmd.select
-                                                       or "SUBSCRIBED" in cmd.returns)):
+        if box is None:
+            if cmd.verb == "LSUB":
+                attrs.append("\\Noselect")
+            elif only_subscribed:
+                attrs.append("\\NonExistent")
+            else:
+                attrs.append("\\Noselect")
+        if cmd.verb != "LSUB" and not (box is None and only_subscribed and name not in parents):
+            attrs.append("\\HasChildren" if name in parents else "\\HasNoChildren")
+        if subscribed and (cmd.verb == "LIST" and ("SUBSCRIBED" in cmd.select
+                                                   or "SUBSCRIBED" in cmd.returns)):
             attrs.append("\\Subscribed")
         roles = XLIST_ATTRS if cmd.verb == "XLIST" else ROLE_ATTRS
-        if box.role in roles and cmd.verb != "LSUB":
+        if box is not None and box.role in roles and cmd.verb != "LSUB":
             attrs.append(roles[box.role])
-        if cmd.verb == "XLIST" and box.name == "INBOX":
+        if cmd.verb == "XLIST" and name == "INBOX":
             attrs.append("\\Inbox")
-        line = verb + b" (" + " ".join(attrs).encode() + b') "/" ' + _wire(s, box.name)
-        if child_subscribed and not box.subscribed:
+        line = verb + b" (" + " ".join(attrs).encode() + b') "/" ' + _wire(s, name)
+        if recursive and child_subscribed and not subscribed:
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         s.send(b"* " + line)
-        listed.append(box)
+        if box is not None:
+            listed.append(box)
     if cmd.status is not None:
         for box in listed:
             try:
@@ -296,7 +333,7 @@ STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELET
 @command("STATUS")
 async def status(s, cmd):
     for item in cmd.items:
-        if item not in STATUS_ITEMS:
+        if item not in STATUS_ITEMS or (item == "RECENT" and s.rev2):
             raise Bad(f"unknown status item {item}")
     await _status(s, s.mailbox_name(cmd.mailbox), cmd.items)
 
@@ -306,17 +343,23 @@ async def _status(s, name, items):
 
     def load():
         box = store.mailbox(s.account.id, name, counts=True)
-        deleted = None
+        deleted = recent = None
         if "DELETED" in items:
             deleted = sum(1 for r in store.flags(box.id) if r[2] & 8)
-        return box, deleted
-    box, deleted = await s.ctx.run(load)
-    values = {"MESSAGES": box.messages, "RECENT": 0, "UIDNEXT": box.uidnext,
+        if "RECENT" in items:
+            recent = store.unclaimed_recent(box.id)
+        return box, deleted, recent
+    box, deleted, recent = await s.ctx.run(load)
+    if recent is not None and s.selected is not None and s.selected.pk == box.id:
+        recent += len(s.selected.recent)   # recent to this session
+    values = {"MESSAGES": box.messages, "RECENT": recent, "UIDNEXT": box.uidnext,
               "UIDVALIDITY": box.uidvalidity, "UNSEEN": box.unseen, "DELETED": deleted,
               "SIZE": box.size, "HIGHESTMODSEQ": box.highestmodseq,
               "APPENDLIMIT": s.ctx.append_limit}
     out = []
     for item in items:
+        if item == "RECENT" and s.rev2:
+            continue
         if item == "MAILBOXID":
             out.append(f"MAILBOXID ({box.oid})")
         else:

@@ -91,7 +91,8 @@ async def search(s, cmd):
     def email_uids(pk):
         return once("emails", lambda: _uids_by_message(store, v.pk)).get(pk, [])
     compiler = Compiler(v.seq_ranges, v.uid_ranges,
-                        lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids)
+                        lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids,
+                        recent=None if s.rev2 else v.recent)
     uses_modseq = any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(cmd.keys))
     if uses_modseq:
         s.enabled.add("CONDSTORE")
@@ -354,6 +355,7 @@ def _send_flag_rows(s, v, rows, items):
     shown = {}
     lines = []
     i = 0
+    recent = v.recent if not s.rev2 else ()
     for uid, modseq, bits, keywords in rows:
         while i < n and uids[i] < uid:
             i += 1
@@ -361,10 +363,10 @@ def _send_flag_rows(s, v, rows, items):
             break
         if uids[i] != uid:
             continue
-        key = (bits, keywords)
+        key = (bits, keywords, uid in recent)
         text = shown.get(key)
         if text is None:
-            text = shown[key] = b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")"
+            text = shown[key] = s.flag_list(v, uid, flag_names(bits, keywords))
         lines.append(template % pick((i + 1, uid, text, modseq)))
     if lines:
         s.send(b"\r\n".join(lines))
@@ -379,7 +381,7 @@ def _render(s, rec, data, items):
         if name == "UID":
             out.append(b"UID %d" % rec.uid)
         elif name == "FLAGS":
-            out.append(b"FLAGS (" + " ".join(rec.flag_names).encode() + b")")
+            out.append(s.flag_list(s.selected, rec.uid, rec.flag_names))
         elif name == "MODSEQ":
             out.append(b"MODSEQ (%d)" % rec.modseq)
         elif name == "INTERNALDATE":
