@@ -338,7 +338,7 @@ class Roost:
             unauthenticated_per_ip=cfg.unauthenticated_connections_per_ip,
             unauthenticated_total=cfg.unauthenticated_connections,
             unauthenticated_timeout=cfg.unauthenticated_command_timeout,
-            gate=self._imap_gate, append=self._append)
+            gate=self._imap_gate, append=self._append, append_many=self._append_many)
 
     async def _start_imap(self, host, port, implicit_tls=False):
         from twisted.internet import reactor
@@ -503,6 +503,12 @@ class Roost:
         (result,) = self.delivery.store(Incoming(data, account=account, mailboxes=(mailbox,),
                                                  flags=tuple(flags), internal_date=date))
         return result.stored_or_raise()
+
+    def _append_many(self, account, mailbox, messages):
+        """IMAP MULTIAPPEND: every ``(data, flags, date)`` stored, or none."""
+        return self.delivery.store_together([
+            Incoming(data, account=account, mailboxes=(mailbox,), flags=tuple(flags),
+                     internal_date=date) for data, flags, date in messages])
 
     async def stop(self):
         """Stop listening, let in-flight deliveries finish, then close the store."""

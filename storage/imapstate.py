@@ -14,10 +14,11 @@ change so JMAP clients see it.
 \\Recent (RFC 3501 2.3.2): ``mailboxes.recent_uid`` is the highest UID some
 session has claimed. A session that selects the mailbox read-write, or sees a
 new message while it has it so selected, claims every UID above it
-(``claim_recent``); the UIDs it took are recent for that session only.
+(``claim_recent``); the UIDs it took are recent for that session only. EXAMINE
+shows the unclaimed ones as recent and claims nothing (RFC 3501 6.3.2).
 
 ``insert_together`` commits staged messages (``NewMessage``) in one
-transaction that stores all of them or none (MULTIAPPEND, RFC 3502 section 6.3.11).
+transaction that stores all of them or none (MULTIAPPEND, RFC 3502).
 """
 
 from sqlalchemy import and_, delete, func, insert, select, update
@@ -95,7 +96,11 @@ class ImapStateAPI:
     def claim_recent(self, mailbox_pk, upto):
         """Claim the UIDs up to ``upto`` as recent for the caller's session:
         returns the mailbox's ``recent_uid`` before (the caller's recent UIDs
-        are those above it, up to ``upto``); nobody else gets them."""
+        are those above it, up to ``upto``); nobody else gets them. Nothing
+        is written when there is nothing to claim (a SELECT of a mailbox
+        without new mail stays a read)."""
+        if self.recent_floor(mailbox_pk) >= upto:
+            return upto
         with self.write() as txn:
             before = txn.conn.execute(select(mailboxes.c.recent_uid).where(
                 mailboxes.c.id == mailbox_pk).with_for_update()).scalar()
@@ -105,6 +110,12 @@ class ImapStateAPI:
                 txn.conn.execute(update(mailboxes).where(mailboxes.c.id == mailbox_pk)
                                  .values(recent_uid=upto))
             return before
+
+    def recent_floor(self, mailbox_pk):
+        """The mailbox's ``recent_uid`` (EXAMINE looks without claiming)."""
+        with self.reader() as conn:
+            return conn.execute(select(mailboxes.c.recent_uid).where(
+                mailboxes.c.id == mailbox_pk)).scalar() or 0
 
     def unclaimed_recent(self, mailbox_pk):
         """How many messages of the mailbox no session has claimed as recent."""

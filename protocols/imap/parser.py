@@ -587,7 +587,7 @@ def _store(args):
     return cmd
 
 
-_FLAG = re.compile(r"\\?[!#$&'+,\-./0-9:;<=>?@A-Z^_`a-z|}~]+")
+_FLAG = re.compile(r"\\?[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+")
 
 
 def _copy(args):

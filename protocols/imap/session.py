@@ -100,6 +100,8 @@ class IMAPContext:
     unauthenticated_timeout: float = 60  # seconds a command may take to arrive, before login
     gate: object = None                # PreauthGate; shared by the listeners when given
     sessions: set = field(default_factory=set)
+    append_many: object = None         # blocking append_many(account, mailbox, [(data, flags, date)]):
+    #                                    all stored or none (MULTIAPPEND); None: one by one
 
     def __post_init__(self):
         if self.gate is None:
@@ -285,6 +287,15 @@ class IMAPSession(protocol.Protocol):
     @property
     def condstore(self):
         return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
+
+    def enable_condstore(self):
+        """A CONDSTORE enabling command (RFC 7162 3.1: FETCH MODSEQ, CHANGEDSINCE,
+        SEARCH MODSEQ, STORE UNCHANGEDSINCE, STATUS HIGHESTMODSEQ): the first
+        one with a mailbox selected reports the mailbox's HIGHESTMODSEQ."""
+        first = not self.condstore
+        self.enabled.add("CONDSTORE")
+        if first and self.selected is not None:
+            self.send(b"* OK [HIGHESTMODSEQ %d] highest" % self.selected.modseq)
 
     # --- output --------------------------------------------------------------
 
@@ -563,10 +574,10 @@ class IMAPSession(protocol.Protocol):
         if new:
             view.add(new)
             self.send(b"* %d EXISTS" % view.exists)
-            if view.claims:
-                before = await self.ctx.run(store.claim_recent, view.pk, max(new))
-                view.recent.update(u for u in new if u > before)
             if not self.rev2:
+                before = await self.ctx.run(store.claim_recent, view.pk, max(new)) if view.claims \
+                    else await self.ctx.run(store.recent_floor, view.pk)
+                view.recent.update(u for u in new if u > before)
                 self.send(b"* %d RECENT" % len(view.recent))
         self.note_keywords(view, rows)
         for uid, modseq, bits, keywords in rows:

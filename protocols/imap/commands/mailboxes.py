@@ -12,6 +12,7 @@ import re
 
 from roost.storage import errors
 
+from .. import resync
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
 from ..wire import astring, uid_set_text
@@ -65,11 +66,11 @@ async def select(s, cmd):
             keywords.setdefault(k.lower(), k)
     view.keywords = keywords
     view.select_rows = rows
-    if not readonly and not s.rev2:     # RFC 3501 2.3.2: this session claims \Recent
-        view.claims = True
-        if view.last_uid:
-            before = await s.ctx.run(store.claim_recent, box.id, view.last_uid)
-            view.recent = {u for u in view.uids if u > before}
+    view.claims = not readonly and not s.rev2
+    if not s.rev2 and view.last_uid:    # RFC 3501 2.3.2: SELECT claims \Recent, EXAMINE looks
+        before = await s.ctx.run(store.claim_recent, box.id, view.last_uid) if view.claims \
+            else await s.ctx.run(store.recent_floor, box.id)
+        view.recent = {u for u in view.uids if u > before}
     s.send_flag_list(view)
     s.send(b"* %d EXISTS" % view.exists)
     if not s.rev2:
@@ -90,15 +91,18 @@ async def select(s, cmd):
 
 
 async def _qresync(s, view, box, rows, params):
-    validity, modseq, known, _match = params
+    validity, modseq, known, match = params
     if validity != box.uidvalidity:
         return
-    gone = await s.ctx.run(s.ctx.store.expunged_since, box.id, modseq)
-    if known is not None:
-        ranges = known.resolve(max(gone + [view.last_uid, 1]))
-        gone = [u for u in gone if any(lo <= u <= hi for lo, hi in ranges)]
-    if gone:
-        s.send(b"* VANISHED (EARLIER) " + uid_set_text(gone).encode())
+    store = s.ctx.store
+
+    def load():
+        return store.history_floor(s.account.id), store.expunged_since(box.id, modseq)
+    floor, gone = await s.ctx.run(load)
+    ranges = resync.vanished(view, [u for u in gone if u not in view], modseq < floor, known, match,
+                             box.uidnext - 1)
+    if ranges:
+        s.send(b"* VANISHED (EARLIER) " + resync.ranges_text(ranges).encode())
     for uid, m, bits, kws in rows:
         if m > modseq:
             s.send(s.flags_fetch(view.seq(uid), uid, m, bits, kws, True))
@@ -266,6 +270,7 @@ async def list_cmd(s, cmd):
 
     def matches(name):
         return any(m.fullmatch(name) for m in matchers)
+    hidden_parents = _parents(c for c in subs if not matches(c)) if cmd.verb == "LSUB" else ()
     if only_subscribed:
         names = set(subs)
         if recursive or cmd.verb == "LSUB":
@@ -280,18 +285,18 @@ async def list_cmd(s, cmd):
         subscribed = name in subs
         child_subscribed = name in subscribed_parents
         if cmd.verb == "LSUB" and not subscribed:
-            # only a parent that "%" hides the subscribed children of
-            if not any(not matches(c) for c in subs if c.startswith(name + SEPARATOR)):
+            if name not in hidden_parents:     # only a parent whose subscribed child "%" hides
                 continue
         elif only_subscribed and not subscribed and not (recursive and child_subscribed):
             continue
         if "SPECIAL-USE" in cmd.select and (box is None or box.role not in ROLE_ATTRS):
             continue
         attrs = []
-        if box is None:
-            if cmd.verb == "LSUB":
+        if cmd.verb == "LSUB":
+            if box is None or not subscribed:
                 attrs.append("\\Noselect")
-            elif only_subscribed:
+        elif box is None:
+            if only_subscribed:
                 attrs.append("\\NonExistent")
             else:
                 attrs.append("\\Noselect")
@@ -366,7 +371,7 @@ async def _status(s, name, items):
             out.append(f"{item} {values[item]}")
     s.send(b"* STATUS " + _wire(s, box.name) + b" (" + " ".join(out).encode() + b")")
     if "HIGHESTMODSEQ" in items:
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
 
 
 # --- APPEND -------------------------------------------------------------------
@@ -403,6 +408,12 @@ async def append(s, cmd):
             raise No("empty message")
     dates = [parse_append_date(m.date) if m.date else None for m in cmd.messages]
     box = await s.ctx.run(store.mailbox, s.account.id, name)
+    if len(cmd.messages) > 1 and s.ctx.append_many is not None:
+        # MULTIAPPEND is all or nothing (RFC 3502): one transaction
+        stored = await s.ctx.run(s.ctx.append_many, s.account, box,
+                                 [(m.data, m.flags, d) for m, d in zip(cmd.messages, dates)])
+        return f"[APPENDUID {stored[0].uidvalidity} {uid_set_text([x.uid for x in stored])}] " \
+            "APPEND completed"
     uids = []
     try:
         for msg, date in zip(cmd.messages, dates):
