@@ -262,3 +262,77 @@ def test_multiappend_is_all_or_nothing(server):
     ok(w.cmd("sel SELECT INBOX"))
     assert ok(w.cmd("f FETCH 1:* FLAGS"))[:2] == [b"* 1 FETCH (FLAGS (\\Recent \\Seen))",
                                                   b"* 2 FETCH (FLAGS (\\Recent))"]
+
+
+# --- CATENATE ------------------------------------------------------------------------------
+
+def _select(w, name):
+    text = b"\n".join(ok(w.cmd(f"sel SELECT {name}")))
+    return int(re.search(rb"\[UIDVALIDITY (\d+)\]", text).group(1))
+
+
+def test_catenate_text_and_urls(server):
+    w = connect(server)
+    name = fresh_box(w, 1)
+    validity = _select(w, name)
+    head = b"From: c@example.org\r\nSubject: forwarded\r\n\r\n"
+    tail = b"\r\n-- the end\r\n"
+    w.send(f"a1 APPEND {name} CATENATE (TEXT {{{len(head)}+}}\r\n".encode() + head +
+           f' URL "/{name};UIDVALIDITY={validity}/;UID=1/;SECTION=TEXT"'
+           f' URL ";UID=1/;SECTION=HEADER.FIELDS%20(SUBJECT)"'
+           f' URL "imap://alice%40example.org@localhost/{name}/;UID=1/;PARTIAL=0.4"'
+           f" TEXT {{{len(tail)}+}}\r\n".encode() + tail + b")\r\n")
+    line = ok(w.until("a1"))[-1]
+    uid = int(re.search(rb"APPENDUID \d+ (\d+)", line).group(1))
+    body = ok(w.cmd(f"f UID FETCH {uid} BODY.PEEK[]"))
+    expected = head + b"body 1\r\n" + b"Subject: message 1\r\n\r\n" + b"From" + tail
+    assert body[-2].endswith(b"BODY[] {%d}\r\n" % len(expected) + expected + b")") or \
+        expected in body[-2], body
+
+
+def test_catenate_bad_url_stores_nothing(server):
+    w = connect(server)
+    name = fresh_box(w, 1)
+    validity = _select(w, name)
+    before = ok(w.cmd(f"s STATUS {name} (MESSAGES UIDNEXT)"))[0]
+    for i, url in enumerate((f"/{name};UIDVALIDITY={validity}/;UID=7",            # no such UID
+                             f"/{name};UIDVALIDITY={validity + 1}/;UID=1",        # stale UIDVALIDITY
+                             f"/{name}/;UID=1/;SECTION=9",                        # no such part
+                             "/Nowhere/;UID=1",                                   # no such mailbox
+                             f"imap://bob%40example.org@localhost/{name}/;UID=1",  # another user
+                             "http://example.org/")):
+        lines = w.cmd(f'b{i} APPEND {name} CATENATE (TEXT {{2+}}\r\nx\n URL "{url}")')
+        assert lines[-1].startswith(b"b%d NO [BADURL " % i), (url, lines)
+    assert ok(w.cmd(f"s2 STATUS {name} (MESSAGES UIDNEXT)"))[0] == before
+    assert w.cmd(f"c APPEND {name} CATENATE ()")[-1].startswith(b"c BAD")
+    assert w.cmd(f'c2 APPEND {name} CATENATE (FILE "x")')[-1].startswith(b"c2 BAD")
+
+
+# --- REPLACE -------------------------------------------------------------------------------
+
+def test_replace(server):
+    w = connect(server)
+    name = fresh_box(w, 2)
+    validity = _select(w, name)
+    new = msg(9)
+    w.send(f"r1 REPLACE 1 {name} (\\Seen) {{{len(new)}+}}\r\n".encode() + new + b"\r\n")
+    lines = ok(w.until("r1"))
+    assert lines[0] == b"* OK [APPENDUID %d 3] replacement message stored" % validity
+    assert lines[1:] == [b"* 1 EXPUNGE", b"* 2 EXISTS", b"* 2 RECENT", b"r1 OK REPLACE completed"]
+    assert ok(w.cmd("f UID FETCH 1:* (FLAGS)"))[:2] == [b"* 1 FETCH (UID 2 FLAGS (\\Recent))",
+                                                         b"* 2 FETCH (UID 3 FLAGS (\\Recent \\Seen))"]
+    ok(w.cmd("c CREATE %s/other" % name))
+    w.send(f"r2 UID REPLACE 3 {name}/other {{{len(new)}+}}\r\n".encode() + new + b"\r\n")
+    lines = ok(w.until("r2"))
+    assert b"* 2 EXPUNGE" in lines
+    assert b"MESSAGES 1" in ok(w.cmd(f"s STATUS {name}/other (MESSAGES)"))[0]
+    # a failed append keeps the old message
+    w.send(f"r3 REPLACE 1 {name}/missing {{{len(new)}+}}\r\n".encode() + new + b"\r\n")
+    assert w.until("r3")[-1].startswith(b"r3 NO [TRYCREATE]")
+    assert b"MESSAGES 1" in ok(w.cmd(f"s2 STATUS {name} (MESSAGES)"))[0]
+    assert w.cmd("r4 REPLACE 9 INBOX {1+}\r\nx")[-1].startswith(b"r4 BAD")
+    assert w.cmd("r5 UID REPLACE 99 INBOX {1+}\r\nx")[-1].startswith(b"r5 NO [NONEXISTENT]")
+    ok(w.cmd(f"e EXAMINE {name}"))
+    assert w.cmd(f"r6 REPLACE 1 {name} {{1+}}\r\nx")[-1].startswith(b"r6 NO [READ-ONLY]")
+    caps = ok(w.cmd("k CAPABILITY"))[0].split()
+    assert b"CATENATE" in caps and b"REPLACE" in caps

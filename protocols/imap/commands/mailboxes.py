@@ -395,9 +395,18 @@ def parse_append_date(text):
 
 @command("APPEND", trycreate=True)
 async def append(s, cmd):
-    name = s.mailbox_name(cmd.mailbox)
+    validity, uids = await append_messages(s, s.mailbox_name(cmd.mailbox), cmd.messages)
+    return f"[APPENDUID {validity} {uid_set_text(uids)}] APPEND completed"
+
+
+async def append_messages(s, name, messages):
+    """Store APPEND's (or REPLACE's) messages in mailbox ``name``, all or none;
+    returns (uidvalidity, uids). CATENATE parts are put together first."""
+    from .compose import assemble
     store = s.ctx.store
-    for msg in cmd.messages:
+    for msg in messages:
+        if msg.parts is not None:
+            msg.data = await assemble(s, msg.parts)
         if len(msg.data) > s.ctx.append_limit:
             raise No("[TOOBIG] message is larger than APPENDLIMIT")
         for f in msg.flags:
@@ -406,17 +415,16 @@ async def append(s, cmd):
                 raise Bad(f"cannot append with flag {f}")
         if not msg.data:
             raise No("empty message")
-    dates = [parse_append_date(m.date) if m.date else None for m in cmd.messages]
+    dates = [parse_append_date(m.date) if m.date else None for m in messages]
     box = await s.ctx.run(store.mailbox, s.account.id, name)
-    if len(cmd.messages) > 1 and s.ctx.append_many is not None:
+    if len(messages) > 1 and s.ctx.append_many is not None:
         # MULTIAPPEND is all or nothing (RFC 3502): one transaction
         stored = await s.ctx.run(s.ctx.append_many, s.account, box,
-                                 [(m.data, m.flags, d) for m, d in zip(cmd.messages, dates)])
-        return f"[APPENDUID {stored[0].uidvalidity} {uid_set_text([x.uid for x in stored])}] " \
-            "APPEND completed"
+                                 [(m.data, m.flags, d) for m, d in zip(messages, dates)])
+        return stored[0].uidvalidity, [x.uid for x in stored]
     uids = []
     try:
-        for msg, date in zip(cmd.messages, dates):
+        for msg, date in zip(messages, dates):
             stored = await s.ctx.run(s.ctx.append, s.account, box, msg.data, msg.flags, date)
             uids.append(stored.uid)
             validity = stored.uidvalidity
@@ -425,4 +433,4 @@ async def append(s, cmd):
         if uids:
             await s.ctx.run(store.remove, box.id, uids)
         raise
-    return f"[APPENDUID {validity} {uid_set_text(uids)}] APPEND completed"
+    return validity, uids
