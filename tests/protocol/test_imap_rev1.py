@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.imap_helpers import PASSWORD, USER, Wire, _close_connections, close_all, deliver, start_server  # noqa: F401 - _close_connections is a fixture
+from tests.imap_helpers import PASSWORD, USER, Wire, close_all, start_server
 
 SMALL = "small@example.org"
 
@@ -28,6 +28,12 @@ def server(tmp_path_factory):
 
 
 _counter = [0]
+
+
+@pytest.fixture(autouse=True)
+def _close_connections():
+    yield
+    close_all()
 
 
 def ok(lines):
@@ -336,3 +342,124 @@ def test_replace(server):
     assert w.cmd(f"r6 REPLACE 1 {name} {{1+}}\r\nx")[-1].startswith(b"r6 NO [READ-ONLY]")
     caps = ok(w.cmd("k CAPABILITY"))[0].split()
     assert b"CATENATE" in caps and b"REPLACE" in caps
+
+
+# --- two clients: one changes, the other resyncs with QRESYNC ------------------------------
+
+_FETCH = re.compile(rb"\* \d+ FETCH \((.*)\)$")
+
+
+def _fetched(line):
+    """``(uid, flags)`` of an untagged FETCH with UID and FLAGS, else None."""
+    m = _FETCH.match(line)
+    if not m:
+        return None
+    uid = re.search(rb"UID (\d+)", m.group(1))
+    flags = re.search(rb"FLAGS \(([^)]*)\)", m.group(1))
+    if not uid or not flags:
+        return None
+    return int(uid.group(1)), frozenset(f for f in flags.group(1).split() if f != b"\\Recent")
+
+
+def _uid_set(text):
+    out = set()
+    for part in text.split(b","):
+        lo, _, hi = part.partition(b":")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+class Mirror:
+    """What a QRESYNC client keeps of a mailbox: UIDVALIDITY, HIGHESTMODSEQ and
+    the flags of every UID; ``apply`` folds server responses into it."""
+
+    def __init__(self):
+        self.validity = self.modseq = None
+        self.flags = {}
+
+    def apply(self, lines):
+        for line in lines:
+            m = re.search(rb"\[HIGHESTMODSEQ (\d+)\]", line)
+            if m:
+                self.modseq = int(m.group(1))
+            m = re.search(rb"\[UIDVALIDITY (\d+)\]", line)
+            if m:
+                self.validity = int(m.group(1))
+            m = re.match(rb"\* VANISHED (?:\(EARLIER\) )?([\d:,]+)$", line)
+            if m:
+                for uid in _uid_set(m.group(1)):
+                    self.flags.pop(uid, None)
+            got = _fetched(line)
+            if got:
+                self.flags[got[0]] = got[1]
+            m = re.search(rb"MODSEQ \((\d+)\)", line)
+            if m and line.startswith(b"* ") and b" FETCH " in line:
+                self.modseq = max(self.modseq or 0, int(m.group(1)))
+
+    def resync(self, w, name, match=True):
+        known = ",".join(str(u) for u in sorted(self.flags)) or "1:*"
+        params = f"{self.validity} {self.modseq} {known}"
+        if match and self.flags:
+            uids = sorted(self.flags)
+            picks = list(range(0, len(uids), 3))      # a sample of (seq, uid) pairs
+            params += f" ({','.join(str(i + 1) for i in picks)} {','.join(str(uids[i]) for i in picks)})"
+        self.apply(ok(w.cmd(f"q SELECT {name} (QRESYNC ({params}))")))
+
+
+def _truth(w, name):
+    """The mailbox as a fresh look shows it."""
+    ok(w.cmd(f"e EXAMINE {name}"))
+    out = {got[0]: got[1] for got in map(_fetched, ok(w.cmd("t UID FETCH 1:* (FLAGS)"))) if got}
+    ok(w.cmd("u UNSELECT"))
+    return out
+
+
+def _changes(a, name, round_):
+    """Client A: flags and keywords changed, messages expunged, moved away, and new ones."""
+    ok(a.cmd(f"s SELECT {name}"))
+    ok(a.cmd(f"f1 STORE {1 + round_}:{4 + round_} +FLAGS (\\Seen $Label{round_})"))
+    ok(a.cmd(f"f2 STORE {6 + round_} FLAGS (\\Flagged)"))
+    ok(a.cmd("f3 STORE 2 -FLAGS (\\Seen)"))
+    ok(a.cmd(f"d STORE {8 + round_},{10 + round_} +FLAGS.SILENT (\\Deleted)"))
+    ok(a.cmd("x EXPUNGE"))
+    ok(a.cmd(f"m MOVE 3,{5 + round_} {name}-archive"))
+    for i in range(2):
+        data = msg(100 + 10 * round_ + i)
+        a.send(f"ap{i} APPEND {name} (\\Draft) {{{len(data)}+}}\r\n".encode() + data + b"\r\n")
+        ok(a.until(f"ap{i}"))
+    ok(a.cmd("f4 STORE 1 +FLAGS ($Later)"))
+    ok(a.cmd("u UNSELECT"))
+
+
+@pytest.mark.parametrize("match", [False, True])
+def test_two_clients_qresync_ends_with_identical_view(server, match):
+    a, b = connect(server), connect(server)
+    name = fresh_box(a, 16)
+    ok(a.cmd(f"c CREATE {name}-archive"))
+    ok(b.cmd("en ENABLE QRESYNC"))
+    mirror = Mirror()
+    mirror.apply(ok(b.cmd(f"s SELECT {name}")))
+    mirror.apply(ok(b.cmd("f UID FETCH 1:* (FLAGS MODSEQ)")))
+    ok(b.cmd("u UNSELECT"))
+    for round_ in range(3):
+        _changes(a, name, round_)           # while B is away
+        mirror.resync(b, name, match)
+        assert mirror.flags == _truth(a, name) and len(mirror.flags) > 0
+        ok(b.cmd("u UNSELECT"))
+    # B stays selected while A changes things: NOOP brings the same view
+    mirror.resync(b, name, match)
+    _changes(a, name, 3)
+    mirror.apply(ok(b.cmd("n NOOP")))
+    # new messages come as EXISTS: a client fetches them
+    mirror.apply(ok(b.cmd(f"nf UID FETCH {max(mirror.flags) + 1}:* (FLAGS)")))
+    assert mirror.flags == _truth(a, name)
+    # ... and so does the UID FETCH CHANGEDSINCE VANISHED a client sends after a break
+    before = mirror.modseq
+    _changes(a, name, 4)
+    ok(b.cmd("n2 NOOP"))   # (its updates are ignored here: the fetch below must suffice)
+    b.cmd("u UNSELECT")
+    stale = Mirror()
+    stale.validity, stale.modseq, stale.flags = mirror.validity, before, dict(mirror.flags)
+    ok(b.cmd(f"s2 SELECT {name}"))
+    stale.apply(ok(b.cmd(f"v UID FETCH 1:* (FLAGS) (CHANGEDSINCE {before} VANISHED)")))
+    assert stale.flags == _truth(a, name)
