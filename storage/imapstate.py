@@ -1,5 +1,4 @@
-"""IMAP4rev1 state the store keeps for IMAP alone: subscriptions, \\Recent, and
-all-or-nothing batches of appended messages.
+"""IMAP4rev1 state the store keeps for IMAP alone: subscriptions and \\Recent.
 
 Subscriptions (RFC 3501 6.3.6, RFC 9051 6.3.7) are names in the
 ``subscriptions`` table, the only place they are kept: a name may be
@@ -17,15 +16,11 @@ new message while it has it so selected, claims every UID above it
 (``claim_recent``); the UIDs it took are recent for that session only. EXAMINE
 shows the unclaimed ones as recent and claims nothing (RFC 3501 6.3.2).
 
-``insert_together`` commits staged messages (``NewMessage``) in one
-transaction that stores all of them or none (MULTIAPPEND, RFC 3502).
+(All-or-nothing appends, MULTIAPPEND, are ``MessagesAPI.insert_together``.)
 """
 
 from sqlalchemy import and_, delete, func, insert, select, update
 
-from . import hot
-from .blobs import BlobRef
-from .model import Stored
 from .schema import mailbox_messages, mailboxes, subscriptions
 
 MAX_SUBSCRIPTIONS = 10000   # names one account may subscribe
@@ -56,7 +51,7 @@ def move_subscriptions(txn, account_id, old, new, sep="/"):
 
 
 class ImapStateAPI:
-    """Mixed into ``Store``: subscriptions, \\Recent claims, atomic appends."""
+    """Mixed into ``Store``: subscriptions and \\Recent claims."""
 
     # --- subscriptions -------------------------------------------------------
 
@@ -125,37 +120,3 @@ class ImapStateAPI:
                 .join(mailboxes, mailboxes.c.id == mailbox_messages.c.mailbox_id)
                 .where(and_(mailbox_messages.c.mailbox_id == mailbox_pk,
                             mailbox_messages.c.uid > mailboxes.c.recent_uid))).scalar()
-
-    # --- all-or-nothing appends ----------------------------------------------
-
-    def insert_together(self, batch):
-        """Commit staged messages in one transaction: all are stored (their
-        ``Stored`` returned in order) or none is, and the first item's failure
-        (QuotaExceeded, MailboxNotFound, ...) is raised. Staged files of a
-        failed batch are discarded."""
-        blobs = self.blobs
-        for item in batch:
-            item.prepare()
-
-        def discard():
-            for item in batch:
-                blobs.discard(item.account.maildir_key, item.mailbox.folder, item.stem)
-
-        def files(results):
-            for item, result in zip(batch, results):
-                ref = BlobRef(item.account.maildir_key, item.mailbox.folder, item.stem, item.bits)
-                blobs.commit(ref, item.keywords)
-                for box, bits, keywords in item.also:
-                    blobs.link(ref, box.folder, keywords, bits)
-        try:
-            with self.write() as txn:
-                results = hot.insert_messages(txn, batch)
-                for result in results:
-                    if not isinstance(result, Stored) or result.duplicate:
-                        raise result if isinstance(result, Exception) else \
-                            RuntimeError("duplicate in an all-or-nothing batch")
-                txn.after(lambda: files(results))
-        except BaseException:
-            discard()
-            raise
-        return results

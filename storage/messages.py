@@ -362,6 +362,38 @@ class MessagesAPI:
         return results
 
 
+    def insert_together(self, batch):
+        """Commit staged messages in one transaction: all are stored (their
+        ``Stored`` returned in order) or none is, and the first item's failure
+        (QuotaExceeded, MailboxNotFound, ...) is raised (IMAP MULTIAPPEND,
+        through ``Delivery.store_together``). Staged files of a failed batch
+        are discarded."""
+        blobs = self.blobs
+        for item in batch:
+            item.prepare()
+
+        def files(results):
+            for item in batch:
+                ref = BlobRef(item.account.maildir_key, item.mailbox.folder, item.stem, item.bits)
+                blobs.commit(ref, item.keywords)
+                for box, bits, keywords in item.also:
+                    blobs.link(ref, box.folder, keywords, bits)
+        try:
+            with self.write() as txn:
+                results = hot.insert_messages(txn, batch)
+                for result in results:
+                    if isinstance(result, Exception):
+                        raise result
+                    if result.duplicate:
+                        raise RuntimeError("a duplicate in an all-or-nothing batch")
+                txn.after(lambda: files(results))
+        except BaseException:
+            for item in batch:
+                blobs.discard(item.account.maildir_key, item.mailbox.folder, item.stem)
+            raise
+        return results
+
+
 def uid_filter(q, uids):
     if uids is None:
         return q
