@@ -397,7 +397,8 @@ def test_objectid(box):
 
 def test_condstore(box):
     lines = ok(box.cmd("c1 FETCH 1:* (MODSEQ)"))
-    modseqs = [int(re.search(rb"MODSEQ \((\d+)\)", x).group(1)) for x in lines[:-1]]
+    assert lines[0].startswith(b"* OK [HIGHESTMODSEQ ")   # the first CONDSTORE enabling command
+    modseqs = [int(re.search(rb"MODSEQ \((\d+)\)", x).group(1)) for x in lines[1:-1]]
     ok(box.cmd("c2 STORE 2 +FLAGS (\\Answered)"))
     lines = ok(box.cmd(f"c3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {max(modseqs)})"))
     assert len(lines) == 2 and lines[0].startswith(b"* 2 FETCH (UID 2 FLAGS (\\Answered) MODSEQ (")
