@@ -425,7 +425,8 @@ def _append_message(args):
         date = str(args.take())
     t = args.take("a message literal")
     if isinstance(t, str) and not isinstance(t, Str) and t.upper() == "CATENATE":
-        return AppendMessage(list(flags), date, b"", False, _catenate_parts(args))
+        parts, binary = _catenate_parts(args)
+        return AppendMessage(list(flags), date, b"", binary, parts)
     if isinstance(t, str) and not isinstance(t, Str) and t.upper() == "UTF8":
         inner = args.list("(literal) after UTF8")
         if len(inner) != 1 or not isinstance(inner[0], Str):
@@ -437,9 +438,10 @@ def _append_message(args):
 
 
 def _catenate_parts(args):
-    """RFC 4469: ``CATENATE (cat-part *(SP cat-part))``, cat-part = TEXT literal / URL astring."""
+    """RFC 4469: ``CATENATE (cat-part *(SP cat-part))``, cat-part = TEXT literal / URL astring.
+    Returns the parts and whether a TEXT part was a literal8."""
     items = Args(args.list("CATENATE parts"))
-    parts = []
+    parts, binary = [], False
     while items.more():
         kind = items.atom("TEXT or URL").upper()
         if kind == "TEXT":
@@ -447,6 +449,7 @@ def _catenate_parts(args):
             if not isinstance(t, Str):
                 raise ParseError("TEXT takes a literal")
             parts.append(("TEXT", t.raw))
+            binary = binary or t.binary       # a literal8 (RFC 3516 with RFC 4469)
         elif kind == "URL":
             parts.append(("URL", items.astring("a URL")))
         else:
@@ -455,7 +458,7 @@ def _catenate_parts(args):
             raise ParseError(f"CATENATE takes at most {MAX_CATENATE_PARTS} parts")
     if not parts:
         raise ParseError("CATENATE needs at least one part")
-    return parts
+    return parts, binary
 
 
 @dataclass

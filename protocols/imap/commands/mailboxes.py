@@ -53,8 +53,8 @@ async def select(s, cmd):
 
     def load():
         box = store.mailbox(s.account.id, name)
-        return box, store.flags(box.id)
-    box, rows = await s.ctx.run(load)
+        return box, store.flags(box.id), store.recent_floor(box.id)
+    box, rows, floor = await s.ctx.run(load)
     readonly = cmd.verb == "EXAMINE"
     highest = max([box.highestmodseq] + [r[1] for r in rows])
     keywords, first_unseen = {}, 0
@@ -67,10 +67,10 @@ async def select(s, cmd):
     view.keywords = keywords
     view.select_rows = rows
     view.claims = not readonly and not s.rev2
-    if not s.rev2 and view.last_uid:    # RFC 3501 2.3.2: SELECT claims \Recent, EXAMINE looks
-        before = await s.ctx.run(store.claim_recent, box.id, view.last_uid) if view.claims \
-            else await s.ctx.run(store.recent_floor, box.id)
-        view.recent = {u for u in view.uids if u > before}
+    if not s.rev2 and view.last_uid > floor:    # RFC 3501 2.3.2: SELECT claims \Recent, EXAMINE looks
+        if view.claims:
+            floor = await s.ctx.run(store.claim_recent, box.id, view.last_uid)
+        view.recent = {u for u in view.uids if u > floor}
     s.send_flag_list(view)
     s.send(b"* %d EXISTS" % view.exists)
     if not s.rev2:
