@@ -504,11 +504,12 @@ class Roost:
                                                  flags=tuple(flags), internal_date=date))
         return result.stored_or_raise()
 
-    def _append_many(self, account, mailbox, messages):
-        """IMAP MULTIAPPEND: every ``(data, flags, date)`` stored, or none."""
+    def _append_many(self, account, mailbox, messages, replace=None):
+        """IMAP MULTIAPPEND: every ``(data, flags, date)`` stored, or none; and
+        REPLACE: ``replace`` = (mailbox pk, uids) removed in the same transaction."""
         return self.delivery.store_together([
             Incoming(data, account=account, mailboxes=(mailbox,), flags=tuple(flags),
-                     internal_date=date) for data, flags, date in messages])
+                     internal_date=date) for data, flags, date in messages], replace)
 
     async def stop(self):
         """Stop listening, let in-flight deliveries finish, then close the store."""

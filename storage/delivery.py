@@ -316,11 +316,12 @@ class Delivery:
         _log_results(items, out, started)
         return out
 
-    def store_together(self, items):
+    def store_together(self, items, replace=None):
         """Store mailbox items (``Incoming`` with ``account`` and ``mailboxes``)
         in one transaction, all of them or none (IMAP MULTIAPPEND): returns
         their ``Stored`` in order, or raises the typed store error of the first
-        that cannot be stored (``Store.insert_together``)."""
+        that cannot be stored (``Store.insert_together``, which also removes
+        ``replace`` = (mailbox pk, uids) in that transaction: IMAP REPLACE)."""
         started = time.monotonic()
         jobs = []
         for item in items:
@@ -335,7 +336,7 @@ class Delivery:
             for new in news:
                 self.mailstore.blobs.discard(new.account.maildir_key, new.mailbox.folder, new.stem)
             raise TemporaryFailure("cannot write the messages")
-        stored = self.mailstore.insert_together(news)
+        stored = self.mailstore.insert_together(news, replace)
         for job, one in zip(jobs, stored):
             job[0].stored.append(one)
         _log_results(items, [job[0] for job in jobs], started)

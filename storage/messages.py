@@ -362,15 +362,19 @@ class MessagesAPI:
         return results
 
 
-    def insert_together(self, batch):
+    def insert_together(self, batch, replace=None):
         """Commit staged messages in one transaction: all are stored (their
         ``Stored`` returned in order) or none is, and the first item's failure
         (QuotaExceeded, MailboxNotFound, ...) is raised (IMAP MULTIAPPEND,
         through ``Delivery.store_together``). Staged files of a failed batch
-        are discarded."""
+        are discarded. ``replace`` = (mailbox pk, uids): those messages are
+        removed in the same transaction (IMAP REPLACE)."""
         blobs = self.blobs
         for item in batch:
             item.prepare()
+        if replace is not None:
+            old_box = self.mailbox_by_id(replace[0])
+            old_acct = self.account_by_id(old_box.account_id)
 
         def files(results):
             for item in batch:
@@ -387,6 +391,9 @@ class MessagesAPI:
                     if result.duplicate:
                         raise RuntimeError("a duplicate in an all-or-nothing batch")
                 txn.after(lambda: files(results))
+                if replace is not None:
+                    txn.next_modseq(old_acct.id)
+                    remove_rows(txn, old_acct, old_box, replace[1])
         except BaseException:
             for item in batch:
                 blobs.discard(item.account.maildir_key, item.mailbox.folder, item.stem)

@@ -100,8 +100,9 @@ class IMAPContext:
     unauthenticated_timeout: float = 60  # seconds a command may take to arrive, before login
     gate: object = None                # PreauthGate; shared by the listeners when given
     sessions: set = field(default_factory=set)
-    append_many: object = None         # blocking append_many(account, mailbox, [(data, flags, date)]):
-    #                                    all stored or none (MULTIAPPEND); None: one by one
+    append_many: object = None         # blocking append_many(account, mailbox, [(data, flags, date)],
+    #                                    replace=None): all stored or none (MULTIAPPEND), and the
+    #                                    (mailbox pk, uids) of replace removed with them (REPLACE)
 
     def __post_init__(self):
         if self.gate is None:

@@ -12,10 +12,10 @@ are read, so no more than the limit is held). At most
 ``parser.MAX_CATENATE_PARTS`` parts.
 
 REPLACE: the new message is appended to the named mailbox (APPENDUID in an
-untagged OK), then the old one is expunged from the selected mailbox (EXPUNGE
-or VANISHED), like MOVE. If the append fails, the old message stays. The two
-steps are two store transactions, not one: a crash between them leaves both
-messages (nothing is lost).
+untagged OK) and the old one expunged from the selected mailbox (EXPUNGE or
+VANISHED), like MOVE, in one store transaction (``append_many`` with
+``replace``): if the append fails, the old message stays. (Where the server
+gives no ``append_many``, as in unit tests, they are two steps.)
 """
 
 import json
@@ -139,9 +139,11 @@ async def replace(s, cmd):
         if cmd.number > v.exists:
             raise Bad("no message has that sequence number")
         old = v.uids[cmd.number - 1]
-    validity, uids = await append_messages(s, s.mailbox_name(cmd.mailbox), [cmd.message])
+    together = s.ctx.append_many is not None
+    validity, uids = await append_messages(s, s.mailbox_name(cmd.mailbox), [cmd.message],
+                                           (v.pk, [old]) if together else None)
     s.send(f"* OK [APPENDUID {validity} {uid_set_text(uids)}] replacement message stored".encode())
-    gone = await s.ctx.run(s.ctx.store.remove, v.pk, [old]) or [old]
+    gone = [old] if together else await s.ctx.run(s.ctx.store.remove, v.pk, [old]) or [old]
     await s.report_changes(True)
     if s.selected is v:
         s._report_expunges(v, [u for u in gone if u in v])

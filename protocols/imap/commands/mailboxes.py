@@ -399,9 +399,11 @@ async def append(s, cmd):
     return f"[APPENDUID {validity} {uid_set_text(uids)}] APPEND completed"
 
 
-async def append_messages(s, name, messages):
+async def append_messages(s, name, messages, replace=None):
     """Store APPEND's (or REPLACE's) messages in mailbox ``name``, all or none;
-    returns (uidvalidity, uids). CATENATE parts are put together first."""
+    returns (uidvalidity, uids). CATENATE parts are put together first.
+    ``replace`` = (mailbox pk, uids) are removed in the same transaction where
+    the server gives ``append_many`` (else the caller removes them after)."""
     from .compose import assemble
     store = s.ctx.store
     for msg in messages:
@@ -417,10 +419,10 @@ async def append_messages(s, name, messages):
             raise No("empty message")
     dates = [parse_append_date(m.date) if m.date else None for m in messages]
     box = await s.ctx.run(store.mailbox, s.account.id, name)
-    if len(messages) > 1 and s.ctx.append_many is not None:
+    if (len(messages) > 1 or replace is not None) and s.ctx.append_many is not None:
         # MULTIAPPEND is all or nothing (RFC 3502): one transaction
         stored = await s.ctx.run(s.ctx.append_many, s.account, box,
-                                 [(m.data, m.flags, d) for m, d in zip(messages, dates)])
+                                 [(m.data, m.flags, d) for m, d in zip(messages, dates)], replace)
         return stored[0].uidvalidity, [x.uid for x in stored]
     uids = []
     try:
