@@ -6,7 +6,9 @@ role), ``uidvalidity`` (strictly increasing within the process, so a mailbox
 deleted and created again never gets its old value back), ``uidnext`` and
 ``highestmodseq``. Creating a mailbox creates missing parents; renaming moves
 children along; renaming INBOX moves its messages into a new mailbox and
-leaves INBOX empty (RFC 3501); deleting keeps children.
+leaves INBOX empty (RFC 3501); deleting keeps children. Subscriptions are
+names kept apart (``storage.imapstate``): ``Mailbox.subscribed`` is read from
+them, RENAME moves them along, DELETE and CREATE leave them alone.
 """
 
 import threading

@@ -4,7 +4,8 @@ Owns the message sequence numbers: the ascending UIDs this connection has
 been told about, so sequence number n is ``uids[n - 1]``. Sequence numbers
 exist only here, never in the store. The view changes only when the session
 reports it (EXISTS, EXPUNGE/VANISHED), so numbers stay stable between
-reports as RFC 3501 section 7.4.1 requires.
+reports as RFC 3501 section 7.4.1 requires. It also holds the UIDs that are
+\\Recent to this connection (claimed through ``Store.claim_recent``).
 """
 
 from array import array
