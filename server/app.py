@@ -379,7 +379,7 @@ class Roost:
             unauthenticated_per_ip=cfg.unauthenticated_connections_per_ip,
             unauthenticated_total=cfg.unauthenticated_connections,
             unauthenticated_timeout=cfg.unauthenticated_command_timeout,
-            gate=self._imap_gate, append=self._append)
+            gate=self._imap_gate, append=self._append, append_many=self._append_many)
 
     async def _start_imap(self, host, port, implicit_tls=False):
         from twisted.internet import reactor
@@ -544,6 +544,13 @@ class Roost:
         (result,) = self.delivery.store(Incoming(data, account=account, mailboxes=(mailbox,),
                                                  flags=tuple(flags), internal_date=date))
         return result.stored_or_raise()
+
+    def _append_many(self, account, mailbox, messages, replace=None):
+        """IMAP MULTIAPPEND: every ``(data, flags, date)`` stored, or none; and
+        REPLACE: ``replace`` = (mailbox pk, uids) removed in the same transaction."""
+        return self.delivery.store_together([
+            Incoming(data, account=account, mailboxes=(mailbox,), flags=tuple(flags),
+                     internal_date=date) for data, flags, date in messages], replace)
 
     async def stop(self):
         """Stop listening, let in-flight deliveries finish, then close the store."""

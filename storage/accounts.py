@@ -55,6 +55,7 @@ class AccountsAPI:
     """Mixed into ``Store``: accounts and aliases."""
 
     def add_account(self, address, password_hash=None, quota_bytes=None):
+        from .imapstate import add_subscriptions
         from .mailboxes import DEFAULT_MAILBOXES, insert_mailbox
         address = normalise_address(address)
         domain = address.rpartition("@")[2]
@@ -74,6 +75,7 @@ class AccountsAPI:
             for order, (name, role) in enumerate(DEFAULT_MAILBOXES):
                 insert_mailbox(txn, account_id, name, role, order)
                 self.blobs.create_folder(key, folder_for(name))
+            add_subscriptions(txn, account_id, [n for n, _r in DEFAULT_MAILBOXES])
         return self.account(address)
 
     def account(self, address):

@@ -316,6 +316,32 @@ class Delivery:
         _log_results(items, out, started)
         return out
 
+    def store_together(self, items, replace=None):
+        """Store mailbox items (``Incoming`` with ``account`` and ``mailboxes``)
+        in one transaction, all of them or none (IMAP MULTIAPPEND): returns
+        their ``Stored`` in order, or raises the typed store error of the first
+        that cannot be stored (``Store.insert_together``, which also removes
+        ``replace`` = (mailbox pk, uids) in that transaction: IMAP REPLACE)."""
+        started = time.monotonic()
+        jobs = []
+        for item in items:
+            result = DeliveryResult(item.account.address, DELIVERED)
+            if not self._fits(result, item.data):
+                raise MessageTooLarge(result.reason)
+            jobs.append(_Job(result, item.account, [Route(b, tuple(item.flags)) for b in item.mailboxes],
+                             b"", None, item, {}, item.data))
+        staged = self._stage_all(jobs)
+        news = [new for _r, new, _i in staged if isinstance(new, NewMessage)]
+        if len(news) < len(staged):
+            for new in news:
+                self.mailstore.blobs.discard(new.account.maildir_key, new.mailbox.folder, new.stem)
+            raise TemporaryFailure("cannot write the messages")
+        stored = self.mailstore.insert_together(news, replace)
+        for job, one in zip(jobs, stored):
+            job[0].stored.append(one)
+        _log_results(items, [job[0] for job in jobs], started)
+        return stored
+
     def route(self, account, mailbox_name, incoming, parsed, rcpt=None, prefix=b""):
         """The inbound-policy step: the ``Plan`` of one recipient's copy.
 

@@ -6,7 +6,9 @@ role), ``uidvalidity`` (strictly increasing within the process, so a mailbox
 deleted and created again never gets its old value back), ``uidnext`` and
 ``highestmodseq``. Creating a mailbox creates missing parents; renaming moves
 children along; renaming INBOX moves its messages into a new mailbox and
-leaves INBOX empty (RFC 3501); deleting keeps children.
+leaves INBOX empty (RFC 3501); deleting keeps children. Subscriptions are
+names kept apart (``storage.imapstate``): ``Mailbox.subscribed`` is read from
+them, RENAME moves them along, DELETE and CREATE leave them alone.
 """
 
 import threading
@@ -16,6 +18,7 @@ from sqlalchemy import and_, delete, func, insert, select, update
 
 from . import flags as flagbits
 from .errors import Conflict, InvalidName, MailboxExists, MailboxNotFound
+from .imapstate import move_subscriptions, subscribed_names
 from .maildir import folder_for
 from .model import Mailbox
 from .schema import expunged, mailbox_messages, mailboxes, messages
@@ -43,8 +46,10 @@ def check_mailbox_name(name):
     return HIERARCHY.join(parts)
 
 
-def mailbox_of(row, messages_=0, unseen=0, size=0):
-    return Mailbox(row.id, row.account_id, row.name, row.folder, row.role, bool(row.subscribed),
+def mailbox_of(row, messages_=0, unseen=0, size=0, subscribed=False):
+    """A ``Mailbox`` of a row; ``subscribed`` comes from the subscriptions
+    table (``storage.imapstate``), not the row's dead column."""
+    return Mailbox(row.id, row.account_id, row.name, row.folder, row.role, subscribed,
                    row.uidvalidity, row.uidnext, row.highestmodseq, row.sort_order,
                    messages_, unseen, size)
 
@@ -83,7 +88,8 @@ class MailboxesAPI:
                 q = _count_query().where(mailbox_messages.c.mailbox_id.in_([r.id for r in rows])) \
                     .group_by(mailbox_messages.c.mailbox_id)
                 stats = {r[0]: (r[1], int(r[2] or 0), int(r[3] or 0)) for r in conn.execute(q)}
-        return [mailbox_of(r, *stats.get(r.id, (0, 0, 0))) for r in rows]
+            subscribed = subscribed_names(conn, account_id)
+        return [mailbox_of(r, *stats.get(r.id, (0, 0, 0)), subscribed=r.name in subscribed) for r in rows]
 
     def mailbox(self, account_id, name=None, *, mailbox_id=None, role=None, counts=False):
         """One mailbox by name, id or role; raises MailboxNotFound."""
@@ -107,7 +113,8 @@ class MailboxesAPI:
                 r = conn.execute(_count_query().where(mailbox_messages.c.mailbox_id == row.id)
                                  .group_by(mailbox_messages.c.mailbox_id)).first()
                 stats = (r[1], int(r[2] or 0), int(r[3] or 0)) if r else stats
-        return mailbox_of(row, *stats)
+            subscribed = row.name in subscribed_names(conn, account_id)
+        return mailbox_of(row, *stats, subscribed=subscribed)
 
     def mailbox_by_id(self, mailbox_pk):
         """A mailbox by its primary key alone (whichever account owns it)."""
@@ -176,6 +183,7 @@ class MailboxesAPI:
                 txn.file_op("mvfolder", acct.maildir_key, r.folder, dst_folder=folder_for(renamed))
                 txn.after(lambda old=r.folder, new=folder_for(renamed):
                           self.blobs.rename_folder(acct.maildir_key, old, new))
+            move_subscriptions(txn, account_id, box.name, new_name, HIERARCHY)
         return self.mailbox(account_id, mailbox_id=mailbox_pk)
 
     def delete_mailbox(self, account_id, mailbox_pk):
@@ -207,7 +215,8 @@ class MailboxesAPI:
         self._update_mailbox(account_id, mailbox_pk, values, role)
 
     def set_subscribed(self, account_id, mailbox_pk, subscribed):
-        self._update_mailbox(account_id, mailbox_pk, {"subscribed": bool(subscribed)})
+        """Subscribe the mailbox's name (JMAP isSubscribed; ``storage.imapstate``)."""
+        self.subscribe(account_id, self.mailbox(account_id, mailbox_id=mailbox_pk).name, subscribed)
 
     def _update_mailbox(self, account_id, mailbox_pk, values, role=None):
         with self.write() as txn:

@@ -365,6 +365,45 @@ class MessagesAPI:
         return results
 
 
+    def insert_together(self, batch, replace=None):
+        """Commit staged messages in one transaction: all are stored (their
+        ``Stored`` returned in order) or none is, and the first item's failure
+        (QuotaExceeded, MailboxNotFound, ...) is raised (IMAP MULTIAPPEND,
+        through ``Delivery.store_together``). Staged files of a failed batch
+        are discarded. ``replace`` = (mailbox pk, uids): those messages are
+        removed in the same transaction (IMAP REPLACE)."""
+        blobs = self.blobs
+        for item in batch:
+            item.prepare()
+        if replace is not None:
+            old_box = self.mailbox_by_id(replace[0])
+            old_acct = self.account_by_id(old_box.account_id)
+
+        def files(results):
+            for item in batch:
+                ref = BlobRef(item.account.maildir_key, item.mailbox.folder, item.stem, item.bits)
+                blobs.commit(ref, item.keywords)
+                for box, bits, keywords in item.also:
+                    blobs.link(ref, box.folder, keywords, bits)
+        try:
+            with self.write() as txn:
+                results = hot.insert_messages(txn, batch)
+                for result in results:
+                    if isinstance(result, Exception):
+                        raise result
+                    if result.duplicate:
+                        raise RuntimeError("a duplicate in an all-or-nothing batch")
+                txn.after(lambda: files(results))
+                if replace is not None:
+                    txn.next_modseq(old_acct.id)
+                    remove_rows(txn, old_acct, old_box, replace[1])
+        except BaseException:
+            for item in batch:
+                blobs.discard(item.account.maildir_key, item.mailbox.folder, item.stem)
+            raise
+        return results
+
+
 def uid_filter(q, uids):
     if uids is None:
         return q

@@ -41,6 +41,7 @@ from sqlalchemy.exc import DBAPIError
 from .accounts import AccountsAPI, normalise_address
 from .blobs import MemoryBlobs
 from .changes import ChangesAPI
+from .imapstate import ImapStateAPI
 from .mailboxes import DEFAULT_MAILBOXES, HIERARCHY, ROLES, MailboxesAPI, check_mailbox_name
 from .leases import LeasesAPI
 from .maildir import Maildir
@@ -64,7 +65,7 @@ __all__ = ["Store", "Account", "Mailbox", "MessageRecord", "NewMessage", "Stored
 
 
 class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI, LeasesAPI,
-            QuotaAPI, MetadataAPI):
+            QuotaAPI, MetadataAPI, ImapStateAPI):
     def __init__(self, engine, blobs, *, memory=False, search=None, search_dir=None):
         self.engine = engine
         self.blobs = blobs

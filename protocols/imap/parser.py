@@ -133,6 +133,7 @@ class AppendMessage:
     date: str
     data: bytes
     binary: bool
+    parts: list = None    # CATENATE (RFC 4469): [("TEXT", bytes) or ("URL", str)], data then b""
 
 
 @dataclass
@@ -259,7 +260,7 @@ def parse(unit):
         uid = False
         if verb == "UID":
             verb = args.atom("a command after UID").upper()
-            if verb not in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"):
+            if verb not in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "REPLACE"):
                 raise ParseError(f"UID {verb} is not a command")
             uid = True
         parser = PARSERS.get(verb)
@@ -405,24 +406,77 @@ def _status(args):
 def _append(args):
     cmd = Append(mailbox=args.astring("a mailbox name"))
     while True:
-        flags, date = [], None
-        if isinstance(args.peek(), list):
-            flags = args.take()
-            if not all(isinstance(f, str) and not isinstance(f, Str) for f in flags):
-                raise ParseError("flags are atoms")
-        if isinstance(args.peek(), Str) and _DATE_TIME.fullmatch(args.peek()):
-            date = str(args.take())
-        t = args.take("a message literal")
-        if isinstance(t, str) and not isinstance(t, Str) and t.upper() == "UTF8":
-            inner = args.list("(literal) after UTF8")
-            if len(inner) != 1 or not isinstance(inner[0], Str):
-                raise ParseError("UTF8 takes one literal")
-            t = inner[0]
-        if not isinstance(t, Str):
-            raise ParseError("expected the message as a literal")
-        cmd.messages.append(AppendMessage(list(flags), date, t.raw, t.binary))
+        cmd.messages.append(_append_message(args))
         if not args.more():
             return cmd
+
+
+MAX_CATENATE_PARTS = 100   # parts of one CATENATE
+
+
+def _append_message(args):
+    """One message of APPEND (MULTIAPPEND) or REPLACE: flags, date, then a
+    literal, UTF8 (literal) or CATENATE (parts)."""
+    flags, date = [], None
+    if isinstance(args.peek(), list):
+        flags = args.take()
+        if not all(isinstance(f, str) and not isinstance(f, Str) for f in flags):
+            raise ParseError("flags are atoms")
+    if isinstance(args.peek(), Str) and _DATE_TIME.fullmatch(args.peek()):
+        date = str(args.take())
+    t = args.take("a message literal")
+    if isinstance(t, str) and not isinstance(t, Str) and t.upper() == "CATENATE":
+        parts, binary = _catenate_parts(args)
+        return AppendMessage(list(flags), date, b"", binary, parts)
+    if isinstance(t, str) and not isinstance(t, Str) and t.upper() == "UTF8":
+        inner = args.list("(literal) after UTF8")
+        if len(inner) != 1 or not isinstance(inner[0], Str):
+            raise ParseError("UTF8 takes one literal")
+        t = inner[0]
+    if not isinstance(t, Str):
+        raise ParseError("expected the message as a literal")
+    return AppendMessage(list(flags), date, t.raw, t.binary)
+
+
+def _catenate_parts(args):
+    """RFC 4469: ``CATENATE (cat-part *(SP cat-part))``, cat-part = TEXT literal / URL astring.
+    Returns the parts and whether a TEXT part was a literal8."""
+    items = Args(args.list("CATENATE parts"))
+    parts, binary = [], False
+    while items.more():
+        kind = items.atom("TEXT or URL").upper()
+        if kind == "TEXT":
+            t = items.take("a literal")
+            if not isinstance(t, Str):
+                raise ParseError("TEXT takes a literal")
+            parts.append(("TEXT", t.raw))
+            binary = binary or t.binary       # a literal8 (RFC 3516 with RFC 4469)
+        elif kind == "URL":
+            parts.append(("URL", items.astring("a URL")))
+        else:
+            raise ParseError(f"unknown CATENATE part {kind[:20]}")
+        if len(parts) > MAX_CATENATE_PARTS:
+            raise ParseError(f"CATENATE takes at most {MAX_CATENATE_PARTS} parts")
+    if not parts:
+        raise ParseError("CATENATE needs at least one part")
+    return parts, binary
+
+
+@dataclass
+class Replace(Command):
+    """REPLACE (RFC 8508): the message ``number`` (a UID with UID REPLACE) of the
+    selected mailbox is replaced by ``message`` appended to ``mailbox``."""
+    number: int = 0
+    mailbox: str = ""
+    message: AppendMessage = None
+
+
+def _replace(args):
+    t = args.atom("a message number")
+    if not t.isdigit() or not 0 < int(t) <= 0xFFFFFFFF:
+        raise ParseError("REPLACE takes one message number")
+    return Replace(number=int(t), mailbox=args.astring("a mailbox name"),
+                   message=_append_message(args))
 
 
 _DATE_TIME = re.compile(r"[ \d]?\d-[A-Za-z]{3}-\d{4} \d\d:\d\d:\d\d [+-]\d{4}")
@@ -601,7 +655,7 @@ def _store(args):
     return cmd
 
 
-_FLAG = re.compile(r"\\?[!#$&'+,\-./0-9:;<=>?@A-Z^_`a-z|}~]+")
+_FLAG = re.compile(r"\\?[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~]+")
 
 
 def _copy(args):
@@ -623,4 +677,5 @@ PARSERS = {
     "SETQUOTA": parse_quota.setquota,
     "GETMETADATA": parse_quota.getmetadata,
     "SETMETADATA": parse_quota.setmetadata,
+    "REPLACE": _replace,
 }

@@ -20,8 +20,10 @@ the command gets ``NO [LIMIT]`` (RFC 5530) before the search runs. Sequence
 and UID sets must be atoms, so their size is bounded by the line limit.
 
 OBJECTID: THREADID is a store criterion; EMAILID becomes the UIDs the
-caller's ``email_uids`` finds. Roost has no \\Recent (IMAP4rev2 dropped it):
-RECENT and NEW match nothing, OLD matches everything.
+caller's ``email_uids`` finds. \\Recent is the caller's ``recent`` (the UIDs
+recent for this session, RFC 3501 2.3.2): RECENT matches them, NEW those of
+them not \\Seen, OLD the others. Without ``recent`` (IMAP4rev2, which dropped
+\\Recent) RECENT and NEW match nothing and OLD matches everything.
 """
 
 import calendar
@@ -52,6 +54,17 @@ MAX_TEXT_KEYS = 32
 MAX_DEPTH = 64
 
 
+def _runs(uids):
+    """Sorted UIDs as (lo, hi) runs of consecutive numbers."""
+    out = []
+    for u in sorted(uids):
+        if out and out[-1][1] == u - 1:
+            out[-1][1] = u
+        else:
+            out.append([u, u])
+    return tuple((lo, hi) for lo, hi in out)
+
+
 def parse_date(text):
     m = _DATE.fullmatch(str(text).strip('"'))
     if not m or m.group(2).upper() not in _MONTHS:
@@ -67,9 +80,10 @@ class Compiler:
     """``seqs(SequenceSet)`` and ``uids(SequenceSet)`` turn sets into UID
     ranges of the selected mailbox (SEARCHRES ``$`` included)."""
 
-    def __init__(self, seqs, uids, sent_days=None, email_uids=None):
+    def __init__(self, seqs, uids, sent_days=None, email_uids=None, recent=None):
         self.seqs = seqs
         self.uids = uids
+        self.recent = recent             # the session's \\Recent UIDs (a set), or None
         self.sent_days = sent_days
         self.email_uids = email_uids     # message pk -> UIDs of it in the mailbox (EMAILID)
 
@@ -124,10 +138,14 @@ class Compiler:
         if isinstance(t, Str):
             raise ParseError("expected a search key, not a string")
         k = t.upper()
-        if k == "ALL" or k == "OLD":
+        if k == "ALL":
             return q.All()
-        if k in ("RECENT", "NEW"):
-            return NOTHING
+        if k in ("RECENT", "NEW", "OLD"):
+            recent = q.Uids(_runs(self.recent)) if self.recent else NOTHING
+            if k == "OLD":
+                return q.Not(recent) if self.recent else q.All()
+            return recent if k == "RECENT" or recent is NOTHING else \
+                q.And((recent, q.Not(q.Flag("\\Seen"))))
         if k in _FLAG_KEYS:
             return q.Flag(_FLAG_KEYS[k])
         if k.startswith("UN") and k[2:] in _FLAG_KEYS:

@@ -4,7 +4,8 @@ Owns the message sequence numbers: the ascending UIDs this connection has
 been told about, so sequence number n is ``uids[n - 1]``. Sequence numbers
 exist only here, never in the store. The view changes only when the session
 reports it (EXISTS, EXPUNGE/VANISHED), so numbers stay stable between
-reports as RFC 3501 section 7.4.1 requires.
+reports as RFC 3501 section 7.4.1 requires. It also holds the UIDs that are
+\\Recent to this connection (claimed through ``Store.claim_recent``).
 """
 
 from array import array
@@ -29,6 +30,10 @@ class SelectedMailbox:
         # follow SELECT with UID FETCH 1:* (FLAGS), which then needs no query.
         # Any change after the read is reported later (``modseq`` predates it).
         self.select_rows = None
+        # \Recent (RFC 3501 2.3.2): the UIDs this connection claimed, and
+        # whether it claims new ones (SELECT, not EXAMINE, not IMAP4rev2).
+        self.recent = set()
+        self.claims = False
 
     @property
     def exists(self):
@@ -97,4 +102,5 @@ class SelectedMailbox:
             if s:
                 seqs.append(s)
                 del self.uids[s - 1]
+                self.recent.discard(u)
         return seqs

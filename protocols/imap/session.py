@@ -100,6 +100,9 @@ class IMAPContext:
     unauthenticated_timeout: float = 60  # seconds a command may take to arrive, before login
     gate: object = None                # PreauthGate; shared by the listeners when given
     sessions: set = field(default_factory=set)
+    append_many: object = None         # blocking append_many(account, mailbox, [(data, flags, date)],
+    #                                    replace=None): all stored or none (MULTIAPPEND), and the
+    #                                    (mailbox pk, uids) of replace removed with them (REPLACE)
 
     def __post_init__(self):
         if self.gate is None:
@@ -285,6 +288,15 @@ class IMAPSession(protocol.Protocol):
     @property
     def condstore(self):
         return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
+
+    def enable_condstore(self):
+        """A CONDSTORE enabling command (RFC 7162 3.1: FETCH MODSEQ, CHANGEDSINCE,
+        SEARCH MODSEQ, STORE UNCHANGEDSINCE, STATUS HIGHESTMODSEQ): the first
+        one with a mailbox selected reports the mailbox's HIGHESTMODSEQ."""
+        first = not self.condstore
+        self.enabled.add("CONDSTORE")
+        if first and self.selected is not None:
+            self.send(b"* OK [HIGHESTMODSEQ %d] highest" % self.selected.modseq)
 
     # --- output --------------------------------------------------------------
 
@@ -563,6 +575,11 @@ class IMAPSession(protocol.Protocol):
         if new:
             view.add(new)
             self.send(b"* %d EXISTS" % view.exists)
+            if not self.rev2:
+                before = await self.ctx.run(store.claim_recent, view.pk, max(new)) if view.claims \
+                    else await self.ctx.run(store.recent_floor, view.pk)
+                view.recent.update(u for u in new if u > before)
+                self.send(b"* %d RECENT" % len(view.recent))
         self.note_keywords(view, rows)
         for uid, modseq, bits, keywords in rows:
             if uid > last or uid in gone_set or view.sent.get(uid) == modseq:
@@ -600,8 +617,15 @@ class IMAPSession(protocol.Protocol):
         if fresh:
             self.send_flag_list(view)
 
+    def flag_list(self, view, uid, names):
+        """A message's flags as FETCH FLAGS shows them: \\Recent added where
+        this session has it (never under IMAP4rev2)."""
+        if view is not None and uid in view.recent and not self.rev2:
+            names = ["\\Recent", *names]
+        return b"FLAGS (" + " ".join(names).encode() + b")"
+
     def flags_fetch(self, seq, uid, modseq, bits, keywords, with_uid):
-        parts = b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")"
+        parts = self.flag_list(self.selected, uid, flag_names(bits, keywords))
         if with_uid:
             parts += b" UID %d" % uid
         if self.condstore:

@@ -242,12 +242,18 @@ def _quoted(line, i, end, tokens):
     raise ParseError("unterminated quoted string")
 
 
+# Fetch items whose "[" opens a section (which may hold spaces, parentheses
+# and quoted strings); anywhere else "[" is an ordinary ATOM-CHAR and "]" an
+# ASTRING-CHAR (RFC 3501 section 9), as in a mailbox name "a[b".
+_SECTIONED = (b"BODY", b"BODY.PEEK", b"BINARY", b"BINARY.PEEK", b"BINARY.SIZE")
+
+
 def _atom(line, i, end, tokens):
     start = i
     depth = 0
     while i < end:
         c = line[i]
-        if c == 91:        # [
+        if c == 91 and (depth or line[start:i].upper() in _SECTIONED):        # [
             depth += 1
         elif c == 93:      # ]
             depth = max(depth - 1, 0)

@@ -245,8 +245,8 @@ def mailbox_set(ctx, args):
             box = store.create_mailbox(acct, full, role)
             if order is not None:
                 store.set_mailbox_role(acct, box.id, role, order)
-            if obj.get("isSubscribed") is False:
-                store.set_subscribed(acct, box.id, False)
+            if obj.get("isSubscribed", True) is not False:   # CREATE alone subscribes nothing
+                store.set_subscribed(acct, box.id, True)
         except ValueError as exc:
             put(resp, "notCreated", cid, exc.args[0])
             continue

@@ -45,7 +45,25 @@ def folder(client):
     client.append(name, MSG, flags=[b"\\Seen"], msg_time=datetime.datetime(2026, 3, 3, 10, 0, 0,
                                                                           tzinfo=datetime.timezone.utc))
     client.append(name, b"Subject: second\r\n\r\nsecond body\r\n")
+    client.select_folder(name)      # claims \Recent (test_recent), so the tests see plain flags
+    client.unselect_folder()
     return name
+
+
+def test_recent(client, server):
+    client.create_folder("Recent-test")
+    client.append("Recent-test", b"Subject: new\r\n\r\nnew\r\n")
+    assert client.folder_status("Recent-test", [b"RECENT"])[b"RECENT"] == 1
+    assert client.select_folder("Recent-test")[b"RECENT"] == 1
+    assert client.get_flags([1]) == {1: (b"\\Recent",)}
+    assert client.search(["RECENT"]) == [1] and client.search(["NEW"]) == [1]
+    other = IMAPClient("127.0.0.1", port=server.ports["imap"], ssl=False, timeout=20)
+    other.login(USER, PASSWORD)
+    try:
+        assert other.select_folder("Recent-test")[b"RECENT"] == 0
+        assert other.get_flags([1]) == {1: ()} and other.search(["OLD"]) == [1]
+    finally:
+        other.logout()
 
 
 def test_capabilities_id_namespace_noop(client):

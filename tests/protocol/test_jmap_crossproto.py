@@ -84,3 +84,22 @@ def test_jmap_create_appears_in_imap(alice, imap):
     assert imap.folder_status("Drafts", ["MESSAGES"])[b"MESSAGES"] == before + 1
     uid = imap.search(["SUBJECT", "drafted over jmap"])[-1]
     assert b"\\Draft" in imap.get_flags([uid])[uid]
+
+
+def test_subscriptions_are_one_list_for_imap_and_jmap(alice, imap):
+    def subscribed(name):
+        boxes = alice.ok("Mailbox/get")["list"]
+        return next(b["isSubscribed"] for b in boxes if b["name"] == name and b["parentId"] is None)
+    imap.create_folder("Shared-list")
+    assert not subscribed("Shared-list")               # IMAP CREATE subscribes nothing
+    state = alice.ok("Mailbox/get", ids=[])["state"]
+    imap.subscribe_folder("Shared-list")
+    assert subscribed("Shared-list")
+    assert alice.ok("Mailbox/changes", sinceState=state)["updated"]
+    created = alice.ok("Mailbox/set", create={"k": {"name": "From-jmap"}})["created"]["k"]
+    assert created["isSubscribed"] is True
+    assert any(name == "From-jmap" for _f, _d, name in imap.list_sub_folders())
+    alice.ok("Mailbox/set", update={created["id"]: {"isSubscribed": False}})
+    assert not any(name == "From-jmap" for _f, _d, name in imap.list_sub_folders())
+    imap.delete_folder("Shared-list")                    # the subscription stays
+    assert any(name == "Shared-list" for _f, _d, name in imap.list_sub_folders())

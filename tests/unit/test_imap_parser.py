@@ -191,3 +191,32 @@ REAL_CLIENTS = [
 @pytest.mark.parametrize("wire", REAL_CLIENTS)
 def test_commands_real_clients_send_parse(wire):
     assert one(wire).tag == wire.split(" ")[0]
+
+
+def test_open_bracket_is_an_atom_char_outside_fetch_sections():
+    assert one("a SELECT a[b").mailbox == "a[b"
+    assert one("a CREATE [x]").mailbox == "[x]"
+    assert one("a STORE 1 +FLAGS ($k[1)").flags == ["$k[1"]
+    with pytest.raises(ParseError):
+        one("a STORE 1 +FLAGS ($k[1])")                 # "]" is no ATOM-CHAR
+    item = one("a FETCH 1 BODY.PEEK[HEADER.FIELDS (A B)]").items[0]
+    assert item.section == ((), "HEADER.FIELDS", ("A", "B"))
+    with pytest.raises(ParseError):
+        one("a FETCH 1 BODY[HEADER")
+
+
+def test_catenate_and_replace():
+    cmd = one(b'a APPEND Drafts (\\Seen) CATENATE (TEXT {3+}\r\nabc URL "/INBOX/;UID=3" '
+              b'URL ;UID=4/;SECTION=1)\r\n')
+    assert isinstance(cmd, Append)
+    (m,) = cmd.messages
+    assert m.flags == ["\\Seen"] and m.data == b""
+    assert m.parts == [("TEXT", b"abc"), ("URL", "/INBOX/;UID=3"), ("URL", ";UID=4/;SECTION=1")]
+    cmd = one(b"a UID REPLACE 7 Drafts {2+}\r\nhi\r\n")
+    assert (cmd.verb, cmd.uid, cmd.number, cmd.mailbox, cmd.message.data) == ("REPLACE", True, 7, "Drafts", b"hi")
+    for bad in (b"a REPLACE 1:2 X {1+}\r\nx\r\n", b"a REPLACE 0 X {1+}\r\nx\r\n",
+                b"a APPEND X CATENATE ()\r\n", b"a APPEND X CATENATE (URL)\r\n",
+                b'a APPEND X CATENATE (BLOB "x")\r\n',
+                b"a APPEND X CATENATE (" + b'URL "/a/;UID=1" ' * 101 + b")\r\n"):
+        with pytest.raises(ParseError):
+            one(bad)

@@ -240,15 +240,38 @@ def test_delete_mailbox_keeps_children(store, delivery, alice):
 
 def test_subscriptions(store, alice):
     box = store.create_mailbox(alice.id, "News")
-    assert box.subscribed
+    assert not box.subscribed                       # CREATE subscribes nothing
+    assert "INBOX" in store.subscriptions(alice.id)   # the defaults are
     before = store.state(alice.id)
-    store.set_subscribed(alice.id, box.id, False)
-    assert not store.mailbox(alice.id, "News").subscribed
-    assert store.state(alice.id) > before
     store.set_subscribed(alice.id, box.id, True)
     assert store.mailbox(alice.id, "News").subscribed
+    assert "News" in store.subscriptions(alice.id)
+    assert store.state(alice.id) > before           # a Mailbox change (JMAP isSubscribed)
+    store.set_subscribed(alice.id, box.id, False)
+    assert not store.mailbox(alice.id, "News").subscribed
     with pytest.raises(MailboxNotFound):
         store.set_subscribed(alice.id, 999999, True)
+    # names, independent of mailboxes
+    store.subscribe(alice.id, "Later/Maybe")
+    store.subscribe(alice.id, "Later/Maybe")        # twice is once
+    store.subscribe(alice.id, "Never", False)       # not subscribed: nothing to do
+    assert "Later/Maybe" in store.subscriptions(alice.id)
+    made = store.create_mailbox(alice.id, "Later/Maybe")
+    assert store.mailbox(alice.id, mailbox_id=made.id).subscribed
+    store.subscribe(alice.id, "Later")
+    store.rename_mailbox(alice.id, store.mailbox(alice.id, "Later").id, "Then")
+    subs = store.subscriptions(alice.id)
+    assert "Then" in subs and "Then/Maybe" in subs and not any(n.startswith("Later") for n in subs)
+    store.delete_mailbox(alice.id, made.id)
+    assert "Then/Maybe" in store.subscriptions(alice.id)   # DELETE keeps it
+
+
+def test_recent_claims(store, alice):
+    box = inbox(store, alice)
+    assert store.claim_recent(box.id, 5) == 0       # the first claims 1..5
+    assert store.claim_recent(box.id, 5) == 5       # nothing left for the next
+    assert store.claim_recent(box.id, 8) == 5       # 6..8
+    assert store.recent_floor(box.id) == 8
 
 
 # --- delivery and reading -----------------------------------------------------

@@ -75,3 +75,4 @@ def _load():
         _loaded.append(True)
         from . import any_state, auth, mailboxes, messages  # noqa: F401 - they register
         from . import quota, metadata  # noqa: F401 - QUOTA, METADATA
+        from . import compose  # noqa: F401 - CATENATE, REPLACE

@@ -12,6 +12,7 @@ import re
 
 from roost.storage import errors, mime
 
+from .. import resync
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
 from ..wire import astring, uid_set_text
@@ -52,8 +53,8 @@ async def select(s, cmd):
 
     def load():
         box = store.mailbox(s.account.id, name)
-        return box, store.flags(box.id)
-    box, rows = await s.ctx.run(load)
+        return box, store.flags(box.id), store.recent_floor(box.id)
+    box, rows, floor = await s.ctx.run(load)
     readonly = cmd.verb == "EXAMINE"
     highest = max([box.highestmodseq] + [r[1] for r in rows])
     keywords, first_unseen = {}, 0
@@ -65,10 +66,15 @@ async def select(s, cmd):
             keywords.setdefault(k.lower(), k)
     view.keywords = keywords
     view.select_rows = rows
+    view.claims = not readonly and not s.rev2
+    if not s.rev2 and view.last_uid > floor:    # RFC 3501 2.3.2: SELECT claims \Recent, EXAMINE looks
+        if view.claims:
+            floor = await s.ctx.run(store.claim_recent, box.id, view.last_uid)
+        view.recent = {u for u in view.uids if u > floor}
     s.send_flag_list(view)
     s.send(b"* %d EXISTS" % view.exists)
     if not s.rev2:
-        s.send(b"* 0 RECENT")
+        s.send(b"* %d RECENT" % len(view.recent))
         if first_unseen:
             s.send(b"* OK [UNSEEN %d] first unseen" % first_unseen)
     s.send(b"* OK [UIDVALIDITY %d] UIDs valid" % box.uidvalidity)
@@ -85,15 +91,18 @@ async def select(s, cmd):
 
 
 async def _qresync(s, view, box, rows, params):
-    validity, modseq, known, _match = params
+    validity, modseq, known, match = params
     if validity != box.uidvalidity:
         return
-    gone = await s.ctx.run(s.ctx.store.expunged_since, box.id, modseq)
-    if known is not None:
-        ranges = known.resolve(max(gone + [view.last_uid, 1]))
-        gone = [u for u in gone if any(lo <= u <= hi for lo, hi in ranges)]
-    if gone:
-        s.send(b"* VANISHED (EARLIER) " + uid_set_text(gone).encode())
+    store = s.ctx.store
+
+    def load():
+        return store.history_floor(s.account.id), store.expunged_since(box.id, modseq)
+    floor, gone = await s.ctx.run(load)
+    ranges = resync.vanished(view, [u for u in gone if u not in view], modseq < floor, known, match,
+                             box.uidnext - 1)
+    if ranges:
+        s.send(b"* VANISHED (EARLIER) " + resync.ranges_text(ranges).encode())
     for uid, m, bits, kws in rows:
         if m > modseq:
             s.send(s.flags_fetch(view.seq(uid), uid, m, bits, kws, True))
@@ -148,13 +157,10 @@ async def rename(s, cmd):
 
 @command("SUBSCRIBE", "UNSUBSCRIBE")
 async def subscribe(s, cmd):
-    name = s.mailbox_name(cmd.mailbox)
-    store = s.ctx.store
-
-    def run():
-        box = store.mailbox(s.account.id, name)
-        store.set_subscribed(s.account.id, box.id, cmd.verb == "SUBSCRIBE")
-    await s.ctx.run(run)
+    """Subscriptions are names (``storage.imapstate``): SUBSCRIBE to a name no
+    mailbox has succeeds, UNSUBSCRIBE of a name not subscribed is OK."""
+    name = s.mailbox_name(cmd.mailbox).rstrip(SEPARATOR)
+    await s.ctx.run(s.ctx.store.subscribe, s.account.id, name, cmd.verb == "SUBSCRIBE")
 
 
 # --- LIST / LSUB / XLIST ------------------------------------------------------------
@@ -224,6 +230,13 @@ def _parents(names):
 
 @command("LIST", "LSUB", "XLIST")
 async def list_cmd(s, cmd):
+    """LIST, LSUB, XLIST. Names come from the mailboxes and, for LSUB and
+    LIST (SUBSCRIBED), from the subscriptions: a subscribed name without a
+    mailbox is ``\\NonExistent`` in LIST (RFC 5258 section 3.4) and
+    ``\\Noselect`` in LSUB; LSUB also returns an unsubscribed parent of a
+    subscribed name that the pattern's ``%`` hides, as ``\\Noselect`` (RFC
+    3501 6.3.9). A hierarchy level without a mailbox (its mailbox deleted, its
+    children kept) is listed as ``\\Noselect \\HasChildren``."""
     if cmd.verb != "LIST" and cmd.extended:
         raise Bad(f"{cmd.verb} takes a reference and one pattern")
     for opt in cmd.select:
@@ -243,37 +256,66 @@ async def list_cmd(s, cmd):
     if len(patterns) > MAX_PATTERNS:
         raise No(f"[LIMIT] LIST takes at most {MAX_PATTERNS} patterns")
     matchers = [Pattern(reference, p) for p in patterns if p]
-    boxes = await s.ctx.run(s.ctx.store.mailboxes, s.account.id)
+    store = s.ctx.store
+
+    def load():
+        return store.mailboxes(s.account.id), store.subscriptions(s.account.id)
+    boxes, subs = await s.ctx.run(load)
+    by_name = {b.name: b for b in boxes}
+    subs = set(subs)
     only_subscribed = cmd.verb == "LSUB" or "SUBSCRIBED" in cmd.select
     recursive = "RECURSIVEMATCH" in cmd.select
-    parents = _parents(b.name for b in boxes)
-    subscribed_parents = _parents(b.name for b in boxes if b.subscribed)
+    parents = _parents(by_name)
+    subscribed_parents = _parents(subs)
+
+    def matches(name):
+        return any(m.fullmatch(name) for m in matchers)
+    hidden_parents = _parents(c for c in subs if not matches(c)) if cmd.verb == "LSUB" else ()
+    if only_subscribed:
+        names = set(subs)
+        if recursive or cmd.verb == "LSUB":
+            names |= subscribed_parents
+    else:
+        names = set(by_name) | parents
     listed = []
-    for box in sorted(boxes, key=lambda b: (b.name != "INBOX", b.name)):
-        if not any(m.fullmatch(box.name) for m in matchers):
+    for name in sorted(names, key=lambda n: (n != "INBOX", n)):
+        if not matches(name):
+            continue
+        box = by_name.get(name)
+        subscribed = name in subs
+        child_subscribed = name in subscribed_parents
+        if cmd.verb == "LSUB" and not subscribed:
+            if name not in hidden_parents:     # only a parent whose subscribed child "%" hides
+                continue
+        elif only_subscribed and not subscribed and not (recursive and child_subscribed):
+            continue
+        if "SPECIAL-USE" in cmd.select and (box is None or box.role not in ROLE_ATTRS):
             continue
         attrs = []
-        child_subscribed = recursive and box.name in subscribed_parents
-        if only_subscribed and not box.subscribed and not child_subscribed:
-            continue
-        if "SPECIAL-USE" in cmd.select and box.role not in ROLE_ATTRS:
-            continue
-        has_children = box.name in parents
-        if cmd.verb != "LSUB":
-            attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
-        if box.subscribed and (cmd.verb == "LIST" and ("SUBSCRIBED" in cmd.select
-                                                       or "SUBSCRIBED" in cmd.returns)):
+        if cmd.verb == "LSUB":
+            if box is None or not subscribed:
+                attrs.append("\\Noselect")
+        elif box is None:
+            if only_subscribed:
+                attrs.append("\\NonExistent")
+            else:
+                attrs.append("\\Noselect")
+        if cmd.verb != "LSUB" and not (box is None and only_subscribed and name not in parents):
+            attrs.append("\\HasChildren" if name in parents else "\\HasNoChildren")
+        if subscribed and (cmd.verb == "LIST" and ("SUBSCRIBED" in cmd.select
+                                                   or "SUBSCRIBED" in cmd.returns)):
             attrs.append("\\Subscribed")
         roles = XLIST_ATTRS if cmd.verb == "XLIST" else ROLE_ATTRS
-        if box.role in roles and cmd.verb != "LSUB":
+        if box is not None and box.role in roles and cmd.verb != "LSUB":
             attrs.append(roles[box.role])
-        if cmd.verb == "XLIST" and box.name == "INBOX":
+        if cmd.verb == "XLIST" and name == "INBOX":
             attrs.append("\\Inbox")
-        line = verb + b" (" + " ".join(attrs).encode() + b') "/" ' + _wire(s, box.name)
-        if child_subscribed and not box.subscribed:
+        line = verb + b" (" + " ".join(attrs).encode() + b') "/" ' + _wire(s, name)
+        if recursive and child_subscribed and not subscribed:
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         s.send(b"* " + line)
-        listed.append(box)
+        if box is not None:
+            listed.append(box)
     if cmd.status is not None:
         for box in listed:
             try:
@@ -297,7 +339,7 @@ STATUS_ITEMS += ("DELETED-STORAGE",)      # RFC 9208, with QUOTA=RES-STORAGE (co
 @command("STATUS")
 async def status(s, cmd):
     for item in cmd.items:
-        if item not in STATUS_ITEMS:
+        if item not in STATUS_ITEMS or (item == "RECENT" and s.rev2):
             raise Bad(f"unknown status item {item}")
     await _status(s, s.mailbox_name(cmd.mailbox), cmd.items)
 
@@ -307,28 +349,34 @@ async def _status(s, name, items):
 
     def load():
         box = store.mailbox(s.account.id, name, counts=True)
-        deleted = None
+        deleted = recent = None
         if "DELETED" in items:
             deleted = sum(1 for r in store.flags(box.id) if r[2] & 8)
         if "DELETED-STORAGE" in items:    # in 1024-octet units, as QUOTA's STORAGE
             deleted_storage[0] = -(-store.deleted_storage(box.id) // 1024)
-        return box, deleted
+        if "RECENT" in items:
+            recent = store.unclaimed_recent(box.id)
+        return box, deleted, recent
     deleted_storage = [None]
-    box, deleted = await s.ctx.run(load)
-    values = {"MESSAGES": box.messages, "RECENT": 0, "UIDNEXT": box.uidnext,
+    box, deleted, recent = await s.ctx.run(load)
+    if recent is not None and s.selected is not None and s.selected.pk == box.id:
+        recent += len(s.selected.recent)   # recent to this session
+    values = {"MESSAGES": box.messages, "RECENT": recent, "UIDNEXT": box.uidnext,
               "UIDVALIDITY": box.uidvalidity, "UNSEEN": box.unseen, "DELETED": deleted,
               "SIZE": box.size, "HIGHESTMODSEQ": box.highestmodseq,
               "APPENDLIMIT": s.ctx.append_limit}
     values["DELETED-STORAGE"] = deleted_storage[0]
     out = []
     for item in items:
+        if item == "RECENT" and s.rev2:
+            continue
         if item == "MAILBOXID":
             out.append(f"MAILBOXID ({box.oid})")
         else:
             out.append(f"{item} {values[item]}")
     s.send(b"* STATUS " + _wire(s, box.name) + b" (" + " ".join(out).encode() + b")")
     if "HIGHESTMODSEQ" in items:
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
 
 
 # --- APPEND -------------------------------------------------------------------
@@ -352,9 +400,20 @@ def parse_append_date(text):
 
 @command("APPEND", trycreate=True)
 async def append(s, cmd):
-    name = s.mailbox_name(cmd.mailbox)
+    validity, uids = await append_messages(s, s.mailbox_name(cmd.mailbox), cmd.messages)
+    return f"[APPENDUID {validity} {uid_set_text(uids)}] APPEND completed"
+
+
+async def append_messages(s, name, messages, replace=None):
+    """Store APPEND's (or REPLACE's) messages in mailbox ``name``, all or none;
+    returns (uidvalidity, uids). CATENATE parts are put together first.
+    ``replace`` = (mailbox pk, uids) are removed in the same transaction where
+    the server gives ``append_many`` (else the caller removes them after)."""
+    from .compose import assemble
     store = s.ctx.store
-    for msg in cmd.messages:
+    for msg in messages:
+        if msg.parts is not None:
+            msg.data = await assemble(s, msg.parts)
         if len(msg.data) > s.ctx.append_limit:
             raise No("[TOOBIG] message is larger than APPENDLIMIT")
         for f in msg.flags:
@@ -363,8 +422,8 @@ async def append(s, cmd):
                 raise Bad(f"cannot append with flag {f}")
         if not msg.data:
             raise No("empty message")
-    dates = [parse_append_date(m.date) if m.date else None for m in cmd.messages]
-    for msg in cmd.messages:
+    dates = [parse_append_date(m.date) if m.date else None for m in messages]
+    for msg in messages:
         if msg.binary and b"\0" in msg.data:
             # RFC 3516 section 4.4: each part holding NUL is stored in base64
             # (no BODY[] can carry a NUL, and no part is left "binary"); what
@@ -376,9 +435,14 @@ async def append(s, cmd):
                 raise No("[UNKNOWN-CTE] NUL outside a body that base64 can carry")
             msg.data = data
     box = await s.ctx.run(store.mailbox, s.account.id, name)
+    if (len(messages) > 1 or replace is not None) and s.ctx.append_many is not None:
+        # MULTIAPPEND is all or nothing (RFC 3502): one transaction
+        stored = await s.ctx.run(s.ctx.append_many, s.account, box,
+                                 [(m.data, m.flags, d) for m, d in zip(messages, dates)], replace)
+        return stored[0].uidvalidity, [x.uid for x in stored]
     uids = []
     try:
-        for msg, date in zip(cmd.messages, dates):
+        for msg, date in zip(messages, dates):
             stored = await s.ctx.run(s.ctx.append, s.account, box, msg.data, msg.flags, date)
             uids.append(stored.uid)
             validity = stored.uidvalidity
@@ -387,4 +451,4 @@ async def append(s, cmd):
         if uids:
             await s.ctx.run(store.remove, box.id, uids)
         raise
-    return f"[APPENDUID {validity} {uid_set_text(uids)}] APPEND completed"
+    return validity, uids

@@ -22,6 +22,7 @@ from roost.storage import errors
 from roost.storage.flags import names as flag_names
 
 from .. import fetch as render
+from .. import resync
 from ..searchkeys import Compiler
 from ..wire import literal, uid_set_text
 from .preview import preview_item, preview_texts
@@ -92,20 +93,20 @@ async def search(s, cmd):
     def email_uids(pk):
         return once("emails", lambda: _uids_by_message(store, v.pk)).get(pk, [])
     compiler = Compiler(v.seq_ranges, v.uid_ranges,
-                        lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids)
+                        lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids,
+                        recent=None if s.rev2 else v.recent)
     uses_modseq = any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(cmd.keys))
     if uses_modseq:
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
 
     def run():
         criteria = compiler.compile(cmd.keys)
         found = s.ctx.search(store, s.account.id, criteria, v.pk)
-        top = None
-        if uses_modseq and found:
-            top = max(r[1] for r in store.flags(v.pk, found))
-        return found, top
-    found, top = await s.ctx.run(run)
+        mods = {r[0]: r[1] for r in store.flags(v.pk, found)} if uses_modseq and found else {}
+        return found, mods
+    found, mods = await s.ctx.run(run)
     found = [u for u in found if u in v]
+    top = max((mods.get(u, 0) for u in found), default=None) if uses_modseq and found else None
     numbers = found if cmd.uid else [v.seq(u) for u in found]
     returns = cmd.returns
     if returns is None and s.rev2:
@@ -134,6 +135,10 @@ async def search(s, cmd):
         parts.append(f"COUNT {len(numbers)}")
     if "ALL" in returns and numbers:
         parts.append(f"ALL {uid_set_text(numbers)}")
+    if top is not None and found and not {"ALL", "COUNT"} & set(returns):
+        # RFC 4731 3.2: MIN and/or MAX alone report the modseq of those messages
+        top = max(mods.get(u, 0) for u in {found[0] if "MIN" in returns else found[-1],
+                                           found[-1] if "MAX" in returns else found[0]})
     if top is not None:
         parts.append(f"MODSEQ {top}")
     s.send(" ".join(parts).encode())
@@ -188,18 +193,22 @@ async def fetch_cmd(s, cmd):
     if cmd.uid and "UID" not in names:
         items.insert(0, FetchItem("UID", label="UID"))
     if cmd.changedsince is not None or "MODSEQ" in names:
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
         if "MODSEQ" not in names:
             items.append(FetchItem("MODSEQ", label="MODSEQ"))
     if cmd.vanished and not (cmd.uid and cmd.changedsince is not None and "QRESYNC" in s.enabled):
         raise Bad("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
     uids = _targets(s, cmd)
     if cmd.vanished:
-        gone = await s.ctx.run(store.expunged_since, v.pk, cmd.changedsince)
-        ranges = cmd.messages.resolve(max(gone + [v.last_uid, 1]))
-        gone = [u for u in gone if any(lo <= u <= hi for lo, hi in ranges)]
-        if gone:
-            s.send(b"* VANISHED (EARLIER) " + uid_set_text(gone).encode())
+        def load():
+            box = store.mailbox(s.account.id, mailbox_id=v.pk)
+            return (box.uidnext, store.history_floor(s.account.id),
+                    store.expunged_since(v.pk, cmd.changedsince))
+        uidnext, floor, gone = await s.ctx.run(load)
+        ranges = resync.vanished(v, [u for u in gone if u not in v], cmd.changedsince < floor,
+                                 cmd.messages, None, uidnext - 1)
+        if ranges:
+            s.send(b"* VANISHED (EARLIER) " + resync.ranges_text(ranges).encode())
     if not uids:
         return
     names = {i.name for i in items}
@@ -359,6 +368,7 @@ def _send_flag_rows(s, v, rows, items):
     shown = {}
     lines = []
     i = 0
+    recent = v.recent if not s.rev2 else ()
     for uid, modseq, bits, keywords in rows:
         while i < n and uids[i] < uid:
             i += 1
@@ -366,10 +376,10 @@ def _send_flag_rows(s, v, rows, items):
             break
         if uids[i] != uid:
             continue
-        key = (bits, keywords)
+        key = (bits, keywords, uid in recent)
         text = shown.get(key)
         if text is None:
-            text = shown[key] = b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")"
+            text = shown[key] = s.flag_list(v, uid, flag_names(bits, keywords))
         lines.append(template % pick((i + 1, uid, text, modseq)))
     if lines:
         s.send(b"\r\n".join(lines))
@@ -384,7 +394,7 @@ def _render(s, rec, data, items, previews=None):
         if name == "UID":
             out.append(b"UID %d" % rec.uid)
         elif name == "FLAGS":
-            out.append(b"FLAGS (" + " ".join(rec.flag_names).encode() + b")")
+            out.append(s.flag_list(s.selected, rec.uid, rec.flag_names))
         elif name == "MODSEQ":
             out.append(b"MODSEQ (%d)" % rec.modseq)
         elif name == "INTERNALDATE":
@@ -457,7 +467,7 @@ async def store_cmd(s, cmd):
                                                      "\\deleted", "\\draft"):
             raise Bad(f"cannot store flag {f}")
     if cmd.unchangedsince is not None:
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
     uids = _targets(s, cmd)
     if not uids:
         return
