@@ -11,6 +11,7 @@ It must not touch storage or write to the connection.
 import re
 from dataclasses import dataclass, field
 
+from . import parse_acl
 from .wire import ParseError, Str, _tag_of, group, tokenize
 
 # --- sequence sets ------------------------------------------------------------
@@ -604,4 +605,9 @@ PARSERS = {
     "UNSUBSCRIBE": _mailbox_cmd, "RENAME": _rename, "LIST": _list, "LSUB": _list,
     "XLIST": _list, "STATUS": _status, "APPEND": _append, "EXPUNGE": _uid_expunge_or_expunge,
     "SEARCH": _search, "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy,
+    "SETACL": parse_acl.setacl,
+    "DELETEACL": parse_acl.with_identifier,
+    "LISTRIGHTS": parse_acl.with_identifier,
+    "GETACL": parse_acl.mailbox_only,
+    "MYRIGHTS": parse_acl.mailbox_only,
 }

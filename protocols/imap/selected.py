@@ -10,10 +10,14 @@ reports as RFC 3501 section 7.4.1 requires.
 from array import array
 from bisect import bisect_left, bisect_right
 
+from roost.storage.acl import RIGHTS
+
 
 class SelectedMailbox:
     def __init__(self, mailbox, uids, modseq, readonly):
         self.pk = mailbox.id
+        self.account_id = mailbox.account_id   # the owner's (a shared mailbox: not the user's)
+        self.rights = RIGHTS                   # RFC 4314 rights of the user (commands.acl)
         self.name = mailbox.name
         self.uidvalidity = mailbox.uidvalidity
         self.readonly = readonly

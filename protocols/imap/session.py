@@ -61,7 +61,7 @@ from roost.protocols.sasl import PreauthGate
 from roost.storage import errors
 from roost.storage.flags import names as flag_names
 
-from . import commands, utf7
+from . import commands, shared, utf7
 from .commands import AUTHENTICATED, NOT_AUTHENTICATED, Bad, No
 from .parser import parse
 from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError, uid_set_text
@@ -133,6 +133,7 @@ class IMAPSession(protocol.Protocol):
         self.task = None
         self.idle_wake = None
         self.unsubscribe = None
+        self.following = None       # (owner account id, unsubscribe): a shared mailbox's events
         self.bad_count = 0
         self.auth_failures = 0
         self.peer = "?"
@@ -210,6 +211,7 @@ class IMAPSession(protocol.Protocol):
         if self.unsubscribe:
             self.unsubscribe()
             self.unsubscribe = None
+        self.follow(None)
         if self.task and not self.task.done():
             self.task.cancel()
 
@@ -485,6 +487,15 @@ class IMAPSession(protocol.Protocol):
         self.command_started = None
         self.unsubscribe = self.ctx.store.bus.subscribe(account.id, self._on_change)
 
+    def follow(self, account_id):
+        """Also take the change events of ``account_id`` (the owner of the
+        shared mailbox being selected; None: stop). One owner at a time."""
+        if self.following is not None and self.following[0] != account_id:
+            self.following[1]()
+            self.following = None
+        if account_id is not None and account_id != self.account.id and self.following is None:
+            self.following = (account_id, self.ctx.store.bus.subscribe(account_id, self._on_change))
+
     def _on_change(self, change):
         view = self.selected
         if view is not None and view.pk in change.mailbox_ids:
@@ -539,7 +550,7 @@ class IMAPSession(protocol.Protocol):
         store = self.ctx.store
 
         def changes():
-            box = store.mailbox(self.account.id, mailbox_id=view.pk)
+            box = store.mailbox(view.account_id, mailbox_id=view.pk)   # the owner's
             return box.highestmodseq, store.flags(view.pk, None, view.modseq), \
                 store.expunged_since(view.pk, view.modseq)
         try:
@@ -587,6 +598,9 @@ class IMAPSession(protocol.Protocol):
         flags = " ".join(["\\Answered \\Flagged \\Deleted \\Seen \\Draft"] + list(view.keywords.values()))
         self.send(f"* FLAGS ({flags})".encode())
         perm = "" if view.readonly else f"{flags} \\*"
+        if not view.readonly and view.rights != shared.RIGHTS:     # RFC 4314 section 5.1.1
+            perm = " ".join(shared.allowed_flags(view.rights, flags.split(" ")) +
+                            (["\\*"] if "w" in view.rights else []))
         self.send(f"* OK [PERMANENTFLAGS ({perm})] flags the client can change".encode())
 
     def note_keywords(self, view, rows):

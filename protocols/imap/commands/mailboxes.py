@@ -12,6 +12,9 @@ import re
 
 from roost.storage import errors
 
+from roost.storage.acl import with_virtual
+
+from .. import shared
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
 from ..wire import astring, uid_set_text
@@ -51,10 +54,10 @@ async def select(s, cmd):
     store = s.ctx.store
 
     def load():
-        box = store.mailbox(s.account.id, name)
-        return box, store.flags(box.id)
-    box, rows = await s.ctx.run(load)
-    readonly = cmd.verb == "EXAMINE"
+        box, rights, shown = shared.resolve_blocking(store, s.account, name, "r")
+        return box, rights, shown, store.flags(box.id)
+    box, rights, shown, rows = await s.ctx.run(load)
+    readonly = cmd.verb == "EXAMINE" or not shared.read_write(rights)
     highest = max([box.highestmodseq] + [r[1] for r in rows])
     keywords, first_unseen = {}, 0
     view = SelectedMailbox(box, [r[0] for r in rows], highest, readonly)
@@ -65,6 +68,8 @@ async def select(s, cmd):
             keywords.setdefault(k.lower(), k)
     view.keywords = keywords
     view.select_rows = rows
+    view.rights, view.name = rights, shown
+    s.follow(box.account_id)        # a shared mailbox: its owner's changes
     s.send_flag_list(view)
     s.send(b"* %d EXISTS" % view.exists)
     if not s.rev2:
@@ -76,7 +81,7 @@ async def select(s, cmd):
     s.send(b"* OK [HIGHESTMODSEQ %d] highest" % highest)
     s.send(f"* OK [MAILBOXID ({box.oid})] mailbox id".encode())
     if s.rev2:
-        s.send(b"* LIST () \"/\" " + _wire(s, box.name))
+        s.send(b"* LIST () \"/\" " + _wire(s, shown))
     s.selected = view
     s.state = SELECTED
     if cmd.qresync:
@@ -107,6 +112,11 @@ async def create(s, cmd):
     _check_new_name(name)
     if name.upper() == "INBOX":
         raise No("[ALREADYEXISTS] INBOX always exists")
+    if shared.split(name) is not None:
+        if cmd.use:
+            raise No("[USEATTR] special-use attributes are the owner's to set")
+        await s.ctx.run(shared.create, s.ctx.store, s.account, name)
+        return "CREATE completed"
     role = None
     if cmd.use:
         if len(cmd.use) > 1:
@@ -127,11 +137,11 @@ def _check_new_name(name):
 async def delete(s, cmd):
     name = s.mailbox_name(cmd.mailbox)
     store = s.ctx.store
-    box = await s.ctx.run(store.mailbox, s.account.id, name)
+    box, _rights, _shown = await shared.resolve(s, name, "x")
     if s.selected is not None and s.selected.pk == box.id:
         s.selected = None
         s.state = AUTHENTICATED
-    await s.ctx.run(store.delete_mailbox, s.account.id, box.id)
+    await s.ctx.run(store.delete_mailbox, box.account_id, box.id)
 
 
 @command("RENAME")
@@ -140,8 +150,11 @@ async def rename(s, cmd):
     new = s.mailbox_name(cmd.new_name).rstrip(SEPARATOR)
     _check_new_name(new)
     store = s.ctx.store
-    box = await s.ctx.run(store.mailbox, s.account.id, name)
-    await s.ctx.run(store.rename_mailbox, s.account.id, box.id, new)
+    if shared.split(name) is not None or shared.split(new) is not None:
+        box, new = await s.ctx.run(shared.rename, store, s.account, name, new)
+    else:
+        box = await s.ctx.run(store.mailbox, s.account.id, name)
+        await s.ctx.run(store.rename_mailbox, s.account.id, box.id, new)
     if s.selected is not None and s.selected.pk == box.id:
         s.selected.name = new
 
@@ -274,17 +287,55 @@ async def list_cmd(s, cmd):
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         s.send(b"* " + line)
         listed.append(box)
+    if "MYRIGHTS" in cmd.returns:           # RFC 8440: the owner has every right
+        for box in listed:
+            s.send(b"* MYRIGHTS " + _wire(s, box.name) + b" " + with_virtual(shared.RIGHTS).encode())
     if cmd.status is not None:
         for box in listed:
             try:
                 await _status(s, box.name, cmd.status)
             except (errors.MailboxNotFound, No):
                 pass
+    if not only_subscribed and "SPECIAL-USE" not in cmd.select:
+        await _list_shared(s, cmd, matchers, verb)
+
+
+async def _list_shared(s, cmd, matchers, verb):
+    """LIST of the Other Users namespace: the mailboxes shared with the
+    account that it may look up (``l``), under \\Noselect parents for their
+    owners and for levels not shared (RFC 4314 section 4: a mailbox without
+    ``l`` is not listed). Subscriptions and special use are not shown for
+    them."""
+    found = await s.ctx.run(s.ctx.store.shared_mailboxes, s.account)
+    boxes = {shared.shared_name(owner, box.name): (box, rights)
+             for owner, box, rights in found if "l" in rights}
+    if not boxes:
+        return
+    parents = _parents(boxes)
+    listed = []
+    for name in sorted(set(boxes) | parents):
+        if not any(m.fullmatch(name) for m in matchers):
+            continue
+        children = "\\HasChildren" if name in parents else "\\HasNoChildren"
+        attrs = [children] if name in boxes else ["\\Noselect", children]
+        s.send(b"* " + verb + b" (" + " ".join(attrs).encode() + b') "/" ' + _wire(s, name))
+        if name in boxes:
+            listed.append(name)
+    if "MYRIGHTS" in cmd.returns:
+        for name in listed:
+            s.send(b"* MYRIGHTS " + _wire(s, name) + b" " + with_virtual(boxes[name][1]).encode())
+    if cmd.status is not None:
+        for name in listed:
+            if "r" in boxes[name][1]:
+                try:
+                    await _status(s, name, cmd.status)
+                except (errors.MailboxNotFound, No):
+                    pass
 
 
 @command("NAMESPACE")
 async def namespace(s, cmd):
-    s.send(b'* NAMESPACE (("" "/")) NIL NIL')
+    s.send(b'* NAMESPACE (("" "/")) (("' + shared.PREFIX.encode() + b'" "/")) NIL')
 
 
 # --- STATUS ---------------------------------------------------------------------
@@ -305,12 +356,17 @@ async def _status(s, name, items):
     store = s.ctx.store
 
     def load():
-        box = store.mailbox(s.account.id, name, counts=True)
+        if shared.split(name) is None:
+            box = store.mailbox(s.account.id, name, counts=True)
+            shown = box.name
+        else:
+            found, _rights, shown = shared.resolve_blocking(store, s.account, name, "r")
+            box = store.mailbox(found.account_id, mailbox_id=found.id, counts=True)
         deleted = None
         if "DELETED" in items:
             deleted = sum(1 for r in store.flags(box.id) if r[2] & 8)
-        return box, deleted
-    box, deleted = await s.ctx.run(load)
+        return box, shown, deleted
+    box, shown, deleted = await s.ctx.run(load)
     values = {"MESSAGES": box.messages, "RECENT": 0, "UIDNEXT": box.uidnext,
               "UIDVALIDITY": box.uidvalidity, "UNSEEN": box.unseen, "DELETED": deleted,
               "SIZE": box.size, "HIGHESTMODSEQ": box.highestmodseq,
@@ -321,7 +377,7 @@ async def _status(s, name, items):
             out.append(f"MAILBOXID ({box.oid})")
         else:
             out.append(f"{item} {values[item]}")
-    s.send(b"* STATUS " + _wire(s, box.name) + b" (" + " ".join(out).encode() + b")")
+    s.send(b"* STATUS " + _wire(s, shown) + b" (" + " ".join(out).encode() + b")")
     if "HIGHESTMODSEQ" in items:
         s.enabled.add("CONDSTORE")
 
@@ -359,11 +415,14 @@ async def append(s, cmd):
         if not msg.data:
             raise No("empty message")
     dates = [parse_append_date(m.date) if m.date else None for m in cmd.messages]
-    box = await s.ctx.run(store.mailbox, s.account.id, name)
+    box, rights, _shown = await shared.resolve(s, name, "i")
+    owner = s.account if box.account_id == s.account.id else \
+        await s.ctx.run(store.account_by_id, box.account_id)
     uids = []
     try:
         for msg, date in zip(cmd.messages, dates):
-            stored = await s.ctx.run(s.ctx.append, s.account, box, msg.data, msg.flags, date)
+            flags = shared.allowed_flags(rights, msg.flags)     # RFC 4314: the others are dropped
+            stored = await s.ctx.run(s.ctx.append, owner, box, msg.data, flags, date)
             uids.append(stored.uid)
             validity = stored.uidvalidity
     except errors.StoreError:
