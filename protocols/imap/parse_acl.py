@@ -16,8 +16,11 @@ class AclCommand:
 
 
 def setacl(args):
-    return AclCommand(mailbox=args.astring("a mailbox name"), identifier=args.astring("an identifier"),
-                      rights=args.astring("rights"))
+    """SETACL; rights left out (``SETACL box who `` with nothing after the
+    space, what IMAPClient sends for ``setacl(box, who, "")``) are empty rights."""
+    cmd = AclCommand(mailbox=args.astring("a mailbox name"), identifier=args.astring("an identifier"))
+    cmd.rights = args.astring("rights") if args.more() else ""
+    return cmd
 
 
 def with_identifier(args):

@@ -16,7 +16,7 @@ from roost.storage.acl import RIGHTS
 class SelectedMailbox:
     def __init__(self, mailbox, uids, modseq, readonly):
         self.pk = mailbox.id
-        self.account_id = mailbox.account_id   # the owner's (a shared mailbox: not the user's)
+        self.account_id = None                 # set at SELECT: the owner's (for a shared mailbox)
         self.rights = RIGHTS                   # RFC 4314 rights of the user (commands.acl)
         self.name = mailbox.name
         self.uidvalidity = mailbox.uidvalidity

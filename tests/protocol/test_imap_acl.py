@@ -298,3 +298,31 @@ def test_lmtp_delivery_to_a_shared_inbox_reaches_the_grantee(server):
         assert f"* {exists + 1} EXISTS".encode() in seen
     finally:
         ok(alice.cmd(f"s2 DELETEACL INBOX {BOB}"))
+
+
+def test_imapclient_grant_and_revoke(server):
+    from imapclient import IMAPClient
+
+    with IMAPClient("127.0.0.1", port=server.ports["imap"], ssl=False) as alice, \
+            IMAPClient("127.0.0.1", port=server.ports["imap"], ssl=False) as bob:
+        alice.login(ALICE, PW)
+        bob.login(BOB, PW)
+        alice.create_folder("Shared Notes")
+        alice.append("Shared Notes", MSG)
+        try:
+            alice.setacl("Shared Notes", BOB, "lrs")
+            assert (ALICE.encode(), b"lrswipkxteacd") in alice.getacl("Shared Notes")
+            assert (BOB.encode(), b"lrs") in alice.getacl("Shared Notes")
+            other = bob.namespace().other[0][0]
+            name = f"{other}{ALICE}/Shared Notes"
+            assert name in [f[2] for f in bob.list_folders(other)]
+            assert bob.select_folder(name, readonly=True)[b"EXISTS"] == 1
+            assert b"budget spreadsheet" in bob.fetch("1", ["BODY.PEEK[]"])[1][b"BODY[]"]
+            bob.unselect_folder()
+            alice.setacl("Shared Notes", BOB, "")      # IMAPClient's way to revoke: DELETEACL
+            assert (BOB.encode(), b"lrs") not in alice.getacl("Shared Notes")
+            assert bob.list_folders(other) == []
+            with pytest.raises(IMAPClient.Error):
+                bob.select_folder(name)
+        finally:
+            alice.delete_folder("Shared Notes")

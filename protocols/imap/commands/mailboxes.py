@@ -68,7 +68,7 @@ async def select(s, cmd):
             keywords.setdefault(k.lower(), k)
     view.keywords = keywords
     view.select_rows = rows
-    view.rights, view.name = rights, shown
+    view.rights, view.name, view.account_id = rights, shown, box.account_id
     s.follow(box.account_id)        # a shared mailbox: its owner's changes
     s.send_flag_list(view)
     s.send(b"* %d EXISTS" % view.exists)
