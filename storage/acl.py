@@ -68,6 +68,17 @@ class AclAPI:
                 select(acl.c.grantee, acl.c.rights).where(acl.c.mailbox_id == mailbox_pk)
                 .order_by(acl.c.grantee))}
 
+    def account_grants(self, account_id):
+        """``{mailbox pk: {identifier: rights}}`` of the grants on the account's mailboxes."""
+        out = {}
+        with self.reader() as conn:
+            for r in conn.execute(select(acl.c.mailbox_id, acl.c.grantee, acl.c.rights)
+                                  .join(mailboxes, mailboxes.c.id == acl.c.mailbox_id)
+                                  .where(mailboxes.c.account_id == account_id)
+                                  .order_by(acl.c.grantee)):
+                out.setdefault(r.mailbox_id, {})[r.grantee] = r.rights
+        return out
+
     def grantee(self, identifier):
         """The stored spelling of an identifier: ``anyone`` or an existing
         account's address; raises AccountNotFound (or InvalidName)."""

@@ -187,7 +187,7 @@ def test_write_grant_flags_expunge_append_copy(server, team):
     assert b"UID 3 FLAGS (\\Flagged)" in text
     ok(bob.cmd("f3 STORE 1 +FLAGS (\\Deleted)"))
     assert b"* 1 EXPUNGE" in ok(bob.cmd("f4 EXPUNGE"))
-    ok(bob.cmd(f'm1 MOVE 1 "INBOX"'))                # t and e on the source
+    ok(bob.cmd('m1 MOVE 1 "INBOX"'))                # t and e on the source
     lines = ok(alice.cmd("a3 UID FETCH 1:* (FLAGS)"))
     assert sum(1 for x in lines if b" FETCH " in x) == 1, lines
 

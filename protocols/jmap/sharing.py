@@ -1,0 +1,121 @@
+"""Shared accounts (RFC 8620 section 1.6.2, RFC 8621 section 2): another
+account's mailboxes that its owner granted through ACLs (``storage.acl``,
+the same grants IMAP's SETACL makes).
+
+Every account that shares a mailbox with the user appears in the session's
+``accounts`` with ``isPersonal: false`` and the Mail capability only. A call
+whose ``accountId`` is such an account runs with the owner's account in the
+Context and ``ctx.shared`` = ``{mailbox pk: RFC 4314 rights}``, limited to
+what the grants allow:
+
+* Mailbox/get, Mailbox/query: only the mailboxes with the ``l`` right,
+  ``myRights`` from the rights (``jmap_rights``).
+* Email/query: the filter is ANDed with "in a mailbox with ``r``".
+* Email/get: only emails in a mailbox with ``r``; ``mailboxIds`` lists the
+  visible mailboxes only.
+* Every other method answers ``accountNotSupportedByMethod``: changing a
+  shared mailbox's messages, threads, blobs (download and upload go by the
+  personal account), submissions, and the /changes methods (the owner's
+  change log would name mailboxes and emails the user may not see) are not
+  offered on shared accounts yet.
+
+An account id of an account that shares nothing with the user is
+``accountNotFound``, exactly as one that does not exist.
+"""
+
+from roost.storage.store import mailbox_oid
+
+from .core import MAIL, MethodError, account_id_of
+
+ALLOWED = frozenset({"Mailbox/get", "Mailbox/query", "Email/get", "Email/query"})
+
+
+def jmap_rights(rights):
+    """RFC 8621 MailboxRights of RFC 4314 ``rights`` (the mapping of RFC 8621 section 2)."""
+    return {"mayReadItems": "r" in rights, "mayAddItems": "i" in rights,
+            "mayRemoveItems": "t" in rights and "e" in rights, "maySetSeen": "s" in rights,
+            "maySetKeywords": "w" in rights, "mayCreateChild": "k" in rights,
+            "mayRename": "x" in rights, "mayDelete": "x" in rights, "maySubmit": "p" in rights}
+
+
+def owners(store, account):
+    """``{owner Account id: (address, {mailbox pk: rights})}`` of what is shared with ``account``."""
+    out = {}
+    for owner, box, rights in store.shared_mailboxes(account):
+        out.setdefault(box.account_id, (owner, {}))[1][box.id] = rights
+    return out
+
+
+def session_accounts(store, account, account_caps):
+    """The session's ``accounts`` entries of the accounts that share with ``account``."""
+    caps = {MAIL: account_caps[MAIL]} if MAIL in account_caps else {}
+    out = {}
+    for owner_id, (address, boxes) in owners(store, account).items():
+        writable = any(any(r in rights for r in "iwstek") for rights in boxes.values())
+        out[f"A{owner_id}"] = {"name": address, "isPersonal": False, "isReadOnly": not writable,
+                               "accountCapabilities": caps}
+    return out
+
+
+def shared_call(ctx, name, fn, args):
+    """Run ``fn`` (the handler of ``name``) on the shared account ``args["accountId"]``."""
+    acct = args["accountId"]
+    found = owners(ctx.store, ctx.account)
+    owner_id = next((o for o in found if f"A{o}" == acct), None)
+    if owner_id is None:
+        raise MethodError("accountNotFound", f"no account {acct} for these credentials")
+    if name not in ALLOWED:
+        raise MethodError("accountNotSupportedByMethod", f"{name} is not offered on shared accounts")
+    personal, personal_id = ctx.account, ctx.account_id_str
+    ctx.account = ctx.store.account_by_id(owner_id)
+    ctx.account_id_str = account_id_of(ctx.account)
+    ctx.shared = found[owner_id][1]
+    ctx._states.clear()
+    try:
+        if name == "Email/query":
+            return fn(ctx, _restricted_query(ctx, args))
+        if name == "Email/get":
+            return _email_get(ctx, fn, args)
+        return fn(ctx, args)
+    finally:
+        ctx.account, ctx.account_id_str, ctx.shared = personal, personal_id, None
+        ctx._states.clear()
+
+
+def _readable(ctx):
+    return sorted(pk for pk, rights in ctx.shared.items() if "r" in rights)
+
+
+def _restricted_query(ctx, args):
+    boxes = [{"inMailbox": mailbox_oid(pk)} for pk in _readable(ctx)]
+    if not boxes:       # nothing readable: a filter nothing matches
+        boxes = [{"inMailbox": mailbox_oid(0)}]
+    scope = boxes[0] if len(boxes) == 1 else {"operator": "OR", "conditions": boxes}
+    filt = args.get("filter")
+    args = dict(args)
+    args["filter"] = scope if filt is None else {"operator": "AND", "conditions": [scope, filt]}
+    return args
+
+
+def _email_get(ctx, fn, args):
+    from roost.storage import emails
+    from roost.storage.store import parse_oid
+
+    ids = args.get("ids")
+    if not isinstance(ids, list):
+        return fn(ctx, args)         # the handler's own errors
+    readable = set(_readable(ctx))
+    visible = {pk for pk, rights in ctx.shared.items() if "l" in rights or "r" in rights}
+    pks = {i: parse_oid("E", ctx.resolve_id(i) if isinstance(i, str) else None) for i in ids}
+    infos = emails.get_messages(ctx.store, ctx.account.id, [p for p in pks.values() if p],
+                                parsed=False, summary=False)
+    shown = [i for i, pk in pks.items()
+             if pk in infos and any(m.mailbox_id in readable for m in infos[pk].memberships)]
+    hidden = [i for i in ids if i not in shown]
+    out = fn(ctx, dict(args, ids=shown))
+    out["notFound"] = list(out.get("notFound", [])) + hidden
+    for obj in out.get("list", []):
+        if isinstance(obj.get("mailboxIds"), dict):
+            obj["mailboxIds"] = {k: v for k, v in obj["mailboxIds"].items()
+                                 if parse_oid("M", k) in visible}
+    return out

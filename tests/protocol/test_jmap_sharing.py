@@ -1,0 +1,112 @@
+"""Shared accounts over JMAP (RFC 8620 1.6.2, RFC 8621 myRights) from the
+grants IMAP's SETACL makes, against a real ``roost serve``: what a grant
+shows, what stays hidden, and that a revocation takes it all back."""
+
+import pytest
+
+from tests.imap_helpers import Wire, _close_connections  # noqa: F401 - _close_connections is a fixture
+from tests.jmap_helpers import ALICE, BOB, PASSWORDS, Client, fixtures, lmtp_deliver, message
+
+server, alice, bob = fixtures("jmapshare", listeners=("jmap", "lmtp", "imap"))
+
+
+def imap(server, user):
+    w = Wire(server.ports["imap"])
+    w.login(user, PASSWORDS[user])
+    return w
+
+
+def ok(lines):
+    assert lines[-1].split(b" ")[1] == b"OK", lines
+    return lines
+
+
+def find(client, subject, account=None):
+    args = {"filter": {"subject": subject}}
+    if account:
+        args["accountId"] = account
+    return client.ok("Email/query", args)["ids"]
+
+
+def test_grant_shows_a_shared_account_and_revoke_hides_it(server, alice):
+    owner = imap(server, ALICE)
+    ok(owner.cmd("a1 CREATE Projects"))
+    data = message("shared plan")
+    owner.send(f"a2 APPEND Projects {{{len(data)}+}}\r\n".encode() + data + b"\r\n")
+    ok(owner.until("a2"))
+    assert lmtp_deliver(server.ports["lmtp"], ALICE, message("private inbox"))[-1].startswith(b"250")
+    before = Client(server, BOB)
+    assert list(before.session["accounts"]) == [before.account]
+    alice_id = alice.account
+    assert before.call("Mailbox/get", accountId=alice_id)[1]["type"] == "accountNotFound"
+    before.close()
+
+    ok(owner.cmd(f"a3 SETACL Projects {BOB} lrs"))
+    shared = alice.ok("Mailbox/get")["list"]
+    projects = next(b for b in shared if b["name"] == "Projects")
+    assert projects["shareWith"] == {BOB: {
+        "mayReadItems": True, "mayAddItems": False, "mayRemoveItems": False, "maySetSeen": True,
+        "maySetKeywords": False, "mayCreateChild": False, "mayRename": False, "mayDelete": False,
+        "maySubmit": False}}
+    assert all(b["shareWith"] is None for b in shared if b["name"] != "Projects")
+
+    b = Client(server, BOB)
+    try:
+        entry = b.session["accounts"][alice_id]
+        assert entry["isPersonal"] is False and entry["name"] == ALICE and entry["isReadOnly"] is False
+        assert list(entry["accountCapabilities"]) == ["urn:ietf:params:jmap:mail"]
+        assert b.session["primaryAccounts"]["urn:ietf:params:jmap:mail"] == b.account
+        got = b.ok("Mailbox/get", accountId=alice_id)
+        assert [m["id"] for m in got["list"]] == [projects["id"]]
+        rights = got["list"][0]["myRights"]
+        assert rights["mayReadItems"] and rights["maySetSeen"] and not rights["mayAddItems"]
+        inbox = alice.mailbox("inbox")
+        assert b.ok("Mailbox/get", accountId=alice_id, ids=[inbox])["notFound"] == [inbox]
+        assert b.ok("Mailbox/query", accountId=alice_id)["ids"] == [projects["id"]]
+        (plan,) = find(b, "shared plan", alice_id)
+        assert find(b, "private inbox", alice_id) == []
+        assert b.ok("Email/query", accountId=alice_id)["ids"] == [plan]
+        private = find(alice, "private inbox")
+        res = b.ok("Email/get", accountId=alice_id, ids=[plan] + private,
+                   properties=["subject", "mailboxIds"])
+        assert [(e["subject"], e["mailboxIds"]) for e in res["list"]] == [("shared plan", {projects["id"]: True})]
+        assert res["notFound"] == private
+        # Nothing of this is in bob's own account, and writes are not offered.
+        assert find(b, "shared plan") == []
+        assert b.ok("Email/get", ids=[plan])["notFound"] == [plan]
+        for name, args in (("Email/set", {"update": {plan: {"keywords/$seen": True}}}),
+                           ("Mailbox/set", {"destroy": [projects["id"]]}),
+                           ("Email/changes", {"sinceState": "0"}), ("Thread/get", {"ids": []}),
+                           ("Identity/get", {})):
+            assert b.call(name, dict(args, accountId=alice_id))[1]["type"] == "accountNotSupportedByMethod"
+    finally:
+        b.close()
+
+    ok(owner.cmd(f"a4 DELETEACL Projects {BOB}"))
+    after = Client(server, BOB)
+    try:
+        assert list(after.session["accounts"]) == [after.account]
+        for name in ("Mailbox/get", "Email/query"):
+            assert after.call(name, accountId=alice_id)[1]["type"] == "accountNotFound"
+        assert after.call("Email/get", accountId=alice_id, ids=[plan])[1]["type"] == "accountNotFound"
+    finally:
+        after.close()
+    assert next(m for m in alice.ok("Mailbox/get")["list"] if m["name"] == "Projects")["shareWith"] is None
+
+
+def test_anyone_grant_and_a_grant_without_lookup(server, alice, bob):
+    owner = imap(server, ALICE)
+    ok(owner.cmd("b1 CREATE Notices"))
+    ok(owner.cmd("b2 SETACL Notices anyone r"))        # read, but no lookup: not listed
+    b = Client(server, BOB)
+    try:
+        assert b.ok("Mailbox/get", accountId=alice.account)["list"] == []
+        assert b.session["accounts"][alice.account]["isReadOnly"] is True
+    finally:
+        b.close()
+        ok(owner.cmd("b3 DELETE Notices"))
+
+
+@pytest.mark.parametrize("name", ["Mailbox/get", "Email/query", "Email/get"])
+def test_an_unknown_account_is_not_found(bob, name):
+    assert bob.call(name, accountId="A999999", ids=[])[1]["type"] == "accountNotFound"
