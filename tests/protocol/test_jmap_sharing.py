@@ -39,8 +39,8 @@ def test_grant_shows_a_shared_account_and_revoke_hides_it(server, alice):
     assert list(before.session["accounts"]) == [before.account]
     alice_id = alice.account
     assert before.call("Mailbox/get", accountId=alice_id)[1]["type"] == "accountNotFound"
-    before.close()
 
+    state = before.session["state"]
     ok(owner.cmd(f"a3 SETACL Projects {BOB} lrs"))
     shared = alice.ok("Mailbox/get")["list"]
     projects = next(b for b in shared if b["name"] == "Projects")
@@ -52,6 +52,10 @@ def test_grant_shows_a_shared_account_and_revoke_hides_it(server, alice):
 
     b = Client(server, BOB)
     try:
+        assert b.session["state"] != state       # RFC 8620 2: the session changed
+        assert b.request(["Core/echo", {}, "e"]) and \
+            b.post({"using": ["urn:ietf:params:jmap:core"], "methodCalls": []}).json()["sessionState"] \
+            == b.session["state"]
         entry = b.session["accounts"][alice_id]
         assert entry["isPersonal"] is False and entry["name"] == ALICE and entry["isReadOnly"] is False
         assert list(entry["accountCapabilities"]) == ["urn:ietf:params:jmap:mail"]
@@ -86,6 +90,8 @@ def test_grant_shows_a_shared_account_and_revoke_hides_it(server, alice):
     after = Client(server, BOB)
     try:
         assert list(after.session["accounts"]) == [after.account]
+        assert after.session["state"] == state
+        before.close()
         for name in ("Mailbox/get", "Email/query"):
             assert after.call(name, accountId=alice_id)[1]["type"] == "accountNotFound"
         assert after.call("Email/get", accountId=alice_id, ids=[plan])[1]["type"] == "accountNotFound"
