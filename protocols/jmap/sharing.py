@@ -13,6 +13,11 @@ what the grants allow:
 * Email/query: the filter is ANDed with "in a mailbox with ``r``".
 * Email/get: only emails in a mailbox with ``r``; ``mailboxIds`` lists the
   visible mailboxes only.
+* Email/set: keyword updates only (``$seen`` needs ``s``, other keywords
+  ``w``), and only of emails all of whose mailboxes grant that right (an
+  email's keywords are one set across its mailboxes, so a change must not
+  reach a mailbox that is not shared). Creating, destroying and moving
+  between mailboxes are ``forbidden`` on shared accounts for now.
 * Every other method answers ``accountNotSupportedByMethod``: changing a
   shared mailbox's messages, threads, blobs (download and upload go by the
   personal account), submissions, and the /changes methods (the owner's
@@ -27,7 +32,7 @@ from roost.storage.store import mailbox_oid
 
 from .core import MAIL, MethodError, account_id_of
 
-ALLOWED = frozenset({"Mailbox/get", "Mailbox/query", "Email/get", "Email/query"})
+ALLOWED = frozenset({"Mailbox/get", "Mailbox/query", "Email/get", "Email/query", "Email/set"})
 
 
 def jmap_rights(rights):
@@ -76,6 +81,8 @@ def shared_call(ctx, name, fn, args):
             return fn(ctx, _restricted_query(ctx, args))
         if name == "Email/get":
             return _email_get(ctx, fn, args)
+        if name == "Email/set":
+            return _email_set(ctx, fn, args)
         return fn(ctx, args)
     finally:
         ctx.account, ctx.account_id_str, ctx.shared = personal, personal_id, None
@@ -118,4 +125,52 @@ def _email_get(ctx, fn, args):
         if isinstance(obj.get("mailboxIds"), dict):
             obj["mailboxIds"] = {k: v for k, v in obj["mailboxIds"].items()
                                  if parse_oid("M", k) in visible}
+    return out
+
+
+def _email_set(ctx, fn, args):
+    from roost.storage import emails
+    from roost.storage.store import parse_oid
+
+    from .core import set_error
+
+    refused = {"notCreated": {}, "notUpdated": {}, "notDestroyed": {}}
+    create, update, destroy = args.get("create"), args.get("update"), args.get("destroy")
+    if not isinstance(create, (dict, type(None))) or not isinstance(update, (dict, type(None))) \
+            or not isinstance(destroy, (list, type(None))):
+        return fn(ctx, args)            # the handler's own invalidArguments
+    forbidden = set_error("forbidden", "only keywords can change on a shared account")
+    for cid in create or {}:
+        refused["notCreated"][cid] = forbidden
+    for eid in destroy or []:
+        refused["notDestroyed"][eid] = forbidden
+    allowed = {}
+    if update:
+        readable = set(_readable(ctx))
+        pks = {eid: parse_oid("E", ctx.resolve_id(eid) if isinstance(eid, str) else None) for eid in update}
+        infos = emails.get_messages(ctx.store, ctx.account.id, [p for p in pks.values() if p],
+                                    parsed=False, summary=False)
+        for eid, patch in update.items():
+            info = infos.get(pks[eid])
+            boxes = [m.mailbox_id for m in info.memberships] if info else []
+            if not any(b in readable for b in boxes):
+                refused["notUpdated"][eid] = set_error("notFound")
+                continue
+            need = set()
+            for key in patch if isinstance(patch, dict) else ():
+                if key == "keywords":
+                    need.update("sw")
+                elif key.startswith("keywords/"):
+                    need.add("s" if key.lower() == "keywords/$seen" else "w")
+                else:
+                    need.add("forbidden")
+            if "forbidden" in need or not all(n in ctx.shared.get(b, "") for b in boxes for n in need):
+                refused["notUpdated"][eid] = set_error(
+                    "forbidden", "the rights on this email's mailboxes do not allow this change")
+                continue
+            allowed[eid] = patch
+    out = fn(ctx, dict(args, create={}, update=allowed, destroy=[]))
+    for key, errs in refused.items():
+        if errs:
+            out[key] = dict(out.get(key) or {}, **errs)
     return out

@@ -78,8 +78,20 @@ def test_grant_shows_a_shared_account_and_revoke_hides_it(server, alice):
         # Nothing of this is in bob's own account, and writes are not offered.
         assert find(b, "shared plan") == []
         assert b.ok("Email/get", ids=[plan])["notFound"] == [plan]
-        for name, args in (("Email/set", {"update": {plan: {"keywords/$seen": True}}}),
-                           ("Mailbox/set", {"destroy": [projects["id"]]}),
+        # lrs: $seen may change, other keywords may not; nothing is created or destroyed.
+        res = b.ok("Email/set", accountId=alice_id, update={
+            plan: {"keywords/$seen": True}, private[0]: {"keywords/$seen": True}})
+        assert list(res["updated"]) == [plan] and res["notUpdated"][private[0]]["type"] == "notFound"
+        assert alice.ok("Email/get", ids=[plan], properties=["keywords"])["list"][0]["keywords"] == {"$seen": True}
+        res = b.ok("Email/set", accountId=alice_id, update={plan: {"keywords/$flagged": True}},
+                   destroy=[plan], create={"x": {"mailboxIds": {projects["id"]: True}, "subject": "x"}})
+        assert res["notUpdated"][plan]["type"] == "forbidden"
+        assert res["notDestroyed"][plan]["type"] == "forbidden" and res["notCreated"]["x"]["type"] == "forbidden"
+        assert b.ok("Email/set", accountId=alice_id, update={plan: {"mailboxIds": {inbox: True}}}
+                    )["notUpdated"][plan]["type"] == "forbidden"
+        assert alice.ok("Email/get", ids=[plan], properties=["keywords", "mailboxIds"])["list"][0] == \
+            {"id": plan, "keywords": {"$seen": True}, "mailboxIds": {projects["id"]: True}}
+        for name, args in (("Mailbox/set", {"destroy": [projects["id"]]}),
                            ("Email/changes", {"sinceState": "0"}), ("Thread/get", {"ids": []}),
                            ("Identity/get", {})):
             assert b.call(name, dict(args, accountId=alice_id))[1]["type"] == "accountNotSupportedByMethod"
