@@ -117,6 +117,29 @@ class Accounting:
         self.command = self.reply = None   # the command being run, its tagged reply
 
 
+class Subscriptions:
+    """A logged-in session's ``store.bus`` subscriptions: its account's and,
+    while it has a shared mailbox selected, the owner's (``follow``). Calling
+    it ends both. Kept out of the session's attributes (see ``Accounting``)."""
+    __slots__ = ("bus", "callback", "own", "other")
+
+    def __init__(self, bus, account_id, callback):
+        self.bus, self.callback = bus, callback
+        self.own = bus.subscribe(account_id, callback)
+        self.other = None                  # (account id, unsubscribe)
+
+    def follow(self, account_id):
+        if self.other is not None and self.other[0] != account_id:
+            self.other[1]()
+            self.other = None
+        if account_id is not None and self.other is None:
+            self.other = (account_id, self.bus.subscribe(account_id, self.callback))
+
+    def __call__(self):
+        self.own()
+        self.follow(None)
+
+
 class IMAPSession(protocol.Protocol):
     def __init__(self, ctx):
         self.ctx = ctx
@@ -133,7 +156,6 @@ class IMAPSession(protocol.Protocol):
         self.task = None
         self.idle_wake = None
         self.unsubscribe = None
-        self.following = None       # (owner account id, unsubscribe): a shared mailbox's events
         self.bad_count = 0
         self.auth_failures = 0
         self.peer = "?"
@@ -211,7 +233,6 @@ class IMAPSession(protocol.Protocol):
         if self.unsubscribe:
             self.unsubscribe()
             self.unsubscribe = None
-        self.follow(None)
         if self.task and not self.task.done():
             self.task.cancel()
 
@@ -485,16 +506,13 @@ class IMAPSession(protocol.Protocol):
         self._ungate()
         self.framer.literal_limit = min(self.ctx.literal_limit, self.ctx.append_limit)
         self.command_started = None
-        self.unsubscribe = self.ctx.store.bus.subscribe(account.id, self._on_change)
+        self.unsubscribe = Subscriptions(self.ctx.store.bus, account.id, self._on_change)
 
     def follow(self, account_id):
         """Also take the change events of ``account_id`` (the owner of the
-        shared mailbox being selected; None: stop). One owner at a time."""
-        if self.following is not None and self.following[0] != account_id:
-            self.following[1]()
-            self.following = None
-        if account_id is not None and account_id != self.account.id and self.following is None:
-            self.following = (account_id, self.ctx.store.bus.subscribe(account_id, self._on_change))
+        shared mailbox being selected). One other account at a time."""
+        if isinstance(self.unsubscribe, Subscriptions):
+            self.unsubscribe.follow(None if account_id == self.account.id else account_id)
 
     def _on_change(self, change):
         view = self.selected

@@ -1,7 +1,11 @@
 """Authenticated-state mailbox commands: SELECT/EXAMINE, CREATE, DELETE,
 RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST (+ LIST-EXTENDED, LIST-STATUS,
-SPECIAL-USE), LSUB, XLIST, NAMESPACE, STATUS and APPEND (MULTIAPPEND,
-APPENDUID, BINARY literals).
+SPECIAL-USE, LIST-MYRIGHTS), LSUB, XLIST, NAMESPACE, STATUS and APPEND
+(MULTIAPPEND, APPENDUID, BINARY literals).
+
+Names under ``Other Users/`` are other accounts' shared mailboxes
+(``shared.resolve``: the rights each command needs, RFC 4314 section 4);
+the store is then called with the owner's ids.
 
 Mailbox names reach the store decoded (``session.mailbox_name``); roles in
 the store are the special-use attributes on the wire.
@@ -11,7 +15,6 @@ import calendar
 import re
 
 from roost.storage import errors
-
 from roost.storage.acl import with_virtual
 
 from .. import shared

@@ -205,8 +205,9 @@ async def fetch_cmd(s, cmd):
         return
     names = {i.name for i in items}
     seen_now = set()
-    if not v.readonly and "s" in v.rights and any(i.name in SETS_SEEN and (i.section is not None or i.name.startswith("RFC822"))
-                              for i in items):
+    if not v.readonly and "s" in v.rights and any(   # RFC 4314: \\Seen is set only with "s"
+            i.name in SETS_SEEN and (i.section is not None or i.name.startswith("RFC822"))
+            for i in items):
         changed, _ = await s.ctx.run(store.store_flags, v.pk, uids, ["\\Seen"], "add")
         for uid, modseq, _b, _k in changed:
             seen_now.add(uid)
