@@ -9,6 +9,7 @@ from roost.storage import emails
 from roost.storage.errors import Conflict, InvalidName, MailboxExists, MailboxNotFound
 from roost.storage.store import HIERARCHY, ROLES, mailbox_oid, parse_oid, thread_oid
 
+from . import sharing
 from .sharing import jmap_rights
 from .core import (MAIL, MethodError, bool_arg, changes_response, check_set_args, ids_arg,
                    invalid, method, parse_state, properties_arg, put, set_error, set_response,
@@ -249,12 +250,14 @@ def mailbox_set(ctx, args):
                                                    properties=["sortOrder"]))
             continue
         try:
+            grants = sharing.share_grants(ctx, None, {"shareWith": obj.get("shareWith")})
             full = _full_name(ctx, obj.get("name"), obj.get("parentId"), boxes)
             box = store.create_mailbox(acct, full, role)
             if order is not None:
                 store.set_mailbox_role(acct, box.id, role, order)
             if obj.get("isSubscribed") is False:
                 store.set_subscribed(acct, box.id, False)
+            sharing.grant(ctx, box.id, grants)
         except ValueError as exc:
             put(resp, "notCreated", cid, exc.args[0])
             continue
@@ -276,7 +279,8 @@ def mailbox_set(ctx, args):
             continue
         objs, _ = mailbox_objects(ctx)
         cur = objs[pk]
-        bad = [k for k in patch if k not in ("name", "parentId", "isSubscribed", "role", "sortOrder")]
+        bad = [k for k in patch if k not in ("name", "parentId", "isSubscribed", "role", "sortOrder",
+                                             "shareWith") and not k.startswith("shareWith/")]
         if bad:
             put(resp, "notUpdated", mid, set_error("invalidProperties", "not settable", properties=bad))
             continue
@@ -289,6 +293,7 @@ def mailbox_set(ctx, args):
                 properties=[k for k in ("role", "sortOrder") if k in patch]))
             continue
         try:
+            sharing.grant(ctx, pk, sharing.share_grants(ctx, pk, patch))
             if role != cur["role"] or order != cur["sortOrder"]:
                 store.set_mailbox_role(acct, pk, role, order)
             if "name" in patch or "parentId" in patch:

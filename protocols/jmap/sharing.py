@@ -43,6 +43,58 @@ def jmap_rights(rights):
             "mayRename": "x" in rights, "mayDelete": "x" in rights, "maySubmit": "p" in rights}
 
 
+# MailboxRights to RFC 4314 rights: "l" comes with any right (a mailbox one
+# may use is one one may see); mayRename and mayDelete are both "x".
+TO_ACL = {"mayReadItems": "r", "mayAddItems": "i", "mayRemoveItems": "te", "maySetSeen": "s",
+          "maySetKeywords": "w", "mayCreateChild": "k", "mayRename": "x", "mayDelete": "x",
+          "maySubmit": "p"}
+
+
+def share_grants(ctx, mailbox_pk, patch):
+    """``{grantee: rights}`` that the ``shareWith`` parts of a Mailbox/set
+    patch (``shareWith`` whole, or ``shareWith/<grantee>``) ask for on an own
+    mailbox (None: one being created); apply them with ``grant``. Grantees
+    are account addresses or ``anyone``; raises ValueError with the
+    SetError. The ``a`` right, which JMAP cannot express, is kept."""
+    from .core import set_error
+
+    def bad(text):
+        return ValueError(set_error("invalidProperties", text, properties=["shareWith"]))
+    wanted = {}
+    for key, value in patch.items():
+        if key == "shareWith":
+            if value is not None and not isinstance(value, dict):
+                raise bad("shareWith is an object or null")
+            wanted.update({g: None for g in (ctx.store.acl(mailbox_pk) if mailbox_pk else {})})
+            wanted.update(value or {})
+        elif key.startswith("shareWith/"):
+            wanted[key[len("shareWith/"):]] = value
+    grants = {}
+    current = ctx.store.acl(mailbox_pk) if wanted and mailbox_pk else {}
+    for grantee, rights in wanted.items():
+        if rights is not None and (not isinstance(rights, dict) or any(
+                k not in TO_ACL or not isinstance(v, bool) for k, v in rights.items())):
+            raise bad("shareWith values are MailboxRights objects")
+        try:
+            who = ctx.store.grantee(grantee)
+        except Exception:  # noqa: BLE001 - AccountNotFound, InvalidName: the same answer
+            raise bad(f"no account {grantee}") from None
+        if who == ctx.account.address:
+            raise bad("the owner always has every right")
+        letters = set("".join(TO_ACL[k] for k, v in (rights or {}).items() if v))
+        if letters:
+            letters.add("l")
+        if "a" in current.get(who, ""):
+            letters.add("a")
+        grants[who] = "".join(sorted(letters))
+    return grants
+
+
+def grant(ctx, mailbox_pk, grants):
+    for who, rights in grants.items():
+        ctx.store.grant(mailbox_pk, who, rights)
+
+
 def owners(store, account):
     """``{owner Account id: (address, {mailbox pk: rights})}`` of what is shared with ``account``."""
     out = {}

@@ -128,3 +128,35 @@ def test_anyone_grant_and_a_grant_without_lookup(server, alice, bob):
 @pytest.mark.parametrize("name", ["Mailbox/get", "Email/query", "Email/get"])
 def test_an_unknown_account_is_not_found(bob, name):
     assert bob.call(name, accountId="A999999", ids=[])[1]["type"] == "accountNotFound"
+
+
+def test_share_and_unshare_through_mailbox_set(server, alice):
+    res = alice.ok("Mailbox/set", create={
+        "s": {"name": "JShared", "shareWith": {BOB: {"mayReadItems": True, "maySetSeen": True}}},
+        "bad": {"name": "JBad", "shareWith": {"nobody@example.org": {"mayReadItems": True}}},
+        "own": {"name": "JOwn", "shareWith": {ALICE: {"mayReadItems": True}}}})
+    box = res["created"]["s"]["id"]
+    assert res["notCreated"]["bad"]["type"] == "invalidProperties"
+    assert res["notCreated"]["own"]["type"] == "invalidProperties"
+    assert {m["name"] for m in alice.ok("Mailbox/get")["list"]} & {"JBad", "JOwn"} == set()
+    owner = imap(server, ALICE)
+    assert ok(owner.cmd("g1 GETACL JShared"))[0] == f"* ACL JShared {ALICE} lrswipkxteacd {BOB} lrs".encode()
+    b = Client(server, BOB)
+    try:
+        (got,) = b.ok("Mailbox/get", accountId=alice.account)["list"]
+        assert got["id"] == box and got["myRights"]["maySetSeen"] and not got["myRights"]["maySetKeywords"]
+    finally:
+        b.close()
+    res = alice.ok("Mailbox/set", update={box: {f"shareWith/{BOB}": {"mayReadItems": True, "mayAddItems": True}}})
+    assert box in res["updated"]
+    assert ok(owner.cmd("g2 GETACL JShared"))[0].endswith(f"{BOB} lri".encode())
+    res = alice.ok("Mailbox/set", update={box: {"shareWith/anyone": {"mayRename": 1}}})
+    assert res["notUpdated"][box]["type"] == "invalidProperties"
+    alice.ok("Mailbox/set", update={box: {"shareWith": None}})
+    assert ok(owner.cmd("g3 GETACL JShared"))[0] == f"* ACL JShared {ALICE} lrswipkxteacd".encode()
+    b = Client(server, BOB)
+    try:
+        assert alice.account not in b.session["accounts"]
+    finally:
+        b.close()
+    alice.ok("Mailbox/set", destroy=[box])
