@@ -569,10 +569,12 @@ class IMAPSession(protocol.Protocol):
 
         def changes():
             box = store.mailbox(view.account_id, mailbox_id=view.pk)   # the owner's
+            # A shared mailbox's grants may have changed (RFC 4314 5.1.1): read again.
+            rights = view.rights if view.account_id == self.account.id else store.rights(self.account, box)
             return box.highestmodseq, store.flags(view.pk, None, view.modseq), \
-                store.expunged_since(view.pk, view.modseq)
+                store.expunged_since(view.pk, view.modseq), rights
         try:
-            highest, rows, gone = await self.ctx.run(changes)
+            highest, rows, gone, rights = await self.ctx.run(changes)
         except errors.MailboxNotFound:
             self.selected = None
             self.state = AUTHENTICATED
@@ -580,6 +582,14 @@ class IMAPSession(protocol.Protocol):
             return
         if self.selected is not view:
             return
+        if rights != view.rights:
+            if "r" not in rights:
+                self.selected = None
+                self.state = AUTHENTICATED
+                self.bye("[NOPERM] the right to read the selected mailbox was taken back")
+                return
+            view.rights = rights
+            self.send_flag_list(view)
         gone = [u for u in gone if u in view]
         if gone:
             if expunge_ok:

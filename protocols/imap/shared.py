@@ -10,6 +10,11 @@ one with the rights granted; a shared name the account has no right on is
 ``MailboxNotFound``, as if it did not exist. Handlers then call the store
 with the owner's ids (the Mailbox carries them).
 
+Rights are read at SELECT and again whenever the store reports a change to
+the selected mailbox (a grant or revocation is one): FLAGS and
+PERMANENTFLAGS are sent again when they change, and a user who lost ``r``
+gets ``* BYE [NOPERM]`` (RFC 4314 section 5.1.1).
+
 Flags follow the rights (RFC 4314 section 4): ``s`` for \\Seen, ``t`` for
 \\Deleted, ``w`` for every other flag and keyword. Flags are shared: every
 account with access to a mailbox sees the same \\Seen (RFC 4314 section 5.2

@@ -251,8 +251,11 @@ def test_revocation_and_anyone(server, team):
     assert ok(bob.cmd(f'm1 MYRIGHTS "{shared}"'))[0] == f'* MYRIGHTS "{shared}" lri'.encode()
     ok(alice.cmd(f"d1 DELETEACL {alice.name} anyone"))
     ok(alice.cmd(f"d2 DELETEACL {alice.name} {BOB}"))
-    for w in (bob, carol):
-        assert ok(w.cmd('l2 LIST "" "*"')) and not any(b"Other Users" in x for x in w.cmd('l3 LIST "" "*"'))
+    for user, w in ((BOB, bob), (CAROL, carol)):
+        w.send("n1 NOOP\r\n")         # the mailbox they had open is no longer theirs to read
+        assert w.line().startswith(b"* BYE [NOPERM]")
+        w = login(server, user)
+        assert not any(b"Other Users" in x for x in ok(w.cmd('l3 LIST "" "*"')))
         no(w.cmd(f'e2 SELECT "{shared}"'), "[NONEXISTENT]")
         no(w.cmd(f'e3 STATUS "{shared}" (MESSAGES)'), "[NONEXISTENT]")
 
@@ -326,3 +329,19 @@ def test_imapclient_grant_and_revoke(server):
                 bob.select_folder(name)
         finally:
             alice.delete_folder("Shared Notes")
+
+
+def test_rights_changed_while_selected(server, team):
+    alice, bob, _carol = team
+    shared = OTHER + alice.name
+    ok(alice.cmd(f"s1 SETACL {alice.name} {BOB} lrs"))
+    lines = ok(bob.cmd(f'e1 SELECT "{shared}"'))
+    assert b"* OK [PERMANENTFLAGS (\\Seen)] flags the client can change" in lines
+    ok(alice.cmd(f"s2 SETACL {alice.name} {BOB} +w"))
+    lines = ok(bob.cmd("n1 NOOP"))
+    assert b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Seen \\Draft \\*)] flags the client can change" in lines
+    ok(bob.cmd("f1 STORE 1 +FLAGS (\\Flagged)"))
+    bob.send("i1 IDLE\r\n")
+    assert bob.line() == b"+ idling"
+    ok(alice.cmd(f"d1 DELETEACL {alice.name} {BOB}"))
+    assert bob.line().startswith(b"* BYE [NOPERM]")
