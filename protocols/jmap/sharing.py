@@ -18,11 +18,16 @@ what the grants allow:
   email's keywords are one set across its mailboxes, so a change must not
   reach a mailbox that is not shared). Creating, destroying and moving
   between mailboxes are ``forbidden`` on shared accounts for now.
-* Every other method answers ``accountNotSupportedByMethod``: changing a
-  shared mailbox's messages, threads, blobs (download and upload go by the
-  personal account), submissions, and the /changes methods (the owner's
-  change log would name mailboxes and emails the user may not see) are not
-  offered on shared accounts yet.
+* Thread/get: only threads with an email the user may read, and only those
+  emails in ``emailIds``.
+* The /changes and /queryChanges methods answer ``cannotCalculateChanges``
+  (the owner's change log names mailboxes and emails the user may not see,
+  and a revocation is in no log), so a client fetches the shared account
+  afresh: correct, if not cheap.
+* Every other method answers ``accountNotSupportedByMethod``: blobs
+  (download and upload go by the personal account), SearchSnippet,
+  submissions and the rest are not offered on shared accounts yet; nor is
+  push (the EventSource and WebSocket report the personal account only).
 
 An account id of an account that shares nothing with the user is
 ``accountNotFound``, exactly as one that does not exist.
@@ -32,7 +37,10 @@ from roost.storage.store import mailbox_oid
 
 from .core import MAIL, MethodError, account_id_of
 
-ALLOWED = frozenset({"Mailbox/get", "Mailbox/query", "Email/get", "Email/query", "Email/set"})
+ALLOWED = frozenset({"Mailbox/get", "Mailbox/query", "Email/get", "Email/query", "Email/set",
+                     "Thread/get"})
+NO_CHANGES = frozenset({"Mailbox/changes", "Email/changes", "Thread/changes", "Mailbox/queryChanges",
+                        "Email/queryChanges"})
 
 
 def jmap_rights(rights):
@@ -121,6 +129,8 @@ def shared_call(ctx, name, fn, args):
     owner_id = next((o for o in found if f"A{o}" == acct), None)
     if owner_id is None:
         raise MethodError("accountNotFound", f"no account {acct} for these credentials")
+    if name in NO_CHANGES:
+        raise MethodError("cannotCalculateChanges", "fetch a shared account afresh")
     if name not in ALLOWED:
         raise MethodError("accountNotSupportedByMethod", f"{name} is not offered on shared accounts")
     personal, personal_id = ctx.account, ctx.account_id_str
@@ -135,6 +145,8 @@ def shared_call(ctx, name, fn, args):
             return _email_get(ctx, fn, args)
         if name == "Email/set":
             return _email_set(ctx, fn, args)
+        if name == "Thread/get":
+            return _thread_get(ctx, fn, args)
         return fn(ctx, args)
     finally:
         ctx.account, ctx.account_id_str, ctx.shared = personal, personal_id, None
@@ -225,4 +237,21 @@ def _email_set(ctx, fn, args):
     for key, errs in refused.items():
         if errs:
             out[key] = dict(out.get(key) or {}, **errs)
+    return out
+
+
+def _thread_get(ctx, fn, args):
+    from roost.storage import emails
+    from roost.storage.store import parse_oid
+
+    out = fn(ctx, args)
+    members = [parse_oid("E", e) for t in out["list"] for e in t["emailIds"]]
+    infos = emails.get_messages(ctx.store, ctx.account.id, members, parsed=False, summary=False)
+    readable = set(_readable(ctx))
+    seen = {pk for pk, info in infos.items() if any(m.mailbox_id in readable for m in info.memberships)}
+    kept = []
+    for t in out["list"]:
+        t["emailIds"] = [e for e in t["emailIds"] if parse_oid("E", e) in seen]
+        (kept if t["emailIds"] else out["notFound"]).append(t if t["emailIds"] else t["id"])
+    out["list"] = kept
     return out

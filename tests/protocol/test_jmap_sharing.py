@@ -91,10 +91,17 @@ def test_grant_shows_a_shared_account_and_revoke_hides_it(server, alice):
                     )["notUpdated"][plan]["type"] == "forbidden"
         assert alice.ok("Email/get", ids=[plan], properties=["keywords", "mailboxIds"])["list"][0] == \
             {"id": plan, "keywords": {"$seen": True}, "mailboxIds": {projects["id"]: True}}
-        for name, args in (("Mailbox/set", {"destroy": [projects["id"]]}),
-                           ("Email/changes", {"sinceState": "0"}), ("Thread/get", {"ids": []}),
-                           ("Identity/get", {})):
+        for name, args in (("Mailbox/set", {"destroy": [projects["id"]]}), ("Identity/get", {}),
+                           ("SearchSnippet/get", {"emailIds": [plan]})):
             assert b.call(name, dict(args, accountId=alice_id))[1]["type"] == "accountNotSupportedByMethod"
+        for name in ("Email/changes", "Mailbox/changes", "Thread/changes"):
+            assert b.call(name, accountId=alice_id, sinceState="0")[1]["type"] == "cannotCalculateChanges"
+        # Threads: only what bob may read of them.
+        (mine,) = alice.ok("Email/get", ids=[plan], properties=["threadId"])["list"]
+        (hidden,) = alice.ok("Email/get", ids=private, properties=["threadId"])["list"]
+        got = b.ok("Thread/get", accountId=alice_id, ids=[mine["threadId"], hidden["threadId"]])
+        assert got["list"] == [{"id": mine["threadId"], "emailIds": [plan]}]
+        assert got["notFound"] == [hidden["threadId"]]
     finally:
         b.close()
 
