@@ -57,7 +57,8 @@ def resolve_blocking(store, account, name, need=""):
     """``resolve`` on a worker thread (for handlers that already are on one)."""
     parts = split(name)
     if parts is None:
-        return store.mailbox(account.id, name), RIGHTS, name
+        box = store.mailbox(account.id, name)
+        return box, RIGHTS, box.name
     owner, rest = parts
     if not owner or not rest:
         raise errors.MailboxNotFound(name)
@@ -67,16 +68,20 @@ def resolve_blocking(store, account, name, need=""):
 
 
 def _parent_with(store, account, owner, rest, need):
-    """The owner's nearest existing parent of ``rest``, which must grant ``need``."""
+    """The owner's nearest existing parent of ``rest``, which must grant
+    ``need`` (a parent without it stops the search: what is inside a mailbox
+    one has no right on stays out of reach)."""
+    acct = store.account(owner)
     parts = rest.split(SEPARATOR)
-    for i in range(len(parts) - 1, 0, -1):
+    for i in range(len(parts) - 1, 0, -1) if acct is not None else ():
         try:
-            box, rights = store.shared_mailbox(account, owner, SEPARATOR.join(parts[:i]))
+            box = store.mailbox(acct.id, SEPARATOR.join(parts[:i]))
         except errors.MailboxNotFound:
             continue
-        check(rights, need)
+        if any(r not in store.rights(account, box) for r in need):
+            break
         return box
-    raise No("[NOPERM] only the owner creates top-level mailboxes")
+    raise No(f"[NOPERM] creating a mailbox here needs the {need} right on its parent")
 
 
 def create(store, account, name):

@@ -271,6 +271,9 @@ def test_create_and_delete_need_k_and_x(server, team):
     # The new mailbox starts with its parent's grants.
     assert ok(alice.cmd(f'a2 GETACL "{alice.name}/Sub"'))[0].endswith(f"{BOB} lrkc".encode())
     no(bob.cmd(f'c3 CREATE "{OTHER}TopLevel"'), "[NOPERM]")
+    ok(alice.cmd(f'a5 CREATE "{alice.name}/Private"'))      # not shared: nothing goes in it
+    no(bob.cmd(f'c6 CREATE "{shared}/Private/Inside"'), "[NOPERM]")
+    ok(alice.cmd(f'a6 DELETE "{alice.name}/Private"'))
     no(bob.cmd(f'c4 DELETE "{shared}/Sub"'), "[NOPERM]")
     ok(alice.cmd(f'a3 SETACL "{alice.name}/Sub" {BOB} +x'))
     ok(bob.cmd(f'c5 DELETE "{shared}/Sub"'))
