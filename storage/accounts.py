@@ -122,6 +122,7 @@ class AccountsAPI:
         with self.write() as txn:
             conn = txn.conn
             conn.execute(delete(aliases).where(aliases.c.target == acct.address))
+            self.revoke_everywhere(txn, acct.address)
             self.fulltext.remove_account(txn, acct.id)
             clear_mail(conn, acct.id)
             for table in (mailboxes, changes):

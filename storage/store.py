@@ -7,7 +7,8 @@ messages are addressed by ids and UIDs, never by IMAP sequence numbers.
 It is assembled from the parts that own the data, one module each:
 ``storage.accounts`` (accounts, aliases), ``storage.mailboxes``,
 ``storage.messages`` (memberships, flags, copies, removal) and
-``storage.changes`` (states, the change log, history). Message-level reads
+``storage.changes`` (states, the change log, history) and ``storage.acl``
+(grants on mailboxes, RFC 4314). Message-level reads
 and writes by id are in ``storage.emails``; the few driver-level statements
 of the hot paths are all in ``storage.hot``.
 
@@ -39,6 +40,7 @@ from contextlib import contextmanager
 from sqlalchemy.exc import DBAPIError
 
 from .accounts import AccountsAPI, normalise_address
+from .acl import AclAPI
 from .blobs import MemoryBlobs
 from .changes import ChangesAPI
 from .imapstate import ImapStateAPI
@@ -65,7 +67,7 @@ __all__ = ["Store", "Account", "Mailbox", "MessageRecord", "NewMessage", "Stored
 
 
 class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI, LeasesAPI,
-            QuotaAPI, MetadataAPI, ImapStateAPI):
+            QuotaAPI, MetadataAPI, ImapStateAPI, AclAPI):
     def __init__(self, engine, blobs, *, memory=False, search=None, search_dir=None):
         self.engine = engine
         self.blobs = blobs

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import parse_quota
+from . import parse_acl
 from .wire import ParseError, Str, _tag_of, group, tokenize
 
 # --- sequence sets ------------------------------------------------------------
@@ -678,4 +679,9 @@ PARSERS = {
     "GETMETADATA": parse_quota.getmetadata,
     "SETMETADATA": parse_quota.setmetadata,
     "REPLACE": _replace,
+    "SETACL": parse_acl.setacl,
+    "DELETEACL": parse_acl.with_identifier,
+    "LISTRIGHTS": parse_acl.with_identifier,
+    "GETACL": parse_acl.mailbox_only,
+    "MYRIGHTS": parse_acl.mailbox_only,
 }

@@ -11,10 +11,14 @@ reports as RFC 3501 section 7.4.1 requires. It also holds the UIDs that are
 from array import array
 from bisect import bisect_left, bisect_right
 
+from roost.storage.acl import RIGHTS
+
 
 class SelectedMailbox:
     def __init__(self, mailbox, uids, modseq, readonly):
         self.pk = mailbox.id
+        self.account_id = None                 # set at SELECT: the owner's (for a shared mailbox)
+        self.rights = RIGHTS                   # RFC 4314 rights of the user (commands.acl)
         self.name = mailbox.name
         self.uidvalidity = mailbox.uidvalidity
         self.readonly = readonly

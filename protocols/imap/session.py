@@ -61,7 +61,7 @@ from roost.protocols.sasl import PreauthGate
 from roost.storage import errors
 from roost.storage.flags import names as flag_names
 
-from . import commands, utf7
+from . import commands, shared, utf7
 from .commands import AUTHENTICATED, NOT_AUTHENTICATED, Bad, No
 from .parser import parse
 from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError, uid_set_text
@@ -118,6 +118,29 @@ class Accounting:
     def __init__(self):
         self.conn, self.opened, self.bytes_in, self.bytes_out = next(_conn_ids), 0.0, 0, 0
         self.command = self.reply = None   # the command being run, its tagged reply
+
+
+class Subscriptions:
+    """A logged-in session's ``store.bus`` subscriptions: its account's and,
+    while it has a shared mailbox selected, the owner's (``follow``). Calling
+    it ends both. Kept out of the session's attributes (see ``Accounting``)."""
+    __slots__ = ("bus", "callback", "own", "other")
+
+    def __init__(self, bus, account_id, callback):
+        self.bus, self.callback = bus, callback
+        self.own = bus.subscribe(account_id, callback)
+        self.other = None                  # (account id, unsubscribe)
+
+    def follow(self, account_id):
+        if self.other is not None and self.other[0] != account_id:
+            self.other[1]()
+            self.other = None
+        if account_id is not None and self.other is None:
+            self.other = (account_id, self.bus.subscribe(account_id, self.callback))
+
+    def __call__(self):
+        self.own()
+        self.follow(None)
 
 
 class IMAPSession(protocol.Protocol):
@@ -495,7 +518,13 @@ class IMAPSession(protocol.Protocol):
         self._ungate()
         self.framer.literal_limit = min(self.ctx.literal_limit, self.ctx.append_limit)
         self.command_started = None
-        self.unsubscribe = self.ctx.store.bus.subscribe(account.id, self._on_change)
+        self.unsubscribe = Subscriptions(self.ctx.store.bus, account.id, self._on_change)
+
+    def follow(self, account_id):
+        """Also take the change events of ``account_id`` (the owner of the
+        shared mailbox being selected). One other account at a time."""
+        if isinstance(self.unsubscribe, Subscriptions):
+            self.unsubscribe.follow(None if account_id == self.account.id else account_id)
 
     def _on_change(self, change):
         view = self.selected
@@ -551,11 +580,13 @@ class IMAPSession(protocol.Protocol):
         store = self.ctx.store
 
         def changes():
-            box = store.mailbox(self.account.id, mailbox_id=view.pk)
+            box = store.mailbox(view.account_id, mailbox_id=view.pk)   # the owner's
+            # A shared mailbox's grants may have changed (RFC 4314 5.1.1): read again.
+            rights = view.rights if view.account_id == self.account.id else store.rights(self.account, box)
             return box.highestmodseq, store.flags(view.pk, None, view.modseq), \
-                store.expunged_since(view.pk, view.modseq)
+                store.expunged_since(view.pk, view.modseq), rights
         try:
-            highest, rows, gone = await self.ctx.run(changes)
+            highest, rows, gone, rights = await self.ctx.run(changes)
         except errors.MailboxNotFound:
             self.selected = None
             self.state = AUTHENTICATED
@@ -563,6 +594,14 @@ class IMAPSession(protocol.Protocol):
             return
         if self.selected is not view:
             return
+        if rights != view.rights:
+            if "r" not in rights:
+                self.selected = None
+                self.state = AUTHENTICATED
+                self.bye("[NOPERM] the right to read the selected mailbox was taken back")
+                return
+            view.rights = rights
+            self.send_flag_list(view)
         gone = [u for u in gone if u in view]
         if gone:
             if expunge_ok:
@@ -604,6 +643,9 @@ class IMAPSession(protocol.Protocol):
         flags = " ".join(["\\Answered \\Flagged \\Deleted \\Seen \\Draft"] + list(view.keywords.values()))
         self.send(f"* FLAGS ({flags})".encode())
         perm = "" if view.readonly else f"{flags} \\*"
+        if not view.readonly and view.rights != shared.RIGHTS:     # RFC 4314 section 5.1.1
+            perm = " ".join(shared.allowed_flags(view.rights, flags.split(" ")) +
+                            (["\\*"] if "w" in view.rights else []))
         self.send(f"* OK [PERMANENTFLAGS ({perm})] flags the client can change".encode())
 
     def note_keywords(self, view, rows):

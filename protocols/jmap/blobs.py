@@ -37,9 +37,13 @@ class Backend:
         self.push_changed = None     # called with an account id after its push subscriptions change
 
     def session_state(self, account):
-        """Changes only when what the Session object says changes (account, capabilities)."""
+        """Changes only when what the Session object says changes (account,
+        capabilities, the accounts that share mailboxes with it: ``sharing``)."""
         from .core import CAPABILITIES
-        digest = hashlib.sha256(repr((account.id, account.address, sorted(CAPABILITIES))).encode())
+        from .sharing import owners
+        shared = sorted((o, sorted(r.items())) for o, (_a, r) in owners(self.store, account).items())
+        digest = hashlib.sha256(repr((account.id, account.address, sorted(CAPABILITIES),
+                                      shared)).encode())
         return digest.hexdigest()[:16]
 
     def read_blob(self, account_id, blob_id):

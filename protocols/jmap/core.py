@@ -237,6 +237,7 @@ class Context:
         self.store = backend.store
         self.account = account
         self.account_id_str = account_id_of(account)
+        self.shared = None      # on a shared account's call: {mailbox pk: rights} (jmap.sharing)
         self.created = dict(created_ids or {})
         self.using = ()
         self._states = {}
@@ -373,7 +374,12 @@ def run_call(ctx, name, args, call_id, responses):
         if not reads:
             ctx._states.clear()
         try:
-            out = entry[1](ctx, args)
+            acct = args.get("accountId") if isinstance(args, dict) else None
+            if isinstance(acct, str) and acct != ctx.account_id_str:
+                from .sharing import shared_call     # another account: what it shares, if anything
+                out = shared_call(ctx, name, entry[1], args)
+            else:
+                out = entry[1](ctx, args)
         finally:
             if not reads:
                 ctx._states.clear()

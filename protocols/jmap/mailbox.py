@@ -9,12 +9,14 @@ from roost.storage import emails
 from roost.storage.errors import Conflict, InvalidName, MailboxExists, MailboxNotFound
 from roost.storage.store import HIERARCHY, ROLES, mailbox_oid, parse_oid, thread_oid
 
+from . import sharing
+from .sharing import jmap_rights
 from .core import (MAIL, MethodError, bool_arg, changes_response, check_set_args, ids_arg,
                    invalid, method, parse_state, properties_arg, put, set_error, set_response,
                    store_set_error, uint_arg, int_arg)
 
 PROPERTIES = ("id", "name", "parentId", "role", "sortOrder", "totalEmails", "unreadEmails",
-              "totalThreads", "unreadThreads", "myRights", "isSubscribed")
+              "totalThreads", "unreadThreads", "myRights", "isSubscribed", "shareWith")
 RIGHTS = {k: True for k in ("mayReadItems", "mayAddItems", "mayRemoveItems", "maySetSeen",
                             "maySetKeywords", "mayCreateChild", "mayRename", "mayDelete",
                             "maySubmit")}
@@ -24,13 +26,16 @@ MAX_NAME = 255
 def mailbox_objects(ctx):
     """``{pk: JMAP Mailbox}`` of the account, with counts."""
     boxes = ctx.store.mailboxes(ctx.account.id, counts=True)
+    if ctx.shared is not None:      # a shared account: the mailboxes with "l" (jmap.sharing)
+        boxes = [b for b in boxes if "l" in ctx.shared.get(b.id, "")]
+    grants = ctx.store.account_grants(ctx.account.id) if ctx.shared is None else {}
     threads = emails.mailbox_thread_counts(ctx.store, ctx.account.id)
     by_name = {b.name: b for b in boxes}
     out = {}
     for b in boxes:
         parent, _, leaf = b.name.rpartition(HIERARCHY)
         t, ut = threads.get(b.id, (0, 0))
-        rights = dict(RIGHTS)
+        rights = dict(RIGHTS) if ctx.shared is None else jmap_rights(ctx.shared[b.id])
         if b.name == "INBOX":
             rights["mayRename"] = rights["mayDelete"] = False
         out[b.id] = {
@@ -38,7 +43,11 @@ def mailbox_objects(ctx):
             "parentId": by_name[parent].oid if parent in by_name else None,
             "role": b.role, "sortOrder": b.sort_order, "totalEmails": b.messages,
             "unreadEmails": b.unseen, "totalThreads": t, "unreadThreads": ut,
-            "myRights": rights, "isSubscribed": b.subscribed,
+            "myRights": rights, "isSubscribed": b.subscribed if ctx.shared is None else False,
+            # Who else may use it: {grantee (address or "anyone"): MailboxRights}, or
+            # null; the owner's alone to read (RFC 9670 keys it by principal id).
+            "shareWith": {g: jmap_rights(r) for g, r in grants[b.id].items()}
+            if b.id in grants else None,
         }
     return out, {b.id: b for b in boxes}
 
@@ -241,12 +250,14 @@ def mailbox_set(ctx, args):
                                                    properties=["sortOrder"]))
             continue
         try:
+            grants = sharing.share_grants(ctx, None, {"shareWith": obj.get("shareWith")})
             full = _full_name(ctx, obj.get("name"), obj.get("parentId"), boxes)
             box = store.create_mailbox(acct, full, role)
             if order is not None:
                 store.set_mailbox_role(acct, box.id, role, order)
             if obj.get("isSubscribed", True) is not False:   # CREATE alone subscribes nothing
                 store.set_subscribed(acct, box.id, True)
+            sharing.grant(ctx, box.id, grants)
         except ValueError as exc:
             put(resp, "notCreated", cid, exc.args[0])
             continue
@@ -268,7 +279,8 @@ def mailbox_set(ctx, args):
             continue
         objs, _ = mailbox_objects(ctx)
         cur = objs[pk]
-        bad = [k for k in patch if k not in ("name", "parentId", "isSubscribed", "role", "sortOrder")]
+        bad = [k for k in patch if k not in ("name", "parentId", "isSubscribed", "role", "sortOrder",
+                                             "shareWith") and not k.startswith("shareWith/")]
         if bad:
             put(resp, "notUpdated", mid, set_error("invalidProperties", "not settable", properties=bad))
             continue
@@ -281,6 +293,7 @@ def mailbox_set(ctx, args):
                 properties=[k for k in ("role", "sortOrder") if k in patch]))
             continue
         try:
+            sharing.grant(ctx, pk, sharing.share_grants(ctx, pk, patch))
             if role != cur["role"] or order != cur["sortOrder"]:
                 store.set_mailbox_role(acct, pk, role, order)
             if "name" in patch or "parentId" in patch:

@@ -50,7 +50,7 @@ from twisted.web import resource, server
 
 from roost.storage import account_data
 
-from . import core
+from . import core, sharing
 from .blobs import BlobNotFound
 from .core import CAPABILITIES, LIMITS, RequestError, account_id_of
 
@@ -184,10 +184,12 @@ class Service:
                                 "supportsPush": True}
         account_caps = {urn: a(self.backend) if callable(a) else a
                         for urn, (_v, a) in CAPABILITIES.items() if a is not None}
+        accounts = {aid: {"name": account.address, "isPersonal": True, "isReadOnly": False,
+                          "accountCapabilities": account_caps}}
+        accounts.update(sharing.session_accounts(self.backend.store, account, account_caps))
         return {
             "capabilities": caps,
-            "accounts": {aid: {"name": account.address, "isPersonal": True, "isReadOnly": False,
-                               "accountCapabilities": account_caps}},
+            "accounts": accounts,
             "primaryAccounts": {urn: aid for urn in account_caps},
             "username": account.address,
             "apiUrl": f"{base}/jmap/api/",
@@ -386,7 +388,7 @@ class WellKnown(resource.Resource):
 
 class SessionResource(AsyncResource):
     async def get(self, request, account):
-        body = self.service.session(account, _base_url(request))
+        body = await self.service.run(self.service.session, account, _base_url(request))  # reads grants
         ticket = self.service.make_ticket(account)
         cookie = (f"{COOKIE}={ticket}; Path=/jmap; Max-Age={TICKET_SECONDS}; HttpOnly; "
                   "SameSite=Strict").encode()

@@ -73,7 +73,7 @@ def test_capabilities_id_namespace_noop(client):
     server_id = server_id[0] if isinstance(server_id[0], tuple) else server_id
     assert dict(zip(server_id[::2], server_id[1::2]))[b"name"] == b"Roost"
     ns = client.namespace()
-    assert ns.personal == (("", "/"),) and ns.other is None and ns.shared is None
+    assert ns.personal == (("", "/"),) and ns.other == (("Other Users/", "/"),) and ns.shared is None
     assert client.noop()[0].startswith(b"NOOP")
 
 

@@ -337,7 +337,7 @@ def test_list_family(server):
     assert b'* LSUB () "/" Work' in ok(w.cmd('l6 LSUB "" "*"'))
     assert b'* XLIST (\\HasNoChildren \\Inbox) "/" INBOX' in ok(w.cmd('l7 XLIST "" "INBOX"'))
     assert ok(w.cmd('l7b XLIST "" "Junk"'))[0] == b'* XLIST (\\HasNoChildren \\Spam) "/" Junk'
-    assert ok(w.cmd("l8 NAMESPACE"))[0] == b'* NAMESPACE (("" "/")) NIL NIL'
+    assert ok(w.cmd("l8 NAMESPACE"))[0] == b'* NAMESPACE (("" "/")) (("Other Users/" "/")) NIL'
     w.close()
 
 

@@ -542,6 +542,13 @@ def test_one_account_never_sees_or_changes_anothers_objects(alice, bob, server):
     assert res["notCreated"]["s"]["type"] == "invalidProperties"
     ch = bob.ok("Email/changes", sinceState="0")
     assert eid not in ch["created"] + ch["updated"]
+    # Alice shares nothing: her account id is unknown to bob (tests/protocol/test_jmap_sharing.py
+    # has the grants and revocations).
+    assert alice.account not in bob.session["accounts"]
+    for name, args in (("Email/get", {"ids": [eid]}), ("Email/query", {}), ("Mailbox/get", {}),
+                       ("Thread/get", {"ids": [e["threadId"]]}), ("Email/set", {"destroy": [eid]}),
+                       ("Mailbox/set", {"destroy": [box]}), ("Email/changes", {"sinceState": "0"})):
+        assert bob.call(name, dict(args, accountId=alice.account))[1]["type"] == "accountNotFound", name
     e2 = alice.ok("Email/get", ids=[eid], properties=["keywords", "mailboxIds"])["list"][0]
     assert e2["keywords"] == {} and e2["mailboxIds"] == {box: True}
 

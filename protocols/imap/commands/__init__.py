@@ -76,3 +76,4 @@ def _load():
         from . import any_state, auth, mailboxes, messages  # noqa: F401 - they register
         from . import quota, metadata  # noqa: F401 - QUOTA, METADATA
         from . import compose  # noqa: F401 - CATENATE, REPLACE
+        from . import acl  # noqa: F401 - RFC 4314

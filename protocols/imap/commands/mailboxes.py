@@ -1,7 +1,11 @@
 """Authenticated-state mailbox commands: SELECT/EXAMINE, CREATE, DELETE,
 RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST (+ LIST-EXTENDED, LIST-STATUS,
-SPECIAL-USE), LSUB, XLIST, NAMESPACE, STATUS and APPEND (MULTIAPPEND,
-APPENDUID, BINARY literals).
+SPECIAL-USE, LIST-MYRIGHTS), LSUB, XLIST, NAMESPACE, STATUS and APPEND
+(MULTIAPPEND, APPENDUID, BINARY literals).
+
+Names under ``Other Users/`` are other accounts' shared mailboxes
+(``shared.resolve``: the rights each command needs, RFC 4314 section 4);
+the store is then called with the owner's ids.
 
 Mailbox names reach the store decoded (``session.mailbox_name``); roles in
 the store are the special-use attributes on the wire.
@@ -11,8 +15,9 @@ import calendar
 import re
 
 from roost.storage import errors, mime
+from roost.storage.acl import with_virtual
 
-from .. import resync
+from .. import resync, shared
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
 from ..wire import astring, uid_set_text
@@ -52,10 +57,10 @@ async def select(s, cmd):
     store = s.ctx.store
 
     def load():
-        box = store.mailbox(s.account.id, name)
-        return box, store.flags(box.id), store.recent_floor(box.id)
-    box, rows, floor = await s.ctx.run(load)
-    readonly = cmd.verb == "EXAMINE"
+        box, rights, shown = shared.resolve_blocking(store, s.account, name, "r")
+        return box, rights, shown, store.flags(box.id), store.recent_floor(box.id)
+    box, rights, shown, rows, floor = await s.ctx.run(load)
+    readonly = cmd.verb == "EXAMINE" or not shared.read_write(rights)
     highest = max([box.highestmodseq] + [r[1] for r in rows])
     keywords, first_unseen = {}, 0
     view = SelectedMailbox(box, [r[0] for r in rows], highest, readonly)
@@ -66,6 +71,8 @@ async def select(s, cmd):
             keywords.setdefault(k.lower(), k)
     view.keywords = keywords
     view.select_rows = rows
+    view.rights, view.name, view.account_id = rights, shown, box.account_id
+    s.follow(box.account_id)        # a shared mailbox: its owner's changes
     view.claims = not readonly and not s.rev2
     if not s.rev2 and view.last_uid > floor:    # RFC 3501 2.3.2: SELECT claims \Recent, EXAMINE looks
         if view.claims:
@@ -82,7 +89,7 @@ async def select(s, cmd):
     s.send(b"* OK [HIGHESTMODSEQ %d] highest" % highest)
     s.send(f"* OK [MAILBOXID ({box.oid})] mailbox id".encode())
     if s.rev2:
-        s.send(b"* LIST () \"/\" " + _wire(s, box.name))
+        s.send(b"* LIST () \"/\" " + _wire(s, shown))
     s.selected = view
     s.state = SELECTED
     if cmd.qresync:
@@ -116,6 +123,11 @@ async def create(s, cmd):
     _check_new_name(name)
     if name.upper() == "INBOX":
         raise No("[ALREADYEXISTS] INBOX always exists")
+    if shared.split(name) is not None:
+        if cmd.use:
+            raise No("[USEATTR] special-use attributes are the owner's to set")
+        await s.ctx.run(shared.create, s.ctx.store, s.account, name)
+        return "CREATE completed"
     role = None
     if cmd.use:
         if len(cmd.use) > 1:
@@ -136,11 +148,11 @@ def _check_new_name(name):
 async def delete(s, cmd):
     name = s.mailbox_name(cmd.mailbox)
     store = s.ctx.store
-    box = await s.ctx.run(store.mailbox, s.account.id, name)
+    box, _rights, _shown = await shared.resolve(s, name, "x")
     if s.selected is not None and s.selected.pk == box.id:
         s.selected = None
         s.state = AUTHENTICATED
-    await s.ctx.run(store.delete_mailbox, s.account.id, box.id)
+    await s.ctx.run(store.delete_mailbox, box.account_id, box.id)
 
 
 @command("RENAME")
@@ -149,8 +161,11 @@ async def rename(s, cmd):
     new = s.mailbox_name(cmd.new_name).rstrip(SEPARATOR)
     _check_new_name(new)
     store = s.ctx.store
-    box = await s.ctx.run(store.mailbox, s.account.id, name)
-    await s.ctx.run(store.rename_mailbox, s.account.id, box.id, new)
+    if shared.split(name) is not None or shared.split(new) is not None:
+        box, new = await s.ctx.run(shared.rename, store, s.account, name, new)
+    else:
+        box = await s.ctx.run(store.mailbox, s.account.id, name)
+        await s.ctx.run(store.rename_mailbox, s.account.id, box.id, new)
     if s.selected is not None and s.selected.pk == box.id:
         s.selected.name = new
 
@@ -316,17 +331,55 @@ async def list_cmd(s, cmd):
         s.send(b"* " + line)
         if box is not None:
             listed.append(box)
+    if "MYRIGHTS" in cmd.returns:           # RFC 8440: the owner has every right
+        for box in listed:
+            s.send(b"* MYRIGHTS " + _wire(s, box.name) + b" " + with_virtual(shared.RIGHTS).encode())
     if cmd.status is not None:
         for box in listed:
             try:
                 await _status(s, box.name, cmd.status)
             except (errors.MailboxNotFound, No):
                 pass
+    if not only_subscribed and "SPECIAL-USE" not in cmd.select:
+        await _list_shared(s, cmd, matchers, verb)
+
+
+async def _list_shared(s, cmd, matchers, verb):
+    """LIST of the Other Users namespace: the mailboxes shared with the
+    account that it may look up (``l``), under \\Noselect parents for their
+    owners and for levels not shared (RFC 4314 section 4: a mailbox without
+    ``l`` is not listed). Subscriptions and special use are not shown for
+    them."""
+    found = await s.ctx.run(s.ctx.store.shared_mailboxes, s.account)
+    boxes = {shared.shared_name(owner, box.name): (box, rights)
+             for owner, box, rights in found if "l" in rights}
+    if not boxes:
+        return
+    parents = _parents(boxes)
+    listed = []
+    for name in sorted(set(boxes) | parents):
+        if not any(m.fullmatch(name) for m in matchers):
+            continue
+        children = "\\HasChildren" if name in parents else "\\HasNoChildren"
+        attrs = [children] if name in boxes else ["\\Noselect", children]
+        s.send(b"* " + verb + b" (" + " ".join(attrs).encode() + b') "/" ' + _wire(s, name))
+        if name in boxes:
+            listed.append(name)
+    if "MYRIGHTS" in cmd.returns:
+        for name in listed:
+            s.send(b"* MYRIGHTS " + _wire(s, name) + b" " + with_virtual(boxes[name][1]).encode())
+    if cmd.status is not None:
+        for name in listed:
+            if "r" in boxes[name][1]:
+                try:
+                    await _status(s, name, cmd.status)
+                except (errors.MailboxNotFound, No):
+                    pass
 
 
 @command("NAMESPACE")
 async def namespace(s, cmd):
-    s.send(b'* NAMESPACE (("" "/")) NIL NIL')
+    s.send(b'* NAMESPACE (("" "/")) (("' + shared.PREFIX.encode() + b'" "/")) NIL')
 
 
 # --- STATUS ---------------------------------------------------------------------
@@ -348,7 +401,12 @@ async def _status(s, name, items):
     store = s.ctx.store
 
     def load():
-        box = store.mailbox(s.account.id, name, counts=True)
+        if shared.split(name) is None:
+            box = store.mailbox(s.account.id, name, counts=True)
+            shown = box.name
+        else:
+            found, _rights, shown = shared.resolve_blocking(store, s.account, name, "r")
+            box = store.mailbox(found.account_id, mailbox_id=found.id, counts=True)
         deleted = recent = None
         if "DELETED" in items:
             deleted = sum(1 for r in store.flags(box.id) if r[2] & 8)
@@ -356,9 +414,9 @@ async def _status(s, name, items):
             deleted_storage[0] = -(-store.deleted_storage(box.id) // 1024)
         if "RECENT" in items:
             recent = store.unclaimed_recent(box.id)
-        return box, deleted, recent
+        return box, shown, deleted, recent
     deleted_storage = [None]
-    box, deleted, recent = await s.ctx.run(load)
+    box, shown, deleted, recent = await s.ctx.run(load)
     if recent is not None and s.selected is not None and s.selected.pk == box.id:
         recent += len(s.selected.recent)   # recent to this session
     values = {"MESSAGES": box.messages, "RECENT": recent, "UIDNEXT": box.uidnext,
@@ -374,7 +432,7 @@ async def _status(s, name, items):
             out.append(f"MAILBOXID ({box.oid})")
         else:
             out.append(f"{item} {values[item]}")
-    s.send(b"* STATUS " + _wire(s, box.name) + b" (" + " ".join(out).encode() + b")")
+    s.send(b"* STATUS " + _wire(s, shown) + b" (" + " ".join(out).encode() + b")")
     if "HIGHESTMODSEQ" in items:
         s.enable_condstore()
 
@@ -434,16 +492,20 @@ async def append_messages(s, name, messages, replace=None):
             if data is None:
                 raise No("[UNKNOWN-CTE] NUL outside a body that base64 can carry")
             msg.data = data
-    box = await s.ctx.run(store.mailbox, s.account.id, name)
+    box, rights, _shown = await shared.resolve(s, name, "i")
+    owner = s.account if box.account_id == s.account.id else \
+        await s.ctx.run(store.account_by_id, box.account_id)
+    for msg in messages:
+        msg.flags = shared.allowed_flags(rights, msg.flags)     # RFC 4314: the others are dropped
     if (len(messages) > 1 or replace is not None) and s.ctx.append_many is not None:
         # MULTIAPPEND is all or nothing (RFC 3502): one transaction
-        stored = await s.ctx.run(s.ctx.append_many, s.account, box,
+        stored = await s.ctx.run(s.ctx.append_many, owner, box,
                                  [(m.data, m.flags, d) for m, d in zip(messages, dates)], replace)
         return stored[0].uidvalidity, [x.uid for x in stored]
     uids = []
     try:
         for msg, date in zip(messages, dates):
-            stored = await s.ctx.run(s.ctx.append, s.account, box, msg.data, msg.flags, date)
+            stored = await s.ctx.run(s.ctx.append, owner, box, msg.data, msg.flags, date)
             uids.append(stored.uid)
             validity = stored.uidvalidity
     except errors.StoreError:

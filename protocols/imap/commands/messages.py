@@ -26,6 +26,7 @@ from .. import resync
 from ..searchkeys import Compiler
 from ..wire import literal, uid_set_text
 from .preview import preview_item, preview_texts
+from .. import shared
 from . import AUTH, AUTHENTICATED, SEL, Bad, No, capability, command
 
 capability("IDLE", "UIDPLUS", "MOVE", "UNSELECT", "ESEARCH", "SEARCHRES", "SAVEDATE", "BINARY",
@@ -54,7 +55,7 @@ async def close(s, cmd):
     v = s.selected
     s.selected = None
     s.state = AUTHENTICATED
-    if cmd.verb == "CLOSE" and not v.readonly:
+    if cmd.verb == "CLOSE" and not v.readonly and "e" in v.rights:   # RFC 4314: else just close
         await s.ctx.run(s.ctx.store.expunge, v.pk)
 
 
@@ -65,6 +66,7 @@ async def expunge(s, cmd):
         raise Bad("EXPUNGE takes no arguments (UID EXPUNGE takes a UID set)")
     if v.readonly:
         raise No("[READ-ONLY] mailbox is read-only")
+    shared.check(v.rights, "e")
     uids = v.by_uid(cmd.uids) if cmd.uid else None
     if uids == []:
         return
@@ -101,7 +103,7 @@ async def search(s, cmd):
 
     def run():
         criteria = compiler.compile(cmd.keys)
-        found = s.ctx.search(store, s.account.id, criteria, v.pk)
+        found = s.ctx.search(store, v.account_id, criteria, v.pk)
         mods = {r[0]: r[1] for r in store.flags(v.pk, found)} if uses_modseq and found else {}
         return found, mods
     found, mods = await s.ctx.run(run)
@@ -213,8 +215,9 @@ async def fetch_cmd(s, cmd):
         return
     names = {i.name for i in items}
     seen_now = set()
-    if not v.readonly and any(i.name in SETS_SEEN and (i.section is not None or i.name.startswith("RFC822"))
-                              for i in items):
+    if not v.readonly and "s" in v.rights and any(   # RFC 4314: \\Seen is set only with "s"
+            i.name in SETS_SEEN and (i.section is not None or i.name.startswith("RFC822"))
+            for i in items):
         changed, _ = await s.ctx.run(store.store_flags, v.pk, uids, ["\\Seen"], "add")
         for uid, modseq, _b, _k in changed:
             seen_now.add(uid)
@@ -472,8 +475,12 @@ async def store_cmd(s, cmd):
     if not uids:
         return
     store = s.ctx.store
-    changed, failed = await s.ctx.run(store.store_flags, v.pk, uids, flags, cmd.mode,
-                                      cmd.unchangedsince)
+    if v.rights != shared.RIGHTS:
+        changed, failed = await s.ctx.run(shared.store_flags, store, v.pk, v.rights, uids, flags,
+                                          cmd.mode, cmd.unchangedsince)
+    else:
+        changed, failed = await s.ctx.run(store.store_flags, v.pk, uids, flags, cmd.mode,
+                                          cmd.unchangedsince)
     for uid, modseq, _b, _k in changed:
         v.own.add(modseq)
         v.sent[uid] = modseq
@@ -504,13 +511,19 @@ async def copy(s, cmd):
     v = s.selected
     if cmd.verb == "MOVE" and v.readonly:
         raise No("[READ-ONLY] mailbox is read-only")
+    if cmd.verb == "MOVE":
+        shared.check(v.rights, "te")
     uids = _targets(s, cmd)
     store = s.ctx.store
-    dest = await s.ctx.run(store.mailbox, s.account.id, s.mailbox_name(cmd.mailbox))
+    dest, rights, _shown = await shared.resolve(s, s.mailbox_name(cmd.mailbox), "i")
     if not uids:
         return f"{cmd.verb} completed (no messages)"
-    fn = store.move if cmd.verb == "MOVE" else store.copy
-    validity, pairs = await s.ctx.run(fn, v.pk, uids, dest.id)
+    if dest.account_id != v.account_id or rights != shared.RIGHTS:
+        validity, pairs = await s.ctx.run(shared.copy, s.ctx, v.pk, uids, dest, rights,
+                                          cmd.verb == "MOVE")
+    else:
+        fn = store.move if cmd.verb == "MOVE" else store.copy
+        validity, pairs = await s.ctx.run(fn, v.pk, uids, dest.id)
     code = ""
     if pairs:
         code = f"[COPYUID {validity} {uid_set_text([p[0] for p in pairs])} " \
