@@ -98,7 +98,7 @@ class RoostServer:
         self.ports = {}
         self.output = []
 
-    def start(self, timeout=30):
+    def start(self, timeout=90):   # generous: start-up recovery on a loaded CI machine
         args = [*ROOST, "--data", self.data]
         if self.config:
             args += ["--config", str(self.config)]
@@ -123,7 +123,8 @@ class RoostServer:
                 self.reader.start()
                 return self
         self.kill()
-        raise AssertionError("roost serve did not start:\n" + "".join(self.output))
+        raise AssertionError(f"roost serve did not start (exit {self.proc.returncode}):\n"
+                             + "".join(self.output))
 
     def _read(self):
         try:

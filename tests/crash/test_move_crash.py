@@ -10,6 +10,7 @@ without its row, nothing resurrected, nothing adopted as new mail.
 """
 
 import os
+import shutil
 import time
 
 import pytest
@@ -65,18 +66,26 @@ def pending_ops(data):
         store.close()
 
 
+def filled(tmp_path):
+    """A data directory with N messages in INBOX and an empty "Dest", made
+    once (``roost import``); each round starts from a copy of it."""
+    data = tmp_path / "filled"
+    if not data.exists():
+        add_user(data, USER, PASSWORD)
+        mbox = tmp_path / "filled.mbox"
+        make_mbox(mbox, N)
+        roost(data, "import", USER, str(mbox))
+        store = Store.open(str(data))
+        store.create_mailbox(store.account(USER).id, "Dest")
+        store.close()
+    return data
+
+
 def run_round(tmp_path, name, commands, watch, until):
     """Start over, send ``commands``, kill when ``until(count of cur/ in
     mailbox watch)``; returns (pending file operations at the kill, data)."""
     data = tmp_path / name
-    add_user(data, USER, PASSWORD)
-    mbox = tmp_path / f"{name}.mbox"
-    make_mbox(mbox, N)
-    roost(data, "import", USER, str(mbox))
-    store = Store.open(str(data))
-    acct = store.account(USER)
-    store.create_mailbox(acct.id, "Dest")
-    store.close()
+    shutil.copytree(filled(tmp_path), data, symlinks=True)
     server = RoostServer(data, listeners=("imap",)).start()
     w = Wire(server.ports["imap"])
     w.login()

@@ -305,10 +305,12 @@ def test_failed_logins_penalised_together_with_imap(main):
     next attempt from there 2 s out (max_login_delay = 1): IMAP refuses it
     at once although its password is right."""
     user, source = "throttle@example.org", "127.0.0.21"
-    results = []
+    results, connected = [], threading.Semaphore(0)
+    w = Wire(main.ports["imap"], source=source)
 
     def wrong():
         s = starttls_client(main, user=None, source=source)
+        connected.release()       # (TLS is slow on a loaded machine: not part of the timing)
         try:
             s.login(user, "wrong")
         except smtplib.SMTPAuthenticationError as exc:
@@ -317,8 +319,8 @@ def test_failed_logins_penalised_together_with_imap(main):
     threads = [threading.Thread(target=wrong) for _ in range(2)]
     for t in threads:
         t.start()
+        assert connected.acquire(timeout=30)
         time.sleep(0.4)
-    w = Wire(main.ports["imap"], source=source)
     started = time.monotonic()
     reply = w.cmd(f"a1 LOGIN {user} {PASSWORDS[user]}")[-1]
     assert reply.startswith(b"a1 NO [UNAVAILABLE]"), reply
