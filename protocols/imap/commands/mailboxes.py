@@ -104,7 +104,7 @@ async def _qresync(s, view, box, rows, params):
     store = s.ctx.store
 
     def load():
-        return store.history_floor(s.account.id), store.expunged_since(box.id, modseq)
+        return store.history_floor(box.account_id), store.expunged_since(box.id, modseq)
     floor, gone = await s.ctx.run(load)
     ranges = resync.vanished(view, [u for u in gone if u not in view], modseq < floor, known, match,
                              box.uidnext - 1)
@@ -273,12 +273,18 @@ async def list_cmd(s, cmd):
     matchers = [Pattern(reference, p) for p in patterns if p]
     store = s.ctx.store
 
+    only_subscribed = cmd.verb == "LSUB" or "SUBSCRIBED" in cmd.select
+
     def load():
-        return store.mailboxes(s.account.id), store.subscriptions(s.account.id)
-    boxes, subs = await s.ctx.run(load)
+        boxes, subs = store.mailboxes(s.account.id), store.subscriptions(s.account.id)
+        others = set()      # subscribed names of shared mailboxes that exist (and may be listed)
+        if only_subscribed and any(shared.split(n) is not None for n in subs):
+            others = {shared.shared_name(owner, box.name)
+                      for owner, box, rights in store.shared_mailboxes(s.account) if "l" in rights}
+        return boxes, subs, others
+    boxes, subs, others = await s.ctx.run(load)
     by_name = {b.name: b for b in boxes}
     subs = set(subs)
-    only_subscribed = cmd.verb == "LSUB" or "SUBSCRIBED" in cmd.select
     recursive = "RECURSIVEMATCH" in cmd.select
     parents = _parents(by_name)
     subscribed_parents = _parents(subs)
@@ -297,6 +303,7 @@ async def list_cmd(s, cmd):
         if not matches(name):
             continue
         box = by_name.get(name)
+        exists = box is not None or name in others
         subscribed = name in subs
         child_subscribed = name in subscribed_parents
         if cmd.verb == "LSUB" and not subscribed:
@@ -308,14 +315,14 @@ async def list_cmd(s, cmd):
             continue
         attrs = []
         if cmd.verb == "LSUB":
-            if box is None or not subscribed:
+            if not exists or not subscribed:
                 attrs.append("\\Noselect")
-        elif box is None:
+        elif not exists:
             if only_subscribed:
                 attrs.append("\\NonExistent")
             else:
                 attrs.append("\\Noselect")
-        if cmd.verb != "LSUB" and not (box is None and only_subscribed and name not in parents):
+        if cmd.verb != "LSUB" and not (not exists and only_subscribed and name not in parents):
             attrs.append("\\HasChildren" if name in parents else "\\HasNoChildren")
         if subscribed and (cmd.verb == "LIST" and ("SUBSCRIBED" in cmd.select
                                                    or "SUBSCRIBED" in cmd.returns)):

@@ -203,8 +203,8 @@ async def fetch_cmd(s, cmd):
     uids = _targets(s, cmd)
     if cmd.vanished:
         def load():
-            box = store.mailbox(s.account.id, mailbox_id=v.pk)
-            return (box.uidnext, store.history_floor(s.account.id),
+            box = store.mailbox(v.account_id, mailbox_id=v.pk)
+            return (box.uidnext, store.history_floor(v.account_id),
                     store.expunged_since(v.pk, cmd.changedsince))
         uidnext, floor, gone = await s.ctx.run(load)
         ranges = resync.vanished(v, [u for u in gone if u not in v], cmd.changedsince < floor,
@@ -277,7 +277,7 @@ async def fetch_cmd(s, cmd):
                 recs = [r for r in recs if r.modseq > cmd.changedsince]
             if "PREVIEW" in names:
                 previews.clear()
-                previews.update(preview_texts(store, s.account.id, recs))
+                previews.update(preview_texts(store, v.account_id, recs))
             out, size = [], 0
             for r in recs:
                 try:
