@@ -11,6 +11,7 @@ It must not touch storage or write to the connection.
 import re
 from dataclasses import dataclass, field
 
+from . import parse_ext
 from .wire import ParseError, Str, _tag_of, group, tokenize
 
 # --- sequence sets ------------------------------------------------------------
@@ -604,4 +605,8 @@ PARSERS = {
     "UNSUBSCRIBE": _mailbox_cmd, "RENAME": _rename, "LIST": _list, "LSUB": _list,
     "XLIST": _list, "STATUS": _status, "APPEND": _append, "EXPUNGE": _uid_expunge_or_expunge,
     "SEARCH": _search, "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy,
+    "COMPRESS": parse_ext.compress,
+    "UNAUTHENTICATE": _simple,
+    "NOTIFY": parse_ext.notify,
+    "ESEARCH": parse_ext.esearch,
 }

@@ -20,7 +20,8 @@ the command gets ``NO [LIMIT]`` (RFC 5530) before the search runs. Sequence
 and UID sets must be atoms, so their size is bounded by the line limit.
 
 OBJECTID: THREADID is a store criterion; EMAILID becomes the UIDs the
-caller's ``email_uids`` finds. Roost has no \\Recent (IMAP4rev2 dropped it):
+caller's ``email_uids`` finds. WITHIN's OLDER/YOUNGER compare the internal
+date with the time the key is compiled, to the second. Roost has no \\Recent (IMAP4rev2 dropped it):
 RECENT and NEW match nothing, OLD matches everything.
 """
 
@@ -155,6 +156,12 @@ class Compiler:
             if k.endswith("SINCE"):
                 return q.Date(field, since=day)
             return q.Date(field, since=day, before=day + DAY)
+        if k in ("OLDER", "YOUNGER"):      # WITHIN (RFC 5032): seconds before now
+            interval = self._number("an interval in seconds")
+            if not interval:
+                raise ParseError(f"{k} takes an interval of at least 1 second")
+            cut = time.time() - interval
+            return q.Date("internal", before=cut) if k == "OLDER" else q.Date("internal", since=cut)
         if k == "LARGER":
             return q.Size(larger=self._number("a size"))
         if k == "SMALLER":

@@ -61,7 +61,7 @@ from roost.protocols.sasl import PreauthGate
 from roost.storage import errors
 from roost.storage.flags import names as flag_names
 
-from . import commands, utf7
+from . import commands, compress, utf7
 from .commands import AUTHENTICATED, NOT_AUTHENTICATED, Bad, No
 from .parser import parse
 from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError, uid_set_text
@@ -118,6 +118,11 @@ class Accounting:
 
 
 class IMAPSession(protocol.Protocol):
+    # Set only by the commands that turn them on (class defaults keep the
+    # instance dict small): COMPRESS's ``compress.Deflate``, NOTIFY's state.
+    zlib = None
+    notify = None
+
     def __init__(self, ctx):
         self.ctx = ctx
         self.state = NOT_AUTHENTICATED
@@ -223,8 +228,23 @@ class IMAPSession(protocol.Protocol):
             return
         self.last_input = self.loop.time()
         self.obs.bytes_in += len(data)
+        if self.zlib is not None:
+            self.zlib.feed(data)
+            self._inflate()
+            return
         self.framer.buf += data
         self._frame()
+
+    def _inflate(self):
+        """COMPRESS: frame inflated input a step at a time while the queue has room."""
+        while self.zlib.pending and not self.paused and not self.closing:
+            try:
+                data = self.zlib.inflate()
+            except compress.Error as exc:
+                self.bye(str(exc))
+                return
+            self.framer.buf += data
+            self._frame()
 
     def _frame(self):
         """Frame the bytes received so far into the queue: all of them once
@@ -260,6 +280,8 @@ class IMAPSession(protocol.Protocol):
                 and unframed <= MAX_UNFRAMED // 2 and not self.closing:
             self.paused = False
             self.transport.resumeProducing()
+            if self.zlib is not None and self.zlib.pending:
+                self.loop.call_soon(self._inflate)
 
     @property
     def cleartext_refused(self):
@@ -291,6 +313,8 @@ class IMAPSession(protocol.Protocol):
     def write(self, data):
         if not self.closing:
             self.obs.bytes_out += len(data)
+            if self.zlib is not None:
+                data = self.zlib.deflate(data)
             self.transport.write(data)
 
     # IPushProducer: the transport pauses the session while its buffer is full.
@@ -484,6 +508,21 @@ class IMAPSession(protocol.Protocol):
         self.framer.literal_limit = min(self.ctx.literal_limit, self.ctx.append_limit)
         self.command_started = None
         self.unsubscribe = self.ctx.store.bus.subscribe(account.id, self._on_change)
+
+    def logged_out(self):
+        """UNAUTHENTICATE (RFC 8437): back to the not-authenticated state with
+        the pre-login limits; TLS and COMPRESS stay. The caller has entered the
+        PreauthGate again."""
+        if self.unsubscribe:
+            self.unsubscribe()
+            self.unsubscribe = None
+        self.account = self.selected = None
+        self.notify = None
+        self.state = NOT_AUTHENTICATED
+        self.enabled = set()
+        self.auth_failures = 0
+        self.framer.literal_limit = min(self.ctx.literal_limit, self.ctx.append_limit,
+                                        PREAUTH_LITERAL_LIMIT)
 
     def _on_change(self, change):
         view = self.selected

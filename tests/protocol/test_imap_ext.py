@@ -1,0 +1,227 @@
+"""COMPRESS=DEFLATE (RFC 4978), UNAUTHENTICATE (RFC 8437), WITHIN (RFC 5032)
+and MULTISEARCH (RFC 7377) against a real ``roost serve``: raw transcripts,
+a real zlib stream on plain and TLS connections, and IMAPClient."""
+
+import re
+import socket
+import ssl
+import time
+import zlib
+
+import pytest
+
+from tests.imap_helpers import OPEN, PASSWORD, USER, Wire, _close_connections, close_all, deliver, start_server  # noqa: F401 - _close_connections is a fixture
+
+MSG = (b"From: Fred <fred@example.net>\r\nTo: alice@example.org\r\nSubject: hello %d\r\n"
+       b"Message-Id: <m%d@example.net>\r\n\r\nsome body text %d\r\n")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("ext"),
+                       users=((USER, PASSWORD), ("bob@example.org", "pw")))
+    yield srv
+    close_all()
+    srv.stop()
+
+
+def ok(lines):
+    assert lines[-1].split(b" ")[1] == b"OK", lines
+    return lines
+
+
+class Deflated:
+    """An IMAP connection after COMPRESS DEFLATE: raw DEFLATE both ways."""
+
+    def __init__(self, sock, leftover=b""):
+        self.sock = sock
+        self.zout = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self.zin = zlib.decompressobj(-15)
+        self.buf = self.zin.decompress(leftover) if leftover else b""
+        self.wire_in = 0
+
+    def send(self, data):
+        data = data.encode() if isinstance(data, str) else data
+        self.sock.sendall(self.zout.compress(data) + self.zout.flush(zlib.Z_SYNC_FLUSH))
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.wire_in += len(chunk)
+            self.buf += self.zin.decompress(chunk)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        m = re.search(rb"\{(\d+)\}$", line)
+        if m:
+            n = int(m.group(1))
+            while len(self.buf) < n:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed")
+                self.wire_in += len(chunk)
+                self.buf += self.zin.decompress(chunk)
+            line += b"\r\n" + self.buf[:n]
+            self.buf = self.buf[n:]
+            rest = self.line()
+            return line + rest
+        return line
+
+    def cmd(self, text):
+        tag = text.split(" ", 1)[0].encode()
+        self.send(text + "\r\n")
+        lines = []
+        while True:
+            lines.append(self.line())
+            if lines[-1].startswith(tag + b" "):
+                return lines
+
+
+def _compress(w):
+    """COMPRESS DEFLATE on a logged-in Wire; the reply is read byte by byte so
+    no compressed octet is taken into the plain reader's buffer."""
+    w.send("z1 COMPRESS DEFLATE\r\n")
+    line = b""
+    while not line.endswith(b"\r\n"):
+        b = w.sock.recv(1)
+        assert b, line
+        line += b
+    assert line == b"z1 OK DEFLATE active\r\n", line
+    return Deflated(w.sock)
+
+
+def _raw(port, tls=False):
+    """A Wire whose greeting and login are read without buffering ahead."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        sock = ctx.wrap_socket(sock)
+
+    class W:
+        def close(self):
+            self.sock.close()
+    w = W()
+    w.sock = sock
+    OPEN.append(w)
+
+    def send(data):
+        sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def readline():
+        line = b""
+        while not line.endswith(b"\r\n"):
+            b = sock.recv(1)
+            assert b, line
+            line += b
+        return line
+    w.send, w.readline = send, readline
+    assert readline().startswith(b"* OK")
+    send(f'L1 LOGIN "{USER}" "{PASSWORD}"\r\n')
+    assert readline().startswith(b"L1 OK")
+    return w
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_compress_deflate_plain_and_tls(server, tls):
+    w = _raw(server.ports["imaps" if tls else "imap"], tls)
+    z = _compress(w)
+    caps = ok(z.cmd("a1 CAPABILITY"))[0]
+    assert b"COMPRESS=DEFLATE" in caps
+    # a second COMPRESS is refused, and the stream goes on
+    assert z.cmd("a2 COMPRESS DEFLATE")[-1].startswith(b"a2 NO [COMPRESSIONACTIVE]")
+    ok(z.cmd("a3 CREATE Zipped"))
+    body = b"Subject: big\r\n\r\n" + b"the same line again and again\r\n" * 4000
+    z.send(f"a4 APPEND Zipped {{{len(body)}+}}\r\n".encode() + body + b"\r\n")
+    lines = []
+    while not lines or not lines[-1].startswith(b"a4 "):
+        lines.append(z.line())
+    ok(lines)
+    ok(z.cmd("a5 SELECT Zipped"))
+    before = z.wire_in
+    lines = ok(z.cmd("a6 FETCH 1 BODY.PEEK[]"))
+    assert body in lines[0]
+    assert z.wire_in - before < len(body) // 10      # it really was compressed
+    ok(z.cmd("a8 UNSELECT"))
+    ok(z.cmd("a9 DELETE Zipped"))
+    lines = z.cmd("a10 LOGOUT")
+    assert lines[0].startswith(b"* BYE")
+
+
+def test_compress_not_before_login_and_unknown_mechanism(server):
+    w = Wire(server.ports["imap"])
+    assert b"COMPRESS=DEFLATE" not in w.greeting
+    assert w.cmd("a1 COMPRESS DEFLATE")[-1].startswith(b"a1 BAD")
+    w.login()
+    assert w.cmd("a2 COMPRESS LZW")[-1].startswith(b"a2 BAD")
+    ok(w.cmd("a3 NOOP"))                     # still uncompressed
+
+
+def test_compress_corrupt_stream_is_dropped(server):
+    w = _raw(server.ports["imap"])
+    _compress(w)
+    w.sock.sendall(b"\xff\xff\xff\xff garbage that is not deflate")
+    w.sock.settimeout(10)
+    data = b""
+    try:
+        while True:
+            chunk = w.sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionError:
+        pass
+    assert b"BYE" in zlib.decompressobj(-15).decompress(data)
+
+
+def test_compress_bomb_is_bounded(server):
+    """A compressed command that inflates past the line limit gets BAD, not memory."""
+    w = _raw(server.ports["imap"])
+    z = _compress(w)
+    z.send(b"a1 NOOP " + b"x" * (8 << 20) + b"\r\n")    # 8 MB inflated, a few KB on the wire
+    lines = []
+    while not lines or not re.match(rb"(a1|\*) (BAD|BYE)", lines[-1]):
+        lines.append(z.line())
+    assert b"BAD" in lines[-1] or b"BYE" in lines[-1]
+
+
+def test_unauthenticate(server):
+    w = Wire(server.ports["imap"])
+    assert b"UNAUTHENTICATE" not in w.greeting
+    assert w.cmd("a0 UNAUTHENTICATE")[-1].startswith(b"a0 BAD")
+    w.login()
+    assert b"UNAUTHENTICATE" in ok(w.cmd("a1 CAPABILITY"))[0]
+    ok(w.cmd("a2 ENABLE CONDSTORE"))
+    ok(w.cmd("a3 SELECT INBOX"))
+    lines = ok(w.cmd("a4 UNAUTHENTICATE"))
+    assert b"AUTH=PLAIN" in lines[-1]
+    # not authenticated again: no mailbox commands, no selected mailbox
+    assert w.cmd("a5 FETCH 1 FLAGS")[-1].startswith(b"a5 BAD")
+    assert w.cmd("a6 LIST \"\" *")[-1].startswith(b"a6 BAD")
+    # a different user can log in on the same connection and sees only its own
+    lines = w.cmd('a7 LOGIN "bob@example.org" "pw"')
+    assert lines[-1].startswith(b"a7 OK")
+    # ENABLE state was dropped: CONDSTORE is enabled anew
+    assert ok(w.cmd("a8 ENABLE CONDSTORE"))[0] == b"* ENABLED CONDSTORE"
+    assert ok(w.cmd("a9 STATUS INBOX (MESSAGES)"))[0] == b'* STATUS INBOX (MESSAGES 0)'
+
+
+def test_within_older_younger(server):
+    w = Wire(server.ports["imap"])
+    w.login()
+    ok(w.cmd("a1 CREATE Within"))
+    old = MSG % (1, 1, 1)
+    new = MSG % (2, 2, 2)
+    w.send(f'a2 APPEND Within "01-Jan-2020 10:00:00 +0000" {{{len(old)}+}}\r\n'.encode() + old + b"\r\n")
+    ok(w.until("a2"))
+    w.send(f"a3 APPEND Within {{{len(new)}+}}\r\n".encode() + new + b"\r\n")
+    ok(w.until("a3"))
+    ok(w.cmd("a4 SELECT Within"))
+    assert b"WITHIN" in ok(w.cmd("a5 CAPABILITY"))[0]
+    assert ok(w.cmd("a6 SEARCH YOUNGER 3600"))[0] == b"* SEARCH 2"
+    assert ok(w.cmd("a7 SEARCH OLDER 3600"))[0] == b"* SEARCH 1"
+    assert ok(w.cmd("a8 SEARCH NOT OLDER 3600"))[0] == b"* SEARCH 2"
+    assert ok(w.cmd("a9 UID SEARCH OLDER 1 YOUNGER 100000000000"))[0].startswith(b"* SEARCH")
+    assert w.cmd("a10 SEARCH YOUNGER 0")[-1].startswith(b"a10 BAD")
+    assert w.cmd("a11 SEARCH OLDER soon")[-1].startswith(b"a11 BAD")
