@@ -2,6 +2,7 @@
 and MULTISEARCH (RFC 7377) against a real ``roost serve``: raw transcripts,
 a real zlib stream on plain and TLS connections, and IMAPClient."""
 
+import imaplib
 import re
 import socket
 import ssl
@@ -225,3 +226,68 @@ def test_within_older_younger(server):
     assert ok(w.cmd("a9 UID SEARCH OLDER 1 YOUNGER 100000000000"))[0].startswith(b"* SEARCH")
     assert w.cmd("a10 SEARCH YOUNGER 0")[-1].startswith(b"a10 BAD")
     assert w.cmd("a11 SEARCH OLDER soon")[-1].startswith(b"a11 BAD")
+
+
+def _append(w, box, data, tag):
+    w.send(f"{tag} APPEND {box} {{{len(data)}+}}\r\n".encode() + data + b"\r\n")
+    return ok(w.until(tag))
+
+
+def test_multisearch_esearch_in(server):
+    """RFC 7377 section 2's shape: one ESEARCH response per mailbox with matches."""
+    w = Wire(server.ports["imap"])
+    w.login()
+    for box in ("MS", "MS/Sub", "MS/Sub/Deep", "Other"):
+        ok(w.cmd(f'c1 CREATE "{box}"'))
+    _append(w, "MS", MSG % (1, 101, 1), "p1")
+    _append(w, "MS", b"Subject: nothing\r\n\r\nunrelated\r\n", "p2")
+    _append(w, "MS", MSG % (3, 103, 3), "p3")
+    _append(w, "MS/Sub", MSG % (4, 104, 4), "p4")
+    _append(w, "MS/Sub/Deep", MSG % (5, 105, 5), "p5")
+    _append(w, "Other", MSG % (6, 106, 6), "p6")
+    assert b"MULTISEARCH" in ok(w.cmd("a0 CAPABILITY"))[0]
+    validity = {}
+    for box in ("MS", "MS/Sub", "MS/Sub/Deep", "Other"):
+        line = ok(w.cmd(f'v1 STATUS "{box}" (UIDVALIDITY)'))[0]
+        validity[box] = int(re.search(rb"UIDVALIDITY (\d+)", line).group(1))
+    lines = ok(w.cmd('a1 ESEARCH IN (SUBTREE "MS") RETURN (MIN MAX COUNT ALL) FROM "fred"'))
+    assert lines[:-1] == [
+        b'* ESEARCH (TAG "a1" MAILBOX MS UIDVALIDITY %d) UID MIN 1 MAX 3 COUNT 2 ALL 1,3' % validity["MS"],
+        b'* ESEARCH (TAG "a1" MAILBOX MS/Sub UIDVALIDITY %d) UID MIN 1 MAX 1 COUNT 1 ALL 1'
+        % validity["MS/Sub"],
+        b'* ESEARCH (TAG "a1" MAILBOX MS/Sub/Deep UIDVALIDITY %d) UID MIN 1 MAX 1 COUNT 1 ALL 1'
+        % validity["MS/Sub/Deep"]]
+    lines = ok(w.cmd('a2 ESEARCH IN (SUBTREE-ONE "MS" MAILBOXES ("Other")) SUBJECT "hello"'))
+    boxes = [re.search(rb"MAILBOX (\S+)", x).group(1) for x in lines[:-1]]
+    assert boxes == [b"MS", b"MS/Sub", b"Other"]
+    assert lines[0].endswith(b"UID ALL 1,3")        # RETURN () defaults to ALL
+    lines = ok(w.cmd('a3 ESEARCH IN (PERSONAL) RETURN (COUNT) UID 2:* BODY "unrelated"'))
+    assert lines[:-1] == [b'* ESEARCH (TAG "a3" MAILBOX MS UIDVALIDITY %d) UID COUNT 1' % validity["MS"]]
+    # no selected mailbox: ESEARCH without IN, sequence numbers, SAVE are refused
+    assert w.cmd("a4 ESEARCH ALL")[-1].startswith(b"a4 BAD")
+    assert w.cmd("a5 ESEARCH IN (PERSONAL) 1:3")[-1].startswith(b"a5 BAD")
+    assert w.cmd("a6 ESEARCH IN (PERSONAL) RETURN (SAVE) ALL")[-1].startswith(b"a6 BAD")
+    assert w.cmd("a7 ESEARCH IN (NOWHERE) ALL")[-1].startswith(b"a7 BAD")
+    # selected: without IN it searches the selected mailbox
+    ok(w.cmd("a8 SELECT MS"))
+    lines = ok(w.cmd('a9 ESEARCH RETURN (COUNT) TEXT "body"'))
+    assert lines[:-1] == [b'* ESEARCH (TAG "a9" MAILBOX MS UIDVALIDITY %d) UID COUNT 2' % validity["MS"]]
+    lines = ok(w.cmd('a10 ESEARCH IN (SELECTED INBOXES) FROM "nobody-at-all"'))
+    assert lines == [b"a10 OK ESEARCH completed"]
+
+
+def test_multisearch_with_imapclient(server):
+    imapclient = pytest.importorskip("imapclient")
+    with imapclient.IMAPClient("127.0.0.1", port=server.ports["imap"], ssl=False) as c:
+        c.login(USER, PASSWORD)
+        assert b"MULTISEARCH" in c.capabilities() and b"WITHIN" in c.capabilities()
+        c.create_folder("IC")
+        c.append("IC", MSG % (7, 107, 7))
+        c.select_folder("IC")
+        assert c.search(["YOUNGER", 600]) == [1]
+        assert c.search(["OLDER", 600]) == []
+        imaplib.Commands.setdefault("ESEARCH", ("AUTH", "SELECTED"))
+        typ, data = c._imap._simple_command("ESEARCH", "IN", "(MAILBOXES IC)", "FROM", "fred")
+        assert typ == "OK"
+        untagged = c._imap.untagged_responses.pop("ESEARCH")
+        assert untagged[0].endswith(b"UID ALL 1")

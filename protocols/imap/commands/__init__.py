@@ -74,4 +74,4 @@ def _load():
     if not _loaded:
         _loaded.append(True)
         from . import any_state, auth, mailboxes, messages  # noqa: F401 - they register
-        from . import connection  # noqa: F401
+        from . import connection, search_ext  # noqa: F401
