@@ -215,6 +215,8 @@ class IMAPSession(protocol.Protocol):
         if self.unsubscribe:
             self.unsubscribe()
             self.unsubscribe = None
+        if self.notify is not None:
+            self.notify.stop(self)
         if self.task and not self.task.done():
             self.task.cancel()
 
@@ -394,6 +396,11 @@ class IMAPSession(protocol.Protocol):
         try:
             while not self.closing:
                 unit = await self.take()
+                if unit is commands.TICK:          # NOTIFY: report changes now
+                    if self.notify is not None:
+                        await self.notify.tick(self)
+                    await self.drain()
+                    continue
                 started, self.obs.command, self.obs.reply = self.loop.time(), None, None
                 await self._one(unit)
                 self._log_command(started)
@@ -517,7 +524,8 @@ class IMAPSession(protocol.Protocol):
             self.unsubscribe()
             self.unsubscribe = None
         self.account = self.selected = None
-        self.notify = None
+        if self.notify is not None:
+            self.notify.stop(self)
         self.state = NOT_AUTHENTICATED
         self.enabled = set()
         self.auth_failures = 0
@@ -559,6 +567,8 @@ class IMAPSession(protocol.Protocol):
 
     async def report_changes(self, expunge_ok=True):
         """Tell the client what changed in the selected mailbox since it was last told."""
+        if self.notify is not None and not self.notify.inside:
+            return await self.notify.report(self, expunge_ok)   # NOTIFY's responses too
         view = self.selected
         if view is None:
             return

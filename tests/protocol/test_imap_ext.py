@@ -17,10 +17,14 @@ MSG = (b"From: Fred <fred@example.net>\r\nTo: alice@example.org\r\nSubject: hell
        b"Message-Id: <m%d@example.net>\r\n\r\nsome body text %d\r\n")
 
 
+NOTIFY_USERS = 8
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = start_server(tmp_path_factory.mktemp("ext"),
-                       users=((USER, PASSWORD), ("bob@example.org", "pw")))
+                       users=((USER, PASSWORD), ("bob@example.org", "pw"),
+                              *((f"n{i}@example.org", "pw") for i in range(1, NOTIFY_USERS + 1))))
     yield srv
     close_all()
     srv.stop()
@@ -291,3 +295,154 @@ def test_multisearch_with_imapclient(server):
         assert typ == "OK"
         untagged = c._imap.untagged_responses.pop("ESEARCH")
         assert untagged[0].endswith(b"UID ALL 1")
+
+
+# --- NOTIFY (RFC 5465) ----------------------------------------------------------
+
+
+def _until(w, pred, limit=20):
+    """Lines the server sends unasked, up to the first that ``pred`` accepts."""
+    lines = []
+    for _ in range(limit):
+        lines.append(w.line())
+        if pred(lines[-1]):
+            return lines
+    raise AssertionError(lines)
+
+
+def _quiet(w, seconds=0.5):
+    """Nothing arrives within ``seconds``."""
+    w.sock.settimeout(seconds)
+    try:
+        data = w.sock.recv(4096)
+    except (socket.timeout, TimeoutError):
+        data = b""
+    finally:
+        w.sock.settimeout(20)
+    assert data == b"", data
+
+
+@pytest.fixture
+def notify_user(server):
+    """An unused account per test, so INBOX counts start at zero."""
+    _counter[0] += 1
+    assert _counter[0] <= NOTIFY_USERS
+    return f"n{_counter[0]}@example.org"
+
+
+_counter = [0]
+
+
+def _login(server, address):
+    w = Wire(server.ports["imap"])
+    assert w.cmd(f'L1 LOGIN "{address}" "pw"')[-1].startswith(b"L1 OK")
+    return w
+
+
+def test_notify_sees_delivery_into_another_mailbox(server, notify_user):
+    w = _login(server, notify_user)
+    assert b"NOTIFY" in ok(w.cmd("a0 CAPABILITY"))[0]
+    ok(w.cmd("a1 CREATE Work"))
+    ok(w.cmd("a2 SELECT Work"))
+    lines = ok(w.cmd("a3 NOTIFY SET STATUS (SELECTED (MessageNew MessageExpunge)) "
+                     "(PERSONAL (MessageNew MessageExpunge))"))
+    status = [x for x in lines if x.startswith(b"* STATUS")]
+    assert any(x.startswith(b"* STATUS INBOX (MESSAGES 0 UIDNEXT 1 ") for x in status), status
+    assert not any(b"Work" in x for x in status)        # the selected mailbox is not in PERSONAL
+    deliver(server, MSG % (1, 201, 1), to=notify_user)
+    # no command sent: the STATUS arrives by itself
+    line = _until(w, lambda x: x.startswith(b"* STATUS"))[-1]
+    assert line.startswith(b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 ")
+    assert b" UNSEEN 1" in line
+    deliver(server, MSG % (2, 202, 2), to=notify_user)
+    assert _until(w, lambda x: x.startswith(b"* STATUS"))[-1].startswith(
+        b"* STATUS INBOX (MESSAGES 2 UIDNEXT 3 ")
+    # a flag change is not a MessageNew/MessageExpunge: nothing is sent
+    other = _login(server, notify_user)
+    ok(other.cmd("b1 SELECT INBOX"))
+    ok(other.cmd("b2 STORE 1 +FLAGS (\\Seen)"))
+    _quiet(w)
+    # ... unless FlagChange is asked for
+    ok(w.cmd("a4 NOTIFY SET (INBOXES (MessageNew MessageExpunge FlagChange))"))
+    ok(other.cmd("b3 STORE 2 +FLAGS (\\Seen)"))
+    line = _until(w, lambda x: x.startswith(b"* STATUS"))[-1]
+    assert line.startswith(b"* STATUS INBOX (MESSAGES 2 UIDNEXT 3 ") and b"UNSEEN 0" in line
+    # NOTIFY NONE: quiet again
+    ok(w.cmd("a5 NOTIFY NONE"))
+    deliver(server, MSG % (3, 203, 3), to=notify_user)
+    _quiet(w)
+
+
+def test_notify_selected_pushes_exists_fetch_and_expunge(server, notify_user):
+    w = _login(server, notify_user)
+    ok(w.cmd("a1 SELECT INBOX"))
+    ok(w.cmd("a2 NOTIFY SET (SELECTED (MessageNew (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)]) "
+             "MessageExpunge FlagChange))"))
+    deliver(server, MSG % (11, 211, 11), to=notify_user)
+    lines = _until(w, lambda x: b"FETCH" in x)
+    assert b"* 1 EXISTS" in lines
+    assert lines[-1].startswith(b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT)] {")
+    assert b"Subject: hello 11" in lines[-1]
+    other = _login(server, notify_user)
+    ok(other.cmd("b1 SELECT INBOX"))
+    ok(other.cmd("b2 STORE 1 +FLAGS (\\Flagged)"))
+    line = _until(w, lambda x: b"FETCH" in x)[-1]
+    assert line.startswith(b"* 1 FETCH (FLAGS (\\Flagged)")
+    ok(other.cmd("b3 STORE 1 +FLAGS (\\Deleted)"))
+    _until(w, lambda x: b"FETCH" in x)
+    ok(other.cmd("b4 EXPUNGE"))
+    assert _until(w, lambda x: b"EXPUNGE" in x)[-1] == b"* 1 EXPUNGE"
+    ok(w.cmd("a3 NOOP"))
+
+
+def test_notify_selected_delayed_holds_expunges(server, notify_user):
+    w = _login(server, notify_user)
+    deliver(server, MSG % (21, 221, 21), to=notify_user)
+    ok(w.cmd("a1 SELECT INBOX"))
+    ok(w.cmd("a2 NOTIFY SET (SELECTED-DELAYED (MessageNew MessageExpunge))"))
+    other = _login(server, notify_user)
+    ok(other.cmd("b1 SELECT INBOX"))
+    ok(other.cmd("b2 STORE 1 +FLAGS (\\Deleted)"))
+    ok(other.cmd("b3 EXPUNGE"))
+    deliver(server, MSG % (22, 222, 22), to=notify_user)
+    # the new message is pushed, the expunge is not (yet)
+    lines = _until(w, lambda x: x.endswith(b"EXISTS"))
+    assert lines[-1] == b"* 2 EXISTS", lines
+    _quiet(w)
+    lines = ok(w.cmd("a3 NOOP"))
+    assert b"* 1 EXPUNGE" in lines
+
+
+def test_notify_mailbox_names(server, notify_user):
+    w = _login(server, notify_user)
+    ok(w.cmd("a1 NOTIFY SET (SUBTREE Projects (MailboxName))"))
+    other = _login(server, notify_user)
+    ok(other.cmd("b1 CREATE Projects/Alpha"))
+    lines = _until(w, lambda x: b"Alpha" in x)
+    assert b'* LIST () "/" Projects/Alpha' in lines
+    ok(other.cmd("b2 RENAME Projects/Alpha Projects/Beta"))
+    line = _until(w, lambda x: b"Beta" in x)[-1]
+    assert line == b'* LIST () "/" Projects/Beta ("OLDNAME" (Projects/Alpha))'
+    ok(other.cmd("b3 CREATE Elsewhere"))         # outside the subtree: not reported
+    ok(other.cmd("b4 DELETE Projects/Beta"))
+    line = _until(w, lambda x: b"Beta" in x)[-1]
+    assert line == b'* LIST (\\NonExistent) "/" Projects/Beta'
+    lines = ok(w.cmd("a2 NOOP"))
+    assert not any(b"Elsewhere" in x for x in lines)
+
+
+def test_notify_errors(server, notify_user):
+    w = _login(server, notify_user)
+    line = w.cmd("a1 NOTIFY SET (PERSONAL (MessageNew MessageExpunge SubscriptionChange))")[-1]
+    assert line.startswith(b"a1 NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName)]")
+    assert w.cmd("a2 NOTIFY SET (PERSONAL (MessageNew))")[-1].startswith(b"a2 BAD")
+    assert w.cmd("a3 NOTIFY SET (PERSONAL (FlagChange))")[-1].startswith(b"a3 BAD")
+    assert w.cmd("a4 NOTIFY SET (SELECTED (MailboxName))")[-1].startswith(b"a4 BAD")
+    assert w.cmd("a5 NOTIFY SET (NOWHERE (MailboxName))")[-1].startswith(b"a5 BAD")
+    assert w.cmd("a6 NOTIFY SET (PERSONAL (MessageNew (UID) MessageExpunge))")[-1].startswith(b"a6 BAD")
+    assert w.cmd("a7 NOTIFY SET (SELECTED (MessageNew (BODY[]) MessageExpunge))")[-1].startswith(b"a7 BAD")
+    assert w.cmd("a8 NOTIFY MAYBE")[-1].startswith(b"a8 BAD")
+    ok(w.cmd("a9 NOTIFY NONE"))
+    ok(w.cmd("a10 NOTIFY SET (INBOXES NONE)"))
+    v = Wire(server.ports["imap"])
+    assert v.cmd("b1 NOTIFY NONE")[-1].startswith(b"b1 BAD")      # not before login

@@ -29,6 +29,16 @@ class Bad(Exception):
     """Tagged BAD with ``text``."""
 
 
+class _Tick:
+    """TICK: a unit a session queues to itself (NOTIFY): report changes now."""
+
+    def __repr__(self):
+        return "TICK"
+
+
+TICK = _Tick()
+
+
 @dataclass(frozen=True)
 class Spec:
     verb: str
@@ -74,4 +84,4 @@ def _load():
     if not _loaded:
         _loaded.append(True)
         from . import any_state, auth, mailboxes, messages  # noqa: F401 - they register
-        from . import connection, search_ext  # noqa: F401
+        from . import connection, notify, search_ext  # noqa: F401
