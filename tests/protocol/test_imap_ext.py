@@ -6,7 +6,6 @@ import imaplib
 import re
 import socket
 import ssl
-import time
 import zlib
 
 import pytest
@@ -17,7 +16,7 @@ MSG = (b"From: Fred <fred@example.net>\r\nTo: alice@example.org\r\nSubject: hell
        b"Message-Id: <m%d@example.net>\r\n\r\nsome body text %d\r\n")
 
 
-NOTIFY_USERS = 8
+NOTIFY_USERS = 5
 
 
 @pytest.fixture(scope="module")
