@@ -62,6 +62,7 @@ from roost.storage import errors
 from roost.storage.flags import names as flag_names
 
 from . import commands, compress, utf7
+from . import progress as inprogress
 from .commands import AUTHENTICATED, NOT_AUTHENTICATED, Bad, No
 from .parser import parse
 from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError, uid_set_text
@@ -122,6 +123,7 @@ class IMAPSession(protocol.Protocol):
     # instance dict small): COMPRESS's ``compress.Deflate``, NOTIFY's state.
     zlib = None
     notify = None
+    progress = None      # the running command's ``progress.Progress`` (INPROGRESS)
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -440,6 +442,7 @@ class IMAPSession(protocol.Protocol):
         view = self.selected
         if view is not None and cmd.verb != "FETCH":
             view.select_rows = None
+        running = inprogress.start(self, cmd)
         try:
             text = await spec.handler(self, cmd)
         except (No, errors.StoreError) as exc:
@@ -459,6 +462,7 @@ class IMAPSession(protocol.Protocol):
             self.send(f"{cmd.tag} NO [SERVERBUG] internal error".encode())
             return
         finally:
+            running.stop()
             if view is not None:
                 view.select_rows = None
         if self.closing or text is False:

@@ -5,6 +5,7 @@ a real zlib stream on plain and TLS connections, and IMAPClient."""
 import imaplib
 import re
 import socket
+import time
 import ssl
 import zlib
 
@@ -445,3 +446,43 @@ def test_notify_errors(server, notify_user):
     ok(w.cmd("a10 NOTIFY SET (INBOXES NONE)"))
     v = Wire(server.ports["imap"])
     assert v.cmd("b1 NOTIFY NONE")[-1].startswith(b"b1 BAD")      # not before login
+
+
+# --- INPROGRESS (RFC 9585) ------------------------------------------------------
+
+
+def test_inprogress_during_a_long_fetch(server):
+    """A FETCH the client reads slowly runs for seconds: INPROGRESS notices
+    with the tag and messages done of messages asked for come between its
+    FETCH responses (never inside one)."""
+    w = Wire(server.ports["imap"])
+    w.login()
+    assert b"INPROGRESS" in ok(w.cmd("a0 CAPABILITY"))[0]
+    ok(w.cmd("a1 CREATE Slow"))
+    # 6 MB: more than the server's socket buffer (4 MB at most here), the
+    # client's (64 KB) and the session's write buffer together
+    big = b"Subject: big\r\n\r\n" + (b"%0510d\r\n" % 7) * 1000      # 512 KB
+    for i in range(12):
+        _append(w, "Slow", big, f"p{i}")
+    ok(w.cmd("a2 SELECT Slow"))
+    slow = socket.create_connection(("127.0.0.1", server.ports["imap"]), timeout=20)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    reader = Wire.__new__(Wire)
+    reader.sock, reader.file = slow, slow.makefile("rb")
+    OPEN.append(reader)
+    reader.greeting = reader.line()
+    reader.login()
+    ok(reader.cmd("b1 SELECT Slow"))
+    reader.send("b2 FETCH 1:* (UID BODY.PEEK[])\r\n")
+    time.sleep(3)                    # the server waits on us for longer than FIRST
+    lines = reader.until("b2")
+    ok(lines)
+    notices = [x for x in lines if x.startswith(b"* OK [INPROGRESS")]
+    assert notices, [x[:60] for x in lines]
+    m = re.match(rb'\* OK \[INPROGRESS \("b2" (\d+) 12\)\]', notices[0])
+    assert m and 0 <= int(m.group(1)) < 12, notices
+    fetches = [x for x in lines if b" FETCH (" in x]
+    assert len(fetches) == 12 and all(big in x for x in fetches)
+    # a quick command gets none
+    lines = ok(reader.cmd("b3 FETCH 1 UID"))
+    assert not any(b"INPROGRESS" in x for x in lines)

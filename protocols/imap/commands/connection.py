@@ -1,5 +1,6 @@
 """Commands about the connection itself: COMPRESS (RFC 4978) and
-UNAUTHENTICATE (RFC 8437).
+UNAUTHENTICATE (RFC 8437); and the INPROGRESS capability (RFC 9585, whose
+notices ``protocols.imap.progress`` sends).
 
 COMPRESS DEFLATE is taken once logged in (authenticated or selected state),
 as the octets before login are few and a compressed stream before
@@ -19,6 +20,7 @@ from . import AUTH, NOT_AUTHENTICATED, Bad, No, capabilities, capability, comman
 
 capability("COMPRESS=DEFLATE", when=lambda s: s.state != NOT_AUTHENTICATED)
 capability("UNAUTHENTICATE", when=lambda s: s.state != NOT_AUTHENTICATED)
+capability("INPROGRESS")     # protocols.imap.progress, armed by the session around each command
 
 
 @command("COMPRESS")

@@ -250,6 +250,8 @@ async def fetch_cmd(s, cmd):
         sum(1 for i in items if i.name != "UID" and i.name != "RFC822.SIZE") == 1
     start = 0
     while start < len(uids):
+        if s.progress is not None:        # INPROGRESS: messages done of messages asked for
+            s.progress.count, s.progress.total = start, len(uids)
         chunk = uids[start:start + CHUNK]
 
         def load(chunk=chunk):
@@ -307,6 +309,8 @@ async def _stream(s, v, seq, rec, first, items):
     k = next(i for i, item in enumerate(items) if item.name not in ("UID", "RFC822.SIZE"))
     before, after = _render(s, rec, None, items[:k]), _render(s, rec, None, items[k + 1:])
     label = b"RFC822" if items[k].name == "RFC822" else items[k].label.encode()
+    if s.progress is not None:
+        s.progress.safe = False           # no INPROGRESS inside this response
     s.send_part(b"* %d FETCH (" % seq + b"".join(p + b" " for p in before) + label +
                 b" {%d}\r\n" % rec.size)
     s.send_part(first)
@@ -329,6 +333,8 @@ async def _stream(s, v, seq, rec, first, items):
         s.send_part(data)
         sent += len(data)
     s.send(b"".join(b" " + p for p in after) + b")")
+    if s.progress is not None:
+        s.progress.safe = True
     return True
 
 
