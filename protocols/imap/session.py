@@ -63,6 +63,7 @@ from roost.storage.flags import names as flag_names
 
 from . import commands, compress, utf7
 from . import progress as inprogress
+from . import uidonly
 from .commands import AUTHENTICATED, NOT_AUTHENTICATED, Bad, No
 from .parser import parse
 from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError, uid_set_text
@@ -438,6 +439,10 @@ class IMAPSession(protocol.Protocol):
         if self.state not in spec.states:
             self._reply_bad(cmd.tag, f"{cmd.verb} is not allowed in the {self.state} state")
             return
+        refused = uidonly.refusal(self, cmd)
+        if refused:
+            self._reply_bad(cmd.tag, refused)
+            return
         self.bad_count = 0
         view = self.selected
         if view is not None and cmd.verb != "FETCH":
@@ -627,7 +632,7 @@ class IMAPSession(protocol.Protocol):
         view.modseq = max([view.modseq, highest] + [r[1] for r in rows])
 
     def _report_expunges(self, view, uids):
-        if "QRESYNC" in self.enabled:
+        if "QRESYNC" in self.enabled or "UIDONLY" in self.enabled:
             view.remove(uids)
             self.send(b"* VANISHED " + uid_set_text(uids).encode())
             return
@@ -655,6 +660,10 @@ class IMAPSession(protocol.Protocol):
 
     def flags_fetch(self, seq, uid, modseq, bits, keywords, with_uid):
         parts = b"FLAGS (" + " ".join(flag_names(bits, keywords)).encode() + b")"
+        if "UIDONLY" in self.enabled:
+            if self.condstore:
+                parts += b" MODSEQ (%d)" % modseq
+            return b"* %d UIDFETCH (%s)" % (uid, parts)
         if with_uid:
             parts += b" UID %d" % uid
         if self.condstore:

@@ -486,3 +486,46 @@ def test_inprogress_during_a_long_fetch(server):
     # a quick command gets none
     lines = ok(reader.cmd("b3 FETCH 1 UID"))
     assert not any(b"INPROGRESS" in x for x in lines)
+
+
+# --- UIDONLY (RFC 9586) ---------------------------------------------------------
+
+
+def test_uidonly(server):
+    w = Wire(server.ports["imap"])
+    w.login()
+    assert b"UIDONLY" in ok(w.cmd("a0 CAPABILITY"))[0]
+    ok(w.cmd("a1 CREATE UO"))
+    for i in range(1, 5):
+        _append(w, "UO", MSG % (i, 300 + i, i), f"p{i}")
+    ok(w.cmd("a2 SELECT UO"))
+    ok(w.cmd("a3 STORE 1 +FLAGS (\\Deleted)"))
+    ok(w.cmd("a4 EXPUNGE"))                 # UIDs 2 3 4 remain, at sequence numbers 1 2 3
+    assert ok(w.cmd("a5 ENABLE UIDONLY"))[0] == b"* ENABLED UIDONLY"
+    for line in ("b1 FETCH 1 FLAGS", "b2 STORE 1 +FLAGS (\\Seen)", "b3 COPY 1 INBOX",
+                 "b4 MOVE 1 INBOX", "b5 SEARCH ALL", "b6 UID SEARCH 1:2"):
+        tag = line.split()[0].encode()
+        assert w.cmd(line)[-1].startswith(tag + b" BAD [UIDREQUIRED]"), line
+    # RFC 9586 section 3's shape: the number is the UID
+    lines = ok(w.cmd("c1 UID FETCH 3:4 (FLAGS)"))
+    assert lines[:-1] == [b"* 3 UIDFETCH (FLAGS ())", b"* 4 UIDFETCH (FLAGS ())"]
+    lines = ok(w.cmd("c2 UID FETCH 2 (UID RFC822.SIZE ENVELOPE)"))
+    assert lines[0].startswith(b"* 2 UIDFETCH (RFC822.SIZE ") and b"UID 2" not in lines[0]
+    lines = ok(w.cmd("c3 UID FETCH 2 BODY.PEEK[HEADER.FIELDS (SUBJECT)]"))
+    assert lines[0].startswith(b"* 2 UIDFETCH (BODY[HEADER.FIELDS (SUBJECT)] {")
+    lines = ok(w.cmd("c4 UID STORE 3 +FLAGS (\\Flagged)"))
+    assert lines[0] == b"* 3 UIDFETCH (FLAGS (\\Flagged))"
+    assert ok(w.cmd("c5 UID SEARCH FLAGGED"))[0] == b"* SEARCH 3"
+    # another session's flag change and expunge: UIDFETCH and VANISHED, never EXPUNGE
+    other = Wire(server.ports["imap"])
+    other.login()
+    ok(other.cmd("d1 SELECT UO"))
+    ok(other.cmd("d2 UID STORE 4 +FLAGS (\\Deleted)"))
+    lines = ok(w.cmd("c6 NOOP"))
+    assert b"* 4 UIDFETCH (FLAGS (\\Deleted))" in lines
+    ok(other.cmd("d3 EXPUNGE"))
+    lines = ok(w.cmd("c7 NOOP"))
+    assert b"* VANISHED 4" in lines and not any(x.endswith(b"EXPUNGE") for x in lines)
+    lines = ok(w.cmd("c8 UID MOVE 2 INBOX"))
+    assert b"* VANISHED 2" in lines
+    assert ok(w.cmd("c9 UID FETCH 1:* (UID)"))[:-1] == [b"* 3 UIDFETCH (UID 3)"]

@@ -20,6 +20,7 @@ from . import AUTH, NOT_AUTHENTICATED, Bad, No, capabilities, capability, comman
 
 capability("COMPRESS=DEFLATE", when=lambda s: s.state != NOT_AUTHENTICATED)
 capability("UNAUTHENTICATE", when=lambda s: s.state != NOT_AUTHENTICATED)
+capability("UIDONLY")        # protocols.imap.uidonly, switched on by ENABLE
 capability("INPROGRESS")     # protocols.imap.progress, armed by the session around each command
 
 
