@@ -17,7 +17,7 @@ MSG = (b"From: Fred <fred@example.net>\r\nTo: alice@example.org\r\nSubject: hell
        b"Message-Id: <m%d@example.net>\r\n\r\nsome body text %d\r\n")
 
 
-NOTIFY_USERS = 5
+NOTIFY_USERS = 6
 
 
 @pytest.fixture(scope="module")
@@ -371,6 +371,21 @@ def test_notify_sees_delivery_into_another_mailbox(server, notify_user):
     ok(w.cmd("a5 NOTIFY NONE"))
     deliver(server, MSG % (3, 203, 3), to=notify_user)
     _quiet(w)
+
+
+def test_notify_during_idle(server, notify_user):
+    """The usual client pattern: NOTIFY for other mailboxes, then IDLE on one."""
+    w = _login(server, notify_user)
+    ok(w.cmd("a1 CREATE Lists"))
+    ok(w.cmd("a2 NOTIFY SET (SELECTED (MessageNew MessageExpunge)) (INBOXES (MessageNew MessageExpunge))"))
+    ok(w.cmd("a3 SELECT Lists"))
+    w.send("a4 IDLE\r\n")
+    assert w.line().startswith(b"+ ")
+    deliver(server, MSG % (31, 231, 31), to=notify_user)
+    line = _until(w, lambda x: x.startswith(b"* STATUS"))[-1]
+    assert line.startswith(b"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 ")
+    w.send("DONE\r\n")
+    assert w.until("a4")[-1] == b"a4 OK IDLE terminated"
 
 
 def test_notify_selected_pushes_exists_fetch_and_expunge(server, notify_user):
