@@ -59,13 +59,15 @@ def compress(args):
 
 FILTER_KINDS = {"SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED",
                 "SUBTREE", "SUBTREE-ONE", "MAILBOXES"}
+NOTIFY_KINDS = FILTER_KINDS - {"SUBTREE-ONE"}          # RFC 5465 section 8
+ESEARCH_KINDS = FILTER_KINDS - {"SELECTED-DELAYED"}    # RFC 7377 section 6
 NAMED = {"SUBTREE", "SUBTREE-ONE", "MAILBOXES"}
 
 
-def filters(items, pos, count, one=False):
-    """Filters from ``items[pos:]``: returns ([Filter], next pos). ``one``: read one."""
+def filters(items, pos, count, kinds, one=False):
+    """Filters of ``kinds`` from ``items[pos:]``: returns ([Filter], next pos). ``one``: read one."""
     out = []
-    while pos < len(items) and _is_atom(items[pos]) and items[pos].upper() in FILTER_KINDS:
+    while pos < len(items) and _is_atom(items[pos]) and items[pos].upper() in kinds:
         kind = items[pos].upper()
         pos += 1
         names = ()
@@ -106,7 +108,7 @@ def notify(args):
     count = [0]
     while True:
         group = args.list("an event group")
-        found, pos = filters(group, 0, count, one=True)
+        found, pos = filters(group, 0, count, NOTIFY_KINDS, one=True)
         if not found:
             raise ParseError("an event group starts with a mailbox filter")
         if pos != len(group) - 1:
@@ -153,7 +155,7 @@ def esearch(args):
     if _is_atom(args.peek()) and args.peek().upper() == "IN":
         args.take()
         spec = args.list("source mailboxes")
-        found, pos = filters(spec, 0, [0])
+        found, pos = filters(spec, 0, [0], ESEARCH_KINDS)
         if not found:
             raise ParseError("IN needs at least one mailbox filter")
         if pos < len(spec):

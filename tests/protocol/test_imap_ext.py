@@ -272,6 +272,8 @@ def test_multisearch_esearch_in(server):
     assert w.cmd("a5 ESEARCH IN (PERSONAL) 1:3")[-1].startswith(b"a5 BAD")
     assert w.cmd("a6 ESEARCH IN (PERSONAL) RETURN (SAVE) ALL")[-1].startswith(b"a6 BAD")
     assert w.cmd("a7 ESEARCH IN (NOWHERE) ALL")[-1].startswith(b"a7 BAD")
+    assert w.cmd("a7b ESEARCH IN (SELECTED-DELAYED) ALL")[-1].startswith(b"a7b BAD")   # NOTIFY's only
+    assert w.cmd("a7c ESEARCH IN (SUBTREE-ONE) ALL")[-1].startswith(b"a7c BAD")
     # selected: without IN it searches the selected mailbox
     ok(w.cmd("a8 SELECT MS"))
     lines = ok(w.cmd('a9 ESEARCH RETURN (COUNT) TEXT "body"'))
@@ -457,6 +459,7 @@ def test_notify_errors(server, notify_user):
     assert w.cmd("a6 NOTIFY SET (PERSONAL (MessageNew (UID) MessageExpunge))")[-1].startswith(b"a6 BAD")
     assert w.cmd("a7 NOTIFY SET (SELECTED (MessageNew (BODY[]) MessageExpunge))")[-1].startswith(b"a7 BAD")
     assert w.cmd("a8 NOTIFY MAYBE")[-1].startswith(b"a8 BAD")
+    assert w.cmd("a8b NOTIFY SET (SUBTREE-ONE INBOX (MailboxName))")[-1].startswith(b"a8b BAD")
     ok(w.cmd("a9 NOTIFY NONE"))
     ok(w.cmd("a10 NOTIFY SET (INBOXES NONE)"))
     v = Wire(server.ports["imap"])
