@@ -35,6 +35,14 @@ wake IDLE; the session reports EXISTS/EXPUNGE/FETCH FLAGS at the points RFC
 3501 section 7 allows: before the tagged reply of any command, with EXPUNGE
 held back during FETCH, STORE and SEARCH, and at once while idling.
 
+NOTIFY (``commands.notify``) queues a ``commands.TICK`` unit into the
+pipeline (or wakes IDLE) when it has something to say, so its responses go
+out between commands like every other untagged update. COMPRESS puts a
+``compress.Deflate`` between the transport and the framer and ``write``;
+inflated input is framed a step at a time under the same input limits.
+INPROGRESS notices come from a ``progress.Progress`` armed around each
+long-running command; UIDONLY refusals (``uidonly``) happen before dispatch.
+
 Store errors map to replies in ``store_error_reply``, in one place: handlers
 let them propagate, and the command's registration (``commands.Spec``) tells
 the mapper what they mean for that command. The session never imports
