@@ -199,7 +199,10 @@ def test_unauthenticate(server):
     assert b"UNAUTHENTICATE" in ok(w.cmd("a1 CAPABILITY"))[0]
     ok(w.cmd("a2 ENABLE CONDSTORE"))
     ok(w.cmd("a3 SELECT INBOX"))
+    ok(w.cmd("a3b NOTIFY SET (PERSONAL (MessageNew MessageExpunge))"))
     lines = ok(w.cmd("a4 UNAUTHENTICATE"))
+    deliver(server, MSG % (9, 109, 9))         # NOTIFY went with the login: nothing arrives
+    _quiet(w)
     assert b"AUTH=PLAIN" in lines[-1]
     # not authenticated again: no mailbox commands, no selected mailbox
     assert w.cmd("a5 FETCH 1 FLAGS")[-1].startswith(b"a5 BAD")
