@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from . import parse_quota
 from . import parse_acl
+from . import parse_ext
 from .wire import ParseError, Str, _tag_of, group, tokenize
 
 # --- sequence sets ------------------------------------------------------------
@@ -684,4 +685,8 @@ PARSERS = {
     "LISTRIGHTS": parse_acl.with_identifier,
     "GETACL": parse_acl.mailbox_only,
     "MYRIGHTS": parse_acl.mailbox_only,
+    "COMPRESS": parse_ext.compress,
+    "UNAUTHENTICATE": _simple,
+    "NOTIFY": parse_ext.notify,
+    "ESEARCH": parse_ext.esearch,
 }

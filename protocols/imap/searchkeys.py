@@ -23,7 +23,9 @@ OBJECTID: THREADID is a store criterion; EMAILID becomes the UIDs the
 caller's ``email_uids`` finds. \\Recent is the caller's ``recent`` (the UIDs
 recent for this session, RFC 3501 2.3.2): RECENT matches them, NEW those of
 them not \\Seen, OLD the others. Without ``recent`` (IMAP4rev2, which dropped
-\\Recent) RECENT and NEW match nothing and OLD matches everything.
+\\Recent) RECENT and NEW match nothing and OLD matches everything. WITHIN's
+OLDER/YOUNGER compare the internal date with the time the key is compiled, to
+the second.
 """
 
 import calendar
@@ -173,6 +175,12 @@ class Compiler:
             if k.endswith("SINCE"):
                 return q.Date(field, since=day)
             return q.Date(field, since=day, before=day + DAY)
+        if k in ("OLDER", "YOUNGER"):      # WITHIN (RFC 5032): seconds before now
+            interval = self._number("an interval in seconds")
+            if not interval:
+                raise ParseError(f"{k} takes an interval of at least 1 second")
+            cut = time.time() - interval
+            return q.Date("internal", before=cut) if k == "OLDER" else q.Date("internal", since=cut)
         if k == "LARGER":
             return q.Size(larger=self._number("a size"))
         if k == "SMALLER":

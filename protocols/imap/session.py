@@ -35,6 +35,14 @@ wake IDLE; the session reports EXISTS/EXPUNGE/FETCH FLAGS at the points RFC
 3501 section 7 allows: before the tagged reply of any command, with EXPUNGE
 held back during FETCH, STORE and SEARCH, and at once while idling.
 
+NOTIFY (``commands.notify``) queues a ``commands.TICK`` unit into the
+pipeline (or wakes IDLE) when it has something to say, so its responses go
+out between commands like every other untagged update. COMPRESS puts a
+``compress.Deflate`` between the transport and the framer and ``write``;
+inflated input is framed a step at a time under the same input limits.
+INPROGRESS notices come from a ``progress.Progress`` armed around each
+long-running command; UIDONLY refusals (``uidonly``) happen before dispatch.
+
 Store errors map to replies in ``store_error_reply``, in one place: handlers
 let them propagate, and the command's registration (``commands.Spec``) tells
 the mapper what they mean for that command. The session never imports
@@ -61,7 +69,9 @@ from roost.protocols.sasl import PreauthGate
 from roost.storage import errors
 from roost.storage.flags import names as flag_names
 
-from . import commands, shared, utf7
+from . import commands, compress, shared, utf7
+from . import progress as inprogress
+from . import uidonly
 from .commands import AUTHENTICATED, NOT_AUTHENTICATED, Bad, No
 from .parser import parse
 from .wire import LITERAL_LIMIT, Abandoned, CommandFramer, LiteralRequest, ParseError, uid_set_text
@@ -144,6 +154,12 @@ class Subscriptions:
 
 
 class IMAPSession(protocol.Protocol):
+    # Set only by the commands that turn them on (class defaults keep the
+    # instance dict small): COMPRESS's ``compress.Deflate``, NOTIFY's state.
+    zlib = None
+    notify = None
+    progress = None      # the running command's ``progress.Progress`` (INPROGRESS)
+
     def __init__(self, ctx):
         self.ctx = ctx
         self.state = NOT_AUTHENTICATED
@@ -236,6 +252,8 @@ class IMAPSession(protocol.Protocol):
         if self.unsubscribe:
             self.unsubscribe()
             self.unsubscribe = None
+        if self.notify is not None:
+            self.notify.stop(self)
         if self.task and not self.task.done():
             self.task.cancel()
 
@@ -249,8 +267,23 @@ class IMAPSession(protocol.Protocol):
             return
         self.last_input = self.loop.time()
         self.obs.bytes_in += len(data)
+        if self.zlib is not None:
+            self.zlib.feed(data)
+            self._inflate()
+            return
         self.framer.buf += data
         self._frame()
+
+    def _inflate(self):
+        """COMPRESS: frame inflated input a step at a time while the queue has room."""
+        while self.zlib.pending and not self.paused and not self.closing:
+            try:
+                data = self.zlib.inflate()
+            except compress.Error as exc:
+                self.bye(str(exc))
+                return
+            self.framer.buf += data
+            self._frame()
 
     def _frame(self):
         """Frame the bytes received so far into the queue: all of them once
@@ -286,6 +319,8 @@ class IMAPSession(protocol.Protocol):
                 and unframed <= MAX_UNFRAMED // 2 and not self.closing:
             self.paused = False
             self.transport.resumeProducing()
+            if self.zlib is not None and self.zlib.pending:
+                self.loop.call_soon(self._inflate)
 
     @property
     def cleartext_refused(self):
@@ -326,6 +361,8 @@ class IMAPSession(protocol.Protocol):
     def write(self, data):
         if not self.closing:
             self.obs.bytes_out += len(data)
+            if self.zlib is not None:
+                data = self.zlib.deflate(data)
             self.transport.write(data)
 
     # IPushProducer: the transport pauses the session while its buffer is full.
@@ -405,6 +442,11 @@ class IMAPSession(protocol.Protocol):
         try:
             while not self.closing:
                 unit = await self.take()
+                if unit is commands.TICK:          # NOTIFY: report changes now
+                    if self.notify is not None:
+                        await self.notify.tick(self)
+                    await self.drain()
+                    continue
                 started, self.obs.command, self.obs.reply = self.loop.time(), None, None
                 await self._one(unit)
                 self._log_command(started)
@@ -440,10 +482,15 @@ class IMAPSession(protocol.Protocol):
         if self.state not in spec.states:
             self._reply_bad(cmd.tag, f"{cmd.verb} is not allowed in the {self.state} state")
             return
+        refused = uidonly.refusal(self, cmd)
+        if refused:
+            self._reply_bad(cmd.tag, refused)
+            return
         self.bad_count = 0
         view = self.selected
         if view is not None and cmd.verb != "FETCH":
             view.select_rows = None
+        running = inprogress.start(self, cmd)
         try:
             text = await spec.handler(self, cmd)
         except (No, errors.StoreError) as exc:
@@ -463,6 +510,7 @@ class IMAPSession(protocol.Protocol):
             self.send(f"{cmd.tag} NO [SERVERBUG] internal error".encode())
             return
         finally:
+            running.stop()
             if view is not None:
                 view.select_rows = None
         if self.closing or text is False:
@@ -526,6 +574,22 @@ class IMAPSession(protocol.Protocol):
         if isinstance(self.unsubscribe, Subscriptions):
             self.unsubscribe.follow(None if account_id == self.account.id else account_id)
 
+    def logged_out(self):
+        """UNAUTHENTICATE (RFC 8437): back to the not-authenticated state with
+        the pre-login limits; TLS and COMPRESS stay. The caller has entered the
+        PreauthGate again."""
+        if self.unsubscribe:
+            self.unsubscribe()
+            self.unsubscribe = None
+        self.account = self.selected = None
+        if self.notify is not None:
+            self.notify.stop(self)
+        self.state = NOT_AUTHENTICATED
+        self.enabled = set()
+        self.auth_failures = 0
+        self.framer.literal_limit = min(self.ctx.literal_limit, self.ctx.append_limit,
+                                        PREAUTH_LITERAL_LIMIT)
+
     def _on_change(self, change):
         view = self.selected
         if view is not None and view.pk in change.mailbox_ids:
@@ -561,6 +625,8 @@ class IMAPSession(protocol.Protocol):
 
     async def report_changes(self, expunge_ok=True):
         """Tell the client what changed in the selected mailbox since it was last told."""
+        if self.notify is not None and not self.notify.inside:
+            return await self.notify.report(self, expunge_ok)   # NOTIFY's responses too
         view = self.selected
         if view is None:
             return
@@ -630,7 +696,7 @@ class IMAPSession(protocol.Protocol):
         view.modseq = max([view.modseq, highest] + [r[1] for r in rows])
 
     def _report_expunges(self, view, uids):
-        if "QRESYNC" in self.enabled:
+        if "QRESYNC" in self.enabled or "UIDONLY" in self.enabled:
             view.remove(uids)
             self.send(b"* VANISHED " + uid_set_text(uids).encode())
             return
@@ -668,6 +734,10 @@ class IMAPSession(protocol.Protocol):
 
     def flags_fetch(self, seq, uid, modseq, bits, keywords, with_uid):
         parts = self.flag_list(self.selected, uid, flag_names(bits, keywords))
+        if "UIDONLY" in self.enabled:
+            if self.condstore:
+                parts += b" MODSEQ (%d)" % modseq
+            return b"* %d UIDFETCH (%s)" % (uid, parts)
         if with_uid:
             parts += b" UID %d" % uid
         if self.condstore:

@@ -29,6 +29,16 @@ class Bad(Exception):
     """Tagged BAD with ``text``."""
 
 
+class _Tick:
+    """TICK: a unit a session queues to itself (NOTIFY): report changes now."""
+
+    def __repr__(self):
+        return "TICK"
+
+
+TICK = _Tick()
+
+
 @dataclass(frozen=True)
 class Spec:
     verb: str
@@ -77,3 +87,4 @@ def _load():
         from . import quota, metadata  # noqa: F401 - QUOTA, METADATA
         from . import compose  # noqa: F401 - CATENATE, REPLACE
         from . import acl  # noqa: F401 - RFC 4314
+        from . import connection, notify, search_ext  # noqa: F401

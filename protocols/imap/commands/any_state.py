@@ -16,7 +16,8 @@ from . import ANY, NOT_AUTHENTICATED, capability, capabilities, command
 capability("IMAP4rev1", "IMAP4rev2", "LITERAL+", "ID", "ENABLE", "UTF8=ACCEPT")
 
 
-ENABLEABLE = {"IMAP4REV2", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC"}
+ENABLEABLE = {"IMAP4REV2", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC",
+              "UIDONLY"}   # protocols.imap.uidonly (RFC 9586)
 SERVER_ID = {"name": "Roost", "vendor": "Roost"}
 
 

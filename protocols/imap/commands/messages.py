@@ -23,6 +23,7 @@ from roost.storage.flags import names as flag_names
 
 from .. import fetch as render
 from .. import resync
+from .. import uidonly
 from ..searchkeys import Compiler
 from ..wire import literal, uid_set_text
 from .preview import preview_item, preview_texts
@@ -94,7 +95,7 @@ async def search(s, cmd):
 
     def email_uids(pk):
         return once("emails", lambda: _uids_by_message(store, v.pk)).get(pk, [])
-    compiler = Compiler(v.seq_ranges, v.uid_ranges,
+    compiler = Compiler(uidonly.seq_ranges(s, v), v.uid_ranges,
                         lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids,
                         recent=None if s.rev2 else v.recent)
     uses_modseq = any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(cmd.keys))
@@ -194,6 +195,8 @@ async def fetch_cmd(s, cmd):
     names = {i.name for i in items}
     if cmd.uid and "UID" not in names:
         items.insert(0, FetchItem("UID", label="UID"))
+    if uidonly.on(s) and len(items) > 1:           # UIDFETCH carries the UID
+        items = [i for i in items if i.name != "UID"] or items
     if cmd.changedsince is not None or "MODSEQ" in names:
         s.enable_condstore()
         if "MODSEQ" not in names:
@@ -264,6 +267,8 @@ async def fetch_cmd(s, cmd):
     previews = {}      # message id -> preview text, for PREVIEW (RFC 8970)
     start = 0
     while start < len(uids):
+        if s.progress is not None:        # INPROGRESS: messages done of messages asked for
+            s.progress.count, s.progress.total = start, len(uids)
         chunk = uids[start:start + CHUNK]
 
         def load(chunk=chunk):
@@ -311,7 +316,8 @@ async def fetch_cmd(s, cmd):
                 if not await _stream(s, v, seq, rec, data, items):
                     return False
                 continue
-            s.send(b"* %d FETCH (" % seq + b" ".join(_render(s, rec, data, items, previews)) + b")")
+            s.send(uidonly.head(s, seq, rec.uid) + b" ".join(_render(s, rec, data, items, previews))
+                   + b")")
         del batch
         await s.drain()           # a client that does not read is not served more
         if s.closing:
@@ -324,7 +330,9 @@ async def _stream(s, v, seq, rec, first, items):
     k = next(i for i, item in enumerate(items) if item.name not in ("UID", "RFC822.SIZE"))
     before, after = _render(s, rec, None, items[:k]), _render(s, rec, None, items[k + 1:])
     label = b"RFC822" if items[k].name == "RFC822" else items[k].label.encode()
-    s.send_part(b"* %d FETCH (" % seq + b"".join(p + b" " for p in before) + label +
+    if s.progress is not None:
+        s.progress.safe = False           # no INPROGRESS inside this response
+    s.send_part(uidonly.head(s, seq, rec.uid) + b"".join(p + b" " for p in before) + label +
                 b" {%d}\r\n" % rec.size)
     s.send_part(render.no_nul(first))
     sent = len(first)
@@ -346,6 +354,8 @@ async def _stream(s, v, seq, rec, first, items):
         s.send_part(render.no_nul(data))
         sent += len(data)
     s.send(b"".join(b" " + p for p in after) + b")")
+    if s.progress is not None:
+        s.progress.safe = True
     return True
 
 
@@ -364,7 +374,9 @@ def _send_flag_rows(s, v, rows, items):
     is formatted once; each line is one %-format."""
     order = [i.name for i in items]
     pieces = {"UID": b"UID %d", "FLAGS": b"%s", "MODSEQ": b"MODSEQ (%d)"}
-    template = b"* %d FETCH (" + b" ".join(pieces[n] for n in order) + b")"
+    by_uid = uidonly.on(s)              # UIDONLY: "* uid UIDFETCH (...)"
+    template = (b"* %d UIDFETCH (" if by_uid else b"* %d FETCH (") + \
+        b" ".join(pieces[n] for n in order) + b")"
     pick = itemgetter(0, *[{"UID": 1, "FLAGS": 2, "MODSEQ": 3}[name] for name in order])
     uids = v.uids
     n = len(uids)
@@ -383,7 +395,7 @@ def _send_flag_rows(s, v, rows, items):
         text = shown.get(key)
         if text is None:
             text = shown[key] = s.flag_list(v, uid, flag_names(bits, keywords))
-        lines.append(template % pick((i + 1, uid, text, modseq)))
+        lines.append(template % pick((uid if by_uid else i + 1, uid, text, modseq)))
     if lines:
         s.send(b"\r\n".join(lines))
 
@@ -497,6 +509,9 @@ async def store_cmd(s, cmd):
                 s.send(s.flags_fetch(seq, uid, modseq, bits, keywords, cmd.uid))
     elif s.condstore:
         for uid, modseq, _b, _k in changed:
+            if uidonly.on(s):
+                s.send(b"* %d UIDFETCH (MODSEQ (%d))" % (uid, modseq))
+                continue
             s.send(b"* %d FETCH (UID %d MODSEQ (%d))" % (v.seq(uid), uid, modseq)
                    if cmd.uid else b"* %d FETCH (MODSEQ (%d))" % (v.seq(uid), modseq))
     if failed:
