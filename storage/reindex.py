@@ -23,10 +23,9 @@ import socket
 import threading
 import time
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, insert, select, update
 
-from .schema import leases, messages, server_state
+from .schema import messages, server_state
 from .search_text import VERSION
 
 log = logging.getLogger("roost.storage")
@@ -76,37 +75,12 @@ def _holder():
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def _claim(store, holder, now=None):
-    """Take (or renew) the lease; False when another live holder has it."""
-    now = time.time() if now is None else now
-    try:
-        with store.write() as txn:
-            row = txn.conn.execute(select(leases.c.holder, leases.c.expires).where(
-                leases.c.name == LEASE)).first()
-            if row is None:
-                txn.conn.execute(insert(leases).values(
-                    name=LEASE, holder=holder, expires=now + LEASE_SECONDS))
-                return True
-            if row.holder != holder and row.expires > now:
-                return False
-            txn.conn.execute(update(leases).where(leases.c.name == LEASE).values(
-                holder=holder, expires=now + LEASE_SECONDS))
-            return True
-    except IntegrityError:      # another process inserted it first
-        return False
-
-
-def _release(store, holder):
-    with store.write() as txn:
-        txn.conn.execute(delete(leases).where(leases.c.name == LEASE, leases.c.holder == holder))
-
-
 def reindex_all(store, stop=None, progress=None):
     """Reindex every account and record the version. Returns the number of
     messages done, or None when another process holds the work. ``stop`` (a
     ``threading.Event``) ends it early between batches (raises ``Stopped``)."""
     holder = _holder()
-    if not _claim(store, holder):
+    if not store.take_lease(LEASE, holder, LEASE_SECONDS):
         return None
     total = 0
     try:
@@ -117,7 +91,8 @@ def reindex_all(store, stop=None, progress=None):
             def step(done, count, account=account):
                 if stop is not None and stop.is_set():
                     raise Stopped()
-                _claim(store, holder)       # renew: still alive
+                if not store.renew_lease(LEASE, holder, LEASE_SECONDS):   # still ours?
+                    raise Stopped()         # (it lapsed and another process took it)
                 if progress:
                     progress(account, done, count)
             total += store.fulltext.reindex(store, account.id, progress=step)
@@ -126,7 +101,7 @@ def reindex_all(store, stop=None, progress=None):
         store.fulltext.remove_stale(store, stale)
         set_version(store)
     finally:
-        _release(store, holder)
+        store.release_lease(LEASE, holder)
     return total
 
 

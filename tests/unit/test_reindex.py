@@ -82,7 +82,7 @@ def test_a_live_lease_leaves_the_work_to_its_holder(data):
     path, kind, acct_id, _box = data
     store = Store.open(path, search=kind)
     try:
-        assert reindex._claim(store, "other-host:1:1")
+        assert store.take_lease(reindex.LEASE, "other-host:1:1", reindex.LEASE_SECONDS)
         assert reindex.reindex_all(store) is None          # someone else is at it
         assert reindex.stored_version(store) == 0
         # That process died: once its lease has expired the work is taken over.
