@@ -4,12 +4,11 @@ their meaning is the handler's to judge (``commands.acl``)."""
 
 from dataclasses import dataclass
 
+from .wire import Command
+
 
 @dataclass
-class AclCommand:
-    tag: str = ""
-    verb: str = ""
-    uid: bool = False
+class AclCommand(Command):
     mailbox: str = ""
     identifier: str = None    # SETACL, DELETEACL, LISTRIGHTS
     rights: str = None        # SETACL

@@ -8,7 +8,7 @@ Both NOTIFY and ESEARCH name mailboxes with RFC 5465's filter-mailboxes
 
 from dataclasses import dataclass, field
 
-from .wire import ParseError, Str
+from .wire import Command, ParseError, Str
 
 MAX_FILTER_NAMES = 256     # mailbox names in one command's filters
 MAX_GROUPS = 32            # NOTIFY event groups
@@ -23,28 +23,19 @@ class Filter:
 
 
 @dataclass
-class Compress:
-    tag: str = ""
-    verb: str = ""
-    uid: bool = False
+class Compress(Command):
     mechanism: str = ""
 
 
 @dataclass
-class Notify:
-    tag: str = ""
-    verb: str = ""
-    uid: bool = False
+class Notify(Command):
     none: bool = False
     status: bool = False
     groups: list = field(default_factory=list)   # (Filter, events or None for NONE)
 
 
 @dataclass
-class MultiSearch:
-    tag: str = ""
-    verb: str = ""
-    uid: bool = False
+class MultiSearch(Command):
     sources: list = None         # [Filter]; None: the selected mailbox
     search: object = None        # parser.Search (keys, charset, returns)
 

@@ -13,42 +13,30 @@ lower case, as they are case-insensitive. GETMETADATA also takes a bare
 import re
 from dataclasses import dataclass, field
 
-from .wire import ParseError, Str
+from .wire import Command, ParseError, Str
 
 MAX_ENTRY_NAME = 1024      # octets of an entry name (the column's size)
 MAX_ENTRIES = 100          # entries named in one GETMETADATA / SETMETADATA
 
 
 @dataclass
-class GetQuota:
-    tag: str = ""
-    verb: str = ""
-    uid: bool = False
+class GetQuota(Command):
     root: str = ""
 
 
 @dataclass
-class GetQuotaRoot:
-    tag: str = ""
-    verb: str = ""
-    uid: bool = False
+class GetQuotaRoot(Command):
     mailbox: str = ""
 
 
 @dataclass
-class SetQuota:
-    tag: str = ""
-    verb: str = ""
-    uid: bool = False
+class SetQuota(Command):
     root: str = ""
     limits: dict = field(default_factory=dict)     # resource name (upper) -> limit
 
 
 @dataclass
-class GetMetadata:
-    tag: str = ""
-    verb: str = ""
-    uid: bool = False
+class GetMetadata(Command):
     mailbox: str = ""
     entries: list = field(default_factory=list)
     maxsize: int = None
@@ -56,10 +44,7 @@ class GetMetadata:
 
 
 @dataclass
-class SetMetadata:
-    tag: str = ""
-    verb: str = ""
-    uid: bool = False
+class SetMetadata(Command):
     mailbox: str = ""
     values: list = field(default_factory=list)    # [(entry, bytes or None)]
 

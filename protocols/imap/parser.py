@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from . import parse_quota
 from . import parse_acl
 from . import parse_ext
-from .wire import ParseError, Str, _tag_of, group, tokenize
+from .wire import Command, ParseError, Str, _tag_of, group, tokenize
 
 # --- sequence sets ------------------------------------------------------------
 
@@ -56,13 +56,6 @@ class SequenceSet:
 
 
 # --- commands -----------------------------------------------------------------
-
-@dataclass
-class Command:
-    tag: str = ""
-    verb: str = ""
-    uid: bool = False
-
 
 @dataclass
 class Simple(Command):

@@ -17,11 +17,21 @@ It must not know any command or touch storage.
 """
 
 import re
+from dataclasses import dataclass
 
 LINE_LIMIT = 64 * 1024
 LITERAL_LIMIT = 64 * 1024 * 1024
 
 _LITERAL_MARK = re.compile(rb"(~?)\{(\d{1,20})([+-]?)\}\r?$")
+
+
+@dataclass
+class Command:
+    """What every parsed command has (``parser`` and the ``parse_*`` grammars
+    subclass it)."""
+    tag: str = ""
+    verb: str = ""
+    uid: bool = False
 
 
 class ParseError(Exception):

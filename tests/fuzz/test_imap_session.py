@@ -17,6 +17,15 @@ WORDS = ["FETCH", "UID", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "LIST", "
          "INBOX", "Trash", "\"\"", "%", "UNCHANGEDSINCE", "MODSEQ", "QRESYNC", "CONDSTORE",
          "IMAP4rev2", "UTF8=ACCEPT", "HEADER.FIELDS", "SENTON", "1-Jan-2020", "~{1+}\r\nx",
          "{3+}\r\nabc", "NIL", "\u00e9", "THREADID", "T1", "SAVEDATE", "SAVEDBEFORE"]
+# The extensions' commands: NOTIFY, MULTISEARCH, WITHIN, UIDONLY, UNAUTHENTICATE (COMPRESS is
+# left out: after its OK the client must compress).
+WORDS += ["NOTIFY", "SET", "NONE", "(SELECTED (MessageNew MessageExpunge))",
+          "(PERSONAL (MessageNew MessageExpunge FlagChange MailboxName))", "SELECTED-DELAYED",
+          "INBOXES", "PERSONAL", "SUBSCRIBED", "SUBTREE", "SUBTREE-ONE", "MAILBOXES",
+          "MessageNew", "MessageExpunge", "FlagChange", "MailboxName", "SubscriptionChange",
+          "(UID FLAGS)", "ESEARCH", "IN", "(PERSONAL)", "(MAILBOXES INBOX)",
+          "(SUBTREE (INBOX Trash))", "(MIN MAX COUNT ALL)", "(SAVE)", "OLDER", "YOUNGER", "0",
+          "4294967296", "UIDONLY", "UNAUTHENTICATE", "NOOP"]
 
 line = st.lists(st.one_of(st.sampled_from(WORDS), st.text(alphabet="abc()[]<>.*%\\\" 01", max_size=6)),
                 min_size=1, max_size=10).map(lambda ws: " ".join(ws))
@@ -36,7 +45,7 @@ def server(tmp_path_factory):
     srv.stop()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(st.lists(line, min_size=1, max_size=4))
 def test_random_commands_never_break_the_session(server, lines):
