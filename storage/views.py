@@ -43,8 +43,16 @@ label, and re-applying a change is harmless. Nothing needs the change bus:
 every lookup compares states (which the caller reads anyway), so a change
 made by another worker or node is seen on the next request.
 
+A third cache holds per-message sort records (``storage.sortkeys``: base
+subject, first addresses, references): ``Views.sort_keys(account, pks)``. A
+stored message never changes, so a record stays valid for as long as its pk
+names the same message: records of messages created or destroyed since the
+cache last looked (the change log again) are dropped, and the whole account's
+records when the log no longer reaches back that far.
+
 Only the store's public API is used: ``state``, ``history_floor``, ``changes``
-and ``storage.emails`` (``mailbox_sort_rows``, ``ordered_messages``).
+and ``storage.emails`` (``mailbox_sort_rows``, ``ordered_messages``) and
+``storage.sortkeys`` (``load_keys``, ``mailbox_members``).
 """
 
 import bisect
@@ -52,7 +60,7 @@ import threading
 import weakref
 from collections import OrderedDict
 
-from . import emails
+from . import emails, sortkeys
 
 SORT_KEYS = ("received", "size", "from", "to", "subject", "sent")
 PLACED = {"received": 2, "size": 3}   # keys placed by bisection: column of mailbox_sort_rows
@@ -62,6 +70,8 @@ MAX_VIEWS = 32
 MAX_RESULTS = 64
 MAX_IDS_PER_ENTRY = 1_000_000
 MAX_IDS = 2_000_000       # in all entries of one cache
+MAX_KEY_ACCOUNTS = 16     # accounts whose sort records are kept
+MAX_KEYS = 500_000        # sort records kept in all accounts
 
 
 class SortedIds:
@@ -155,6 +165,7 @@ class Views:
         self._lock = threading.Lock()
         self._views = _Bounded(max_views, max_ids_per_entry, max_ids)
         self._results = _Bounded(max_results, max_ids_per_entry, max_ids)
+        self._keys = _Bounded(MAX_KEY_ACCOUNTS, MAX_KEYS, MAX_KEYS)   # account -> [state, {pk: keys}]
 
     @property
     def store(self):
@@ -272,11 +283,56 @@ class Views:
             self._results.put(key, (state, result), len(result))
         return result
 
+    # --- sort records ---------------------------------------------------------
+
+    def members(self, account_id, mailbox_pk, *, state=None):
+        """``[(uid, message pk)]`` of the mailbox, ascending by UID, cached per
+        Email ``state``. Shared; never mutate."""
+        if state is None:
+            state = self.store.state(account_id, "Email")
+        return self.query(account_id, ("members", mailbox_pk), state,
+                          lambda: sortkeys.mailbox_members(self.store, mailbox_pk))
+
+    def sort_keys(self, account_id, pks, *, state=None):
+        """``{pk: sortkeys.MessageKeys}`` of the account's messages among ``pks``
+        (a message that no longer exists is left out)."""
+        if state is None:
+            state = self.store.state(account_id, "Email")
+        with self._lock:
+            entry = self._keys.get(account_id)
+        if entry is not None and entry[0] < state:
+            stale = None
+            if entry[0] >= self.store.history_floor(account_id):
+                changed = self.store.changes(account_id, "Email", entry[0], limit=MAX_DELTA + 1)
+                if len(changed) <= MAX_DELTA:
+                    stale = {oid for _m, oid, op in changed if op != "u"}
+            with self._lock:
+                if stale is None:
+                    entry = None
+                else:
+                    for pk in stale:
+                        entry[1].pop(pk, None)
+                    entry[0] = max(entry[0], state)
+        if entry is None:
+            entry = [state, {}]
+        have = entry[1]
+        missing = [pk for pk in pks if pk not in have]
+        if missing:
+            loaded = sortkeys.load_keys(self.store, account_id, missing)
+            with self._lock:
+                have.update(loaded)
+                self._keys.put(account_id, entry, len(have))
+        elif len(pks):
+            with self._lock:
+                self._keys.put(account_id, entry, len(have))
+        return {pk: have[pk] for pk in pks if pk in have}
+
     def clear(self):
         """Forget every view and result (they rebuild on the next request)."""
         with self._lock:
             self._views.clear()
             self._results.clear()
+            self._keys.clear()
 
 
 def _sort_key(key, asc):

@@ -11,6 +11,7 @@ It must not touch storage or write to the connection.
 import re
 from dataclasses import dataclass, field
 
+from .parse_sort import parse_partial, parse_returns, parse_sort, parse_thread
 from .wire import ParseError, Str, _tag_of, group, tokenize
 
 # --- sequence sets ------------------------------------------------------------
@@ -150,6 +151,7 @@ class Search(Command):
     keys: list = field(default_factory=list)
     charset: str = None
     returns: list = None        # ESEARCH RETURN options, None for plain SEARCH
+    partial: tuple = None       # RETURN (PARTIAL first:last), RFC 9394
 
 
 @dataclass
@@ -166,6 +168,7 @@ class Fetch(Command):
     items: list = field(default_factory=list)
     changedsince: int = None
     vanished: bool = False
+    partial: tuple = None         # the PARTIAL modifier (RFC 9394): (first, last)
 
 
 @dataclass
@@ -258,7 +261,8 @@ def parse(unit):
         uid = False
         if verb == "UID":
             verb = args.atom("a command after UID").upper()
-            if verb not in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"):
+            if verb not in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE",
+                            "SORT", "THREAD"):
                 raise ParseError(f"UID {verb} is not a command")
             uid = True
         parser = PARSERS.get(verb)
@@ -438,10 +442,8 @@ def _search(args):
     if isinstance(args.peek(), str) and args.peek().upper() == "RETURN" \
             and not isinstance(args.peek(), Str):
         args.take()
-        cmd.returns = [_atom_upper(a) for a in args.list("return options")]
-        for r in cmd.returns:
-            if r not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
-                raise ParseError(f"unknown search return option {r[:20]}")
+        cmd.returns, cmd.partial = parse_returns(
+            args.list("return options"), ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"))
     if isinstance(args.peek(), str) and args.peek().upper() == "CHARSET" \
             and not isinstance(args.peek(), Str):
         args.take()
@@ -554,6 +556,8 @@ def _fetch(args):
                 cmd.changedsince = mods.number("a MODSEQ")
             elif name == "VANISHED":
                 cmd.vanished = True
+            elif name == "PARTIAL" and cmd.partial is None:
+                cmd.partial = parse_partial(mods.atom("a PARTIAL range"))
             else:
                 raise ParseError(f"unknown fetch modifier {name[:30]}")
     return cmd
@@ -604,4 +608,6 @@ PARSERS = {
     "UNSUBSCRIBE": _mailbox_cmd, "RENAME": _rename, "LIST": _list, "LSUB": _list,
     "XLIST": _list, "STATUS": _status, "APPEND": _append, "EXPUNGE": _uid_expunge_or_expunge,
     "SEARCH": _search, "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy,
+    "SORT": parse_sort,
+    "THREAD": parse_thread,
 }

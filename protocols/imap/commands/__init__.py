@@ -74,3 +74,4 @@ def _load():
     if not _loaded:
         _loaded.append(True)
         from . import any_state, auth, mailboxes, messages  # noqa: F401 - they register
+        from . import sort  # noqa: F401

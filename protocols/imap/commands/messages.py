@@ -133,6 +133,9 @@ async def search(s, cmd):
         parts.append(f"COUNT {len(numbers)}")
     if "ALL" in returns and numbers:
         parts.append(f"ALL {uid_set_text(numbers)}")
+    if cmd.partial is not None:
+        from .sort import partial_part
+        parts.append(partial_part(cmd.partial, numbers))
     if top is not None:
         parts.append(f"MODSEQ {top}")
     s.send(" ".join(parts).encode())
@@ -193,6 +196,9 @@ async def fetch_cmd(s, cmd):
     if cmd.vanished and not (cmd.uid and cmd.changedsince is not None and "QRESYNC" in s.enabled):
         raise Bad("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
     uids = _targets(s, cmd)
+    if cmd.partial is not None:     # RFC 9394: only those of the set at these positions
+        from .sort import partial_slice
+        uids = partial_slice(uids, cmd.partial)
     if cmd.vanished:
         gone = await s.ctx.run(store.expunged_since, v.pk, cmd.changedsince)
         ranges = cmd.messages.resolve(max(gone + [v.last_uid, 1]))

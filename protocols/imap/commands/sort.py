@@ -1,0 +1,156 @@
+"""SORT, THREAD and their extensions: SORT and SORT=DISPLAY (RFC 5256, 5957),
+THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256), ESORT (RFC 5267
+section 3) and PARTIAL (RFC 9394; this module also renders the PARTIAL
+results of SEARCH, and FETCH slices its messages with ``partial_slice``).
+
+The messages are found as SEARCH finds them; their sort records (base
+subject, first addresses, dates, references) come from the store's views
+(``storage.views``: cached per message, which never changes) and the orders
+and threads from ``storage.sortkeys``. Strings collate by i;unicode-casemap.
+
+Not here: CONTEXT=SEARCH / CONTEXT=SORT (RFC 5267 UPDATE, ADDTO/REMOVEFROM
+and CANCELUPDATE) are not implemented, so they are not advertised.
+"""
+
+from roost.storage import sortkeys
+from roost.storage.views import for_store
+
+from ..parse_sort import THREAD_ALGORITHMS
+from ..searchkeys import Compiler
+from ..wire import uid_set_text
+from . import SEL, Bad, No, capability, command
+
+capability("SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "ESORT",
+           "PARTIAL")
+
+CHARSETS = (None, "UTF-8", "US-ASCII")
+
+
+def partial_slice(items, rng):
+    """The items at the positions a PARTIAL range names (1-based; negative
+    ranges count from the end, -1 being the last)."""
+    first, last = rng
+    n = len(items)
+    if first > 0:
+        return items[first - 1:last]
+    return items[max(n + last, 0):max(n + first + 1, 0)]
+
+
+def partial_part(rng, numbers, ordered=False):
+    """The ``PARTIAL (range set)`` item of an ESEARCH response."""
+    got = partial_slice(numbers, rng)
+    text = (ordered_set(got) if ordered else uid_set_text(got)) if got else "NIL"
+    return f"PARTIAL ({rng[0]}:{rng[1]} {text})"
+
+
+def ordered_set(numbers):
+    """Numbers in the given order as a sequence set: ascending runs of
+    consecutive numbers become ``a:b``, nothing else is merged."""
+    out, i = [], 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(str(numbers[i]) if i == j else f"{numbers[i]}:{numbers[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+async def matching(s, keys):
+    """UIDs in the connection's view that match the search ``keys``, ascending."""
+    from .messages import _flat, _uids_by_message, sent_days
+    v = s.selected
+    if len(keys) == 1 and isinstance(keys[0], str) and keys[0].upper() == "ALL":
+        return list(v.uids)
+    if s.ctx.search is None:
+        raise No("[UNAVAILABLE] search is not available")
+    store = s.ctx.store
+    memo = {}
+
+    def once(name, fn):
+        if name not in memo:
+            memo[name] = fn()
+        return memo[name]
+
+    def email_uids(pk):
+        return once("emails", lambda: _uids_by_message(store, v.pk)).get(pk, [])
+    compiler = Compiler(v.seq_ranges, v.uid_ranges,
+                        lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids)
+    if any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(keys)):
+        s.enabled.add("CONDSTORE")
+
+    def run():
+        return s.ctx.search(store, s.account.id, compiler.compile(keys), v.pk)
+    found = await s.ctx.run(run)
+    return [u for u in found if u in v]
+
+
+def _records(s, uids):
+    """``[(uid, MessageKeys)]`` of ``uids`` (ascending), read on a worker."""
+    store = s.ctx.store
+    views = for_store(store)
+    account_id, mailbox_pk = s.account.id, s.selected.pk
+    state = store.state(account_id, "Email")
+    pk_of = dict(views.members(account_id, mailbox_pk, state=state))
+    pks = [pk_of[u] for u in uids if u in pk_of]
+    keys = views.sort_keys(account_id, pks, state=state)
+    return [(u, keys[pk_of[u]]) for u in uids if u in pk_of and pk_of[u] in keys]
+
+
+def _check_charset(cmd):
+    if cmd.charset not in CHARSETS:
+        raise No("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset")
+
+
+@command("SORT", states=SEL, expunge_ok=False)
+async def sort_cmd(s, cmd):
+    _check_charset(cmd)
+    v = s.selected
+    uids = await matching(s, cmd.keys)
+
+    def run():
+        return [u for u, _k in sortkeys.sort(_records(s, uids), cmd.criteria)]
+    ordered = await s.ctx.run(run) if uids else []
+    numbers = ordered if cmd.uid else [v.seq(u) for u in ordered]
+    if cmd.returns is None:
+        s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
+        return
+    returns = cmd.returns
+    if "SAVE" in returns:
+        v.saved = tuple(sorted(partial_slice(ordered, cmd.partial) if cmd.partial
+                               and returns == ["SAVE", "PARTIAL"] else ordered))
+        returns = [r for r in returns if r != "SAVE"]
+        if not returns:
+            return
+    if not returns:
+        returns = ["ALL"]
+    parts = [f'* ESEARCH (TAG "{cmd.tag}")']
+    if cmd.uid:
+        parts.append("UID")
+    if "MIN" in returns and numbers:
+        parts.append(f"MIN {numbers[0]}")
+    if "MAX" in returns and numbers:
+        parts.append(f"MAX {numbers[-1]}")
+    if "COUNT" in returns:
+        parts.append(f"COUNT {len(numbers)}")
+    if "ALL" in returns and numbers:
+        parts.append(f"ALL {ordered_set(numbers)}")
+    if cmd.partial is not None:
+        parts.append(partial_part(cmd.partial, numbers, ordered=True))
+    s.send(" ".join(parts).encode())
+
+
+@command("THREAD", states=SEL, expunge_ok=False)
+async def thread_cmd(s, cmd):
+    if cmd.algorithm not in THREAD_ALGORITHMS:
+        raise Bad(f"unknown threading algorithm {cmd.algorithm[:30]}")
+    _check_charset(cmd)
+    v = s.selected
+    uids = await matching(s, cmd.keys)
+    algorithm = sortkeys.references if cmd.algorithm == "REFERENCES" else sortkeys.ordered_subject
+
+    def run():
+        nodes = algorithm(_records(s, uids))
+        return sortkeys.thread_text(nodes, (lambda u: u) if cmd.uid else v.seq)
+    text = await s.ctx.run(run) if uids else ""
+    s.send(b"* THREAD" + (b" " + text.encode() if text else b""))
