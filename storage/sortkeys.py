@@ -277,7 +277,6 @@ def references(items):
             this.unlink()
     # (2) the root set
     roots = [b for b in table.values() if b.parent is None]
-    del table
     # (3) prune dummies
     roots = _prune(roots)
 
