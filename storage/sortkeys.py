@@ -4,7 +4,7 @@ Owns the base subject (RFC 5256 section 2.1), the collation key of a string
 (i;unicode-casemap of RFC 5051, closely: title case taken as upper case, then
 canonical decomposition), the sort record of one stored message
 (``MessageKeys``, built from its row: a stored message never changes, so
-``storage.views`` caches records by message pk), a multi-key stable sort, and
+``storage.views`` caches records by mailbox and UID), a multi-key stable sort, and
 the two threading algorithms, ORDEREDSUBJECT and REFERENCES, over records.
 
 Nothing here knows about a protocol: callers give each record a position
@@ -89,7 +89,7 @@ def base_subject(subject):
 
 # --- one message's sort record -------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageKeys:
     """What SORT and THREAD look at in one message. String keys are already
     collation keys (``collate``); dates are epoch seconds (UTC)."""
@@ -152,25 +152,19 @@ def keys_of(pk, internal_date, sent_at, size, subject, summary):
         msgid=normal_id(ids[0]) if ids else None, refs=tuple(refs))
 
 
-def load_keys(store, account_id, pks):
-    """``{pk: MessageKeys}`` of the account's messages among ``pks``."""
-    cols = (messages.c.id, messages.c.internal_date, messages.c.sent_at, messages.c.size,
-            messages.c.subject, messages.c.summary, messages.c.account_id)
+def load_records(store, account_id, mailbox_pk, uids):
+    """``{uid: MessageKeys}`` of the messages at ``uids`` in the mailbox."""
+    mm, m = mailbox_messages, messages
+    q = select(mm.c.uid, m.c.id, m.c.internal_date, m.c.sent_at, m.c.size, m.c.subject,
+               m.c.summary, m.c.account_id).join(m, m.c.id == mm.c.message_id)
     out = {}
     with store.reader() as conn:
-        for chunk in chunks(sorted(pks)):
-            for r in conn.execute(select(*cols).where(messages.c.id.in_(chunk))):
-                if r[6] == account_id:
-                    out[r[0]] = keys_of(*r[:6])
+        for chunk in chunks(sorted(uids)):
+            rows = conn.execute(q.where(mm.c.mailbox_id == mailbox_pk, mm.c.uid.in_(chunk)))
+            for r in rows:
+                if r[7] == account_id:
+                    out[r[0]] = keys_of(*r[1:7])
     return out
-
-
-def mailbox_members(store, mailbox_pk):
-    """``[(uid, message pk)]`` of the mailbox, ascending by UID."""
-    q = select(mailbox_messages.c.uid, mailbox_messages.c.message_id) \
-        .where(mailbox_messages.c.mailbox_id == mailbox_pk).order_by(mailbox_messages.c.uid)
-    with store.reader() as conn:
-        return [(r[0], r[1]) for r in conn.execute(q)]
 
 
 # --- sorting -------------------------------------------------------------------

@@ -43,16 +43,23 @@ label, and re-applying a change is harmless. Nothing needs the change bus:
 every lookup compares states (which the caller reads anyway), so a change
 made by another worker or node is seen on the next request.
 
-A third cache holds per-message sort records (``storage.sortkeys``: base
-subject, first addresses, references): ``Views.sort_keys(account, pks)``. A
-stored message never changes, so a record stays valid for as long as its pk
-names the same message: records of messages created or destroyed since the
-cache last looked (the change log again) are dropped, and the whole account's
-records when the log no longer reaches back that far.
+Two more caches serve IMAP, in the same mail terms:
 
-Only the store's public API is used: ``state``, ``history_floor``, ``changes``
-and ``storage.emails`` (``mailbox_sort_rows``, ``ordered_messages``) and
-``storage.sortkeys`` (``load_keys``, ``mailbox_members``).
+- Sort records (``storage.sortkeys``: base subject, first addresses, dates,
+  references) by mailbox and UID: ``Views.sort_records(account, mailbox,
+  uidvalidity, uids)``. A UID names one message for as long as the mailbox's
+  UIDVALIDITY holds, and a stored message never changes, so a record never
+  goes stale; only missing ones are read. IMAP SORT and THREAD use them, and
+  ``query`` (with a constant state) for their results, keyed by the UIDs.
+- Flag rows of a whole mailbox (what SELECT reads): ``Views.flag_rows(box)``,
+  kept with the MODSEQ they are current to; when the mailbox's HIGHESTMODSEQ
+  has moved, only the rows changed since and the UIDs expunged since are read
+  (every change to a mailbox raises its HIGHESTMODSEQ), unless the expunge
+  log was pruned past the rows' MODSEQ.
+
+Only the store's public API is used: ``state``, ``history_floor``, ``changes``,
+``flags``, ``expunged_since``, ``storage.emails`` (``mailbox_sort_rows``,
+``ordered_messages``) and ``storage.sortkeys.load_records``.
 """
 
 import bisect
@@ -70,8 +77,10 @@ MAX_VIEWS = 32
 MAX_RESULTS = 64
 MAX_IDS_PER_ENTRY = 1_000_000
 MAX_IDS = 2_000_000       # in all entries of one cache
-MAX_KEY_ACCOUNTS = 16     # accounts whose sort records are kept
-MAX_KEYS = 500_000        # sort records kept in all accounts
+MAX_KEY_MAILBOXES = 64    # mailboxes whose sort records are kept
+MAX_KEYS = 200_000        # sort records kept in all of them
+MAX_ROW_MAILBOXES = 256   # mailboxes whose flag rows are kept
+MAX_ROWS = 1_000_000      # flag rows kept in all of them
 
 
 class SortedIds:
@@ -165,7 +174,10 @@ class Views:
         self._lock = threading.Lock()
         self._views = _Bounded(max_views, max_ids_per_entry, max_ids)
         self._results = _Bounded(max_results, max_ids_per_entry, max_ids)
-        self._keys = _Bounded(MAX_KEY_ACCOUNTS, MAX_KEYS, MAX_KEYS)   # account -> [state, {pk: keys}]
+        # (account, mailbox, uidvalidity) -> {uid: MessageKeys}
+        self._keys = _Bounded(MAX_KEY_MAILBOXES, MAX_KEYS, MAX_KEYS)
+        # (mailbox, uidvalidity) -> (modseq, flag rows)
+        self._rows = _Bounded(MAX_ROW_MAILBOXES, MAX_IDS_PER_ENTRY, MAX_ROWS)
 
     @property
     def store(self):
@@ -285,47 +297,55 @@ class Views:
 
     # --- sort records ---------------------------------------------------------
 
-    def members(self, account_id, mailbox_pk, *, state=None):
-        """``[(uid, message pk)]`` of the mailbox, ascending by UID, cached per
-        Email ``state``. Shared; never mutate."""
-        if state is None:
-            state = self.store.state(account_id, "Email")
-        return self.query(account_id, ("members", mailbox_pk), state,
-                          lambda: sortkeys.mailbox_members(self.store, mailbox_pk))
-
-    def sort_keys(self, account_id, pks, *, state=None):
-        """``{pk: sortkeys.MessageKeys}`` of the account's messages among ``pks``
-        (a message that no longer exists is left out)."""
-        if state is None:
-            state = self.store.state(account_id, "Email")
+    def sort_records(self, account_id, mailbox_pk, uidvalidity, uids):
+        """``[(uid, sortkeys.MessageKeys)]`` of the messages at ``uids`` in the
+        mailbox, in the order given (a UID no longer there is left out)."""
+        key = (account_id, mailbox_pk, uidvalidity)
         with self._lock:
-            entry = self._keys.get(account_id)
-        if entry is not None and entry[0] < state:
-            stale = None
-            if entry[0] >= self.store.history_floor(account_id):
-                changed = self.store.changes(account_id, "Email", entry[0], limit=MAX_DELTA + 1)
-                if len(changed) <= MAX_DELTA:
-                    stale = {oid for _m, oid, op in changed if op != "u"}
-            with self._lock:
-                if stale is None:
-                    entry = None
-                else:
-                    for pk in stale:
-                        entry[1].pop(pk, None)
-                    entry[0] = max(entry[0], state)
-        if entry is None:
-            entry = [state, {}]
-        have = entry[1]
-        missing = [pk for pk in pks if pk not in have]
+            have = self._keys.get(key)
+        if have is None:
+            have = {}
+        missing = [u for u in uids if u not in have]
         if missing:
-            loaded = sortkeys.load_keys(self.store, account_id, missing)
+            loaded = sortkeys.load_records(self.store, account_id, mailbox_pk, missing)
             with self._lock:
                 have.update(loaded)
-                self._keys.put(account_id, entry, len(have))
-        elif len(pks):
-            with self._lock:
-                self._keys.put(account_id, entry, len(have))
-        return {pk: have[pk] for pk in pks if pk in have}
+                self._keys.put(key, have, len(have))
+        get = have.get
+        return [(u, k) for u, k in ((u, get(u)) for u in uids) if k is not None]
+
+    # --- flag rows of a whole mailbox (SELECT) -----------------------------------
+
+    def flag_rows(self, mailbox):
+        """``store.flags(mailbox.id)`` for ``mailbox`` (a ``Mailbox`` as just
+        read): ``[(uid, modseq, bits, keywords)]`` ascending by UID, at least as
+        fresh as ``mailbox.highestmodseq``. Kept per mailbox; when the mailbox
+        has moved on, only the rows changed since and the UIDs expunged since
+        are read. Shared; never mutate."""
+        key = (mailbox.id, mailbox.uidvalidity)
+        with self._lock:
+            entry = self._rows.get(key)
+        store = self.store
+        if entry is not None and entry[0] >= mailbox.highestmodseq:
+            return entry[1]
+        rows = None
+        if entry is not None and entry[0] >= store.history_floor(mailbox.account_id):
+            changed = store.flags(mailbox.id, None, entry[0])
+            if len(changed) <= MAX_DELTA:
+                gone = set(store.expunged_since(mailbox.id, entry[0]))
+                fresh = {r[0]: r for r in changed}
+                rows = [fresh.pop(r[0], r) for r in entry[1] if r[0] not in gone]
+                if fresh:
+                    rows.extend(r for r in fresh.values() if r[0] not in gone)
+                    rows.sort(key=lambda r: r[0])
+        if rows is None:
+            rows = store.flags(mailbox.id)
+        top = max([mailbox.highestmodseq] + [r[1] for r in rows]) if rows else mailbox.highestmodseq
+        with self._lock:
+            current = self._rows.get(key)
+            if current is None or current[0] <= top:
+                self._rows.put(key, (top, rows), len(rows))
+        return rows
 
     def clear(self):
         """Forget every view and result (they rebuild on the next request)."""
@@ -333,6 +353,7 @@ class Views:
             self._views.clear()
             self._results.clear()
             self._keys.clear()
+            self._rows.clear()
 
 
 def _sort_key(key, asc):

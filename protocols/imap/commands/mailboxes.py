@@ -11,6 +11,7 @@ import calendar
 import re
 
 from roost.storage import errors
+from roost.storage.views import for_store
 
 from ..fetch import MONTHS
 from ..selected import SelectedMailbox
@@ -52,7 +53,7 @@ async def select(s, cmd):
 
     def load():
         box = store.mailbox(s.account.id, name)
-        return box, store.flags(box.id)
+        return box, for_store(store).flag_rows(box)   # store.flags(box.id), cached
     box, rows = await s.ctx.run(load)
     readonly = cmd.verb == "EXAMINE"
     highest = max([box.highestmodseq] + [r[1] for r in rows])

@@ -5,12 +5,17 @@ results of SEARCH, and FETCH slices its messages with ``partial_slice``).
 
 The messages are found as SEARCH finds them; their sort records (base
 subject, first addresses, dates, references) come from the store's views
-(``storage.views``: cached per message, which never changes) and the orders
-and threads from ``storage.sortkeys``. Strings collate by i;unicode-casemap.
+(``storage.views``: cached by mailbox and UID, as a message never changes)
+and the orders and threads from ``storage.sortkeys``. A result depends only
+on the criteria and the UIDs, so it is kept (``Views.query``) under those:
+a client listing the same mailbox again gets it without a sort. Strings
+collate by i;unicode-casemap (RFC 5051, closely: see ``sortkeys.collate``).
 
 Not here: CONTEXT=SEARCH / CONTEXT=SORT (RFC 5267 UPDATE, ADDTO/REMOVEFROM
 and CANCELUPDATE) are not implemented, so they are not advertised.
 """
+
+from array import array
 
 from roost.storage import sortkeys
 from roost.storage.views import for_store
@@ -85,16 +90,23 @@ async def matching(s, keys):
     return [u for u in found if u in v]
 
 
-def _records(s, uids):
-    """``[(uid, MessageKeys)]`` of ``uids`` (ascending), read on a worker."""
-    store = s.ctx.store
-    views = for_store(store)
-    account_id, mailbox_pk = s.account.id, s.selected.pk
-    state = store.state(account_id, "Email")
-    pk_of = dict(views.members(account_id, mailbox_pk, state=state))
-    pks = [pk_of[u] for u in uids if u in pk_of]
-    keys = views.sort_keys(account_id, pks, state=state)
-    return [(u, keys[pk_of[u]]) for u in uids if u in pk_of and pk_of[u] in keys]
+def _cached(s, what, uids, compute):
+    """``compute(records)`` for the messages at ``uids`` (ascending), through the
+    store's views: records are cached by UID, and the result by ``what`` and
+    the UIDs (it depends on nothing else: the messages never change). Runs on
+    a worker."""
+    views = for_store(s.ctx.store)
+    v = s.selected
+    key = ("imap", v.pk, v.uidvalidity, what, len(uids), hash(array("L", uids).tobytes()))
+    return views.query(s.account.id, key, 0, lambda: compute(
+        views.sort_records(s.account.id, v.pk, v.uidvalidity, uids)))
+
+
+def _seqs(v, uids):
+    if len(uids) < 64:
+        return [v.seq(u) for u in uids]
+    pos = {u: i for i, u in enumerate(v.uids, 1)}
+    return [pos[u] for u in uids]
 
 
 def _check_charset(cmd):
@@ -109,9 +121,10 @@ async def sort_cmd(s, cmd):
     uids = await matching(s, cmd.keys)
 
     def run():
-        return [u for u, _k in sortkeys.sort(_records(s, uids), cmd.criteria)]
+        return _cached(s, ("SORT", tuple(cmd.criteria)), uids,
+                       lambda records: [u for u, _k in sortkeys.sort(records, cmd.criteria)])
     ordered = await s.ctx.run(run) if uids else []
-    numbers = ordered if cmd.uid else [v.seq(u) for u in ordered]
+    numbers = ordered if cmd.uid else _seqs(v, ordered)
     if cmd.returns is None:
         s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
         return
@@ -150,7 +163,11 @@ async def thread_cmd(s, cmd):
     algorithm = sortkeys.references if cmd.algorithm == "REFERENCES" else sortkeys.ordered_subject
 
     def run():
-        nodes = algorithm(_records(s, uids))
-        return sortkeys.thread_text(nodes, (lambda u: u) if cmd.uid else v.seq)
+        if cmd.uid:
+            return _cached(s, ("THREAD", cmd.algorithm), uids,
+                           lambda records: sortkeys.thread_text(algorithm(records)))
+        nodes = _cached(s, ("THREAD", cmd.algorithm, "nodes"), uids, algorithm)
+        pos = {u: i for i, u in enumerate(v.uids, 1)}
+        return sortkeys.thread_text(nodes, pos.__getitem__)
     text = await s.ctx.run(run) if uids else ""
     s.send(b"* THREAD" + (b" " + text.encode() if text else b""))
