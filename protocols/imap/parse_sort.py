@@ -1,5 +1,6 @@
 """The grammar of SORT and THREAD (RFC 5256, 5957), their ESORT return options
-(RFC 5267) and the PARTIAL range (RFC 9394) that SEARCH, SORT and FETCH take.
+(RFC 5267), CANCELUPDATE (RFC 5267 CONTEXT=SEARCH) and the PARTIAL range
+(RFC 9394) that SEARCH, SORT and FETCH take.
 
 Imported by ``parser`` (which maps the verbs to ``parse_sort`` and
 ``parse_thread``); like it, this never touches the session or storage.
@@ -36,6 +37,14 @@ class Thread:
     algorithm: str = ""
     charset: str = "UTF-8"
     keys: list = field(default_factory=list)
+
+
+@dataclass
+class CancelUpdate:
+    tag: str = ""
+    verb: str = ""
+    uid: bool = False
+    tags: list = field(default_factory=list)
 
 
 def _is_atom(t):
@@ -129,4 +138,16 @@ def parse_thread(args):
     cmd.algorithm = args.atom("a threading algorithm").upper()
     cmd.charset = _charset(args)
     cmd.keys = _search_keys(args, "THREAD")
+    return cmd
+
+
+def parse_cancelupdate(args):
+    cmd = CancelUpdate()
+    while args.more():
+        t = args.take("a tag")
+        if not isinstance(t, Str):
+            raise ParseError("CANCELUPDATE takes quoted tags")
+        cmd.tags.append(str(t))
+    if not cmd.tags or len(cmd.tags) > 100:
+        raise ParseError("CANCELUPDATE takes one to 100 tags")
     return cmd

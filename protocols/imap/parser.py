@@ -11,7 +11,7 @@ It must not touch storage or write to the connection.
 import re
 from dataclasses import dataclass, field
 
-from .parse_sort import parse_partial, parse_returns, parse_sort, parse_thread
+from .parse_sort import parse_cancelupdate, parse_partial, parse_returns, parse_sort, parse_thread
 from .wire import ParseError, Str, _tag_of, group, tokenize
 
 # --- sequence sets ------------------------------------------------------------
@@ -443,7 +443,8 @@ def _search(args):
             and not isinstance(args.peek(), Str):
         args.take()
         cmd.returns, cmd.partial = parse_returns(
-            args.list("return options"), ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL"))
+            args.list("return options"),
+            ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT"))
     if isinstance(args.peek(), str) and args.peek().upper() == "CHARSET" \
             and not isinstance(args.peek(), Str):
         args.take()
@@ -610,4 +611,5 @@ PARSERS = {
     "SEARCH": _search, "FETCH": _fetch, "STORE": _store, "COPY": _copy, "MOVE": _copy,
     "SORT": parse_sort,
     "THREAD": parse_thread,
+    "CANCELUPDATE": parse_cancelupdate,
 }

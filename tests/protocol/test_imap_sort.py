@@ -81,7 +81,7 @@ def test_capabilities_are_advertised(w):
     for name in ("SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
                  "ESORT", "PARTIAL"):
         assert name in caps
-    assert not any(c.startswith("CONTEXT=") for c in caps)   # UPDATE is not implemented
+    assert "CONTEXT=SEARCH" in caps and "CONTEXT=SORT" not in caps
 
 
 @pytest.mark.parametrize("criteria, expected", [
@@ -312,3 +312,82 @@ def _top_level(text):
             if depth == 0:
                 out.append(text[start:i + 1])
     return out
+
+
+# --- CONTEXT=SEARCH (RFC 5267 UPDATE) -----------------------------------------------
+
+def _append(w, box, i, flags=""):
+    date, headers, length = MESSAGES[i]
+    data = message(headers, length)
+    w.send(f'ap APPEND {box} ({flags}) "{date}" {{{len(data)}+}}\r\n'.encode() + data + b"\r\n")
+    assert w.until("ap")[-1].startswith(b"ap OK")
+
+
+def test_context_search_updates(server):
+    a, b = Wire(server.ports["imap"]), Wire(server.ports["imap"])
+    a.login()
+    b.login()
+    assert a.cmd("c CREATE Followed")[-1].startswith(b"c OK")
+    for i in range(3):
+        _append(a, "Followed", i)
+    assert a.cmd("s SELECT Followed")[-1].startswith(b"s OK")
+    assert b.cmd("s SELECT Followed")[-1].startswith(b"s OK")
+    lines = a.cmd("A01 UID SEARCH RETURN (UPDATE) UNSEEN")
+    assert lines[0] == b'* ESEARCH (TAG "A01") UID ALL 1:3' and lines[-1].startswith(b"A01 OK")
+    lines = a.cmd("A02 SEARCH RETURN (COUNT UPDATE CONTEXT) FROM bob")
+    assert lines[0] == b'* ESEARCH (TAG "A02") COUNT 1'
+    # another session marks 2 seen: the next response of A says it left UNSEEN
+    assert b.cmd("b1 UID STORE 2 +FLAGS (\\Seen)")[-1].startswith(b"b1 OK")
+    lines = a.cmd("n1 NOOP")
+    assert b'* ESEARCH (TAG "A01") UID REMOVEFROM (0 2)' in lines
+    assert not any(b'"A02"' in ln for ln in lines)
+    # A's own change counts too
+    lines = a.cmd("n2 UID STORE 3 +FLAGS (\\Seen)")
+    assert b'* ESEARCH (TAG "A01") UID REMOVEFROM (0 3)' in lines
+    # a new message from Bob: EXISTS, then ADDTO in both contexts (A02 by sequence number)
+    _append(b, "Followed", 3)
+    lines = a.cmd("n3 NOOP")
+    assert lines.index(b"* 4 EXISTS") < lines.index(b'* ESEARCH (TAG "A01") UID ADDTO (0 4)')
+    assert b'* ESEARCH (TAG "A02") ADDTO (0 4)' in lines
+    # IDLE hears of it too
+    a.send("i1 IDLE\r\n")
+    assert a.line().startswith(b"+")
+    assert b.cmd("b2 UID STORE 2 -FLAGS (\\Seen)")[-1].startswith(b"b2 OK")
+    got = []
+    while b'* ESEARCH (TAG "A01") UID ADDTO (0 2)' not in got:
+        got.append(a.line())
+    a.send("DONE\r\n")
+    assert a.until("i1")[-1].startswith(b"i1 OK")
+    # an expunge is reported as EXPUNGE only
+    assert b.cmd("b3 UID STORE 1 +FLAGS (\\Deleted)")[-1].startswith(b"b3 OK")
+    assert b.cmd("b4 EXPUNGE")[-1].startswith(b"b4 OK")
+    lines = a.cmd("n4 NOOP")
+    assert b"* 1 EXPUNGE" in lines and not any(b"REMOVEFROM" in ln for ln in lines)
+    # CANCELUPDATE ends a context; an unknown tag is BAD
+    assert a.cmd('c1 CANCELUPDATE "A01"')[-1].startswith(b"c1 OK")
+    assert a.cmd('c2 CANCELUPDATE "A01"')[-1].startswith(b"c2 BAD")
+    assert a.cmd("c3 CANCELUPDATE A02")[-1].startswith(b"c3 BAD")
+    assert b.cmd("b5 UID STORE 4 +FLAGS (\\Seen)")[-1].startswith(b"b5 OK")
+    _append(b, "Followed", 1)                                       # from alice
+    lines = a.cmd("n5 NOOP")
+    assert b"* 4 EXISTS" in lines and not any(b"ESEARCH" in ln for ln in lines)
+    _append(b, "Followed", 0)                                       # from bob
+    assert b'* ESEARCH (TAG "A02") ADDTO (0 5)' in a.cmd("n6 NOOP")
+    # re-selecting ends every context
+    assert a.cmd("s2 SELECT Followed")[-1].startswith(b"s2 OK")
+    _append(b, "Followed", 3)
+    lines = a.cmd("n7 NOOP")
+    assert not any(b"ESEARCH" in ln for ln in lines)
+
+
+def test_context_limits_and_sort_update_refused(server):
+    a = Wire(server.ports["imap"])
+    a.login()
+    assert a.cmd("s EXAMINE Sorted")[-1].startswith(b"s OK")
+    for i in range(10):
+        assert a.cmd(f"u{i} SEARCH RETURN (UPDATE) ALL")[-1].startswith(f"u{i} OK".encode())
+    lines = a.cmd("u10 SEARCH RETURN (UPDATE) ALL")
+    assert lines[0].startswith(b'* NO [NOUPDATE "u10"]') and lines[-1].startswith(b"u10 OK")
+    assert a.cmd("u11 SORT RETURN (UPDATE) (DATE) UTF-8 ALL")[-1].startswith(b"u11 BAD")
+    caps = one(a.cmd("c CAPABILITY"), b"* CAPABILITY").split()
+    assert "CONTEXT=SEARCH" in caps and "CONTEXT=SORT" not in caps

@@ -115,6 +115,9 @@ async def search(s, cmd):
             line += b" (MODSEQ %d)" % top
         s.send(line)
         return
+    if "UPDATE" in returns or "CONTEXT" in returns:     # RFC 5267 (commands.sort)
+        from .sort import start_context
+        returns = start_context(s, cmd, found, returns)
     if "SAVE" in returns:
         v.saved = tuple(found)
         returns = [r for r in returns if r != "SAVE"]
@@ -526,6 +529,7 @@ async def idle(s, cmd):
         while True:
             wake.clear()
             await s.report_changes(True)
+            await s.report_contexts()
             s.flush()
             waiter = asyncio.ensure_future(wake.wait())
             done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)

@@ -11,8 +11,19 @@ on the criteria and the UIDs, so it is kept (``Views.query``) under those:
 a client listing the same mailbox again gets it without a sort. Strings
 collate by i;unicode-casemap (RFC 5051, closely: see ``sortkeys.collate``).
 
-Not here: CONTEXT=SEARCH / CONTEXT=SORT (RFC 5267 UPDATE, ADDTO/REMOVEFROM
-and CANCELUPDATE) are not implemented, so they are not advertised.
+CONTEXT=SEARCH (RFC 5267 section 4): ``SEARCH RETURN (UPDATE)`` keeps the
+search on the selected mailbox (at most ``MAX_CONTEXTS``; past that
+``* NO [NOUPDATE "tag"]``); whenever the session reports changes (after each
+command, and in IDLE) a followed search whose result moved is run again and
+the difference sent as ``* ESEARCH (TAG "t") [UID] REMOVEFROM (0 set) ADDTO
+(0 set)``, the client's own changes included. An expunged message is not
+sent in REMOVEFROM: the EXPUNGE/VANISHED response removes it. Sequence
+numbers in a followed search's criteria are resolved again each time, against
+the view as it is then. CANCELUPDATE ends contexts; SELECT/CLOSE end all.
+The CONTEXT return option (a hint) is accepted and ignored.
+
+Not here: CONTEXT=SORT (updates of a sorted result, with positions) is not
+implemented, so it is not advertised and SORT refuses UPDATE.
 """
 
 from array import array
@@ -26,9 +37,10 @@ from ..wire import uid_set_text
 from . import SEL, Bad, No, capability, command
 
 capability("SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "ESORT",
-           "PARTIAL")
+           "PARTIAL", "CONTEXT=SEARCH")
 
 CHARSETS = (None, "UTF-8", "US-ASCII")
+MAX_CONTEXTS = 10        # followed searches per selected mailbox
 
 
 def partial_slice(items, rng):
@@ -171,3 +183,79 @@ async def thread_cmd(s, cmd):
         return sortkeys.thread_text(nodes, pos.__getitem__)
     text = await s.ctx.run(run) if uids else ""
     s.send(b"* THREAD" + (b" " + text.encode() if text else b""))
+
+
+# --- CONTEXT=SEARCH ---------------------------------------------------------------
+
+class Contexts(dict):
+    """The followed searches of one selected mailbox, by tag (kept on the
+    ``SelectedMailbox`` as ``contexts``; the session calls ``report``)."""
+
+    async def report(self, s):
+        await report_contexts(s)
+
+
+class SearchContext:
+    __slots__ = ("tag", "uid", "keys", "found")
+
+    def __init__(self, tag, uid, keys, found):
+        self.tag, self.uid, self.keys, self.found = tag, uid, keys, found
+
+
+def start_context(s, cmd, found, returns):
+    """Follow SEARCH ``cmd`` (RETURN has UPDATE) from its result ``found``
+    (UIDs); the return options left for the ESEARCH response."""
+    rest = [r for r in returns if r not in ("UPDATE", "CONTEXT")]
+    if "UPDATE" in returns:
+        v = s.selected
+        contexts = v.__dict__.setdefault("contexts", Contexts())
+        if len(contexts) >= MAX_CONTEXTS and cmd.tag not in contexts:
+            s.send(f'* NO [NOUPDATE "{cmd.tag}"] too many searches followed'.encode())
+        else:
+            contexts[cmd.tag] = SearchContext(cmd.tag, cmd.uid, cmd.keys, set(found))
+            v.contexts_mark = None
+    return rest
+
+
+async def report_contexts(s):
+    """Send ADDTO/REMOVEFROM for each followed search whose result changed
+    since it was last reported (see the module doc)."""
+    v = s.selected
+    store = s.ctx.store
+    state = await s.ctx.run(store.state, s.account.id, "Email")
+    mark = (state, len(v.uids), v.last_uid)
+    if getattr(v, "contexts_mark", None) == mark or s.selected is not v:
+        return
+    v.contexts_mark = mark
+    for ctx in list(v.contexts.values()):
+        try:
+            found = set(await matching(s, ctx.keys))
+        except (No, Bad):
+            del v.contexts[ctx.tag]
+            s.send(f'* NO [NOUPDATE "{ctx.tag}"] the search can no longer be followed'.encode())
+            continue
+        if s.selected is not v:
+            return
+        added = sorted(found - ctx.found)
+        removed = sorted(u for u in ctx.found - found if u in v)
+        ctx.found = found
+        if not added and not removed:
+            continue
+        parts = [f'* ESEARCH (TAG "{ctx.tag}")']
+        if ctx.uid:
+            parts.append("UID")
+        for name, uids in (("REMOVEFROM", removed), ("ADDTO", added)):
+            if uids:
+                numbers = uids if ctx.uid else [v.seq(u) for u in uids]
+                parts.append(f"{name} (0 {uid_set_text(numbers)})")
+        s.send(" ".join(parts).encode())
+
+
+@command("CANCELUPDATE", states=SEL)
+async def cancelupdate(s, cmd):
+    contexts = getattr(s.selected, "contexts", {})
+    unknown = [t for t in cmd.tags if t not in contexts]
+    if unknown:
+        raise Bad(f"no search followed under the tag {unknown[0][:40]}")
+    for t in cmd.tags:
+        del contexts[t]
