@@ -13,6 +13,7 @@ sort key) and turn the results into their own numbers.
 """
 
 import json
+import operator
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -188,8 +189,9 @@ def sort(items, criteria):
 
 
 # --- threading -----------------------------------------------------------------
-# A thread node is ``[seq or None, children]``: None is a dummy (a message
-# referenced but not among those threaded).
+# A thread node is ``[seq or None, children]`` (ORDEREDSUBJECT) or a ``_Box``
+# with ``seq`` and ``children`` (REFERENCES): seq None is a dummy (a message
+# referenced but not among those threaded). ``thread_text`` takes either.
 
 def ordered_subject(items):
     """THREAD=ORDEREDSUBJECT over ``[(seq, MessageKeys)]``: a list of nodes."""
@@ -205,13 +207,14 @@ def ordered_subject(items):
 
 
 class _Box:
-    __slots__ = ("seq", "keys", "parent", "children")
+    __slots__ = ("seq", "keys", "parent", "children", "when")
 
     def __init__(self):
         self.seq = None
         self.keys = None
         self.parent = None
         self.children = []
+        self.when = None      # (sent date, seq): a dummy's is its first child's
 
     def reaches(self, other):
         """Whether ``other`` is this box or one of its ancestors."""
@@ -233,31 +236,30 @@ class _Box:
         self.children.append(child)
 
 
+_WHEN = operator.attrgetter("when")
+
+
 def references(items):
     """THREAD=REFERENCES (RFC 5256 section 3) over ``[(seq, MessageKeys)]``:
-    a list of nodes."""
+    a list of nodes (``_Box``; shared, never mutate)."""
     items = sorted(items, key=lambda it: it[0])
     table = {}
-
-    def box(msgid):
-        b = table.get(msgid)
-        if b is None:
-            b = table[msgid] = _Box()
-        return b
-
     unique = 0
     for seq, k in items:
         # (1) a container per message; a missing or duplicate id gets a unique one
-        if k.msgid is not None and (k.msgid not in table or table[k.msgid].keys is None):
-            this = box(k.msgid)
-        else:
+        this = table.get(k.msgid) if k.msgid is not None else None
+        if this is None and k.msgid is not None:
+            this = table[k.msgid] = _Box()
+        elif this is None or this.keys is not None:
             unique += 1
             this = table[("unique", unique)] = _Box()
-        this.seq, this.keys = seq, k
+        this.seq, this.keys, this.when = seq, k, (k.date, seq)
         # (1A) link the references to each other, keeping existing links, no loops
         prev = None
         for ref in k.refs:
-            cur = box(ref)
+            cur = table.get(ref)
+            if cur is None:
+                cur = table[ref] = _Box()
             # (a box without children is nobody's ancestor: no walk needed)
             if prev is not None and cur.parent is None and cur is not prev \
                     and not (cur.children and prev.reaches(cur)):
@@ -274,16 +276,12 @@ def references(items):
     # (3) prune dummies
     roots = _prune(roots)
 
-    def date_of(b):
-        if b.keys is not None:
-            return (b.keys.date, b.seq)
-        first = b.children[0]
-        return date_of(first)
     # (4) sort the top level (a dummy by its first child, once its children are sorted)
     for b in roots:
         if b.keys is None:
-            b.children.sort(key=date_of)
-    roots.sort(key=date_of)
+            b.children.sort(key=_WHEN)
+            b.when = b.children[0].when
+    roots.sort(key=_WHEN)
     # (5) merge threads with the same base subject
     def subject_of(b):
         return (b.keys if b.keys is not None else b.children[0].keys).subject
@@ -324,9 +322,9 @@ def references(items):
                 replaced[old] = dummy
     # (6) sort every set of siblings, deepest first
     for b in kept:
-        _sort_tree(b, date_of)
-    kept.sort(key=date_of)
-    return [_node(b) for b in kept]
+        _sort_tree(b)
+    kept.sort(key=_WHEN)
+    return kept
 
 
 def _prune(roots):
@@ -338,6 +336,8 @@ def _prune(roots):
         order.append(b)
         stack.extend(b.children)
     for b in reversed(order):
+        if all(c.keys is not None for c in b.children):
+            continue
         kids = []
         for c in b.children:
             if c.keys is not None:
@@ -357,26 +357,20 @@ def _prune(roots):
     return out
 
 
-def _sort_tree(root, date_of):
+def _sort_tree(root):
+    if not root.children:
+        return
     stack, order = [root], []
     while stack:
         b = stack.pop()
-        order.append(b)
-        stack.extend(b.children)
+        if b.children:
+            order.append(b)
+            stack.extend(b.children)
     for b in reversed(order):
-        b.children.sort(key=date_of)
-
-
-def _node(root):
-    out = [root.seq, []]
-    stack = [(root, out)]
-    while stack:
-        b, node = stack.pop()
-        for c in b.children:
-            child = [c.seq, []]
-            node[1].append(child)
-            stack.append((c, child))
-    return out
+        if len(b.children) > 1:
+            b.children.sort(key=_WHEN)
+        if b.keys is None:
+            b.when = b.children[0].when
 
 
 def thread_text(nodes, number=lambda seq: seq):
@@ -392,13 +386,14 @@ def _members(root, number):
         if isinstance(x, str):
             out.append(x)
             continue
-        seq, children = x
+        seq, children = (x.seq, x.children) if type(x) is _Box else x
         nums = []
         while True:           # a chain of single children: "3 6 ..."
             if seq is not None:
                 nums.append(str(number(seq)))
             if len(children) == 1 and seq is not None:
-                seq, children = children[0]
+                x = children[0]
+                seq, children = (x.seq, x.children) if type(x) is _Box else x
                 continue
             break
         out.append(" ".join(nums))
