@@ -110,8 +110,19 @@ def _cached(s, what, uids, compute):
     views = for_store(s.ctx.store)
     v = s.selected
     key = ("imap", v.pk, v.uidvalidity, what, len(uids), hash(array("L", uids).tobytes()))
-    return views.query(s.account.id, key, 0, lambda: compute(
-        views.sort_records(s.account.id, v.pk, v.uidvalidity, uids)))
+    return views.query(s.account.id, key, 0, lambda: _Sized(compute(
+        views.sort_records(s.account.id, v.pk, v.uidvalidity, uids)), len(uids))).value
+
+
+class _Sized:
+    """A cached result, counted in the cache's bounds as the messages it covers."""
+    __slots__ = ("value", "n")
+
+    def __init__(self, value, n):
+        self.value, self.n = value, n
+
+    def __len__(self):
+        return self.n
 
 
 def _seqs(v, uids):
