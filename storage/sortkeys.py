@@ -16,7 +16,7 @@ import json
 import operator
 import re
 import unicodedata
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import select
 
@@ -90,8 +90,7 @@ def base_subject(subject):
 
 # --- one message's sort record -------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class MessageKeys:
+class MessageKeys(NamedTuple):
     """What SORT and THREAD look at in one message. String keys are already
     collation keys (``collate``); dates are epoch seconds (UTC)."""
     pk: int
@@ -124,6 +123,8 @@ def _display(addrs):
 
 def normal_id(msgid):
     """A Message-ID with a quoted local part unquoted (RFC 5256 section 3)."""
+    if '"' not in msgid:
+        return msgid
     local, at, domain = msgid.rpartition("@")
     if at and len(local) >= 2 and local[0] == '"' and local[-1] == '"':
         local = re.sub(r"\\(.)", r"\1", local[1:-1])
