@@ -22,6 +22,10 @@ numbers in a followed search's criteria are resolved again each time, against
 the view as it is then. CANCELUPDATE ends contexts; SELECT/CLOSE end all.
 The CONTEXT return option (a hint) is accepted and ignored.
 
+PARTIAL: the range counts positions in the result (SEARCH: ascending; SORT:
+sort order; FETCH: the messages the set names, ascending, before CHANGEDSINCE
+filters them); MIN/MAX/COUNT are of the whole result; SAVE saves every match.
+
 Not here: CONTEXT=SORT (updates of a sorted result, with positions) is not
 implemented, so it is not advertised and SORT refuses UPDATE.
 """
@@ -153,8 +157,7 @@ async def sort_cmd(s, cmd):
         return
     returns = cmd.returns
     if "SAVE" in returns:
-        v.saved = tuple(sorted(partial_slice(ordered, cmd.partial) if cmd.partial
-                               and returns == ["SAVE", "PARTIAL"] else ordered))
+        v.saved = tuple(sorted(ordered))      # as SEARCH saves: every match, as a set
         returns = [r for r in returns if r != "SAVE"]
         if not returns:
             return
