@@ -12,6 +12,8 @@ Nothing here knows about a protocol: callers give each record a position
 sort key) and turn the results into their own numbers.
 """
 
+import contextlib
+import gc
 import json
 import operator
 import re
@@ -240,9 +242,30 @@ class _Box:
 _WHEN = operator.attrgetter("when")
 
 
+@contextlib.contextmanager
+def _collector_paused():
+    """The cyclic garbage collector off for a burst of allocation: building a
+    10k-message thread tree otherwise triggers full collections of a server's
+    heap that cost more than the tree (measured: about 40 of 85 ms). Only
+    cycles wait; reference counting goes on. A caller in another thread may
+    switch it back on early: that costs time, nothing else."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def references(items):
     """THREAD=REFERENCES (RFC 5256 section 3) over ``[(seq, MessageKeys)]``:
     a list of nodes (``_Box``; shared, never mutate)."""
+    with _collector_paused():
+        return _references(items)
+
+
+def _references(items):
     items = sorted(items, key=lambda it: it[0])
     table = {}
     unique = 0
@@ -325,6 +348,13 @@ def references(items):
     for b in kept:
         _sort_tree(b)
     kept.sort(key=_WHEN)
+    # no parent links in the result: without cycles, reference counting frees
+    # the boxes (a cached result, the table's dummies) and the collector need not
+    stack = list(kept)
+    while stack:
+        b = stack.pop()
+        b.parent = None
+        stack.extend(b.children)
     return kept
 
 
