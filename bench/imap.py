@@ -463,11 +463,11 @@ def main(argv=None):
             print(f"{cls.name}: loading {args.messages} messages ...", flush=True)
             peer = cls(tmp, args.messages)
             try:
+                if args.sessions:     # first: its cold SELECT is the server's first
+                    results[cls.name] = run_sessions(peer, args.messages, args.sessions)
                 if args.sort_reps:
                     sorts[cls.name], answers[cls.name] = sort_and_resync(peer, args.messages,
                                                                          args.sort_reps)
-                if args.sessions:
-                    results[cls.name] = run_sessions(peer, args.messages, args.sessions)
                 if args.idle:
                     try:
                         idle[cls.name] = idle_memory(peer, args.idle)
