@@ -78,9 +78,9 @@ MAX_RESULTS = 64
 MAX_IDS_PER_ENTRY = 1_000_000
 MAX_IDS = 2_000_000       # in all entries of one cache
 MAX_KEY_MAILBOXES = 64    # mailboxes whose sort records are kept
-MAX_KEYS = 200_000        # sort records kept in all of them
+MAX_KEYS = 100_000        # sort records kept in all of them (~400 bytes each)
 MAX_ROW_MAILBOXES = 256   # mailboxes whose flag rows are kept
-MAX_ROWS = 1_000_000      # flag rows kept in all of them
+MAX_ROWS = 300_000        # flag rows kept in all of them (~150 bytes each)
 
 
 class SortedIds:
