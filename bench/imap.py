@@ -1,6 +1,6 @@
 """IMAP benchmark: Roost against a throwaway Dovecot, same load, same run.
 
-    python -m bench.imap [--messages 10000] [--sessions 20] [--idle 10000]
+    python -m bench.imap [--messages 10000] [--sessions 20] [--idle 10000] [--sort-reps 10]
 
 Each session: LOGIN, SELECT INBOX, UID FETCH 1:* (FLAGS), 50 single
 UID FETCH n BODY.PEEK[], 50 UID STORE, LOGOUT, on a mailbox of
@@ -10,9 +10,20 @@ RSS growth of the server with ``--idle`` connections sitting in IDLE (on a
 small mailbox, so the figure is the cost of a connection, not of a mailbox
 view). Dovecot (Debian ``dovecot-imapd``) runs from a temp directory when
 installed; the ratio column is Roost / Dovecot (lower is better).
+
+Then, on the same 10k INBOX (messages in threads of five, Re: subjects,
+References, dates out of arrival order): resync of an unchanged mailbox
+(SELECT INBOX (QRESYNC (uidvalidity modseq)) + UID FETCH 1:* (FLAGS)
+(CHANGEDSINCE modseq)), the same after another connection changed 100 flags,
+UID SORT by ARRIVAL, DATE, FROM and SUBJECT, and UID THREAD REFERENCES: the
+first run of each (cold: the server's caches empty) and the p50 of
+``--sort-reps`` more, as client-seen latency and as server CPU per command
+(the process's CPU over the repetitions). The two servers' SORT and THREAD
+answers are compared (they are the same algorithm, RFC 5256).
 """
 
 import argparse
+import email.utils
 import os
 import random
 import shutil
@@ -44,6 +55,24 @@ class Client(TaggedCommands):
         self.file.close()
         self.sock.close()
 
+    def lines(self, text):
+        """Send one command; its untagged response lines (literals dropped)."""
+        self.n += 1
+        tag = b"r%d" % self.n
+        self.sock.sendall(tag + b" " + text + b"\r\n")
+        out = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("server closed the connection")
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(line.decode(errors="replace"))
+                return out
+            if line.endswith(b"}\r\n") and b"{" in line:
+                self.file.read(int(line[line.rindex(b"{") + 1:-3]))
+            out.append(line.rstrip(b"\r\n"))
+
 
 def session(port, uids, timings):
     t = time.perf_counter
@@ -69,13 +98,21 @@ def session(port, uids, timings):
 # --- the message set -------------------------------------------------------------
 
 def make_messages(n):
+    """``n`` messages in threads of five (a topic, then four replies each
+    referring to the previous one), dated out of arrival order."""
     rnd = random.Random(42)
     words = "alpha beta gamma delta meeting report invoice lunch roost dovecot".split()
+    base = 1772445600      # Mon, 2 Mar 2026 10:00:00 +0000
     for i in range(n):
         body = " ".join(rnd.choice(words) for _ in range(rnd.randint(20, 400)))
+        root = i - i % 5
+        subject = f"{'Re: ' if i != root else ''}topic {root} {words[root % len(words)]}"
+        refs = " ".join(f"<bench-{j}@example.net>" for j in range(root, i))
+        thread = f"In-Reply-To: <bench-{i - 1}@example.net>\r\nReferences: {refs}\r\n" if refs else ""
+        date = email.utils.formatdate(base + (i * 7919) % n * 60, usegmt=True)
         yield (f"From: Sender {i % 97} <s{i % 97}@example.net>\r\nTo: {USER}\r\n"
-               f"Subject: message {i} {rnd.choice(words)}\r\nDate: Mon, 2 Mar 2026 10:00:00 +0000\r\n"
-               f"Message-ID: <bench-{i}@example.net>\r\n\r\n{body}\r\n").encode()
+               f"Subject: {subject}\r\nDate: {date}\r\n"
+               f"Message-ID: <bench-{i}@example.net>\r\n{thread}\r\n{body}\r\n").encode()
 
 
 # --- Roost -----------------------------------------------------------------------
@@ -249,6 +286,101 @@ def run_sessions(peer, n_messages, sessions):
             "timings": timings, "cmds/s": ncmds / wall, "cpu/session": cpu / sessions}
 
 
+SORTS = [("UID SORT (ARRIVAL)", b"UID SORT (ARRIVAL) UTF-8 ALL"),
+         ("UID SORT (DATE)", b"UID SORT (DATE) UTF-8 ALL"),
+         ("UID SORT (FROM)", b"UID SORT (FROM) UTF-8 ALL"),
+         ("UID SORT (SUBJECT)", b"UID SORT (SUBJECT) UTF-8 ALL"),
+         ("UID THREAD REFERENCES", b"UID THREAD REFERENCES UTF-8 ALL")]
+
+
+def sort_and_resync(peer, n_messages, reps):
+    """``{label: (cold seconds, p50 seconds, server CPU seconds per command)}``
+    and ``{label: response}`` of the SORT/THREAD commands."""
+    out, answers = {}, {}
+    c = Client(peer.port)
+    c.cmd(f'LOGIN "{USER}" "{PASSWORD}"'.encode())
+    c.cmd(b"ENABLE QRESYNC")
+    other = Client(peer.port)
+    other.cmd(f'LOGIN "{USER}" "{PASSWORD}"'.encode())
+    other.cmd(b"SELECT INBOX")
+
+    def state():
+        lines = c.lines(b"SELECT INBOX")
+        text = b" ".join(lines).decode()
+        uv = int(text.split("UIDVALIDITY ", 1)[1].split("]", 1)[0])
+        ms = int(text.split("HIGHESTMODSEQ ", 1)[1].split("]", 1)[0])
+        c.cmd(b"UID FETCH 1:* (FLAGS)")
+        c.cmd(b"UNSELECT")
+        return uv, ms
+
+    def measure(label, run, before=None):
+        times, cpu = [], 0.0
+        for i in range(reps + 1):
+            if before:
+                before()
+            cpu0 = cpu_seconds(peer.pid)
+            t = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t)
+            if i:
+                cpu += cpu_seconds(peer.pid) - cpu0
+        out[label] = (times[0], pct(times[1:], 0.5), cpu / max(reps, 1))
+
+    uidvalidity, modseq = state()
+
+    def resync(since):
+        def run():
+            c.lines(b"SELECT INBOX (QRESYNC (%d %d))" % (uidvalidity, since[0]))
+            c.lines(b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % since[0])
+            c.cmd(b"UNSELECT")
+        return run
+    measure("resync, unchanged", resync([modseq]))
+    since = [modseq]
+    fresh = list(range(1, n_messages + 1))
+    random.Random(7).shuffle(fresh)     # each repetition flags 100 messages not yet flagged
+
+    def change():
+        since[0] = state()[1]
+        for _ in range(100):
+            other.cmd(b"UID STORE %d +FLAGS.SILENT (\\Flagged)" % fresh.pop())
+    measure("resync, 100 flags changed", resync(since), before=change)
+    c.cmd(b"EXAMINE INBOX")
+    for label, command in SORTS:
+        measure(label, lambda command=command: c.lines(command))
+        answers[label] = c.lines(command)
+    added = [0]
+
+    def append():       # a new reply in thread 0, seen by ``c`` before the timed command
+        added[0] += 1
+        other.cmd(b"APPEND INBOX", literal=(
+            f"From: New <new@example.net>\r\nSubject: Re: topic 0 alpha\r\n"
+            f"Message-ID: <bench-new-{added[0]}@example.net>\r\n"
+            f"References: <bench-0@example.net>\r\n\r\nnew\r\n").encode())
+        c.cmd(b"NOOP")
+    for label, command in (SORTS[3], SORTS[4]):
+        measure(f"{label}, after an APPEND", lambda command=command: c.lines(command),
+                before=append)
+    c.cmd(b"LOGOUT")
+    other.cmd(b"LOGOUT")
+    c.close()
+    other.close()
+    return out, answers
+
+
+def report_sort(results, answers):
+    names = list(results)
+    print()
+    print(f"{'10k mailbox':34}" + "".join(f"{n + ' ' + k:>18}" for n in names
+                                          for k in ("cold", "p50", "CPU")))
+    for label in results[names[0]]:
+        cells = "".join(f"{v * 1000:>18.1f}" for n in names for v in results[n][label])
+        print(f"{label + ' (ms)':34}{cells}")
+    if len(names) > 1 and all(answers.values()):
+        for label, _cmd in SORTS:
+            same = answers[names[0]][label] == answers[names[1]][label]
+            print(f"  {label}: {'the same answer' if same else 'answers differ'} on both servers")
+
+
 def idle_memory(peer, count):
     before = rss_bytes(peer.pid)
     conns = []
@@ -315,6 +447,8 @@ def main(argv=None):
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--idle", type=int, default=2000, help="connections held in IDLE (0: skip)")
     ap.add_argument("--no-dovecot", action="store_true")
+    ap.add_argument("--sort-reps", type=int, default=10,
+                    help="repetitions of each resync/SORT/THREAD measurement (0: skip them)")
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="roost-bench-imap-")
     peers = [RoostPeer]
@@ -323,13 +457,17 @@ def main(argv=None):
             peers.append(DovecotPeer)
         else:
             print("dovecot is not installed: Roost figures only (apt-get install dovecot-imapd)")
-    results, idle = {}, {}
+    results, idle, sorts, answers = {}, {}, {}, {}
     try:
         for cls in peers:
             print(f"{cls.name}: loading {args.messages} messages ...", flush=True)
             peer = cls(tmp, args.messages)
             try:
-                results[cls.name] = run_sessions(peer, args.messages, args.sessions)
+                if args.sessions:     # first: its cold SELECT is the server's first
+                    results[cls.name] = run_sessions(peer, args.messages, args.sessions)
+                if args.sort_reps:
+                    sorts[cls.name], answers[cls.name] = sort_and_resync(peer, args.messages,
+                                                                         args.sort_reps)
                 if args.idle:
                     try:
                         idle[cls.name] = idle_memory(peer, args.idle)
@@ -338,7 +476,10 @@ def main(argv=None):
                         idle[cls.name] = (0, 0)
             finally:
                 peer.stop()
-        report(results, idle)
+        if results:
+            report(results, idle)
+        if sorts:
+            report_sort(sorts, answers)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -43,8 +43,23 @@ label, and re-applying a change is harmless. Nothing needs the change bus:
 every lookup compares states (which the caller reads anyway), so a change
 made by another worker or node is seen on the next request.
 
-Only the store's public API is used: ``state``, ``history_floor``, ``changes``
-and ``storage.emails`` (``mailbox_sort_rows``, ``ordered_messages``).
+Two more caches serve IMAP, in the same mail terms:
+
+- Sort records (``storage.sortkeys``: base subject, first addresses, dates,
+  references) by mailbox and UID: ``Views.sort_records(account, mailbox,
+  uidvalidity, uids)``. A UID names one message for as long as the mailbox's
+  UIDVALIDITY holds, and a stored message never changes, so a record never
+  goes stale; only missing ones are read. IMAP SORT and THREAD use them, and
+  ``query`` (with a constant state) for their results, keyed by the UIDs.
+- Flag rows of a whole mailbox (what SELECT reads): ``Views.flag_rows(box)``,
+  kept with the MODSEQ they are current to; when the mailbox's HIGHESTMODSEQ
+  has moved, only the rows changed since and the UIDs expunged since are read
+  (every change to a mailbox raises its HIGHESTMODSEQ), unless the expunge
+  log was pruned past the rows' MODSEQ.
+
+Only the store's public API is used: ``state``, ``history_floor``, ``changes``,
+``flags``, ``expunged_since``, ``storage.emails`` (``mailbox_sort_rows``,
+``ordered_messages``) and ``storage.sortkeys.load_records``.
 """
 
 import bisect
@@ -52,7 +67,7 @@ import threading
 import weakref
 from collections import OrderedDict
 
-from . import emails
+from . import emails, sortkeys
 
 SORT_KEYS = ("received", "size", "from", "to", "subject", "sent")
 PLACED = {"received": 2, "size": 3}   # keys placed by bisection: column of mailbox_sort_rows
@@ -62,6 +77,10 @@ MAX_VIEWS = 32
 MAX_RESULTS = 64
 MAX_IDS_PER_ENTRY = 1_000_000
 MAX_IDS = 2_000_000       # in all entries of one cache
+MAX_KEY_MAILBOXES = 64    # mailboxes whose sort records are kept
+MAX_KEYS = 100_000        # sort records kept in all of them (~400 bytes each)
+MAX_ROW_MAILBOXES = 256   # mailboxes whose flag rows are kept
+MAX_ROWS = 300_000        # flag rows kept in all of them (~150 bytes each)
 
 
 class SortedIds:
@@ -155,6 +174,10 @@ class Views:
         self._lock = threading.Lock()
         self._views = _Bounded(max_views, max_ids_per_entry, max_ids)
         self._results = _Bounded(max_results, max_ids_per_entry, max_ids)
+        # (account, mailbox, uidvalidity) -> {uid: MessageKeys}
+        self._keys = _Bounded(MAX_KEY_MAILBOXES, MAX_KEYS, MAX_KEYS)
+        # (mailbox, uidvalidity) -> (modseq, flag rows)
+        self._rows = _Bounded(MAX_ROW_MAILBOXES, MAX_IDS_PER_ENTRY, MAX_ROWS)
 
     @property
     def store(self):
@@ -272,11 +295,65 @@ class Views:
             self._results.put(key, (state, result), len(result))
         return result
 
+    # --- sort records ---------------------------------------------------------
+
+    def sort_records(self, account_id, mailbox_pk, uidvalidity, uids):
+        """``[(uid, sortkeys.MessageKeys)]`` of the messages at ``uids`` in the
+        mailbox, in the order given (a UID no longer there is left out)."""
+        key = (account_id, mailbox_pk, uidvalidity)
+        with self._lock:
+            have = self._keys.get(key)
+        if have is None:
+            have = {}
+        missing = [u for u in uids if u not in have]
+        if missing:
+            loaded = sortkeys.load_records(self.store, account_id, mailbox_pk, missing)
+            with self._lock:
+                have.update(loaded)
+                self._keys.put(key, have, len(have))
+        get = have.get
+        return [(u, k) for u, k in ((u, get(u)) for u in uids) if k is not None]
+
+    # --- flag rows of a whole mailbox (SELECT) -----------------------------------
+
+    def flag_rows(self, mailbox):
+        """``store.flags(mailbox.id)`` for ``mailbox`` (a ``Mailbox`` as just
+        read): ``[(uid, modseq, bits, keywords)]`` ascending by UID, at least as
+        fresh as ``mailbox.highestmodseq``. Kept per mailbox; when the mailbox
+        has moved on, only the rows changed since and the UIDs expunged since
+        are read. Shared; never mutate."""
+        key = (mailbox.id, mailbox.uidvalidity)
+        with self._lock:
+            entry = self._rows.get(key)
+        store = self.store
+        if entry is not None and entry[0] >= mailbox.highestmodseq:
+            return entry[1]
+        rows = None
+        if entry is not None and entry[0] >= store.history_floor(mailbox.account_id):
+            changed = store.flags(mailbox.id, None, entry[0])
+            if len(changed) <= MAX_DELTA:
+                gone = set(store.expunged_since(mailbox.id, entry[0]))
+                fresh = {r[0]: r for r in changed}
+                rows = [fresh.pop(r[0], r) for r in entry[1] if r[0] not in gone]
+                if fresh:
+                    rows.extend(r for r in fresh.values() if r[0] not in gone)
+                    rows.sort(key=lambda r: r[0])
+        if rows is None:
+            rows = store.flags(mailbox.id)
+        top = max([mailbox.highestmodseq] + [r[1] for r in rows]) if rows else mailbox.highestmodseq
+        with self._lock:
+            current = self._rows.get(key)
+            if current is None or current[0] <= top:
+                self._rows.put(key, (top, rows), len(rows))
+        return rows
+
     def clear(self):
         """Forget every view and result (they rebuild on the next request)."""
         with self._lock:
             self._views.clear()
             self._results.clear()
+            self._keys.clear()
+            self._rows.clear()
 
 
 def _sort_key(key, asc):

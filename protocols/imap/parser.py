@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from . import parse_quota
 from . import parse_acl
 from . import parse_ext
+from .parse_sort import parse_cancelupdate, parse_partial, parse_returns, parse_sort, parse_thread
 from .wire import Command, ParseError, Str, _tag_of, group, tokenize
 
 # --- sequence sets ------------------------------------------------------------
@@ -147,6 +148,7 @@ class Search(Command):
     keys: list = field(default_factory=list)
     charset: str = None
     returns: list = None        # ESEARCH RETURN options, None for plain SEARCH
+    partial: tuple = None       # RETURN (PARTIAL first:last), RFC 9394
 
 
 @dataclass
@@ -163,6 +165,7 @@ class Fetch(Command):
     items: list = field(default_factory=list)
     changedsince: int = None
     vanished: bool = False
+    partial: tuple = None         # the PARTIAL modifier (RFC 9394): (first, last)
 
 
 @dataclass
@@ -255,7 +258,8 @@ def parse(unit):
         uid = False
         if verb == "UID":
             verb = args.atom("a command after UID").upper()
-            if verb not in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "REPLACE"):
+            if verb not in ("FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "REPLACE",
+                            "SORT", "THREAD"):
                 raise ParseError(f"UID {verb} is not a command")
             uid = True
         parser = PARSERS.get(verb)
@@ -488,10 +492,9 @@ def _search(args):
     if isinstance(args.peek(), str) and args.peek().upper() == "RETURN" \
             and not isinstance(args.peek(), Str):
         args.take()
-        cmd.returns = [_atom_upper(a) for a in args.list("return options")]
-        for r in cmd.returns:
-            if r not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
-                raise ParseError(f"unknown search return option {r[:20]}")
+        cmd.returns, cmd.partial = parse_returns(
+            args.list("return options"),
+            ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT"))
     if isinstance(args.peek(), str) and args.peek().upper() == "CHARSET" \
             and not isinstance(args.peek(), Str):
         args.take()
@@ -617,6 +620,8 @@ def _fetch(args):
                 cmd.changedsince = mods.number("a MODSEQ")
             elif name == "VANISHED":
                 cmd.vanished = True
+            elif name == "PARTIAL" and cmd.partial is None:
+                cmd.partial = parse_partial(mods.atom("a PARTIAL range"))
             else:
                 raise ParseError(f"unknown fetch modifier {name[:30]}")
     return cmd
@@ -682,4 +687,7 @@ PARSERS = {
     "UNAUTHENTICATE": _simple,
     "NOTIFY": parse_ext.notify,
     "ESEARCH": parse_ext.esearch,
+    "SORT": parse_sort,
+    "THREAD": parse_thread,
+    "CANCELUPDATE": parse_cancelupdate,
 }

@@ -497,6 +497,7 @@ class IMAPSession(protocol.Protocol):
             if self.closing:
                 return
             await self.report_changes(spec.expunge_ok or cmd.uid)
+            await self.report_contexts()
             reason = store_error_reply(exc, spec) if isinstance(exc, errors.StoreError) else exc
             self.send(f"{cmd.tag} NO {reason}".encode())
             return
@@ -516,6 +517,7 @@ class IMAPSession(protocol.Protocol):
         if self.closing or text is False:
             return
         await self.report_changes(spec.expunge_ok or cmd.uid)
+        await self.report_contexts()
         self.send(f"{cmd.tag} OK {text or cmd.verb + ' completed'}".encode())
 
     # --- logs (the events and their fields: roost.server.logs) ------------------
@@ -694,6 +696,13 @@ class IMAPSession(protocol.Protocol):
                 self.send(self.flags_fetch(seq, uid, modseq, bits, keywords, True))
         view.sent.clear()
         view.modseq = max([view.modseq, highest] + [r[1] for r in rows])
+
+    async def report_contexts(self):
+        """RFC 5267 UPDATE: ADDTO/REMOVEFROM for the searches the client asked
+        to follow (``commands.sort``); nothing when there are none."""
+        contexts = getattr(self.selected, "contexts", None)
+        if contexts:
+            await contexts.report(self)
 
     def _report_expunges(self, view, uids):
         if "QRESYNC" in self.enabled or "UIDONLY" in self.enabled:

@@ -88,3 +88,4 @@ def _load():
         from . import compose  # noqa: F401 - CATENATE, REPLACE
         from . import acl  # noqa: F401 - RFC 4314
         from . import connection, notify, search_ext  # noqa: F401
+        from . import sort  # noqa: F401

@@ -16,6 +16,7 @@ import re
 
 from roost.storage import errors, mime
 from roost.storage.acl import with_virtual
+from roost.storage.views import for_store
 
 from .. import resync, shared
 from ..fetch import MONTHS
@@ -58,7 +59,8 @@ async def select(s, cmd):
 
     def load():
         box, rights, shown = shared.resolve_blocking(store, s.account, name, "r")
-        return box, rights, shown, store.flags(box.id), store.recent_floor(box.id)
+        return (box, rights, shown, for_store(store).flag_rows(box),   # store.flags(box.id), cached
+                store.recent_floor(box.id))
     box, rights, shown, rows, floor = await s.ctx.run(load)
     readonly = cmd.verb == "EXAMINE" or not shared.read_write(rights)
     highest = max([box.highestmodseq] + [r[1] for r in rows])

@@ -120,6 +120,9 @@ async def search(s, cmd):
             line += b" (MODSEQ %d)" % top
         s.send(line)
         return
+    if "UPDATE" in returns or "CONTEXT" in returns:     # RFC 5267 (commands.sort)
+        from .sort import start_context
+        returns = start_context(s, cmd, found, returns)
     if "SAVE" in returns:
         v.saved = tuple(found)
         returns = [r for r in returns if r != "SAVE"]
@@ -142,6 +145,9 @@ async def search(s, cmd):
         # RFC 4731 3.2: MIN and/or MAX alone report the modseq of those messages
         top = max(mods.get(u, 0) for u in {found[0] if "MIN" in returns else found[-1],
                                            found[-1] if "MAX" in returns else found[0]})
+    if cmd.partial is not None:
+        from .sort import partial_part
+        parts.append(partial_part(cmd.partial, numbers))
     if top is not None:
         parts.append(f"MODSEQ {top}")
     s.send(" ".join(parts).encode())
@@ -204,6 +210,9 @@ async def fetch_cmd(s, cmd):
     if cmd.vanished and not (cmd.uid and cmd.changedsince is not None and "QRESYNC" in s.enabled):
         raise Bad("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
     uids = _targets(s, cmd)
+    if cmd.partial is not None:     # RFC 9394: only those of the set at these positions
+        from .sort import partial_slice
+        uids = partial_slice(uids, cmd.partial)
     if cmd.vanished:
         def load():
             box = store.mailbox(v.account_id, mailbox_id=v.pk)
@@ -565,6 +574,7 @@ async def idle(s, cmd):
         while True:
             wake.clear()
             await s.report_changes(True)
+            await s.report_contexts()
             s.flush()
             waiter = asyncio.ensure_future(wake.wait())
             done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)

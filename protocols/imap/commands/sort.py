@@ -1,0 +1,277 @@
+"""SORT, THREAD and their extensions: SORT and SORT=DISPLAY (RFC 5256, 5957),
+THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256), ESORT (RFC 5267
+section 3) and PARTIAL (RFC 9394; this module also renders the PARTIAL
+results of SEARCH, and FETCH slices its messages with ``partial_slice``).
+
+The messages are found as SEARCH finds them; their sort records (base
+subject, first addresses, dates, references) come from the store's views
+(``storage.views``: cached by mailbox and UID, as a message never changes)
+and the orders and threads from ``storage.sortkeys``. A result depends only
+on the criteria and the UIDs, so it is kept (``Views.query``) under those:
+a client listing the same mailbox again gets it without a sort. Strings
+collate by i;unicode-casemap (RFC 5051, closely: see ``sortkeys.collate``).
+
+CONTEXT=SEARCH (RFC 5267 section 4): ``SEARCH RETURN (UPDATE)`` keeps the
+search on the selected mailbox (at most ``MAX_CONTEXTS``; past that
+``* NO [NOUPDATE "tag"]``); whenever the session reports changes (after each
+command, and in IDLE) a followed search whose result moved is run again and
+the difference sent as ``* ESEARCH (TAG "t") [UID] REMOVEFROM (0 set) ADDTO
+(0 set)``, the client's own changes included. An expunged message is not
+sent in REMOVEFROM: the EXPUNGE/VANISHED response removes it. Sequence
+numbers in a followed search's criteria are resolved again each time, against
+the view as it is then. CANCELUPDATE ends contexts; SELECT/CLOSE end all.
+The CONTEXT return option (a hint) is accepted and ignored.
+
+PARTIAL: the range counts positions in the result (SEARCH: ascending; SORT:
+sort order; FETCH: the messages the set names, ascending, before CHANGEDSINCE
+filters them); MIN/MAX/COUNT are of the whole result; SAVE saves every match.
+
+Not here: CONTEXT=SORT (updates of a sorted result, with positions) is not
+implemented, so it is not advertised and SORT refuses UPDATE.
+"""
+
+from array import array
+
+from roost.storage import sortkeys
+from roost.storage.views import for_store
+
+from ..parse_sort import THREAD_ALGORITHMS
+from .. import uidonly
+from ..searchkeys import Compiler
+from ..wire import uid_set_text
+from . import SEL, Bad, No, capability, command
+
+capability("SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "ESORT",
+           "PARTIAL", "CONTEXT=SEARCH")
+
+CHARSETS = (None, "UTF-8", "US-ASCII")
+MAX_CONTEXTS = 10        # followed searches per selected mailbox
+
+
+def partial_slice(items, rng):
+    """The items at the positions a PARTIAL range names (1-based; negative
+    ranges count from the end, -1 being the last)."""
+    first, last = rng
+    n = len(items)
+    if first > 0:
+        return items[first - 1:last]
+    return items[max(n + last, 0):max(n + first + 1, 0)]
+
+
+def partial_part(rng, numbers, ordered=False):
+    """The ``PARTIAL (range set)`` item of an ESEARCH response."""
+    got = partial_slice(numbers, rng)
+    text = (ordered_set(got) if ordered else uid_set_text(got)) if got else "NIL"
+    return f"PARTIAL ({rng[0]}:{rng[1]} {text})"
+
+
+def ordered_set(numbers):
+    """Numbers in the given order as a sequence set: ascending runs of
+    consecutive numbers become ``a:b``, nothing else is merged."""
+    out, i = [], 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(str(numbers[i]) if i == j else f"{numbers[i]}:{numbers[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+async def matching(s, keys):
+    """UIDs in the connection's view that match the search ``keys``, ascending."""
+    from .messages import _flat, _uids_by_message, sent_days
+    v = s.selected
+    if len(keys) == 1 and isinstance(keys[0], str) and keys[0].upper() == "ALL":
+        return list(v.uids)
+    if s.ctx.search is None:
+        raise No("[UNAVAILABLE] search is not available")
+    store = s.ctx.store
+    memo = {}
+
+    def once(name, fn):
+        if name not in memo:
+            memo[name] = fn()
+        return memo[name]
+
+    def email_uids(pk):
+        return once("emails", lambda: _uids_by_message(store, v.pk)).get(pk, [])
+    compiler = Compiler(uidonly.seq_ranges(s, v), v.uid_ranges,
+                        lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids,
+                        recent=None if s.rev2 else v.recent)
+    if any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(keys)):
+        s.enable_condstore()
+
+    def run():
+        return s.ctx.search(store, v.account_id, compiler.compile(keys), v.pk)
+    found = await s.ctx.run(run)
+    return [u for u in found if u in v]
+
+
+def _cached(s, what, uids, compute):
+    """``compute(records)`` for the messages at ``uids`` (ascending), through the
+    store's views: records are cached by UID, and the result by ``what`` and
+    the UIDs (it depends on nothing else: the messages never change). Runs on
+    a worker."""
+    views = for_store(s.ctx.store)
+    v = s.selected
+    key = ("imap", v.pk, v.uidvalidity, what, len(uids), hash(array("L", uids).tobytes()))
+    return views.query(v.account_id, key, 0, lambda: _Sized(compute(
+        views.sort_records(v.account_id, v.pk, v.uidvalidity, uids)), len(uids))).value
+
+
+class _Sized:
+    """A cached result, counted in the cache's bounds as the messages it covers."""
+    __slots__ = ("value", "n")
+
+    def __init__(self, value, n):
+        self.value, self.n = value, n
+
+    def __len__(self):
+        return self.n
+
+
+def _seqs(v, uids):
+    if len(uids) < 64:
+        return [v.seq(u) for u in uids]
+    pos = {u: i for i, u in enumerate(v.uids, 1)}
+    return [pos[u] for u in uids]
+
+
+def _check_charset(cmd):
+    if cmd.charset not in CHARSETS:
+        raise No("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset")
+
+
+@command("SORT", states=SEL, expunge_ok=False)
+async def sort_cmd(s, cmd):
+    _check_charset(cmd)
+    v = s.selected
+    uids = await matching(s, cmd.keys)
+
+    def run():
+        return _cached(s, ("SORT", tuple(cmd.criteria)), uids,
+                       lambda records: [u for u, _k in sortkeys.sort(records, cmd.criteria)])
+    ordered = await s.ctx.run(run) if uids else []
+    numbers = ordered if cmd.uid else _seqs(v, ordered)
+    if cmd.returns is None:
+        s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
+        return
+    returns = cmd.returns
+    if "SAVE" in returns:
+        v.saved = tuple(sorted(ordered))      # as SEARCH saves: every match, as a set
+        returns = [r for r in returns if r != "SAVE"]
+        if not returns:
+            return
+    if not returns:
+        returns = ["ALL"]
+    parts = [f'* ESEARCH (TAG "{cmd.tag}")']
+    if cmd.uid:
+        parts.append("UID")
+    if "MIN" in returns and numbers:
+        parts.append(f"MIN {numbers[0]}")
+    if "MAX" in returns and numbers:
+        parts.append(f"MAX {numbers[-1]}")
+    if "COUNT" in returns:
+        parts.append(f"COUNT {len(numbers)}")
+    if "ALL" in returns and numbers:
+        parts.append(f"ALL {ordered_set(numbers)}")
+    if cmd.partial is not None:
+        parts.append(partial_part(cmd.partial, numbers, ordered=True))
+    s.send(" ".join(parts).encode())
+
+
+@command("THREAD", states=SEL, expunge_ok=False)
+async def thread_cmd(s, cmd):
+    if cmd.algorithm not in THREAD_ALGORITHMS:
+        raise Bad(f"unknown threading algorithm {cmd.algorithm[:30]}")
+    _check_charset(cmd)
+    v = s.selected
+    uids = await matching(s, cmd.keys)
+    algorithm = sortkeys.references if cmd.algorithm == "REFERENCES" else sortkeys.ordered_subject
+
+    def run():
+        if cmd.uid:
+            return _cached(s, ("THREAD", cmd.algorithm), uids,
+                           lambda records: sortkeys.thread_text(algorithm(records)))
+        nodes = _cached(s, ("THREAD", cmd.algorithm, "nodes"), uids, algorithm)
+        pos = {u: i for i, u in enumerate(v.uids, 1)}
+        return sortkeys.thread_text(nodes, pos.__getitem__)
+    text = await s.ctx.run(run) if uids else ""
+    s.send(b"* THREAD" + (b" " + text.encode() if text else b""))
+
+
+# --- CONTEXT=SEARCH ---------------------------------------------------------------
+
+class Contexts(dict):
+    """The followed searches of one selected mailbox, by tag (kept on the
+    ``SelectedMailbox`` as ``contexts``; the session calls ``report``)."""
+
+    async def report(self, s):
+        await report_contexts(s)
+
+
+class SearchContext:
+    __slots__ = ("tag", "uid", "keys", "found")
+
+    def __init__(self, tag, uid, keys, found):
+        self.tag, self.uid, self.keys, self.found = tag, uid, keys, found
+
+
+def start_context(s, cmd, found, returns):
+    """Follow SEARCH ``cmd`` (RETURN has UPDATE) from its result ``found``
+    (UIDs); the return options left for the ESEARCH response."""
+    rest = [r for r in returns if r not in ("UPDATE", "CONTEXT")]
+    if "UPDATE" in returns:
+        v = s.selected
+        contexts = v.__dict__.setdefault("contexts", Contexts())
+        if len(contexts) >= MAX_CONTEXTS and cmd.tag not in contexts:
+            s.send(f'* NO [NOUPDATE "{cmd.tag}"] too many searches followed'.encode())
+        else:
+            contexts[cmd.tag] = SearchContext(cmd.tag, cmd.uid, cmd.keys, set(found))
+            v.contexts_mark = None
+    return rest
+
+
+async def report_contexts(s):
+    """Send ADDTO/REMOVEFROM for each followed search whose result changed
+    since it was last reported (see the module doc)."""
+    v = s.selected
+    store = s.ctx.store
+    state = await s.ctx.run(store.state, v.account_id, "Email")
+    mark = (state, len(v.uids), v.last_uid)
+    if getattr(v, "contexts_mark", None) == mark or s.selected is not v:
+        return
+    v.contexts_mark = mark
+    for ctx in list(v.contexts.values()):
+        try:
+            found = set(await matching(s, ctx.keys))
+        except (No, Bad):
+            del v.contexts[ctx.tag]
+            s.send(f'* NO [NOUPDATE "{ctx.tag}"] the search can no longer be followed'.encode())
+            continue
+        if s.selected is not v:
+            return
+        added = sorted(found - ctx.found)
+        removed = sorted(u for u in ctx.found - found if u in v)
+        ctx.found = found
+        if not added and not removed:
+            continue
+        parts = [f'* ESEARCH (TAG "{ctx.tag}")']
+        if ctx.uid:
+            parts.append("UID")
+        for name, uids in (("REMOVEFROM", removed), ("ADDTO", added)):
+            if uids:
+                numbers = uids if ctx.uid else [v.seq(u) for u in uids]
+                parts.append(f"{name} (0 {uid_set_text(numbers)})")
+        s.send(" ".join(parts).encode())
+
+
+@command("CANCELUPDATE", states=SEL)
+async def cancelupdate(s, cmd):
+    contexts = getattr(s.selected, "contexts", {})
+    unknown = [t for t in cmd.tags if t not in contexts]
+    if unknown:
+        raise Bad(f"no search followed under the tag {unknown[0][:40]}")
+    for t in cmd.tags:
+        del contexts[t]
