@@ -327,13 +327,7 @@ class Session:
             raise Reply("cannot decode the base64 response") from None
 
     async def _password(self, user, password):
-        ctx = self.ctx
-
-        def token(value):       # an app token given as the password, of this account only
-            acct = ctx.token_account(value)
-            return acct if acct is not None and acct.address == ctx.auth.account_key(user) else None
-        # the fourth argument is the Authenticator's app-token check
-        return await ctx.auth.login(user, password, self.ip, token)
+        return await self.ctx.auth.login(user, password, self.ip, tokens=self.ctx.token_account)
 
     async def _login(self, mechanism, user, result):
         report = self.ctx.auth.report
