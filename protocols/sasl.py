@@ -1,12 +1,25 @@
-"""What the listeners that log clients in (IMAP, submission, ManageSieve)
-share before authentication: the gate that counts connections waiting to
-log in, and the parsing of the bearer-token SASL responses (OAUTHBEARER,
-RFC 7628, and XOAUTH2). The password mechanisms and the checks themselves
+"""What the listeners that log clients in (IMAP, submission, ManageSieve,
+POP3) share before authentication: the gate that counts connections waiting
+to log in, whether a connection came to a loopback address (where cleartext
+passwords may be allowed), and the parsing of the SASL responses (PLAIN, and
+the bearer tokens of OAUTHBEARER, RFC 7628, and XOAUTH2). The password mechanisms and the checks themselves
 are the shared ``Authenticator``'s (roost.server.auth).
 
 The parsers raise ``ValueError`` with a message; each protocol turns it into
 its own reply (``501 5.5.2 ...``, ``NO ...``).
 """
+
+import ipaddress
+
+
+def is_loopback(host):
+    """Is ``host`` (an address, maybe with a zone) a loopback one, IPv4-mapped included?"""
+    try:
+        addr = ipaddress.ip_address(str(host).split("%")[0])
+    except ValueError:
+        return False
+    return addr.is_loopback or bool(addr.version == 6 and addr.ipv4_mapped
+                                    and addr.ipv4_mapped.is_loopback)
 
 
 class PreauthGate:

@@ -304,22 +304,27 @@ class Roost:
         self._unix_paths.append(host)
         return host, None
 
-    async def _start_managesieve(self, host, port):
-        """ManageSieve (``protocols.sieve``): the account's Sieve scripts."""
-        from roost.protocols import sieve
+    def _line_context(self, cls, loopback_cleartext, **extra):
+        """A ``LineContext`` (POP3, ManageSieve): the server's logins, TLS and
+        pre-login limits."""
         from roost.storage import account_data
 
         from .tls import context_factory
         self._tls = getattr(self, "_tls", None) or context_factory(self.config)
         cfg = self.config
-        ctx = sieve.Context(
+        return cls(
             run=self.run, auth=self.auth,
             token_account=lambda token: account_data.token_account(self.store, token),
             store=self.store, tls=self._tls.ssl_context(), implementation=f"Roost {_version()}",
-            loopback_cleartext=cfg.managesieve_loopback_cleartext,
+            loopback_cleartext=loopback_cleartext,
             unauthenticated_per_ip=cfg.unauthenticated_connections_per_ip,
             unauthenticated_total=cfg.unauthenticated_connections,
-            unauthenticated_timeout=cfg.unauthenticated_command_timeout)
+            unauthenticated_timeout=cfg.unauthenticated_command_timeout, **extra)
+
+    async def _start_managesieve(self, host, port):
+        """ManageSieve (``protocols.sieve``): the account's Sieve scripts."""
+        from roost.protocols import sieve
+        ctx = self._line_context(sieve.Context, self.config.managesieve_loopback_cleartext)
         self._managesieve = ctx
         return await self._stream_server(host, port, lambda r, w: sieve.serve(ctx, r, w),
                                          sieve.MAX_LINE)
@@ -332,21 +337,9 @@ class Roost:
             import uuid
 
             from roost.protocols import pop3
-            from roost.storage import account_data
-
-            from .tls import context_factory
-            self._tls = getattr(self, "_tls", None) or context_factory(self.config)
-            cfg = self.config
-            self._pop3 = pop3.Context(
-                run=self.run, auth=self.auth,
-                token_account=lambda token: account_data.token_account(self.store, token),
-                store=self.store, tls=self._tls.ssl_context(),
-                holder=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}",
-                implementation=f"Roost {_version()}",
-                loopback_cleartext=cfg.pop3_loopback_cleartext,
-                unauthenticated_per_ip=cfg.unauthenticated_connections_per_ip,
-                unauthenticated_total=cfg.unauthenticated_connections,
-                unauthenticated_timeout=cfg.unauthenticated_command_timeout)
+            self._pop3 = self._line_context(
+                pop3.Context, self.config.pop3_loopback_cleartext,
+                holder=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}")
         return self._pop3
 
     async def _start_pop3(self, host, port, implicit_tls=False):

@@ -45,8 +45,9 @@ def test_protocols_never_import_sqlalchemy_or_each_other():
         for other in re.findall(r"roost\.protocols\.(\w+)", source):
             # dns is the one resolver every protocol shares (DESIGN.md section 2);
             # smtpdata the DATA reader of LMTP, submission and the SMTP edge;
-            # sasl what the listeners that log clients in share
-            assert other in (own, "dns", "smtpdata", "sasl") or own.endswith(".py"), f"{path} imports protocol {other}"
+            # sasl what the listeners that log clients in share; linesession the
+            # connection life of the two line-based servers, POP3 and ManageSieve
+            assert other in (own, "dns", "smtpdata", "sasl", "linesession") or own.endswith(".py"), f"{path} imports protocol {other}"
 
 
 def test_storage_imports_no_protocol():

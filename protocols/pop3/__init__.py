@@ -58,33 +58,17 @@ Design choices:
 
 from dataclasses import dataclass, field
 
-from roost.protocols.sasl import PreauthGate
+from roost.protocols.linesession import LineContext
 
 from .session import LEASE_TTL, MAX_LINE, Session
 
 
 @dataclass
-class Context:
-    """What the connections share. ``run(fn, *args)`` runs blocking ``fn`` on
-    the worker pool; ``auth`` is the server's Authenticator;
-    ``token_account(token)`` (blocking) the Account of an app token or None;
-    ``store`` the Store; ``tls`` an ``ssl.SSLContext`` for STLS (None: none);
-    ``holder`` this process's name in the maildrop leases."""
-    run: object
-    auth: object
-    token_account: object
-    store: object
-    holder: str
-    tls: object = None
-    implementation: str = "Roost"
-    loopback_cleartext: bool = True
-    unauthenticated_per_ip: int = 10
-    unauthenticated_total: int = 200
-    unauthenticated_timeout: float = 60
-    gate: PreauthGate = field(default_factory=PreauthGate)
-    sessions: set = field(default_factory=set)
+class Context(LineContext):
+    """``LineContext`` and ``holder``, this process's name in the maildrop
+    leases, and the wire sizes of messages already measured."""
+    holder: str = ""
     sizes: dict = field(default_factory=dict)    # (mailbox, uidvalidity, uid) -> size as sent
-    closing: bool = False
 
     def shutdown(self):
         """The server is stopping: new connections are refused; open ones are

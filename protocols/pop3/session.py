@@ -7,12 +7,11 @@ Every store call runs on the server's worker pool through ``ctx.run``.
 import asyncio
 import base64
 import binascii
-import ipaddress
-import itertools
 import logging
 import time
 
 from roost.protocols import sasl
+from roost.protocols.linesession import LineSession
 from roost.storage.errors import MailboxNotFound, MessageNotFound
 
 log = logging.getLogger("roost.pop3")
@@ -25,7 +24,6 @@ AUTHENTICATED_TIMEOUT = 600     # RFC 1939 section 3: at least 10 minutes
 LEASE_TTL = 60                  # seconds a maildrop lease lasts unless renewed
 LEASE_RENEW = 20                # ... and how often a live session renews it
 MAX_SIZE_CACHE = 200_000        # messages whose wire size a process remembers
-_conn_ids = itertools.count(1)
 
 
 class Reply(Exception):
@@ -34,15 +32,6 @@ class Reply(Exception):
     def __init__(self, text, code=None, close=False):
         super().__init__(text)
         self.text, self.code, self.close = text, code, close
-
-
-def is_loopback(host):
-    try:
-        addr = ipaddress.ip_address(str(host).split("%")[0])
-    except ValueError:
-        return False
-    return addr.is_loopback or bool(addr.version == 6 and addr.ipv4_mapped
-                                    and addr.ipv4_mapped.is_loopback)
 
 
 def wire_size(data):
@@ -75,40 +64,24 @@ def to_wire(data, lines=None):
     return (b"\r\n" + data).replace(b"\r\n.", b"\r\n..")[2:] + b".\r\n"
 
 
-class Session:
+class Session(LineSession):
+    proto, log, authenticated_timeout = PROTO, log, AUTHENTICATED_TIMEOUT
+
     def __init__(self, ctx, reader, writer, implicit_tls=False):
-        self.ctx, self.reader, self.writer = ctx, reader, writer
-        peer = writer.get_extra_info("peername")
-        local = writer.get_extra_info("sockname")
-        self.ip = peer[0] if isinstance(peer, tuple) else "local"
-        self.loopback = isinstance(local, tuple) and is_loopback(local[0])
-        self.tls = implicit_tls
+        super().__init__(ctx, reader, writer, implicit_tls)
         self.user = None            # the name given by USER
-        self.account = None
         self.mailbox = None
         self.messages = []          # [(uid, size, message_id)]: message n is messages[n - 1]
         self.deleted = set()        # message numbers marked by DELE
         self.retrieved = set()      # ... and those RETR sent whole
         self.lease = None           # the maildrop lease's name while held
-        self.auth_failures = 0
-        self.preauth_commands = 0
-        self.gated = False
-        self.conn_id, self.opened = next(_conn_ids), time.monotonic()
         self.holder = f"{ctx.holder}:{self.conn_id}"
-        self.bytes_out = 0
         self._renewer = None
 
     # --- output -------------------------------------------------------------------
 
-    def send(self, data):
-        self.bytes_out += len(data)
-        self.writer.write(data)
-
     def ok(self, text="", body=None):
         self.send(b"+OK" + (b" " + text.encode() if text else b"") + b"\r\n" + (body or b""))
-
-    def cleartext_refused(self):
-        return not self.tls and not (self.loopback and self.ctx.loopback_cleartext)
 
     def capabilities(self):
         lines = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "EXPIRE NEVER"]
@@ -120,46 +93,16 @@ class Session:
         lines.append(f"IMPLEMENTATION {self.ctx.implementation}")
         return "".join(line + "\r\n" for line in lines).encode() + b".\r\n"
 
-    # --- the connection --------------------------------------------------------------
+    # --- the connection (LineSession.run) ------------------------------------------
 
-    async def run(self):
-        ctx = self.ctx
-        refused = "the server is shutting down" if ctx.closing else \
-            ctx.gate.enter(self.ip, ctx.unauthenticated_per_ip, ctx.unauthenticated_total)
-        self.gated = refused is True
-        ctx.sessions.add(self)
-        log.info("connection open", extra={"event": "connection", "state": "open",
-                                           "proto": PROTO, "conn": self.conn_id, "peer": self.ip})
-        try:
-            if refused is not True:
-                self.send(b"-ERR [SYS/TEMP] " + refused.encode() + b"\r\n")
-                return
-            self.ok("Roost POP3 server ready")
-            while not await self.one():
-                # a client that does not read what it asked for is dropped
-                await asyncio.wait_for(self.writer.drain(), AUTHENTICATED_TIMEOUT)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
-            pass        # gone, TLS broke, or stopped reading
-        finally:
-            await self._end()
+    def greeting(self):
+        return b"+OK Roost POP3 server ready\r\n"
 
-    async def _end(self):
-        ctx = self.ctx
-        ctx.sessions.discard(self)
-        if self.gated:
-            ctx.gate.leave(self.ip)
-            self.gated = False
+    def refusal(self, text):
+        return b"-ERR [SYS/TEMP] " + text.encode() + b"\r\n"
+
+    async def ended(self):
         await self._release()
-        try:
-            await asyncio.wait_for(self.writer.drain(), 5)
-        except (ConnectionError, asyncio.TimeoutError):
-            pass
-        self.writer.close()
-        log.info("connection close", extra={
-            "event": "connection", "state": "close", "proto": PROTO, "conn": self.conn_id,
-            "peer": self.ip, "ms": round((time.monotonic() - self.opened) * 1000, 3),
-            "bytes_out": self.bytes_out,
-            "account": self.account.address if self.account else None})
 
     async def read_line(self):
         """The next line without its CRLF (within the idle timeout), or raise

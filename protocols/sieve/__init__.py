@@ -41,33 +41,14 @@ Design choices:
   event per command at DEBUG (``server.logs``).
 """
 
-from dataclasses import dataclass, field
-
-from roost.protocols.sasl import PreauthGate
+from roost.protocols.linesession import LineContext
 
 from .session import Session
 from .wire import MAX_LINE
 
 
-@dataclass
-class Context:
-    """What the connections share. ``run(fn, *args)`` runs blocking ``fn`` on
-    the worker pool; ``auth`` is the server's Authenticator;
-    ``token_account(token)`` (blocking) the Account of an app token or None;
-    ``store`` the Store; ``tls`` an ``ssl.SSLContext`` (None: no STARTTLS)."""
-    run: object
-    auth: object
-    token_account: object
-    store: object = None
-    tls: object = None
-    implementation: str = "Roost"
-    loopback_cleartext: bool = True
-    unauthenticated_per_ip: int = 10
-    unauthenticated_total: int = 200
-    unauthenticated_timeout: float = 60
-    gate: PreauthGate = field(default_factory=PreauthGate)
-    sessions: set = field(default_factory=set)
-    closing: bool = False
+class Context(LineContext):
+    """What the connections share (``LineContext``)."""
 
     def shutdown(self):
         """The server is stopping: every session gets BYE (the server then

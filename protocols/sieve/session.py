@@ -8,13 +8,12 @@ pool through ``ctx.run``. See the package docstring for the choices.
 import asyncio
 import base64
 import binascii
-import ipaddress
-import itertools
 import json
 import logging
 import time
 
 from roost.protocols import sasl
+from roost.protocols.linesession import LineSession
 from roost.storage import sieve
 from roost.storage.errors import Conflict, InvalidName, QuotaExceeded
 from roost.storage.sieve import scripts, vacation
@@ -33,7 +32,6 @@ try:    # delivery (storage.sieve.deliver) owns the number CAPABILITY announces
     from roost.storage.sieve.deliver import MAX_REDIRECTS
 except ImportError:     # a tree without Sieve delivery yet: its planned bound
     MAX_REDIRECTS = 4
-_conn_ids = itertools.count(1)
 
 
 class Reply(Exception):
@@ -44,35 +42,10 @@ class Reply(Exception):
         self.text, self.code, self.kind = text, code, kind
 
 
-def is_loopback(host):
-    try:
-        addr = ipaddress.ip_address(str(host).split("%")[0])
-    except ValueError:
-        return False
-    return addr.is_loopback or bool(addr.version == 6 and addr.ipv4_mapped
-                                    and addr.ipv4_mapped.is_loopback)
-
-
-class Session:
-    def __init__(self, ctx, reader, writer):
-        self.ctx, self.reader, self.writer = ctx, reader, writer
-        peer = writer.get_extra_info("peername")
-        local = writer.get_extra_info("sockname")
-        self.ip = peer[0] if isinstance(peer, tuple) else "local"
-        self.loopback = isinstance(local, tuple) and is_loopback(local[0])
-        self.tls = False
-        self.account = None
-        self.auth_failures = 0
-        self.preauth_commands = 0
-        self.gated = False
-        self.conn_id, self.opened = next(_conn_ids), time.monotonic()
-        self.bytes_out = 0
+class Session(LineSession):
+    proto, log, authenticated_timeout = PROTO, log, AUTHENTICATED_TIMEOUT
 
     # --- output -------------------------------------------------------------------
-
-    def send(self, data):
-        self.bytes_out += len(data)
-        self.writer.write(data)
 
     def bye(self, text):
         """Shutdown: a BYE now, unless the connection is already closing."""
@@ -92,44 +65,13 @@ class Session:
         return b"".join(wire.string(k) + (b" " + wire.string(v) if v is not None else b"")
                         + b"\r\n" for k, v in lines)
 
-    def cleartext_refused(self):
-        """No TLS and not on loopback: passwords may not cross (as IMAP's LOGINDISABLED)."""
-        return not self.tls and not (self.loopback and self.ctx.loopback_cleartext)
+    # --- the connection (LineSession.run) ------------------------------------------
 
-    # --- the connection --------------------------------------------------------------
+    def greeting(self):
+        return self.capabilities() + wire.response("OK", None, "Roost ManageSieve ready")
 
-    async def run(self):
-        ctx = self.ctx
-        refused = "the server is shutting down" if ctx.closing else \
-            ctx.gate.enter(self.ip, ctx.unauthenticated_per_ip, ctx.unauthenticated_total)
-        self.gated = refused is True
-        ctx.sessions.add(self)
-        log.info("connection open", extra={"event": "connection", "state": "open",
-                                           "proto": PROTO, "conn": self.conn_id, "peer": self.ip})
-        try:
-            if refused is not True:
-                self.send(wire.response("BYE", "TRYLATER", refused))
-                return
-            self.send(self.capabilities() + wire.response("OK", None, "Roost ManageSieve ready"))
-            while not await self.one():
-                pass
-        except (OSError, asyncio.IncompleteReadError):     # gone, or TLS broke
-            pass
-        finally:
-            ctx.sessions.discard(self)
-            if self.gated:
-                ctx.gate.leave(self.ip)
-                self.gated = False
-            try:
-                await asyncio.wait_for(self.writer.drain(), 5)
-            except (ConnectionError, asyncio.TimeoutError):
-                pass
-            self.writer.close()
-            log.info("connection close", extra={
-                "event": "connection", "state": "close", "proto": PROTO, "conn": self.conn_id,
-                "peer": self.ip, "ms": round((time.monotonic() - self.opened) * 1000, 3),
-                "bytes_out": self.bytes_out,
-                "account": self.account.address if self.account else None})
+    def refusal(self, text):
+        return wire.response("BYE", "TRYLATER", text)
 
     async def read(self):
         """The next command's items (within the idle timeout)."""

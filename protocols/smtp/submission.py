@@ -212,15 +212,6 @@ class _Handler:
         return "451 4.3.0 internal error; try again later"
 
 
-def is_loopback(host):
-    try:
-        addr = ipaddress.ip_address(str(host).split("%")[0])
-    except ValueError:
-        return False
-    return addr.is_loopback or (addr.version == 6 and bool(addr.ipv4_mapped)
-                                and addr.ipv4_mapped.is_loopback)
-
-
 class Submission(Session):
     """One submission connection (``implicit_tls``: on the submissions port)."""
 
@@ -254,7 +245,7 @@ class Submission(Session):
             peer = transport.get_extra_info("peername")
             local = transport.get_extra_info("sockname")
             self.ip = peer[0] if isinstance(peer, tuple) else "local"
-            self.loopback = isinstance(local, tuple) and is_loopback(local[0])
+            self.loopback = isinstance(local, tuple) and sasl.is_loopback(local[0])
             self.require_starttls = bool(self.tls_context) and not self.cleartext_ok()
             lim = self.ctx.limits
             self.refused = self.ctx.gate.enter(self.ip, lim.unauthenticated_per_ip,
