@@ -1,5 +1,6 @@
 """The grammar of SORT and THREAD (RFC 5256, 5957), their ESORT return options
-(RFC 5267), CANCELUPDATE (RFC 5267 CONTEXT=SEARCH) and the PARTIAL range
+(RFC 5267, with CONTEXT=SORT's UPDATE and CONTEXT), CANCELUPDATE (RFC 5267
+CONTEXT=SEARCH and CONTEXT=SORT) and the PARTIAL range
 (RFC 9394) that SEARCH, SORT and FETCH take.
 
 Imported by ``parser`` (which maps the verbs to ``parse_sort`` and
@@ -12,7 +13,7 @@ from .wire import Command, ParseError, Str
 
 SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
 THREAD_ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
-SORT_RETURNS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL")
+SORT_RETURNS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT")
 MAX_CRITERIA = 20
 MAX_RANGE = 0xFFFFFFFF
 

@@ -705,6 +705,9 @@ class IMAPSession(protocol.Protocol):
             await contexts.report(self)
 
     def _report_expunges(self, view, uids):
+        contexts = getattr(view, "contexts", None)
+        if contexts:        # RFC 5267 4.3.4: a sorted context's REMOVEFROM first (commands.sort)
+            contexts.expunging(self, view, uids)
         if "QRESYNC" in self.enabled or "UIDONLY" in self.enabled:
             view.remove(uids)
             self.send(b"* VANISHED " + uid_set_text(uids).encode())

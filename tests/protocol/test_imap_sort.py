@@ -81,7 +81,7 @@ def test_capabilities_are_advertised(w):
     for name in ("SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
                  "ESORT", "PARTIAL"):
         assert name in caps
-    assert "CONTEXT=SEARCH" in caps and "CONTEXT=SORT" not in caps
+    assert "CONTEXT=SEARCH" in caps and "CONTEXT=SORT" in caps
 
 
 @pytest.mark.parametrize("criteria, expected", [
@@ -380,14 +380,187 @@ def test_context_search_updates(server):
     assert not any(b"ESEARCH" in ln for ln in lines)
 
 
-def test_context_limits_and_sort_update_refused(server):
+def test_context_limits_and_tag_reuse(server):
     a = Wire(server.ports["imap"])
     a.login()
     assert a.cmd("s EXAMINE Sorted")[-1].startswith(b"s OK")
-    for i in range(10):
+    for i in range(9):
         assert a.cmd(f"u{i} SEARCH RETURN (UPDATE) ALL")[-1].startswith(f"u{i} OK".encode())
+    lines = a.cmd("u9 SORT RETURN (UPDATE COUNT) (DATE) UTF-8 ALL")    # the tenth context
+    assert lines == [b'* ESEARCH (TAG "u9") COUNT 6', b"u9 OK SORT completed"]
+    # past the limit: NOUPDATE, and the other return options are still honoured
     lines = a.cmd("u10 SEARCH RETURN (UPDATE) ALL")
     assert lines[0].startswith(b'* NO [NOUPDATE "u10"]') and lines[-1].startswith(b"u10 OK")
-    assert a.cmd("u11 SORT RETURN (UPDATE) (DATE) UTF-8 ALL")[-1].startswith(b"u11 BAD")
+    lines = a.cmd("u11 SORT RETURN (UPDATE MIN) (DATE) UTF-8 ALL")
+    assert lines[0].startswith(b'* NO [NOUPDATE "u11"]')
+    assert lines[1] == b'* ESEARCH (TAG "u11") MIN 5'
+    # RFC 5267 4.3: UPDATE under the tag of a followed search is BAD, for SEARCH and SORT
+    assert a.cmd("u3 SORT RETURN (UPDATE) (DATE) UTF-8 ALL")[-1].startswith(b"u3 BAD")
+    assert a.cmd("u9 SEARCH RETURN (UPDATE) ALL")[-1].startswith(b"u9 BAD")
+    assert a.cmd('c1 CANCELUPDATE "u0" "u9"')[-1].startswith(b"c1 OK")
+    assert a.cmd("u9 SORT RETURN (UPDATE) (SIZE) UTF-8 ALL")[-1].startswith(b"u9 OK")
+    # CONTEXT alone is a hint: nothing followed, so no slot taken
+    assert a.cmd("h1 SORT RETURN (CONTEXT) (SIZE) UTF-8 ALL")[0] == \
+        b'* ESEARCH (TAG "h1") ALL 2,4,6,5,3,1'
+    lines = a.cmd("u12 SORT RETURN (UPDATE) (SIZE) UTF-8 ALL")
+    assert lines[0] == b'* ESEARCH (TAG "u12") ALL 2,4,6,5,3,1' and lines[-1].startswith(b"u12 OK")
+    assert a.cmd("u13 SEARCH RETURN (UPDATE) ALL")[0].startswith(b'* NO [NOUPDATE "u13"]')
     caps = one(a.cmd("c CAPABILITY"), b"* CAPABILITY").split()
-    assert "CONTEXT=SEARCH" in caps and "CONTEXT=SORT" not in caps
+    assert "CONTEXT=SEARCH" in caps and "CONTEXT=SORT" in caps
+
+
+# --- CONTEXT=SORT (RFC 5267 UPDATE of a sorted result) ------------------------------
+
+def _expand(text):
+    """A sequence set in its given order (sorted results are not ascending)."""
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.partition(":")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _apply(result, line):
+    """What a client does with one ESEARCH update (RFC 5267 4.3.3, 4.3.4):
+    each (position, set) pair of REMOVEFROM and ADDTO in order."""
+    for name, body in re.findall(r"(REMOVEFROM|ADDTO) \(([^)]*)\)", line):
+        words = body.split()
+        for pos, numbers in zip(words[::2], words[1::2]):
+            pos, numbers = int(pos), _expand(numbers)
+            assert pos >= 1, line
+            if name == "ADDTO":
+                result[pos - 1:pos - 1] = numbers
+            else:
+                assert result[pos - 1:pos - 1 + len(numbers)] == numbers, (result, line)
+                del result[pos - 1:pos - 1 + len(numbers)]
+    return result
+
+
+def _updates(lines, tag):
+    return [ln.decode() for ln in lines if ln.startswith(f'* ESEARCH (TAG "{tag}")'.encode())]
+
+
+def test_context_sort_updates_with_positions(server):
+    a, b = Wire(server.ports["imap"]), Wire(server.ports["imap"])
+    a.login()
+    b.login()
+    assert a.cmd("c CREATE SortFollowed")[-1].startswith(b"c OK")
+    for i in range(3):                       # UIDs 1, 2, 3: sizes 6000, 1000, 5000
+        _append(a, "SortFollowed", i)
+    assert a.cmd("s SELECT SortFollowed")[-1].startswith(b"s OK")
+    assert b.cmd("s SELECT SortFollowed")[-1].startswith(b"s OK")
+    lines = a.cmd("C1 UID SORT RETURN (UPDATE) (SIZE) UTF-8 UNSEEN")
+    assert lines[0] == b'* ESEARCH (TAG "C1") UID ALL 2:3,1' and lines[-1].startswith(b"C1 OK")
+    model = [2, 3, 1]
+    # by sequence number, with a PARTIAL window: updates still cover the whole result
+    lines = a.cmd("C2 SORT RETURN (COUNT UPDATE PARTIAL 1:2) (REVERSE SIZE) UTF-8 ALL")
+    assert lines[0] == b'* ESEARCH (TAG "C2") COUNT 3 PARTIAL (1:2 1,3)'
+
+    def check(lines):
+        for ln in _updates(lines, "C1"):
+            _apply(model, ln)
+        assert model == _numbers(one(a.cmd("v UID SORT (SIZE) UTF-8 UNSEEN"), b"* SORT"), "SORT")
+
+    # a delivery: EXISTS first, then ADDTO at the new message's place in each order
+    _append(b, "SortFollowed", 3)            # UID 4, 2000 bytes
+    lines = a.cmd("n1 NOOP")
+    assert lines.index(b"* 4 EXISTS") < lines.index(b'* ESEARCH (TAG "C1") UID ADDTO (2 4)')
+    assert lines.index(b"* 4 EXISTS") < lines.index(b'* ESEARCH (TAG "C2") ADDTO (3 4)')
+    check(lines)
+    # two at once land next to each other: one run, in sort order
+    _append(b, "SortFollowed", 4)            # UID 5, 4000 bytes
+    _append(b, "SortFollowed", 5)            # UID 6, 3000 bytes
+    lines = a.cmd("n2 NOOP")
+    assert b'* ESEARCH (TAG "C1") UID ADDTO (3 6,5)' in lines        # 2 4 [6 5] 3 1
+    assert b'* ESEARCH (TAG "C2") ADDTO (3 5:6)' in lines            # 1 3 [5 6] 4 2
+    check(lines)
+    # a flag change by another session moves a message out of the result ...
+    assert b.cmd("b1 UID STORE 4 +FLAGS (\\Seen)")[-1].startswith(b"b1 OK")
+    lines = a.cmd("n3 NOOP")
+    assert _updates(lines, "C1") == ['* ESEARCH (TAG "C1") UID REMOVEFROM (2 4)']
+    assert not _updates(lines, "C2")                                  # ALL did not change
+    check(lines)
+    # ... the session's own change too, and back in at its sorted place
+    lines = a.cmd("t1 UID STORE 3 +FLAGS (\\Seen)")                 # 2 6 5 [3] 1
+    assert _updates(lines, "C1") == ['* ESEARCH (TAG "C1") UID REMOVEFROM (4 3)']
+    check(lines)
+    assert b.cmd("b2 UID STORE 4 -FLAGS (\\Seen)")[-1].startswith(b"b2 OK")
+    lines = a.cmd("n4 NOOP")
+    assert _updates(lines, "C1") == ['* ESEARCH (TAG "C1") UID ADDTO (2 4)']   # 2 [4] 6 5 1
+    check(lines)
+    # several runs: positions count in the list as the earlier pairs left it
+    assert b.cmd("b3 UID STORE 2,5 +FLAGS (\\Seen)")[-1].startswith(b"b3 OK")
+    lines = a.cmd("n5 NOOP")                                          # [2] 4 6 [5] 1
+    assert _updates(lines, "C1") == ['* ESEARCH (TAG "C1") UID REMOVEFROM (1 2 3 5)']
+    check(lines)
+    assert b.cmd("b4 UID STORE 2 -FLAGS (\\Seen)")[-1].startswith(b"b4 OK")
+    assert b.cmd("b5 UID STORE 1 +FLAGS (\\Seen)")[-1].startswith(b"b5 OK")
+    lines = a.cmd("n6 NOOP")                                          # 4 6 [1] -> [2] 4 6
+    assert _updates(lines, "C1") == ['* ESEARCH (TAG "C1") UID REMOVEFROM (3 1) ADDTO (1 2)']
+    check(lines)
+    # an expunge: REMOVEFROM with the position, before the EXPUNGE (numbers still valid)
+    assert b.cmd("b6 UID STORE 4 +FLAGS (\\Deleted)")[-1].startswith(b"b6 OK")
+    assert b.cmd("b7 EXPUNGE")[-1].startswith(b"b7 OK")
+    lines = a.cmd("n7 NOOP")
+    gone = lines.index(b"* 4 EXPUNGE")
+    assert lines.index(b'* ESEARCH (TAG "C1") UID REMOVEFROM (2 4)') < gone     # 2 [4] 6
+    assert lines.index(b'* ESEARCH (TAG "C2") REMOVEFROM (5 4)') < gone         # 1 3 5 6 [4] 2
+    assert len(_updates(lines, "C1")) == 1 and len(_updates(lines, "C2")) == 1
+    check(lines)
+    # IDLE hears of a delivery; C2 by the new sequence numbers (UIDs 1 2 3 5 6 7)
+    a.send("i1 IDLE\r\n")
+    assert a.line().startswith(b"+")
+    _append(b, "SortFollowed", 3)            # UID 7, 2000 bytes
+    got = []
+    while len(_updates(got, "C1")) + len(_updates(got, "C2")) < 2:
+        got.append(a.line())
+    a.send("DONE\r\n")
+    got += a.until("i1")
+    assert got.index(b"* 6 EXISTS") < got.index(b'* ESEARCH (TAG "C1") UID ADDTO (2 7)')
+    assert b'* ESEARCH (TAG "C2") ADDTO (5 6)' in got                   # 1 3 5 6 [7] 2
+    check(got)
+    assert one(a.cmd("v SORT (REVERSE SIZE) UTF-8 ALL"), b"* SORT") == "* SORT 1 3 4 5 6 2"
+    # MOVE out of the mailbox by this session: REMOVEFROM before its EXPUNGE
+    assert a.cmd("c CREATE SortElsewhere")[-1].startswith(b"c OK")
+    lines = a.cmd("m1 UID MOVE 6 SortElsewhere")                    # 2 7 [6]; seq 5
+    assert lines.index(b'* ESEARCH (TAG "C1") UID REMOVEFROM (3 6)') < lines.index(b"* 5 EXPUNGE")
+    assert lines.index(b'* ESEARCH (TAG "C2") REMOVEFROM (4 5)') < lines.index(b"* 5 EXPUNGE")
+    check(lines)
+    # CANCELUPDATE ends one; the other goes on
+    assert a.cmd('c1 CANCELUPDATE "C1"')[-1].startswith(b"c1 OK")
+    _append(b, "SortFollowed", 1)            # UID 8, 1000 bytes: after UID 2 (ties by number)
+    lines = a.cmd("n8 NOOP")
+    assert not _updates(lines, "C1")
+    assert _updates(lines, "C2") == ['* ESEARCH (TAG "C2") ADDTO (6 6)']
+
+
+def test_context_sort_expunge_under_qresync_and_while_held(server):
+    a, b = Wire(server.ports["imap"]), Wire(server.ports["imap"])
+    a.login()
+    b.login()
+    assert a.cmd("c CREATE SortVanished")[-1].startswith(b"c OK")
+    for i in range(4):                       # UIDs 1-4: sizes 6000, 1000, 5000, 2000
+        _append(a, "SortVanished", i)
+    assert a.cmd("e ENABLE QRESYNC")[-1].startswith(b"e OK")
+    assert a.cmd("s SELECT SortVanished")[-1].startswith(b"s OK")
+    assert b.cmd("s SELECT SortVanished")[-1].startswith(b"s OK")
+    lines = a.cmd("Q1 UID SORT RETURN (UPDATE) (SIZE) UTF-8 SMALLER 100000")
+    assert lines[0] == b'* ESEARCH (TAG "Q1") UID ALL 2,4,3,1'
+    assert b.cmd("b1 UID STORE 4 +FLAGS (\\Deleted)")[-1].startswith(b"b1 OK")
+    assert b.cmd("b2 EXPUNGE")[-1].startswith(b"b2 OK")
+    lines = a.cmd("n1 NOOP")
+    assert lines.index(b'* ESEARCH (TAG "Q1") UID REMOVEFROM (2 4)') < lines.index(b"* VANISHED 4")
+    # an expunge the session may not report yet (FETCH by number): Q1's search no
+    # longer finds it, so REMOVEFROM now, the VANISHED later and no second REMOVEFROM;
+    # Q2 (ALL: the messages the session knows of) hears of it just before the VANISHED
+    assert a.cmd("Q2 UID SORT RETURN (UPDATE) (REVERSE SIZE) UTF-8 ALL")[0] == \
+        b'* ESEARCH (TAG "Q2") UID ALL 1,3,2'
+    assert b.cmd("b3 UID STORE 3 +FLAGS (\\Deleted)")[-1].startswith(b"b3 OK")
+    assert b.cmd("b4 EXPUNGE")[-1].startswith(b"b4 OK")
+    lines = a.cmd("f1 FETCH 1 (FLAGS)")
+    assert _updates(lines, "Q1") == ['* ESEARCH (TAG "Q1") UID REMOVEFROM (2 3)']   # 2 [3] 1
+    assert not any(ln.startswith(b"* VANISHED") for ln in lines) and not _updates(lines, "Q2")
+    lines = a.cmd("n2 NOOP")
+    assert not _updates(lines, "Q1")
+    assert lines.index(b'* ESEARCH (TAG "Q2") UID REMOVEFROM (2 3)') < lines.index(b"* VANISHED 3")
+    assert one(a.cmd("v UID SORT (SIZE) UTF-8 ALL"), b"* SORT") == "* SORT 2 1"

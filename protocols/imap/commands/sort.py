@@ -16,8 +16,8 @@ search on the selected mailbox (at most ``MAX_CONTEXTS``; past that
 ``* NO [NOUPDATE "tag"]``); whenever the session reports changes (after each
 command, and in IDLE) a followed search whose result moved is run again and
 the difference sent as ``* ESEARCH (TAG "t") [UID] REMOVEFROM (0 set) ADDTO
-(0 set)``, the client's own changes included. An expunged message is not
-sent in REMOVEFROM: the EXPUNGE/VANISHED response removes it. Sequence
+(0 set)``, the client's own changes included. A followed SEARCH does not
+send an expunged message in REMOVEFROM: the EXPUNGE/VANISHED response removes it. Sequence
 numbers in a followed search's criteria are resolved again each time, against
 the view as it is then. CANCELUPDATE ends contexts; SELECT/CLOSE end all.
 The CONTEXT return option (a hint) is accepted and ignored.
@@ -26,8 +26,19 @@ PARTIAL: the range counts positions in the result (SEARCH: ascending; SORT:
 sort order; FETCH: the messages the set names, ascending, before CHANGEDSINCE
 filters them); MIN/MAX/COUNT are of the whole result; SAVE saves every match.
 
-Not here: CONTEXT=SORT (updates of a sorted result, with positions) is not
-implemented, so it is not advertised and SORT refuses UPDATE.
+CONTEXT=SORT (RFC 5267 sections 4.3.2-4.3.4): ``SORT RETURN (UPDATE)`` is
+followed the same way (the same ``MAX_CONTEXTS``), keeping the sorted result
+as the client last heard it. A message's sort keys never change and ties go
+by UID, so the messages in both the old and the new result keep their order:
+the difference is only removals and insertions, sent as ``REMOVEFROM (p set
+...)`` then ``ADDTO (p set ...)``, each pair a run of neighbours in sort order
+at its context position (REMOVEFROM: counted in the list as the earlier pairs
+left it; ADDTO: the position the run then holds), so the client applying them
+in order gets the new sorted result. A sorted context's expunged message is
+sent in REMOVEFROM before its EXPUNGE/VANISHED (``Contexts.expunging``, called
+by the session), so its number is still valid. PARTIAL and UPDATE do not
+interact (RFC 5267 4.4): the window is in the first response only, updates
+cover the whole result. Reusing the tag of a followed search is BAD (4.3).
 """
 
 from array import array
@@ -42,7 +53,7 @@ from ..wire import uid_set_text
 from . import SEL, Bad, No, capability, command
 
 capability("SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "ESORT",
-           "PARTIAL", "CONTEXT=SEARCH")
+           "PARTIAL", "CONTEXT=SEARCH", "CONTEXT=SORT")
 
 CHARSETS = (None, "UTF-8", "US-ASCII")
 MAX_CONTEXTS = 10        # followed searches per selected mailbox
@@ -158,6 +169,8 @@ async def sort_cmd(s, cmd):
         s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
         return
     returns = cmd.returns
+    if "UPDATE" in returns or "CONTEXT" in returns:     # CONTEXT=SORT
+        returns = start_context(s, cmd, ordered, returns)
     if "SAVE" in returns:
         v.saved = tuple(sorted(ordered))      # as SEARCH saves: every match, as a set
         returns = [r for r in returns if r != "SAVE"]
@@ -201,34 +214,129 @@ async def thread_cmd(s, cmd):
     s.send(b"* THREAD" + (b" " + text.encode() if text else b""))
 
 
-# --- CONTEXT=SEARCH ---------------------------------------------------------------
+# --- CONTEXT=SEARCH and CONTEXT=SORT -----------------------------------------------
 
 class Contexts(dict):
-    """The followed searches of one selected mailbox, by tag (kept on the
-    ``SelectedMailbox`` as ``contexts``; the session calls ``report``)."""
+    """The followed searches and sorts of one selected mailbox, by tag (kept on
+    the ``SelectedMailbox`` as ``contexts``; the session calls ``report``, and
+    ``expunging`` before it sends EXPUNGE or VANISHED)."""
 
     async def report(self, s):
         await report_contexts(s)
+
+    def expunging(self, s, view, uids):
+        """RFC 5267 4.3.4: REMOVEFROM for the sorted contexts holding any of
+        ``uids`` (about to be expunged from ``view``), sent while their
+        numbers are still valid."""
+        gone = set(uids)
+        for ctx in self.values():
+            if isinstance(ctx, SortContext) and gone.intersection(ctx.order):
+                line = ctx.changes(s, view, [u for u in ctx.order if u not in gone])
+                if line:
+                    s.send(line.encode())
 
 
 class SearchContext:
     __slots__ = ("tag", "uid", "keys", "found")
 
     def __init__(self, tag, uid, keys, found):
-        self.tag, self.uid, self.keys, self.found = tag, uid, keys, found
+        self.tag, self.uid, self.keys, self.found = tag, uid, keys, set(found)
+
+    async def result(self, s, found):
+        return found
+
+    def changes(self, s, v, found):
+        """The ESEARCH line that takes the client from the last result to
+        ``found`` (UIDs, ascending), or None; remembers ``found``."""
+        found = set(found)
+        added = sorted(found - self.found)
+        removed = sorted(u for u in self.found - found if u in v)
+        self.found = found
+        parts = []
+        for name, uids in (("REMOVEFROM", removed), ("ADDTO", added)):
+            if uids:
+                numbers = uids if self.uid else [v.seq(u) for u in uids]
+                parts.append(f"{name} (0 {uid_set_text(numbers)})")
+        return _update_line(self, parts)
+
+
+class SortContext:
+    """A followed SORT: ``order`` is the sorted result (UIDs) as last sent."""
+    __slots__ = ("tag", "uid", "keys", "criteria", "order")
+
+    def __init__(self, tag, uid, keys, criteria, order):
+        self.tag, self.uid, self.keys, self.criteria = tag, uid, keys, tuple(criteria)
+        self.order = list(order)
+
+    async def result(self, s, found):
+        if not found:
+            return []
+        criteria = self.criteria
+        return await s.ctx.run(lambda: _cached(s, ("SORT", criteria), found, lambda records: [
+            u for u, _k in sortkeys.sort(records, criteria)]))
+
+    def changes(self, s, v, order):
+        """The ESEARCH line that takes the client from ``self.order`` to
+        ``order`` (both in sort order, the common messages in the same order,
+        as sort keys never change), or None; remembers ``order``."""
+        new = set(order)
+        old = [u for u in self.order if u in v or u in new]   # reported expunges are gone
+        kept = set(old) & new
+        removes, adds = [], []
+        run, left = [], 0          # REMOVEFROM: positions in the list as earlier pairs left it
+        for u in old:
+            if u in kept:
+                if run:
+                    removes.append((left + 1, run))
+                    run = []
+                left += 1
+            else:
+                run.append(u)
+        if run:
+            removes.append((left + 1, run))
+        run, first = [], 0         # ADDTO: the position the run's first message then holds
+        for i, u in enumerate(order, 1):
+            if u in kept:
+                if run:
+                    adds.append((first, run))
+                    run = []
+            else:
+                first = first if run else i
+                run.append(u)
+        if run:
+            adds.append((first, run))
+        self.order = list(order)
+        parts = []
+        for name, pairs in (("REMOVEFROM", removes), ("ADDTO", adds)):
+            if pairs:
+                parts.append(f"{name} (" + " ".join(
+                    f"{pos} {ordered_set(uids if self.uid else [v.seq(u) for u in uids])}"
+                    for pos, uids in pairs) + ")")
+        return _update_line(self, parts)
+
+
+def _update_line(ctx, parts):
+    if not parts:
+        return None
+    return " ".join([f'* ESEARCH (TAG "{ctx.tag}")'] + (["UID"] if ctx.uid else []) + parts)
 
 
 def start_context(s, cmd, found, returns):
-    """Follow SEARCH ``cmd`` (RETURN has UPDATE) from its result ``found``
-    (UIDs); the return options left for the ESEARCH response."""
+    """Follow SEARCH or SORT ``cmd`` (RETURN has UPDATE) from its result
+    ``found`` (UIDs, in the result's order); the return options left for the
+    ESEARCH response."""
     rest = [r for r in returns if r not in ("UPDATE", "CONTEXT")]
     if "UPDATE" in returns:
         v = s.selected
         contexts = v.__dict__.setdefault("contexts", Contexts())
-        if len(contexts) >= MAX_CONTEXTS and cmd.tag not in contexts:
+        if cmd.tag in contexts:
+            raise Bad(f"the tag {cmd.tag[:40]} already names a followed search")
+        if len(contexts) >= MAX_CONTEXTS:
             s.send(f'* NO [NOUPDATE "{cmd.tag}"] too many searches followed'.encode())
         else:
-            contexts[cmd.tag] = SearchContext(cmd.tag, cmd.uid, cmd.keys, set(found))
+            sort = getattr(cmd, "criteria", None)
+            contexts[cmd.tag] = (SortContext(cmd.tag, cmd.uid, cmd.keys, sort, found) if sort
+                                 else SearchContext(cmd.tag, cmd.uid, cmd.keys, found))
             v.contexts_mark = None
     return rest
 
@@ -245,26 +353,18 @@ async def report_contexts(s):
     v.contexts_mark = mark
     for ctx in list(v.contexts.values()):
         try:
-            found = set(await matching(s, ctx.keys))
+            found = await ctx.result(s, await matching(s, ctx.keys))
         except (No, Bad):
             del v.contexts[ctx.tag]
             s.send(f'* NO [NOUPDATE "{ctx.tag}"] the search can no longer be followed'.encode())
             continue
         if s.selected is not v:
             return
-        added = sorted(found - ctx.found)
-        removed = sorted(u for u in ctx.found - found if u in v)
-        ctx.found = found
-        if not added and not removed:
+        if v.contexts.get(ctx.tag) is not ctx:     # cancelled meanwhile
             continue
-        parts = [f'* ESEARCH (TAG "{ctx.tag}")']
-        if ctx.uid:
-            parts.append("UID")
-        for name, uids in (("REMOVEFROM", removed), ("ADDTO", added)):
-            if uids:
-                numbers = uids if ctx.uid else [v.seq(u) for u in uids]
-                parts.append(f"{name} (0 {uid_set_text(numbers)})")
-        s.send(" ".join(parts).encode())
+        line = ctx.changes(s, v, found)
+        if line:
+            s.send(line.encode())
 
 
 @command("CANCELUPDATE", states=SEL)
