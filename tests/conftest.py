@@ -36,10 +36,16 @@ def roost(data, *args, input=None, check=True, timeout=120):
 
 
 def add_user(data, address, password="secret", quota=None):
-    args = ["user", "add", address, "--password-stdin"]
-    if quota is not None:
-        args += ["--quota", quota]
-    roost(data, *args, input=password.encode() + b"\n")
+    """What ``roost user add`` does, in this process (a subprocess per account
+    cost the suite a second each; tests/protocol/test_imap_quota.py runs the command)."""
+    from roost.server.auth import hash_password
+    from roost.storage.store import Store
+
+    store = Store.open(str(data))
+    try:
+        store.add_account(address, hash_password(password), None if quota is None else int(quota))
+    finally:
+        store.close()
 
 
 def stored_messages(data, address, mailbox="INBOX"):
