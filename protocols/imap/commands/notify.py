@@ -40,8 +40,8 @@ IDLE); the pipeline sends them between commands, and before any tagged
 reply. At most MAX_PENDING responses wait; past that the client gets ``* OK
 [NOTIFICATIONOVERFLOW]`` and NOTIFY is off (RFC 5465 section 5.8).
 
-The session that made a change hears of it too (events carry no origin);
-RFC 5465 allows that, and its own command's reply came first.
+The session that made a change hears of it too: the store's events carry no
+origin.
 
 Not done (refused with ``NO [BADEVENT ...]``, so clients know):
 AnnotationChange (no ANNOTATE here); RFC 5465 section 3.1's "mailboxes in
