@@ -259,7 +259,7 @@ class NotifyState:
     def _names(self, s, boxes, selected_pk):
         now = {b.id: b for b in boxes}
         before, self.known = self.known, {b.id: b.name for b in boxes}
-        if before is None:
+        if before is None or before == self.known:
             return []
         lines = []
         subs = set(s.ctx.store.subscriptions(self.account_id))   # DELETE keeps them
