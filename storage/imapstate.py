@@ -8,7 +8,10 @@ account's default mailboxes are subscribed, and RENAME moves the
 subscriptions of the mailbox and its children (``storage.mailboxes``). A
 mailbox's ``subscribed`` (JMAP isSubscribed) is read from the same table;
 subscribing or unsubscribing the name of an existing mailbox logs a Mailbox
-change so JMAP clients see it.
+change so JMAP clients see it, and every SUBSCRIBE/UNSUBSCRIBE that changes
+something puts ``("subscription", name, subscribed)`` in the account's change
+event (``Change.imap``, for NOTIFY's SubscriptionChange). RENAME's move of
+subscriptions puts nothing there: NOTIFY's MailboxName reports the rename.
 
 \\Recent (RFC 3501 2.3.2): ``mailboxes.recent_uid`` is the highest UID some
 session has claimed. A session that selects the mailbox read-write, or sees a
@@ -80,6 +83,7 @@ class ImapStateAPI:
             else:
                 conn.execute(delete(subscriptions).where(and_(
                     subscriptions.c.account_id == account_id, subscriptions.c.name == name)))
+            txn.publish(account_id, imap=[("subscription", name, bool(subscribed))])
             pk = conn.execute(select(mailboxes.c.id).where(and_(
                 mailboxes.c.account_id == account_id, mailboxes.c.name == name))).scalar()
             if pk is not None:      # JMAP isSubscribed of that mailbox changed

@@ -12,7 +12,10 @@ its id) and go with it on DELETE (the foreign key cascades).
 Limits (RFC 5464 section 4.1 asks for at least 1024 octets and 10 entries):
 ``MAX_VALUE`` octets per value, ``MAX_PER_OWNER`` entries per mailbox (or
 per account's server entries), ``MAX_ACCOUNT_OCTETS`` of values per account.
-``set_metadata`` writes all of a command's entries or none.
+``set_metadata`` writes all of a command's entries or none, and puts
+``("metadata", mailbox id or 0, name)`` of each entry it set or removed in
+the account's change event (``Change.imap``, for NOTIFY's
+MailboxMetadataChange and ServerMetadataChange).
 """
 
 from sqlalchemy import and_, delete, func, insert, select, update
@@ -76,7 +79,10 @@ class MetadataAPI:
                                     for n, v in final.items())
             if new_total > max(MAX_ACCOUNT_OCTETS, total):
                 raise MetadataTooMany(MAX_ACCOUNT_OCTETS)
+            changed = []
             for name, value in final.items():
+                if value is not None or name in have:
+                    changed.append(("metadata", mailbox_pk or 0, name))
                 if value is None:
                     if name in have:
                         conn.execute(delete(t).where(t.c.id == have[name][0]))
@@ -85,3 +91,4 @@ class MetadataAPI:
                 else:
                     conn.execute(insert(t).values(account_id=account_id, mailbox_id=mailbox_pk,
                                                   name=name, value=value))
+            txn.publish(account_id, imap=changed)

@@ -1,7 +1,9 @@
 """Change notification: "account X, types Y changed to state S".
 
 The store publishes one ``Change`` after each committed write; IMAP IDLE, JMAP
-push and webhooks subscribe. Publishing happens on the writer's thread, so the
+push and webhooks subscribe. ``kinds`` are JMAP type names only; what changed
+that JMAP has no type for (IMAP subscriptions and METADATA entries, which
+IMAP NOTIFY reports) is in ``imap``, which JMAP push never reads. Publishing happens on the writer's thread, so the
 bus hands each event to ``dispatch`` (set by the server to hop onto the event
 loop). Nothing polls.
 
@@ -28,6 +30,9 @@ class Change:
     modseq: int
     kinds: frozenset = field(default_factory=frozenset)      # JMAP type names
     mailbox_ids: frozenset = field(default_factory=frozenset)  # mailboxes whose contents changed
+    # IMAP-only changes: ("subscription", name, subscribed now) and
+    # ("metadata", mailbox id or 0 for the server's entries, entry name)
+    imap: frozenset = field(default_factory=frozenset)
 
 
 class ChangeBus:
@@ -61,7 +66,8 @@ class ChangeBus:
 
     def _relay(self, change):
         payload = json.dumps({"a": change.account_id, "m": change.modseq, "k": sorted(change.kinds),
-                              "b": sorted(change.mailbox_ids)}).encode()
+                              "b": sorted(change.mailbox_ids),
+                              "i": [list(t) for t in change.imap]}).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                 sock.setblocking(False)
@@ -93,7 +99,8 @@ class ChangeBus:
                 return
             try:
                 msg = json.loads(data)
-                change = Change(int(msg["a"]), int(msg["m"]), frozenset(msg["k"]), frozenset(msg["b"]))
-            except (ValueError, KeyError, TypeError):
+                change = Change(int(msg["a"]), int(msg["m"]), frozenset(msg["k"]), frozenset(msg["b"]),
+                                frozenset(tuple(t) for t in msg.get("i", ())))
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
             self.publish(change)

@@ -9,8 +9,9 @@ needs a private store helper:
 - ``txn.next_modseq(account_id)`` takes the account's next MODSEQ;
 - ``txn.log(account_id, kind, ids, op)`` records ``changes`` rows at the
   account's latest MODSEQ of this transaction (``op`` is "c", "u" or "d");
-- ``txn.publish(account_id, kinds, mailboxes)`` adds kinds and mailboxes to the
-  event the account gets after the commit (logged kinds are added by ``log``);
+- ``txn.publish(account_id, kinds, mailboxes, imap)`` adds kinds, mailboxes
+  and IMAP-only changes (``Change.imap``) to the event the account gets after
+  the commit (logged kinds are added by ``log``);
 - ``txn.after(fn)`` runs ``fn`` once the commit has succeeded (file side
   effects: publish staged files, links, flag renames, unlinks);
 - ``txn.file_op(...)`` records, in the transaction, a file operation its
@@ -46,7 +47,7 @@ class Txn:
         self._rows = []
         self._ops = []
         self.dropped_ops = []
-        self._events = {}   # account_id -> [modseq, kinds, mailbox ids]
+        self._events = {}   # account_id -> [modseq, kinds, mailbox ids, imap changes]
         self.token = f"{os.getpid()}.{time.time_ns()}.{next(_tokens)}"
         self._flushed = time.monotonic()
 
@@ -60,7 +61,7 @@ class Txn:
     def _event(self, account_id):
         ev = self._events.get(account_id)
         if ev is None:
-            ev = self._events[account_id] = [None, set(), set()]
+            ev = self._events[account_id] = [None, set(), set(), set()]
         return ev
 
     def next_modseq(self, account_id):
@@ -83,10 +84,11 @@ class Txn:
         if len(self._rows) > before:
             self._event(account_id)[1].add(kind)
 
-    def publish(self, account_id, kinds=(), mailboxes=()):
+    def publish(self, account_id, kinds=(), mailboxes=(), imap=()):
         ev = self._event(account_id)
         ev[1].update(kinds)
         ev[2].update(mailboxes)
+        ev[3].update(imap)
 
     def after(self, fn):
         self._hooks.append(fn)
@@ -126,6 +128,7 @@ class Txn:
         if self._ops:
             self.store.file_ops_done(self.token)
         bus = self.store.bus
-        for account_id, (modseq, kinds, boxes) in self._events.items():
-            if kinds or boxes:
-                bus.publish(Change(account_id, modseq or 0, frozenset(kinds), frozenset(boxes)))
+        for account_id, (modseq, kinds, boxes, imap) in self._events.items():
+            if kinds or boxes or imap:
+                bus.publish(Change(account_id, modseq or 0, frozenset(kinds), frozenset(boxes),
+                                   frozenset(imap)))

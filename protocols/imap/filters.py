@@ -5,7 +5,10 @@ the same way; ``resolve`` turns ``parse_ext.Filter`` values into the
 mailboxes they name today (names are looked up again at each event, so a
 filter keeps naming what it names as mailboxes come and go). INBOXES is
 INBOX: it is the one mailbox delivery puts mail in without a Sieve
-``fileinto``. SUBSCRIBED reads the mailbox records' subscription.
+``fileinto``. SUBSCRIBED reads ``subscribed`` of the mailbox records, which
+the store computes from the subscriptions table (``storage.imapstate``) at
+each read; a caller matching a name without a mailbox passes an object with
+``name``, ``id`` and ``subscribed`` of its own.
 """
 
 SEPARATOR = "/"

@@ -64,7 +64,8 @@ class Subscriber:
         self.unsubscribe = service.store.bus.subscribe(account.id, self._changed)
 
     def _changed(self, change):
-        kinds = {k for k in change.kinds if self.types is None or k in self.types}
+        # only JMAP type names (IMAP-only changes, Change.imap, never reach a client)
+        kinds = {k for k in change.kinds if k in PUSH_TYPES and (self.types is None or k in self.types)}
         if not kinds:
             return
         self.pending |= kinds

@@ -453,8 +453,9 @@ def test_notify_mailbox_names(server, notify_user):
 
 def test_notify_errors(server, notify_user):
     w = _login(server, notify_user)
-    line = w.cmd("a1 NOTIFY SET (PERSONAL (MessageNew MessageExpunge SubscriptionChange))")[-1]
-    assert line.startswith(b"a1 NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName)]")
+    line = w.cmd("a1 NOTIFY SET (PERSONAL (MessageNew MessageExpunge AnnotationChange))")[-1]
+    assert line.startswith(b"a1 NO [BADEVENT (MessageNew MessageExpunge FlagChange MailboxName "
+                           b"SubscriptionChange MailboxMetadataChange ServerMetadataChange)]")
     assert w.cmd("a2 NOTIFY SET (PERSONAL (MessageNew))")[-1].startswith(b"a2 BAD")
     assert w.cmd("a3 NOTIFY SET (PERSONAL (FlagChange))")[-1].startswith(b"a3 BAD")
     assert w.cmd("a4 NOTIFY SET (SELECTED (MailboxName))")[-1].startswith(b"a4 BAD")

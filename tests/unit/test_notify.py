@@ -45,3 +45,18 @@ def test_relay_without_a_server_is_silent(tmp_path):
     bus = ChangeBus()
     bus.relay_to = str(tmp_path / "nobody.sock")
     bus.publish(Change(1, 2))  # must not raise
+
+
+def test_the_relay_carries_imap_changes(tmp_path):
+    server = ChangeBus()
+    sock = server.listen(relay_socket_path(str(tmp_path)))
+    seen = []
+    server.subscribe(3, seen.append)
+    other = ChangeBus()
+    other.relay_to = relay_socket_path(str(tmp_path))
+    imap = frozenset({("subscription", "Lists", True), ("metadata", 0, "/private/comment")})
+    other.publish(Change(3, 0, imap=imap))
+    assert select.select([sock], [], [], 2)[0]
+    server.receive(sock)
+    assert seen == [Change(3, 0, frozenset(), frozenset(), imap)]
+    sock.close()

@@ -8,10 +8,11 @@ with ``NO [NOPERM]`` (RFC 5464 section 3.3 allows restricting them) and none
 exist. A requested entry that has no value comes back as NIL. A value with
 NUL octets is sent as a ``~{n}`` literal (BINARY is advertised).
 
-Not done: unsolicited METADATA responses (section 4.4, only after ENABLE
-METADATA, so ENABLE does not take it) and the copy of INBOX's entries when
-INBOX is renamed (section 4.1: entries follow the mailbox id, and INBOX keeps
-them).
+Unsolicited METADATA responses (section 4.4.2) are NOTIFY's
+(``commands.notify``: MailboxMetadataChange, ServerMetadataChange). Not done:
+the same after ENABLE METADATA (section 4.4, so ENABLE does not take it)
+and the copy of INBOX's entries when INBOX is renamed (section 4.1: entries
+follow the mailbox id, and INBOX keeps them).
 """
 
 from roost.storage import errors
