@@ -130,6 +130,16 @@ async def search(s, cmd):
             return
     if not returns:
         returns = ["ALL"]
+    if top is not None and found and not {"ALL", "COUNT"} & set(returns):
+        # RFC 4731 3.2: MIN and/or MAX alone report the modseq of those messages
+        top = max(mods.get(u, 0) for u in {found[0] if "MIN" in returns else found[-1],
+                                           found[-1] if "MAX" in returns else found[0]})
+    s.send(esearch_line(cmd, returns, numbers, uid_set_text, top))
+
+
+def esearch_line(cmd, returns, numbers, set_text, modseq=None):
+    """The ESEARCH response (RFC 4731, and RFC 5267 ESORT where ``numbers`` are
+    in sort order and ``set_text`` keeps that order) with PARTIAL (RFC 9394)."""
     parts = [f'* ESEARCH (TAG "{cmd.tag}")']
     if cmd.uid:
         parts.append("UID")
@@ -140,17 +150,13 @@ async def search(s, cmd):
     if "COUNT" in returns:
         parts.append(f"COUNT {len(numbers)}")
     if "ALL" in returns and numbers:
-        parts.append(f"ALL {uid_set_text(numbers)}")
-    if top is not None and found and not {"ALL", "COUNT"} & set(returns):
-        # RFC 4731 3.2: MIN and/or MAX alone report the modseq of those messages
-        top = max(mods.get(u, 0) for u in {found[0] if "MIN" in returns else found[-1],
-                                           found[-1] if "MAX" in returns else found[0]})
+        parts.append(f"ALL {set_text(numbers)}")
     if cmd.partial is not None:
         from .sort import partial_part
-        parts.append(partial_part(cmd.partial, numbers))
-    if top is not None:
-        parts.append(f"MODSEQ {top}")
-    s.send(" ".join(parts).encode())
+        parts.append(partial_part(cmd.partial, numbers, set_text))
+    if modseq is not None:
+        parts.append(f"MODSEQ {modseq}")
+    return " ".join(parts).encode()
 
 
 def _flat(keys):

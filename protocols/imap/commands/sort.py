@@ -69,10 +69,10 @@ def partial_slice(items, rng):
     return items[max(n + last, 0):max(n + first + 1, 0)]
 
 
-def partial_part(rng, numbers, ordered=False):
+def partial_part(rng, numbers, set_text=uid_set_text):
     """The ``PARTIAL (range set)`` item of an ESEARCH response."""
     got = partial_slice(numbers, rng)
-    text = (ordered_set(got) if ordered else uid_set_text(got)) if got else "NIL"
+    text = set_text(got) if got else "NIL"
     return f"PARTIAL ({rng[0]}:{rng[1]} {text})"
 
 
@@ -178,20 +178,8 @@ async def sort_cmd(s, cmd):
             return
     if not returns:
         returns = ["ALL"]
-    parts = [f'* ESEARCH (TAG "{cmd.tag}")']
-    if cmd.uid:
-        parts.append("UID")
-    if "MIN" in returns and numbers:
-        parts.append(f"MIN {numbers[0]}")
-    if "MAX" in returns and numbers:
-        parts.append(f"MAX {numbers[-1]}")
-    if "COUNT" in returns:
-        parts.append(f"COUNT {len(numbers)}")
-    if "ALL" in returns and numbers:
-        parts.append(f"ALL {ordered_set(numbers)}")
-    if cmd.partial is not None:
-        parts.append(partial_part(cmd.partial, numbers, ordered=True))
-    s.send(" ".join(parts).encode())
+    from .messages import esearch_line
+    s.send(esearch_line(cmd, returns, numbers, ordered_set))
 
 
 @command("THREAD", states=SEL, expunge_ok=False)
