@@ -70,6 +70,23 @@ class LineSession:
         """No TLS and not on loopback: passwords may not cross (as IMAP's LOGINDISABLED)."""
         return not self.tls and not (self.loopback and self.ctx.loopback_cleartext)
 
+    def pipelined_in_clear(self):
+        """Bytes already read past a STARTTLS/STLS line came in clear: run as
+        if sent over TLS they would be command injection, so they are refused."""
+        return bool(len(getattr(self.reader, "_buffer", b"")))
+
+    async def start_tls(self):
+        """The TLS handshake, once the go-ahead is written; False when it failed
+        (the connection then ends)."""
+        await self.writer.drain()
+        try:
+            await self.writer.start_tls(self.ctx.tls,
+                                        ssl_handshake_timeout=self.ctx.unauthenticated_timeout)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        self.tls = True
+        return True
+
     async def run(self):
         ctx = self.ctx
         refused = "the server is shutting down" if ctx.closing else \

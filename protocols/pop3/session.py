@@ -203,18 +203,11 @@ class Session(LineSession):
         if self.ctx.tls is None or self.tls:
             raise Reply("TLS is not available here" if self.ctx.tls is None else
                         "TLS is already active")
-        # Bytes read past the STLS line came in clear: running them as if
-        # sent over TLS would be command injection, so refuse them.
-        if len(getattr(self.reader, "_buffer", b"")):
+        if self.pipelined_in_clear():
             raise Reply("nothing may follow STLS before the TLS handshake; closing", close=True)
         self.ok("Begin TLS negotiation")
-        await self.writer.drain()
-        try:
-            await self.writer.start_tls(self.ctx.tls,
-                                        ssl_handshake_timeout=self.ctx.unauthenticated_timeout)
-        except (OSError, asyncio.TimeoutError):
+        if not await self.start_tls():
             return True
-        self.tls = True
         self.user = None        # RFC 2595 section 4: start again from scratch
 
     async def cmd_USER(self, rest):

@@ -194,18 +194,11 @@ class Session(LineSession):
         if self.ctx.tls is None or self.tls:
             raise Reply("TLS is not available here" if self.ctx.tls is None else
                         "TLS is already active")
-        # Bytes already read past the STARTTLS line came in clear: they would
-        # run as if sent over TLS (command injection), so refuse them.
-        if len(getattr(self.reader, "_buffer", b"")):
+        if self.pipelined_in_clear():
             raise Reply("nothing may follow STARTTLS before the TLS handshake", kind="BYE")
         self.send(wire.response("OK", None, "begin TLS negotiation now"))
-        await self.writer.drain()
-        try:
-            await self.writer.start_tls(self.ctx.tls,
-                                        ssl_handshake_timeout=self.ctx.unauthenticated_timeout)
-        except (OSError, asyncio.TimeoutError):
+        if not await self.start_tls():
             return True
-        self.tls = True
         # RFC 5804 section 2.2: the capabilities again, over TLS.
         self.send(self.capabilities() + wire.response("OK", None, "TLS is active"))
 
