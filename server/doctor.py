@@ -72,7 +72,19 @@ MTA_STS_MODES = ("testing", "enforce", "none")
 DNS_NAME = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-]{1,63}(?<!-))*$")
 GREETING = {"imap": b"Roost IMAP", "imaps": b"Roost IMAP", "lmtp": b"Roost LMTP",
             "submission": b"Roost ESMTP", "submissions": b"Roost ESMTP",
-            "pop3": b"Roost POP3", "pop3s": b"Roost POP3"}
+            "pop3": b"Roost POP3", "pop3s": b"Roost POP3", "managesieve": b'"IMPLEMENTATION" "Roost'}
+
+
+def _greeting(sock, limit=8192):
+    """The server's first line (an IMAP greeting carries the whole CAPABILITY
+    list before Roost's name), at most ``limit`` octets."""
+    head = b""
+    while b"\n" not in head and len(head) < limit:
+        data = sock.recv(limit - len(head))
+        if not data:
+            break
+        head += data
+    return head
 
 
 @dataclass
@@ -349,8 +361,8 @@ def _probe(name, host, port):
             if head.startswith(b"HTTP/1.") and b"/jmap/session" in head:
                 return OK, label, "Roost is listening"
         else:
-            head = sock.recv(512)
-            if GREETING[name] in head:
+            head = _greeting(sock)
+            if GREETING.get(name, b"Roost") in head:
                 return OK, label, "Roost is listening"
         return FAIL, label, f"another program is listening: {head[:60]!r}"
     except OSError as exc:
