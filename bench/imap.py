@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 
-from bench.proc import TaggedCommands, cpu_seconds, pct, ready_port, rss_bytes
+from bench.proc import TaggedCommands, cpu_seconds, pct, rss_bytes, start_roost
 
 USER, PASSWORD = "bench@example.org", "benchpass"
 
@@ -148,12 +148,9 @@ class RoostPeer:
         with open(conf, "w") as f:   # the idle test holds thousands of sessions of one account
             f.write("[limits]\nconnections_per_user_ip = 0\nunauthenticated_connections_per_ip = 0\n"
                     "unauthenticated_connections = 0\n")
-        self.proc = subprocess.Popen(cli + ["--config", conf, "serve", "--imap", "127.0.0.1:0", "--imaps", "off",
-                                            "--lmtp", "off", "--jmap", "off", "--submission", "off",
-                                            "--smtp", "off", "--managesieve", "off"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-        self.port = ready_port(self.proc)
-        self.pid = self.proc.pid
+        self.proc, ports = start_roost(cli + ["--config", conf, "serve"], {"imap": "127.0.0.1:0"},
+                                       env=env)
+        self.port, self.pid = ports["imap"], self.proc.pid
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
