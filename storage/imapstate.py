@@ -34,6 +34,12 @@ def subscribed_names(conn, account_id):
         select(subscriptions.c.name).where(subscriptions.c.account_id == account_id))}
 
 
+def is_subscribed(conn, account_id, name):
+    """One name's subscription (one indexed row, not the account's every name)."""
+    return conn.execute(select(subscriptions.c.name).where(
+        subscriptions.c.account_id == account_id, subscriptions.c.name == name)).first() is not None
+
+
 def add_subscriptions(txn, account_id, names):
     """Insert subscription rows for ``names`` not yet subscribed (in ``txn``)."""
     have = subscribed_names(txn.conn, account_id)
@@ -71,7 +77,7 @@ class ImapStateAPI:
         name = check_mailbox_name(name)
         with self.write() as txn:
             conn = txn.conn
-            have = name in subscribed_names(conn, account_id)
+            have = is_subscribed(conn, account_id, name)
             if have == bool(subscribed):
                 return
             if subscribed:

@@ -18,7 +18,7 @@ from sqlalchemy import and_, delete, func, insert, select, update
 
 from . import flags as flagbits
 from .errors import Conflict, InvalidName, MailboxExists, MailboxNotFound
-from .imapstate import move_subscriptions, subscribed_names
+from .imapstate import is_subscribed, move_subscriptions, subscribed_names
 from .maildir import folder_for
 from .model import Mailbox
 from .schema import expunged, mailbox_messages, mailboxes, messages
@@ -113,7 +113,7 @@ class MailboxesAPI:
                 r = conn.execute(_count_query().where(mailbox_messages.c.mailbox_id == row.id)
                                  .group_by(mailbox_messages.c.mailbox_id)).first()
                 stats = (r[1], int(r[2] or 0), int(r[3] or 0)) if r else stats
-            subscribed = row.name in subscribed_names(conn, account_id)
+            subscribed = is_subscribed(conn, account_id, row.name)
         return mailbox_of(row, *stats, subscribed=subscribed)
 
     def mailbox_by_id(self, mailbox_pk):

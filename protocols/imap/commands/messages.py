@@ -86,18 +86,7 @@ async def search(s, cmd):
     if s.ctx.search is None:
         raise No("[UNAVAILABLE] search is not available")
     store = s.ctx.store
-    memo = {}
-
-    def once(name, fn):      # read the mailbox once per SEARCH, however many keys need it
-        if name not in memo:
-            memo[name] = fn()
-        return memo[name]
-
-    def email_uids(pk):
-        return once("emails", lambda: _uids_by_message(store, v.pk)).get(pk, [])
-    compiler = Compiler(uidonly.seq_ranges(s, v), v.uid_ranges,
-                        lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids,
-                        recent=None if s.rev2 else v.recent)
+    compiler = view_compiler(s, v)
     uses_modseq = any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(cmd.keys))
     if uses_modseq:
         s.enable_condstore()
@@ -165,6 +154,24 @@ def _flat(keys):
             yield from _flat(k)
         else:
             yield k
+
+
+def view_compiler(s, v):
+    """The search-key compiler of the session's view ``v`` (SEARCH, SORT,
+    THREAD): sequence numbers, UIDs, \\Recent, and the mailbox reads some keys
+    need, each done once per command however many keys need it."""
+    store, memo = s.ctx.store, {}
+
+    def once(name, fn):
+        if name not in memo:
+            memo[name] = fn()
+        return memo[name]
+
+    def email_uids(pk):
+        return once("emails", lambda: _uids_by_message(store, v.pk)).get(pk, [])
+    return Compiler(uidonly.seq_ranges(s, v), v.uid_ranges,
+                    lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids,
+                    recent=None if s.rev2 else v.recent)
 
 
 def _uids_by_message(store, mailbox_pk):

@@ -47,8 +47,6 @@ from roost.storage import sortkeys
 from roost.storage.views import for_store
 
 from ..parse_sort import THREAD_ALGORITHMS
-from .. import uidonly
-from ..searchkeys import Compiler
 from ..wire import uid_set_text
 from . import SEL, Bad, No, capability, command
 
@@ -91,25 +89,14 @@ def ordered_set(numbers):
 
 async def matching(s, keys):
     """UIDs in the connection's view that match the search ``keys``, ascending."""
-    from .messages import _flat, _uids_by_message, sent_days
+    from .messages import _flat, view_compiler
     v = s.selected
     if len(keys) == 1 and isinstance(keys[0], str) and keys[0].upper() == "ALL":
         return list(v.uids)
     if s.ctx.search is None:
         raise No("[UNAVAILABLE] search is not available")
     store = s.ctx.store
-    memo = {}
-
-    def once(name, fn):
-        if name not in memo:
-            memo[name] = fn()
-        return memo[name]
-
-    def email_uids(pk):
-        return once("emails", lambda: _uids_by_message(store, v.pk)).get(pk, [])
-    compiler = Compiler(uidonly.seq_ranges(s, v), v.uid_ranges,
-                        lambda: once("sent", lambda: sent_days(store, v.pk)), email_uids,
-                        recent=None if s.rev2 else v.recent)
+    compiler = view_compiler(s, v)
     if any(isinstance(k, str) and k.upper() == "MODSEQ" for k in _flat(keys)):
         s.enable_condstore()
 
