@@ -103,8 +103,10 @@ class EdgeServer:
         return [self.store.read(box.id, r.uid) for r in self.store.records(box.id)]
 
     def close(self):
-        self.server.close()
-        asyncio.run_coroutine_threadsafe(self.server.wait_closed(), self.loop).result(10)
+        async def stop():  # on the loop's own thread: asyncio.Server is not thread-safe
+            self.server.close()
+            await self.server.wait_closed()
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
