@@ -16,9 +16,12 @@ Transactions: ``reader()`` yields a connection for reads; ``write()`` yields a
 ``storage.txn.Txn`` (next MODSEQ, change log, after-commit hooks, publish).
 Every write, here and in the sibling modules, runs in one; nothing outside
 the store's own classes calls a private store helper (``tests/test_layout.py``
-checks). On SQLite one process-wide lock serialises writers (SQLite has one
-writer anyway; the lock avoids lock-upgrade deadlocks), and ``BEGIN
-IMMEDIATE`` keeps a second process (``roost deliver``) safe.
+checks). On SQLite one lock serialises the writers of every process on the
+data directory (``storage.durable.WriterLock``: SQLite has one writer anyway;
+the lock hands it over at once and avoids lock-upgrade deadlocks), ``BEGIN
+IMMEDIATE`` keeps any other program safe, and a write returns only once its
+commit is on disk (``storage.durable.WalSync``: concurrent writers share
+their fsyncs).
 
 Shutdown: ``interrupt_reads()`` aborts the reads under way (``sqlite3``'s
 ``interrupt()``, psycopg's ``cancel()``); each fails with ``TemporaryFailure``
@@ -42,6 +45,7 @@ from sqlalchemy.exc import DBAPIError
 from .accounts import AccountsAPI, normalise_address
 from .acl import AclAPI
 from .blobs import MemoryBlobs
+from .durable import WalSync, WriterLock
 from .changes import ChangesAPI
 from .imapstate import ImapStateAPI
 from .mailboxes import DEFAULT_MAILBOXES, HIERARCHY, ROLES, MailboxesAPI, check_mailbox_name
@@ -75,6 +79,11 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI, LeasesAPI,
         self.bus = ChangeBus()
         self.sqlite = engine.dialect.name == "sqlite"
         self._wlock = threading.RLock()
+        self._walsync = None
+        path = engine.url.database if self.sqlite else None
+        if path and not memory and path != ":memory:":
+            self._wlock = WriterLock(path + ".lock")   # storage.durable: threads and processes
+            self._walsync = WalSync(path + "-wal")
         self._done_ops = []   # tokens of transactions whose file operations are done
         self._readers = set()          # driver connections of the reads under way
         self._rlock = threading.Lock()
@@ -179,6 +188,8 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI, LeasesAPI,
             # Still under the lock: file renames and links follow commit order,
             # so the Maildir mirror of flags ends where the database does.
             txn.committed()
+        if self._walsync is not None:
+            self._walsync.sync()      # on disk before the caller acknowledges anything
 
 
 class _NoLock:
