@@ -32,7 +32,6 @@ import copy
 import logging
 import os
 import signal
-import stat
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +60,34 @@ def open_outbound(config, store, delivery):
                     suppress_for=parse_interval(config.relay_suppress_for))
 
 
+LISTENER_ORDER = ("lmtp", "imap", "imaps", "jmap", "submission", "submissions", "smtp",
+                  "managesieve", "auth", "socketmap", "metrics", "pop3", "pop3s")
+
+
+def open_delivery(config, store):
+    """The delivery path and the outbound queue of a process on ``store``."""
+    delivery = Delivery(store, max_size=config.max_message_size,
+                        dedupe_window=config.dedupe_window, hostname=config.hostname)
+    outbound = open_outbound(config, store, delivery)
+    delivery.outbound = outbound    # Sieve's redirect, vacation and notify rows
+    return delivery, outbound
+
+
+def prepare(config):
+    """Open the data directory for serving, once per start: the schema
+    upgraded, interrupted deliveries and file operations finished, old
+    VacationResponse rows turned into Sieve scripts, the relay's leases
+    cleared (nothing is sending yet). Returns (store, delivery, outbound)."""
+    os.makedirs(config.data, exist_ok=True)
+    store = Store.open(config.data, config.database or None)
+    recover(store)
+    from roost.storage.sieve import vacation
+    vacation.migrate(store)
+    delivery, outbound = open_delivery(config, store)
+    outbound.recover()
+    return store, delivery, outbound
+
+
 def authserv_id(config):
     """Roost's authserv-id (RFC 8601): ``[inbound] authserv_id`` or the hostname."""
     return config.inbound_authserv_id or config.hostname
@@ -81,28 +108,32 @@ def install_reactor():
 class Roost:
     """One running server: the store, the delivery path and the listeners."""
 
-    def __init__(self, config, loop):
+    def __init__(self, config, loop, worker=None):
         self.config = config
         self.loop = loop
-        os.makedirs(config.data, exist_ok=True)
-        self.store = Store.open(config.data, config.database or None)
-        recover(self.store)
-        from roost.storage.sieve import vacation
-        vacation.migrate(self.store)    # old VacationResponse rows become Sieve scripts
-        self.delivery = Delivery(self.store, max_size=config.max_message_size,
-                                 dedupe_window=config.dedupe_window, hostname=config.hostname)
-        self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="roost-worker")
-        self.outbound = open_outbound(config, self.store, self.delivery)
-        self.delivery.outbound = self.outbound    # Sieve's redirect, vacation and notify rows
-        self.outbound.recover()
+        self.worker = worker      # server.workers.Link in a worker process, else None
+        # The primary process runs what must run once: the relay, the daily
+        # prune, DMARC reports, the background reindex.
+        self.primary = worker is None or worker.slot == 0
+        if worker is None:
+            self.store, self.delivery, self.outbound = prepare(config)
+        else:                     # the supervisor prepared the data directory
+            self.store = Store.open(config.data, config.database or None)
+            recover(self.store)   # what a dead sibling left (live ones' work is theirs)
+            self.delivery, self.outbound = open_delivery(config, self.store)
+        self.executor = ThreadPoolExecutor(config.threads, thread_name_prefix="roost-worker")
         self.relay = None
         self.auth = Authenticator(self.store, self.run, trusted_proxies=config.trusted_proxies,
                                   hash_threads=config.hash_threads, hash_queue=config.hash_queue,
                                   max_delay=config.max_login_delay)
         self.store.bus.dispatch = lambda fn, change: loop.call_soon_threadsafe(fn, change)
-        self._relay = self.store.bus.listen(relay_socket_path(config.data))
-        if self._relay is not None:
-            loop.add_reader(self._relay.fileno(), self.store.bus.receive, self._relay)
+        self._relay = None
+        if worker is None:
+            self._relay = self.store.bus.listen(relay_socket_path(config.data))
+            if self._relay is not None:
+                loop.add_reader(self._relay.fileno(), self.store.bus.receive, self._relay)
+        else:
+            worker.attach(self)
         self.servers = []     # asyncio servers
         self._unix_paths = []  # their unix socket files
         self._stream_writers = set()   # their open connections
@@ -124,26 +155,36 @@ class Roost:
             self.inflight -= 1
 
     async def start(self):
-        for name in ("lmtp", "imap", "imaps", "jmap", "submission", "submissions", "smtp",
-                     "managesieve", "auth", "socketmap", "metrics", "pop3", "pop3s"):
+        from . import listen
+        for name in LISTENER_ORDER:
             addr = parse_address(self.config.listen.get(name))
             if addr is None:
                 continue
-            starter = getattr(self, f"_start_{name}", None)
-            if starter is None:
-                print(f"roost: {name} is not part of this version yet; not listening", flush=True)
-                continue
-            host, port = await starter(*addr)
-            self.addresses[name] = (host, port)
-            where = host if port is None else f"{host}:{port}"   # None: a unix socket path
-            print(f"roost: {name} listening on {where}", flush=True)
-        self._start_relay()
-        print("roost: ready", flush=True)
-        self._prune_history()
-        from roost.storage import reindex
-        self._reindex = reindex.start(self.store)   # search format of an older release
-        if self.config.inbound_dmarc_reports:
-            self._schedule_dmarc_reports()
+            if self.worker is not None:
+                bound = self.worker.sockets[name]
+            else:
+                bound = listen.bind(name, *addr)
+                if bound.port is None:
+                    self._unix_paths.append(bound.host)
+            self.addresses[name] = (bound.host, bound.port)
+            if name == "metrics" and not self.primary:
+                continue          # scrapes are answered by the primary worker
+            await getattr(self, f"_start_{name}")(bound)
+            if self.worker is None:
+                print(f"roost: {name} listening on {bound.where}", flush=True)
+        if self.primary:
+            self._start_relay()
+            self._prune_history()
+            from roost.storage import reindex
+            self._reindex = reindex.start(self.store)   # search format of an older release
+            if self.config.inbound_dmarc_reports:
+                self._schedule_dmarc_reports()
+        elif self.worker is not None:
+            self.outbound.wakeup = self.worker.wake_relay
+        if self.worker is None:
+            print("roost: ready", flush=True)
+        else:
+            self.worker.ready()
 
     def _start_relay(self):
         """The outbound relay (``protocols.smtp.relay``) delivers the queue."""
@@ -247,7 +288,7 @@ class Roost:
         except Exception:  # noqa: BLE001 - tomorrow again
             log.exception("DMARC reports")
 
-    async def _start_lmtp(self, host, port):
+    async def _start_lmtp(self, lis):
         from roost.protocols.lmtp import LMTPHandler, LMTPServer
         check = self._lmtp_check if self.config.inbound_lmtp_verdicts == "received" else None
         if check is not None:
@@ -256,27 +297,25 @@ class Roost:
         server = await self.loop.create_server(
             lambda: LMTPServer(handler, data_size_limit=self.config.max_message_size,
                                hostname=self.config.hostname, loop=self.loop),
-            host, port)
+            sock=lis.sock)
         self.servers.append(server)
-        return host, server.sockets[0].getsockname()[1]
 
-    async def _start_auth(self, host, port):
+    async def _start_auth(self, lis):
         """Dovecot's auth protocol for Postfix (smtpd_sasl_type = dovecot)."""
         from roost.protocols.smtp import saslauth
-        return await self._stream_server(host, port, lambda r, w: saslauth.serve(r, w, self.auth),
-                                         saslauth.MAX_LINE)
+        await self._stream_server(lis, lambda r, w: saslauth.serve(r, w, self.auth),
+                                  saslauth.MAX_LINE)
 
-    async def _start_socketmap(self, host, port):
+    async def _start_socketmap(self, lis):
         """Postfix socketmap tables (domains, mailboxes, aliases, sender logins)."""
         from roost.protocols.smtp import socketmap
-        return await self._stream_server(
-            host, port, lambda r, w: socketmap.serve(r, w, self.run, self.store), 65536)
+        await self._stream_server(lis, lambda r, w: socketmap.serve(r, w, self.run, self.store),
+                                  65536)
 
-    async def _stream_server(self, host, port, handler, limit, ssl=None):
-        """An asyncio streams listener on TCP, or on a unix socket when
-        ``port`` is None (``host`` is then its path: a stale socket file is
-        replaced, the new one is mode 0660 and removed on stop). Its open
-        connections are closed on stop (Postfix keeps them open). ``ssl``: an
+    async def _stream_server(self, lis, handler, limit, ssl=None):
+        """An asyncio streams server on a bound listener (``server.listen``:
+        TCP, or a Unix socket for auth and socketmap). Its open connections
+        are closed on stop (Postfix keeps them open). ``ssl``: an
         ``ssl.SSLContext`` for implicit TLS on TCP."""
         async def tracked(reader, writer):
             self._stream_writers.add(writer)
@@ -284,25 +323,22 @@ class Roost:
                 await handler(reader, writer)
             finally:
                 self._stream_writers.discard(writer)
-        if port is not None:
+        if lis.port is not None:
             server = await asyncio.start_server(
-                tracked, host, port, limit=limit, ssl=ssl,
+                tracked, sock=lis.sock, limit=limit, ssl=ssl,
                 ssl_handshake_timeout=self.config.unauthenticated_command_timeout if ssl else None)
-            self.servers.append(server)
-            return host, server.sockets[0].getsockname()[1]
-        if os.path.exists(host) and stat.S_ISSOCK(os.stat(host).st_mode):
-            try:
-                _, probe = await asyncio.open_unix_connection(host)
-            except OSError:
-                os.unlink(host)     # stale: nothing answers on it
-            else:
-                probe.close()
-                raise OSError(f"{host}: another server is listening on this socket")
-        server = await asyncio.start_unix_server(tracked, host, limit=limit)
-        os.chmod(host, 0o660)
+        else:
+            server = await asyncio.start_unix_server(tracked, sock=lis.sock, limit=limit)
         self.servers.append(server)
-        self._unix_paths.append(host)
-        return host, None
+
+    def _adopt(self, lis, factory, tls=None):
+        """A Twisted factory serving a bound listener (``tls``: a context
+        factory for implicit TLS)."""
+        from twisted.internet import reactor
+        if tls is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+            factory = TLSMemoryBIOFactory(tls, False, factory)
+        self.ports.append(reactor.adoptStreamPort(lis.sock.fileno(), lis.sock.family, factory))
 
     def _line_context(self, cls, loopback_cleartext, **extra):
         """A ``LineContext`` (POP3, ManageSieve): the server's logins, TLS and
@@ -321,13 +357,12 @@ class Roost:
             unauthenticated_total=cfg.unauthenticated_connections,
             unauthenticated_timeout=cfg.unauthenticated_command_timeout, **extra)
 
-    async def _start_managesieve(self, host, port):
+    async def _start_managesieve(self, lis):
         """ManageSieve (``protocols.sieve``): the account's Sieve scripts."""
         from roost.protocols import sieve
         ctx = self._line_context(sieve.Context, self.config.managesieve_loopback_cleartext)
         self._managesieve = ctx
-        return await self._stream_server(host, port, lambda r, w: sieve.serve(ctx, r, w),
-                                         sieve.MAX_LINE)
+        await self._stream_server(lis, lambda r, w: sieve.serve(ctx, r, w), sieve.MAX_LINE)
 
     def _pop3_context(self):
         """What the POP3 listeners share (``protocols.pop3``): one gate, one
@@ -342,16 +377,15 @@ class Roost:
                 holder=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}")
         return self._pop3
 
-    async def _start_pop3(self, host, port, implicit_tls=False):
+    async def _start_pop3(self, lis, implicit_tls=False):
         """POP3 (``protocols.pop3``): STLS on ``pop3``, implicit TLS on ``pop3s``."""
         from roost.protocols import pop3
         ctx = self._pop3_context()
-        return await self._stream_server(
-            host, port, lambda r, w: pop3.serve(ctx, r, w, implicit_tls), pop3.MAX_LINE + 1,
-            ssl=ctx.tls if implicit_tls else None)
+        await self._stream_server(lis, lambda r, w: pop3.serve(ctx, r, w, implicit_tls),
+                                  pop3.MAX_LINE + 1, ssl=ctx.tls if implicit_tls else None)
 
-    async def _start_pop3s(self, host, port):
-        return await self._start_pop3(host, port, implicit_tls=True)
+    async def _start_pop3s(self, lis):
+        await self._start_pop3(lis, implicit_tls=True)
 
     def _imap_context(self, implicit_tls):
         from roost.protocols.imap import IMAPContext
@@ -374,20 +408,13 @@ class Roost:
             unauthenticated_timeout=cfg.unauthenticated_command_timeout,
             gate=self._imap_gate, append=self._append, append_many=self._append_many)
 
-    async def _start_imap(self, host, port, implicit_tls=False):
-        from twisted.internet import reactor
-
+    async def _start_imap(self, lis, implicit_tls=False):
         from roost.protocols.imap import IMAPFactory
         ctx = self._imap_context(implicit_tls)
-        if implicit_tls:
-            listening = reactor.listenSSL(port, IMAPFactory(ctx), self._tls, interface=host)
-        else:
-            listening = reactor.listenTCP(port, IMAPFactory(ctx), interface=host)
-        self.ports.append(listening)
-        return host, listening.getHost().port
+        self._adopt(lis, IMAPFactory(ctx), self._tls if implicit_tls else None)
 
-    async def _start_imaps(self, host, port):
-        return await self._start_imap(host, port, implicit_tls=True)
+    async def _start_imaps(self, lis):
+        await self._start_imap(lis, implicit_tls=True)
 
     def _submission_context(self):
         """What the submission listeners share (``protocols.smtp.submission``)."""
@@ -419,19 +446,18 @@ class Roost:
                 loopback_cleartext=cfg.submission_loopback_cleartext)
         return self._submission
 
-    async def _start_submission(self, host, port, implicit_tls=False):
+    async def _start_submission(self, lis, implicit_tls=False):
         from roost.protocols.smtp.submission import Submission
         ctx = self._submission_context()
         server = await self.loop.create_server(
-            lambda: Submission(ctx, implicit_tls=implicit_tls), host, port,
+            lambda: Submission(ctx, implicit_tls=implicit_tls), sock=lis.sock,
             ssl=ctx.tls if implicit_tls else None,
             ssl_handshake_timeout=self.config.unauthenticated_command_timeout if implicit_tls
             else None)
         self.servers.append(server)
-        return host, server.sockets[0].getsockname()[1]
 
-    async def _start_submissions(self, host, port):
-        return await self._start_submission(host, port, implicit_tls=True)
+    async def _start_submissions(self, lis):
+        await self._start_submission(lis, implicit_tls=True)
 
     def edge_context(self):
         """What the MX-facing SMTP edge's connections share
@@ -467,17 +493,14 @@ class Roost:
                                  policy=policy, spam=self.spam_filter(), inbound=self.inbound())
         return self._edge
 
-    async def _start_smtp(self, host, port):
+    async def _start_smtp(self, lis):
         """The MX-facing SMTP edge (port 25 in production)."""
         from roost.protocols.smtp.edge import Edge
         ctx = self.edge_context()
-        server = await self.loop.create_server(lambda: Edge(ctx), host, port)
+        server = await self.loop.create_server(lambda: Edge(ctx), sock=lis.sock)
         self.servers.append(server)
-        return host, server.sockets[0].getsockname()[1]
 
-    async def _start_jmap(self, host, port):
-        from twisted.internet import reactor
-
+    async def _start_jmap(self, lis):
         from roost.protocols import web
         from roost.protocols.jmap import site
         jmap = site(self.store, self.delivery, self.run, self.auth, self.config.hostname,
@@ -485,20 +508,15 @@ class Roost:
                     push_allow_private=self.config.jmap_push_allow_private,
                     undo_send=self.config.jmap_undo_send)
         web.mount(jmap.resource, self.client_servers, self.config.hostname)
-        listening = reactor.listenTCP(port, jmap, interface=host)
-        self.ports.append(listening)
-        return host, listening.getHost().port
+        self._adopt(lis, jmap)
 
-    async def _start_metrics(self, host, port):
-        from twisted.internet import reactor
+    async def _start_metrics(self, lis):
         from twisted.web.server import Site
 
         from .metrics import resource
         site = Site(resource(self.metrics.registry))
         site.noisy = False
-        listening = reactor.listenTCP(port, site, interface=host)
-        self.ports.append(listening)
-        return host, listening.getHost().port
+        self._adopt(lis, site)
 
     def client_servers(self):
         """The endpoints the client set-up documents describe: the listeners
@@ -622,22 +640,31 @@ def _as_future(d):
     return fut
 
 
-def serve(config):
-    """Run Roost until SIGTERM/SIGINT."""
+def serve(config, worker=None):
+    """Run Roost until SIGTERM/SIGINT: worker processes under a supervisor
+    (``server.workers``) when ``[server] processes`` asks for more than one,
+    else this process; ``worker``: the ``server.workers.Link`` of a worker."""
+    if worker is None:
+        from . import workers
+        count = workers.processes(config)
+        if count > 1:
+            return workers.run(config, count)
     handler = logs.setup(config.log_level, config.log_format, config.log_file or None)
     loop = install_reactor()
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
-    app = Roost(config, loop)
+    app = Roost(config, loop, worker)
+    failed = []
 
     def started():
         d = Deferred.fromFuture(asyncio.ensure_future(app.start()))
 
-        def failed(f):
+        def failure(f):
             log.error("cannot start: %s", f.getErrorMessage())
             print(f"roost: cannot start: {f.getErrorMessage()}", flush=True)
+            failed.append(f)
             reactor.stop()
-        d.addErrback(failed)
+        d.addErrback(failure)
 
     reactor.callWhenRunning(started)
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(app.reload_tls))
@@ -662,4 +689,4 @@ def serve(config):
     finally:
         app.close_relay()
         handler.close()
-    return 0
+    return 1 if failed and worker is not None else 0

@@ -45,6 +45,9 @@ def build_parser():
     s = sub.add_parser("serve", parents=[common], help="run the server")
     for name in LISTENERS:
         s.add_argument(f"--{name}", metavar="HOST:PORT", help=f"{name} listener, or off")
+    s.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes (default: [server] processes, or one per core; "
+                   "1: a single process)")
     s.add_argument("--demo", action="store_true",
                    help="create demo@localhost with a printed password if there are no accounts")
 
@@ -197,6 +200,10 @@ def cmd_serve(args, cfg):
         if value is not None:
             configmod.check_listener(name, value)
             cfg.listen[name] = value
+    if args.workers is not None:
+        if args.workers < 1:
+            raise SystemExit("roost: --workers must be at least 1")
+        cfg.processes = args.workers
     if args.demo:
         store = open_store(cfg)
         if not store.accounts():

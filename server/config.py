@@ -39,7 +39,8 @@ class Config:
     unauthenticated_connections_per_ip: int = 10
     unauthenticated_connections: int = 200
     unauthenticated_command_timeout: float = 60
-    workers: int = 32
+    threads: int = 32            # per process, for blocking work (database, fsync)
+    processes: int = 0           # worker processes; 0: one per core
     tls_cert: str = ""
     tls_key: str = ""
     log_level: str = "info"      # server/logs.py LEVELS
@@ -151,7 +152,9 @@ def load(path=None, data=None):
         cfg.data = server.get("data", cfg.data)
         cfg.database = server.get("database", cfg.database)
         cfg.hostname = server.get("hostname", cfg.hostname)
-        cfg.workers = int(server.get("workers", cfg.workers))
+        # "workers" was the thread pool's name before there were worker processes.
+        cfg.threads = int(server.get("threads", server.get("workers", cfg.threads)))
+        cfg.processes = int(server.get("processes", cfg.processes))
         cfg.listen.update({k: str(v) for k, v in doc.get("listen", {}).items()})
         cfg.max_message_size = int(limits.get("max_message_size", cfg.max_message_size))
         cfg.dedupe_window = int(limits.get("dedupe_window", cfg.dedupe_window))

@@ -27,6 +27,7 @@ import logging
 from sqlalchemy import and_, delete, select
 
 from .blobs import BlobRef
+from .durable import process_gone
 from .schema import accounts, file_ops, mailbox_messages, mailboxes, messages
 
 log = logging.getLogger("roost.recovery")
@@ -65,6 +66,12 @@ def _reconcile_copies(conn, blobs, account, stem, folders):
             blobs.unlink(ref)
 
 
+def _owner_gone(token):
+    """Is the process that wrote a row (its ``Txn.token`` starts with its pid) gone?"""
+    pid = token.split(".", 1)[0]
+    return not pid.isdigit() or process_gone(int(pid))
+
+
 def replay(store):
     """Finish every file operation left in the log and clear it; returns how
     many there were."""
@@ -74,7 +81,9 @@ def replay(store):
     with store.write():
         pass   # its flush drops the rows of this process's finished operations
     with store.reader() as conn:
-        rows = conn.execute(select(file_ops).order_by(file_ops.c.id)).all()
+        # Another live process's rows are its own hooks' work, under way now.
+        rows = [r for r in conn.execute(select(file_ops).order_by(file_ops.c.id)).all()
+                if _owner_gone(r.txn)]
         for r in rows:
             if r.op in ("link", "unlink"):
                 _reconcile_copies(conn, blobs, r.account, r.stem,
@@ -93,7 +102,9 @@ def replay(store):
                 blobs.delete_account(r.account)
         conn.rollback()
     if rows:
+        ids = [r.id for r in rows]
         with store.write() as txn:
-            txn.conn.execute(delete(file_ops).where(file_ops.c.id <= rows[-1].id))
+            for i in range(0, len(ids), 500):
+                txn.conn.execute(delete(file_ops).where(file_ops.c.id.in_(ids[i:i + 500])))
         log.info("recovery: finished %d file operations of interrupted transactions", len(rows))
     return len(rows)

@@ -48,6 +48,7 @@ from . import blobops
 from . import flags as flagbits
 from . import mime
 from .blobs import BlobRef
+from .durable import process_gone
 from .errors import (AccountNotFound, MailboxNotFound, MessageRejected, MessageTooLarge,
                      QuotaExceeded, TemporaryFailure)
 from .model import NewMessage, Stored, maildir_key
@@ -569,6 +570,8 @@ def recover(store):
                         .where(mailboxes.c.account_id == acct_id, mailboxes.c.folder == folder,
                                messages.c.stem.in_(stems[i:i + 500]))).all())
                 for stem in stems:
+                    if stem in known and not _writer_gone(stem):
+                        continue      # a live process is between its commit and its rename
                     if stem in known:
                         bits, keywords = known[stem]
                         store.blobs.commit(BlobRef(key, folder, stem, bits), flagbits.decode_keywords(keywords))
@@ -586,18 +589,16 @@ def recover(store):
 _PID = re.compile(r"P(\d+)Q")
 
 
+def _writer_gone(stem):
+    m = _PID.search(stem)
+    return m is None or process_gone(int(m.group(1)))
+
+
 def _abandoned(blobs, key, folder, stem):
     """A staged file nobody will commit: its writer process is gone (or is us,
     at start-up, through PID reuse), or it is older than an hour."""
-    m = _PID.search(stem)
-    if m is None or int(m.group(1)) == os.getpid():
+    if _writer_gone(stem):
         return True
-    try:
-        os.kill(int(m.group(1)), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass
     try:
         age = time.time() - os.stat(os.path.join(blobs.folder_path(key, folder), "tmp", stem)).st_mtime
     except OSError:

@@ -97,3 +97,22 @@ class WalSync:
                     os.close(fd)
                 self.fsyncs += 1
             self._synced = covered
+
+
+def process_gone(pid):
+    """Is process ``pid`` dead (or a zombie nobody reaped), so that what it
+    staged or owed will never be finished by it? This process counts as gone:
+    at start-up a pid of ours in old work is a reused one."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False

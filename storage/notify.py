@@ -10,8 +10,12 @@ loop). Nothing polls.
 Other processes on the same data directory (``roost deliver`` run by Postfix,
 ``roost import``) relay their changes to the running server over a Unix
 datagram socket, ``DATA/roost.sock``: best effort, one small JSON datagram per
-change, dropped silently when no server listens. A PostgreSQL LISTEN/NOTIFY
-relay for several nodes plugs in the same way.
+change (``encode``/``decode``), dropped silently when no server listens. The
+server's worker processes pass theirs through the supervisor
+(``server.workers``), which hands each to every other worker: ``forward``
+is where a bus sends what it publishes, ``deliver`` what arrives from
+elsewhere. A PostgreSQL LISTEN/NOTIFY relay for several nodes plugs in the
+same way.
 """
 
 import json
@@ -35,12 +39,30 @@ class Change:
     imap: frozenset = field(default_factory=frozenset)
 
 
+def encode(change, origin=0):
+    """A change as one small JSON datagram; ``origin``: the sending process's pid."""
+    return json.dumps({"a": change.account_id, "m": change.modseq, "k": sorted(change.kinds),
+                       "b": sorted(change.mailbox_ids), "i": [list(t) for t in change.imap],
+                       "p": origin}).encode()
+
+
+def decode(data):
+    """``(change, origin pid)`` from ``encode``'s bytes; None when malformed."""
+    try:
+        msg = json.loads(data)
+        change = Change(int(msg["a"]), int(msg["m"]), frozenset(msg["k"]), frozenset(msg["b"]),
+                        frozenset(tuple(t) for t in msg.get("i", ())))
+        return change, int(msg.get("p", 0))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 class ChangeBus:
     def __init__(self):
         self._subs = {}
         self._lock = threading.Lock()
         self.dispatch = lambda fn, change: fn(change)
-        self.relay_to = None   # the server's socket path, in processes that are not the server
+        self.forward = None    # fn(change): where this process's changes go besides its own subscribers
 
     def subscribe(self, account_id, callback):
         """Call ``callback(change)`` for each change of the account; returns an unsubscribe function."""
@@ -57,50 +79,62 @@ class ChangeBus:
         return unsubscribe
 
     def publish(self, change):
+        """A change made by this process: to its subscribers, then on."""
+        self.deliver(change)
+        if self.forward is not None:
+            self.forward(change)
+
+    def deliver(self, change):
+        """A change (made here or elsewhere) to this process's subscribers."""
         with self._lock:
             subs = list(self._subs.get(change.account_id, ()))
         for callback in subs:
             self.dispatch(callback, change)
-        if self.relay_to:
-            self._relay(change)
 
-    def _relay(self, change):
-        payload = json.dumps({"a": change.account_id, "m": change.modseq, "k": sorted(change.kinds),
-                              "b": sorted(change.mailbox_ids),
-                              "i": [list(t) for t in change.imap]}).encode()
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.setblocking(False)
-                sock.sendto(payload, self.relay_to)
-        except OSError:
-            pass  # no server running, or its queue is full: it reads the database anyway
+    def relay_to(self, path):
+        """Send this process's changes to the server's datagram socket at ``path``."""
+        def send(change):
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                    sock.setblocking(False)
+                    sock.sendto(encode(change, os.getpid()), path)
+            except OSError:
+                pass  # no server running, or its queue is full: it reads the database anyway
+        self.forward = send
 
     def listen(self, path):
         """Bind the relay socket (the server does this) and return it; feed each
         datagram to ``receive``. Returns None when the path cannot be bound."""
-        self.relay_to = None
-        try:
-            if os.path.exists(path):
-                os.unlink(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            sock.bind(path)
-        except OSError as exc:
-            log.warning("change relay socket %s unavailable: %s", path, exc)
-            return None
-        sock.setblocking(False)
-        return sock
+        self.forward = None
+        return bind_datagram(path)
 
     def receive(self, sock):
-        """Publish every pending datagram on ``sock`` to local subscribers."""
-        while True:
-            try:
-                data = sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            try:
-                msg = json.loads(data)
-                change = Change(int(msg["a"]), int(msg["m"]), frozenset(msg["k"]), frozenset(msg["b"]),
-                                frozenset(tuple(t) for t in msg.get("i", ())))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-            self.publish(change)
+        """Hand every pending datagram on ``sock`` to local subscribers."""
+        for data in drain(sock):
+            got = decode(data)
+            if got is not None:
+                self.deliver(got[0])
+
+
+def bind_datagram(path):
+    """A non-blocking Unix datagram socket bound at ``path`` (a stale one is
+    replaced), or None when it cannot be bound."""
+    try:
+        if os.path.exists(path):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+    except OSError as exc:
+        log.warning("change relay socket %s unavailable: %s", path, exc)
+        return None
+    sock.setblocking(False)
+    return sock
+
+
+def drain(sock):
+    """Every datagram waiting on non-blocking ``sock``."""
+    while True:
+        try:
+            yield sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return

@@ -105,7 +105,7 @@ class Store(AccountsAPI, MailboxesAPI, MessagesAPI, ChangesAPI, LeasesAPI,
         url = db_url or f"sqlite:///{os.path.join(data_dir, 'roost.db')}"
         store = cls(make_engine(url), Maildir(os.path.join(data_dir, "mail")), search=search,
                     search_dir=os.path.join(data_dir, "search"))
-        store.bus.relay_to = relay_socket_path(data_dir)
+        store.bus.relay_to(relay_socket_path(data_dir))
         store.fulltext.index_missing(store)
         reindex.needed(store)     # stamps a new data directory's search format
         return store

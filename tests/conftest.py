@@ -88,15 +88,32 @@ def pg_store(tmp_path, prefix, **store_args):
     return store, drop
 
 
+def children(pid):
+    """Live child processes of ``pid`` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry))
+    return sorted(out)
+
+
 class RoostServer:
     """``roost serve`` as a subprocess; ``ports["lmtp"]`` etc. once started.
 
     ``listeners`` names the listeners to start on port 0, or maps names to
     fixed ``host:port`` addresses; every other listener is off. ``stderr``
-    (a file) gets the server's stderr (its logs) apart from its stdout."""
+    (a file) gets the server's stderr (its logs) apart from its stdout.
+    ``workers``: worker processes (one unless a test asks for more)."""
 
-    def __init__(self, data, listeners=("lmtp",), config=None, stderr=None):
+    def __init__(self, data, listeners=("lmtp",), config=None, stderr=None, workers=1):
         self.data = str(data)
+        self.workers = workers
         self.listeners = listeners
         self.config = config
         self.stderr = stderr
@@ -108,7 +125,7 @@ class RoostServer:
         args = [*ROOST, "--data", self.data]
         if self.config:
             args += ["--config", str(self.config)]
-        args.append("serve")
+        args += ["serve", "--workers", str(self.workers)]
         fixed = self.listeners if isinstance(self.listeners, dict) else {}
         for name in LISTENERS:
             address = fixed.get(name) or ("127.0.0.1:0" if name in self.listeners else "off")
@@ -147,6 +164,10 @@ class RoostServer:
     @property
     def pid(self):
         return self.proc.pid
+
+    def worker_pids(self):
+        """The pids of the server's worker processes (children of the supervisor)."""
+        return children(self.proc.pid)
 
     def kill(self):
         if self.proc and self.proc.poll() is None:

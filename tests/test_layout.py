@@ -77,8 +77,8 @@ def test_example_config_loads_and_matches_defaults():
     cfg = config.load(str(ROOT / "conf" / "roost.toml"))
     default = config.Config()
     assert cfg.listen == default.listen
-    assert (cfg.max_message_size, cfg.dedupe_window, cfg.workers) == \
-        (default.max_message_size, default.dedupe_window, default.workers)
+    assert (cfg.max_message_size, cfg.dedupe_window, cfg.threads, cfg.processes) == \
+        (default.max_message_size, default.dedupe_window, default.threads, default.processes)
 
 
 def test_listener_addresses_are_validated():

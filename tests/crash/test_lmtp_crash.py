@@ -13,6 +13,7 @@ nothing left in ``tmp/`` or ``new/``.
 import os
 import random
 import re
+import signal
 import threading
 import time
 
@@ -46,6 +47,7 @@ class Load:
         self.port = port
         self.round_no = round_no
         self.stop = threading.Event()
+        self.killed = threading.Event()
         self.lock = threading.Lock()
         self.sent = {}        # tag -> (data, [recipients])
         self.acked = set()    # (tag, recipient) that got 250 after DATA
@@ -72,14 +74,15 @@ class Load:
                             b"DATA\r\n" + data + b".\r\n")
                 codes = [client.reply()[0] for _ in range(1 + len(rcpts) + 1)]
                 if codes != [250] + [250] * len(rcpts) + [354]:
-                    self.errors.append((tag, codes))
+                    if not self.stopping(codes):
+                        self.errors.append((tag, codes))
                     return
                 for rcpt in rcpts:
                     code, _ = client.reply()
                     if code == 250:
                         with self.lock:
                             self.acked.add((tag, rcpt))
-                    else:
+                    elif not self.stopping([code]):
                         self.errors.append((tag, rcpt, code))
         except (ConnectionError, OSError):
             pass   # the server was killed
@@ -87,15 +90,69 @@ class Load:
             if client is not None:
                 client.close()
 
-    def run(self, server, kill_after):
+    def stopping(self, codes):
+        """Temporary failures from a server told to stop (its workers, once
+        the supervisor is gone) are what a client must be given then."""
+        return self.killed.is_set() and all(c == 250 or 400 <= c < 500 for c in codes)
+
+    def run(self, server, kill_after, kill):
         threads = [threading.Thread(target=self.worker, args=(i,)) for i in range(CONNECTIONS)]
         for t in threads:
             t.start()
         time.sleep(kill_after)
-        server.kill()
+        self.killed.set()
+        survivors = kill(server)
+        self.stop.set()       # connections a surviving worker serves end their transaction
         for t in threads:
             t.join(30)
         assert not any(t.is_alive() for t in threads)
+        wait_gone(survivors)
+
+
+def kill_everything(server):
+    """SIGKILL the server and, with workers, every worker at the same moment."""
+    pids = server.worker_pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    server.kill()
+    return pids
+
+
+def kill_one_worker(server):
+    """SIGKILL one worker; the supervisor starts another in its place."""
+    before = server.worker_pids()
+    os.kill(before[0], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = server.worker_pids()
+        if len(now) == len(before) and before[0] not in now:
+            return []
+        time.sleep(0.05)
+    raise AssertionError(f"no worker replaced {before[0]}: {server.worker_pids()}")
+
+
+def kill_supervisor(server):
+    """SIGKILL the supervisor alone: its workers notice and stop."""
+    pids = server.worker_pids()
+    server.kill()
+    return pids
+
+
+def wait_gone(pids, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not [p for p in pids if os.path.exists(f"/proc/{p}") and _alive(p)]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes {pids} still running")
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def stored_state(data_dir):
@@ -133,16 +190,22 @@ def stored_state(data_dir):
     return found, problems
 
 
-def test_kill_during_lmtp_load(tmp_path):
+@pytest.mark.parametrize("workers,kill", [
+    (1, kill_everything), (2, kill_one_worker), (2, kill_supervisor), (2, kill_everything)],
+    ids=["one-process", "workers-kill-one", "workers-kill-supervisor", "workers-kill-all"])
+def test_kill_during_lmtp_load(tmp_path, workers, kill):
     data = tmp_path / "data"
     for user in USERS:
         add_user(data, user)
     all_sent, all_acked = {}, set()
     total_acked = 0
     for round_no, kill_after in enumerate(KILL_AFTER):
-        server = RoostServer(data).start()
+        server = RoostServer(data, workers=workers).start()
+        if workers > 1:
+            assert len(server.worker_pids()) == workers
         load = Load(server.ports["lmtp"], round_no)
-        load.run(server, kill_after)
+        load.run(server, kill_after, kill)
+        server.stop()         # what survived the kill stops cleanly
         assert load.errors == [], load.errors
         all_sent.update(load.sent)
         all_acked |= load.acked

@@ -1,6 +1,8 @@
 """storage.durable: the writer lock across processes, and shared WAL fsyncs."""
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,21 +12,17 @@ from roost.storage.store import Store
 
 def test_writer_lock_excludes_another_process(tmp_path):
     lock = durable.WriterLock(str(tmp_path / "db.lock"))
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:    # the child holds the lock for a moment
-        try:
-            with lock:
-                os.write(w, b"x")
-                time.sleep(0.5)
-                with open(tmp_path / "child-done", "w"):
-                    pass
-        finally:
-            os._exit(0)
-    os.read(r, 1)
+    code = ("import sys, time; from roost.storage import durable\n"
+            "with durable.WriterLock(sys.argv[1]):\n"
+            "    print('held', flush=True); time.sleep(0.5)\n"
+            "    open(sys.argv[2], 'w').close()\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "db.lock"),
+                              str(tmp_path / "child-done")], stdout=subprocess.PIPE)
+    assert child.stdout.readline() == b"held\n"
     with lock:      # waits for the child to let go
         assert (tmp_path / "child-done").exists()
-    os.waitpid(pid, 0)
+    assert child.wait(10) == 0
+    child.stdout.close()
 
 
 def test_writer_lock_is_reentrant_in_a_thread(tmp_path):
@@ -80,3 +78,20 @@ def test_store_writes_are_on_disk_with_normal_synchronous(tmp_path):
         assert store._walsync.fsyncs > before
     finally:
         store.close()
+
+
+def test_a_zombie_writer_is_gone_and_a_live_one_is_not():
+    live = subprocess.Popen(["sleep", "30"])
+    dead = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        while not durable.process_gone(dead.pid):   # not reaped: a zombie, still "there" to kill(0)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(dead.pid, 0)
+        assert not durable.process_gone(live.pid)
+        assert durable.process_gone(os.getpid())    # our own pid in old work is a reused one
+    finally:
+        live.kill()
+        live.wait()
+        dead.wait()
