@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 
-from bench.proc import cpu_seconds, start_roost
+from bench.proc import add_workers_option, cpu_seconds, start_roost
 
 USERS = [f"bench{i}@example.org" for i in range(4)]
 SMALL = 5 * 1024
@@ -239,6 +239,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--messages", type=int, default=400, help="messages per run at C=1 (C=8 sends 3x)")
     p.add_argument("--no-dovecot", action="store_true")
+    add_workers_option(p)
     args = p.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="roost-bench-")
     os.chmod(tmp, 0o755)

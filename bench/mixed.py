@@ -2,7 +2,7 @@
 continuously APPEND, FETCH, STORE, EXPUNGE, LIST and STATUS (the shape of a
 stress tester), against Roost and a throwaway Dovecot in the same run.
 
-    python -m bench.mixed [--clients 10] [--seconds 20] [--no-dovecot]
+    python -m bench.mixed [--clients 10] [--seconds 20] [--workers N] [--no-dovecot]
 
 Each client logs in and SELECTs a mailbox of its own first (one client after
 the other, outside the measurement), then in a loop APPEND a 2 KB
@@ -21,7 +21,7 @@ import threading
 import time
 
 from bench.imap import PASSWORD, USER, Client, DovecotPeer, RoostPeer
-from bench.proc import cpu_seconds, pct
+from bench.proc import add_workers_option, cpu_seconds, pct
 
 VERBS = ("APPEND", "FETCH", "STORE", "EXPUNGE", "LIST", "STATUS")
 
@@ -131,6 +131,7 @@ def main(argv=None):
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--no-dovecot", action="store_true")
+    add_workers_option(p)
     args = p.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="roost-mixed-")
     results = {}

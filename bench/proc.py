@@ -1,6 +1,7 @@
 """CPU and memory of a server process and its descendants, read from /proc
 (shared by the benchmarks)."""
 
+import argparse
 import os
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -58,15 +59,31 @@ def pct(values, p):
     return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
 
 
+WORKERS = None    # a benchmark's --workers: passed to roost serve (None: its default, one per core)
+
+
+def add_workers_option(parser):
+    """``--workers N`` for a benchmark's command line (sets ``WORKERS``)."""
+    class Set(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            global WORKERS
+            WORKERS = values
+            setattr(namespace, self.dest, values)
+    parser.add_argument("--workers", type=int, action=Set, default=None,
+                        help="roost serve --workers N (default: one per core)")
+
+
 def start_roost(args, listeners, **popen):
     """``roost serve`` (``args`` ends with "serve") with only ``listeners``
-    ({name: "HOST:PORT"}) on and every other listener off; returns the
-    process and {listener: port} once it is ready. A thread then keeps
-    reading its output (its log lines)."""
+    ({name: "HOST:PORT"}) on and every other listener off, and ``--workers``
+    as the benchmark was given it; returns the process and {listener: port}
+    once it is ready. A thread then keeps reading its output (its log lines)."""
     import subprocess
     import threading
     from roost.server.cli import LISTENERS
     args = list(args)
+    if WORKERS is not None:
+        args += ["--workers", str(WORKERS)]
     for name in LISTENERS:
         args += [f"--{name}", listeners.get(name, "off")]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
