@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +30,7 @@ import time
 import httpx
 
 from bench.lmtp import make_message
+from bench.proc import add_workers_option, start_roost
 from bench.proc import cpu_seconds
 
 USER, PASSWORD = "bench@example.org", "bench-password"
@@ -64,21 +64,8 @@ def build(data, n):
 
 
 def start_server(data):
-    proc = subprocess.Popen([sys.executable, "-m", "roost.server.cli", "--data", data, "serve",
-                             "--jmap", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--imap", "off",
-                             "--imaps", "off", "--submission", "off", "--smtp", "off",
-                             "--managesieve", "off"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    ports = {}
-    for line in proc.stdout:
-        line = line.decode()
-        if " listening on " in line:
-            name = line.split()[1]
-            ports[name] = int(line.rsplit(":", 1)[1])
-        if line.startswith("roost: ready"):
-            threading.Thread(target=proc.stdout.read, daemon=True).start()   # its log lines
-            return proc, ports
-    raise SystemExit("roost serve did not start")
+    return start_roost([sys.executable, "-m", "roost.server.cli", "--data", data, "serve"],
+                       {"jmap": "127.0.0.1:0", "lmtp": "127.0.0.1:0"})
 
 
 def api(http, url, calls):
@@ -125,6 +112,7 @@ def main():
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--rounds", type=int, default=2, help="times to page through the mailbox")
     ap.add_argument("--data", help="keep the built account in DIR and reuse it on the next run")
+    add_workers_option(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="roost-bench-jmap-") as tmp:
         data = args.data or os.path.join(tmp, "data")
