@@ -506,7 +506,10 @@ class Roost:
         jmap = site(self.store, self.delivery, self.run, self.auth, self.config.hostname,
                     outbound=self.outbound, allowed_origins=self.config.jmap_allowed_origins,
                     push_allow_private=self.config.jmap_push_allow_private,
-                    undo_send=self.config.jmap_undo_send)
+                    undo_send=self.config.jmap_undo_send,
+                    web_push=None if self.primary else self.worker.push_changed)
+        if self.worker is not None and self.primary:
+            self.worker.push_refresh = jmap.jmap_service.backend.push_changed
         web.mount(jmap.resource, self.client_servers, self.config.hostname)
         self._adopt(lis, jmap)
 

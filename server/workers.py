@@ -18,10 +18,11 @@ the sockets and prints one line per listener, forks the workers, prints
   state and read the change log when it moved; the login cache compares the
   stored hash on every hit.
 - **Background work.** Worker 0 is the primary: it alone runs the outbound
-  relay (the others' submissions wake it through the supervisor), the
-  daily prune, DMARC reports and the background reindex, and answers
-  metrics scrapes (with its own figures). Its replacement takes the role
-  over.
+  relay (the others' submissions wake it through the supervisor), JMAP
+  push notifications to push subscriptions (the others tell it when an
+  account's subscriptions change), the daily prune, DMARC reports and the
+  background reindex, and answers metrics scrapes (with its own figures).
+  Its replacement takes the role over.
 - **Deaths.** A worker that dies is forked again (after a pause if it died
   young). What it had in flight was never acknowledged; the new worker's
   start-up recovery finishes or discards the dead one's staged files and file
@@ -57,7 +58,7 @@ import threading
 import time
 from collections import deque
 
-CHANGE, READY, WAKE = b"C", b"R", b"W"
+CHANGE, READY, WAKE, PUSH = b"C", b"R", b"W", b"P"
 STOP_WAIT = 45            # seconds a worker gets to stop (in-flight deliveries finish) before SIGKILL
 YOUNG = 5                 # a worker that dies sooner than this after its start is restarted after...
 RESTART_PAUSE = 1.0       # ... this pause
@@ -86,6 +87,7 @@ class Link:
         self._in.setblocking(False)
         self._lock = threading.Lock()
         self.app = None
+        self.push_refresh = None      # the primary's: fn(account id) re-reads push subscriptions
 
     def attach(self, app):
         """Wire the worker's store bus and relay to the supervisor."""
@@ -112,6 +114,10 @@ class Link:
     def ready(self):
         self._send(READY)
 
+    def push_changed(self, account_id):
+        """An account's JMAP push subscriptions changed: the primary re-reads them."""
+        self._send(PUSH + str(int(account_id)).encode())
+
     def _readable(self):
         from roost.storage.notify import decode
         while True:
@@ -132,6 +138,8 @@ class Link:
                     self.app.store.bus.deliver(got[0])
             elif kind == WAKE and self.app.outbound.wakeup is not None and self.app.primary:
                 self.app.outbound.wakeup()
+            elif kind == PUSH and self.push_refresh is not None and body.isdigit():
+                self.push_refresh(int(body))
 
     def close(self):
         for sock in (self._in, self._out):
@@ -261,10 +269,10 @@ class Supervisor:
                         all(x.ready for x in self.workers.values()):
                     self.announced = True
                     print("roost: ready", flush=True)
-            elif kind == WAKE:
+            elif kind in (WAKE, PUSH):      # work for the primary
                 primary = self.workers.get(0)
                 if primary is not None:
-                    self._send(primary, WAKE)
+                    self._send(primary, message)
 
     def _from_hub(self):
         from roost.storage.notify import drain

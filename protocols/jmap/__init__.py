@@ -34,12 +34,15 @@ from .web import Service, build_site  # noqa: E402
 
 
 def site(store, delivery, run, authenticator, hostname="localhost", outbound=None,
-         allowed_origins=(), push_allow_private=False, undo_send=0):
+         allowed_origins=(), push_allow_private=False, undo_send=0, web_push=None):
     """The twisted.web Site for JMAP; ``outbound`` is the queue EmailSubmission
-    sends through (``storage.outbound.Outbound``)."""
+    sends through (``storage.outbound.Outbound``). ``web_push``: None to send
+    this process's RFC 8620 push notifications itself, or fn(account id) that
+    tells the process that sends them an account's push subscriptions changed
+    (the server's worker processes have one sender)."""
     backend = Backend(store, delivery, hostname, outbound, push_allow_private=push_allow_private,
                       undo_send=undo_send)
-    return build_site(Service(backend, run, authenticator, allowed_origins))
+    return build_site(Service(backend, run, authenticator, allowed_origins), web_push)
 
 
 __all__ = ["core", "site"]

@@ -657,8 +657,8 @@ class Root(resource.Resource):
         return NotFound()
 
 
-def build_site(service):
-    """The twisted.web Site serving JMAP for ``service``."""
+def build_site(service, web_push=None):
+    """The twisted.web Site serving JMAP for ``service`` (``web_push``: see ``jmap.site``)."""
     from . import push
     root = Root()
     wk = resource.Resource()
@@ -673,9 +673,12 @@ def build_site(service):
     jmap.putChild(b"eventsource", push.EventSourceResource(service))
     jmap.putChild(b"ws", push.websocket_resource(service))
     root.putChild(b"jmap", jmap)
-    webpush = push.WebPush(service)
-    service.backend.push_changed = webpush.refresh
-    webpush.start()
+    if web_push is None:
+        webpush = push.WebPush(service)
+        service.backend.push_changed = webpush.refresh
+        webpush.start()
+    else:
+        service.backend.push_changed = web_push
     site = server.Site(root)
     site.requestFactory = LimitedRequest
     site.jmap_service = service
