@@ -1,11 +1,14 @@
 """IMAP benchmark: Roost against a throwaway Dovecot, same load, same run.
 
     python -m bench.imap [--messages 10000] [--sessions 20] [--idle 10000] [--sort-reps 10]
+                         [--concurrency 1,10,50] [--mixed SECONDS] [--workers N]
 
 Each session: LOGIN, SELECT INBOX, UID FETCH 1:* (FLAGS), 50 single
 UID FETCH n BODY.PEEK[], 50 UID STORE, LOGOUT, on a mailbox of
 ``--messages`` messages. Prints cmds/s, p50/p99 per command, server CPU per
-session (from /proc), the cold SELECT and the FETCH FLAGS times, then the
+session (from /proc: the server and its worker processes), the same with
+10 and 50 clients running sessions at once (``--concurrency``), the cold
+SELECT and the FETCH FLAGS times, then the
 RSS growth of the server with ``--idle`` connections sitting in IDLE (on a
 small mailbox, so the figure is the cost of a connection, not of a mailbox
 view). Dovecot (Debian ``dovecot-imapd``) runs from a temp directory when
@@ -32,9 +35,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-from bench.proc import TaggedCommands, cpu_seconds, pct, rss_bytes, start_roost
+from bench import proc
+from bench.proc import (TaggedCommands, add_workers_option, cpu_seconds, pct, rss_bytes,
+                        start_roost)
 
 USER, PASSWORD = "bench@example.org", "benchpass"
 
@@ -258,7 +264,7 @@ def _free_port():
 # --- measurements ----------------------------------------------------------------
 
 
-def run_sessions(peer, n_messages, sessions):
+def run_sessions(peer, n_messages, sessions, concurrency=(1,)):
     uids = list(range(1, n_messages + 1))
     # Cold SELECT: the first SELECT after the server started (indexes not yet warm).
     c = Client(peer.port)
@@ -271,16 +277,28 @@ def run_sessions(peer, n_messages, sessions):
     first_flags = time.perf_counter() - t
     c.cmd(b"LOGOUT")
     c.close()
-    timings = {}
-    cpu0 = cpu_seconds(peer.pid)
-    wall0 = time.perf_counter()
-    for _ in range(sessions):
-        session(peer.port, uids, timings)
-    wall = time.perf_counter() - wall0
-    cpu = cpu_seconds(peer.pid) - cpu0
-    ncmds = sum(len(v) for k, v in timings.items() if k != "connect")
-    return {"cold SELECT": cold_select, "first UID FETCH 1:* (FLAGS)": first_flags,
-            "timings": timings, "cmds/s": ncmds / wall, "cpu/session": cpu / sessions}
+    out = {"cold SELECT": cold_select, "first UID FETCH 1:* (FLAGS)": first_flags}
+    for clients in concurrency:
+        timings = {}
+        cpu0 = cpu_seconds(peer.pid)
+        wall0 = time.perf_counter()
+        per_client = max(1, sessions // clients)
+        threads = [threading.Thread(target=lambda: [session(peer.port, uids, timings)
+                                                    for _ in range(per_client)])
+                   for _ in range(clients)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wall = time.perf_counter() - wall0
+        cpu = cpu_seconds(peer.pid) - cpu0
+        ncmds = sum(len(v) for k, v in timings.items() if k != "connect")
+        suffix = "" if clients == concurrency[0] else f" C={clients}"
+        out["cmds/s" + suffix] = ncmds / wall
+        out["cpu/session" + suffix] = cpu / (per_client * clients)
+        if not suffix:
+            out["timings"] = timings
+    return out
 
 
 SORTS = [("UID SORT (ARRIVAL)", b"UID SORT (ARRIVAL) UTF-8 ALL"),
@@ -423,6 +441,13 @@ def report(results, idle):
 
     row("cmds/s", [results[n]["cmds/s"] for n in names], "1/s", fmt="{:>14.0f}")
     row("server CPU per session", [results[n]["cpu/session"] for n in names], "ms", 1000)
+    for key in results[names[0]]:
+        if key.startswith("cmds/s C="):
+            clients = key.split("=")[1]
+            row(f"cmds/s, {clients} clients", [results[n][key] for n in names], "1/s",
+                fmt="{:>14.0f}")
+            row(f"CPU per session, {clients} clients",
+                [results[n][f"cpu/session C={clients}"] for n in names], "ms", 1000)
     row("cold SELECT", [results[n]["cold SELECT"] for n in names], "ms", 1000)
     row("first UID FETCH 1:* (FLAGS)", [results[n]["first UID FETCH 1:* (FLAGS)"] for n in names], "ms", 1000)
     for cmd in results[names[0]]["timings"]:
@@ -446,7 +471,14 @@ def main(argv=None):
     ap.add_argument("--no-dovecot", action="store_true")
     ap.add_argument("--sort-reps", type=int, default=10,
                     help="repetitions of each resync/SORT/THREAD measurement (0: skip them)")
+    ap.add_argument("--concurrency", default="1,10,50",
+                    help="clients running the sessions at once, one measurement each")
+    ap.add_argument("--mixed", type=float, default=0, metavar="SECONDS",
+                    help="then the mixed read/write profile (bench.mixed) for SECONDS at each "
+                    "concurrency above 1")
+    add_workers_option(ap)
     args = ap.parse_args(argv)
+    concurrency = [int(c) for c in args.concurrency.split(",")]
     tmp = tempfile.mkdtemp(prefix="roost-bench-imap-")
     peers = [RoostPeer]
     if not args.no_dovecot:
@@ -461,7 +493,8 @@ def main(argv=None):
             peer = cls(tmp, args.messages)
             try:
                 if args.sessions:     # first: its cold SELECT is the server's first
-                    results[cls.name] = run_sessions(peer, args.messages, args.sessions)
+                    results[cls.name] = run_sessions(peer, args.messages, args.sessions,
+                                                     concurrency)
                 if args.sort_reps:
                     sorts[cls.name], answers[cls.name] = sort_and_resync(peer, args.messages,
                                                                          args.sort_reps)
@@ -477,6 +510,13 @@ def main(argv=None):
             report(results, idle)
         if sorts:
             report_sort(sorts, answers)
+        if args.mixed:
+            from bench import mixed
+            for clients in [c for c in concurrency if c > 1]:
+                print(f"\nmixed read/write profile, {clients} clients, {args.mixed:.0f} s each:")
+                mixed.main(["--clients", str(clients), "--seconds", str(args.mixed)]
+                           + (["--no-dovecot"] if args.no_dovecot else [])
+                           + ([] if proc.WORKERS is None else ["--workers", str(proc.WORKERS)]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
