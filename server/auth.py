@@ -37,7 +37,16 @@ Design decisions:
   reserved before the check) and only a success releases it, so concurrent
   guesses are counted before any of them is answered. An attempt abandoned
   before its check started (the client left, the pool was full) is not
-  counted.
+  counted. A success forgives the failures of its (account, source) that
+  were answered, not the attempts still under way beside it.
+- A client opening several connections sends the same credentials on each
+  at once: an attempt whose account, source and password (or token) are
+  those of an attempt under way waits for that one's check instead of
+  taking a slot, so it is neither delayed nor refused behind it. If those
+  credentials were right it succeeds with it; if not, it is counted on its
+  own like any other attempt. Only the same credentials from the same
+  source share a check, so a distinct guess is always paced, and one from
+  elsewhere never rides on the owner's login.
 - Keys are normalised: the account with the store's ``normalise_address``
   (case, surrounding white space, Unicode NFKC), the source as an IP address
   (IPv4-mapped IPv6 as IPv4, other IPv6 by its /64). Penalty state is
@@ -102,6 +111,10 @@ def _verify(hash_, password):
         return _hasher.verify(hash_, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def _digest(secret):
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
 def account_key(address):
@@ -171,7 +184,7 @@ class Throttle:
         self.free_per_source = free_per_source
         self.forget_after = forget_after
         self.max_keys = max_keys
-        self._keys = OrderedDict()    # key -> [failures, next_at, last touched]
+        self._keys = OrderedDict()    # key -> [attempts, next_at, last touched, under way]
         self._lock = threading.Lock()
 
     def __len__(self):
@@ -185,7 +198,7 @@ class Throttle:
     def _state(self, key, now):
         st = self._keys.get(key)
         if st is None or (now - st[2] > self.forget_after and st[1] <= now):
-            st = [0, now, now]
+            st = [0, now, now, 0]
         return st
 
     def reserve(self, account, source):
@@ -203,6 +216,7 @@ class Throttle:
             slot = Slot(keys, wait=start - now)
             for key, st, base in zip(keys, states, bases):
                 st[0] += 1
+                st[3] += 1
                 delay = self.penalty(key, st[0])
                 before, st[1] = st[1], (start if delay else base) + delay
                 st[2] = now
@@ -215,17 +229,29 @@ class Throttle:
         return slot
 
     def succeeded(self, slot):
-        """The right password: the (account, source) penalty ends; the
-        source's count gives back this attempt."""
+        """The right password: the (account, source) penalty ends, but for the
+        attempts still under way beside this one (counted as failures until
+        they are answered); the source's count gives back this attempt."""
         with self._lock:
             for key in slot.keys:
-                if key[0] is not None:
-                    self._keys.pop(key, None)
-                elif key in self._keys:
-                    self._keys[key][0] = max(0, self._keys[key][0] - 1)
+                st = self._keys.get(key)
+                if st is None:
+                    continue
+                st[3] = max(0, st[3] - 1)
+                if key[0] is None:
+                    st[0] = max(0, st[0] - 1)
+                elif st[3]:
+                    st[0] = st[3]
+                else:
+                    del self._keys[key]
 
     def failed(self, slot):
         """A wrong password: already counted when the slot was reserved."""
+        with self._lock:
+            for key in slot.keys:
+                st = self._keys.get(key)
+                if st is not None:
+                    st[3] = max(0, st[3] - 1)
 
     def cancelled(self, slot):
         """The attempt never reached its check: take it back."""
@@ -234,6 +260,7 @@ class Throttle:
                 st = self._keys.get(key)
                 if st is not None:
                     st[0] = max(0, st[0] - 1)
+                    st[3] = max(0, st[3] - 1)
                     if st[1] == after:         # no later attempt was scheduled behind it
                         st[1] = before
 
@@ -277,6 +304,7 @@ class Authenticator:
         self._limit = hash_threads + hash_queue
         self._pending = 0
         self._cache = {}
+        self._flights = {}          # (account, source, digest) -> Future of the check under way
         self._lock = threading.Lock()
         self.dummy_hash = _hasher.hash(secrets.token_urlsafe(16))   # for unknown accounts
 
@@ -331,19 +359,32 @@ class Authenticator:
         None): an app token of that address's account is accepted as the
         password (clients that only know passwords)."""
         return await self._attempt(account_key(address), source,
-                                   lambda: self._password(address, password, tokens))
+                                   lambda: self._password(address, password, tokens), password)
 
-    async def token_login(self, source, check):
+    async def token_login(self, source, check, secret=None):
         """A bearer token: ``check()`` (blocking) returns the Account or None;
-        penalised per source only (a token names no account)."""
-        return await self._attempt(None, source, lambda: self.run(check))
+        penalised per source only (a token names no account). ``secret``, the
+        token and whatever else ``check`` depends on, lets concurrent
+        attempts with the same one share a check."""
+        return await self._attempt(None, source, lambda: self.run(check), secret)
 
-    async def _attempt(self, account, source, check):
-        slot = self.throttle.reserve(account, source_key(source))
+    async def _attempt(self, account, source, check, secret=None):
+        source = source_key(source)
+        flight = None if secret is None else (account, source, _digest(secret))
+        if flight in self._flights:
+            # The same credentials from the same client are being checked:
+            # right, they let this attempt in too; wrong, it counts on its own.
+            acct = await asyncio.shield(self._flights[flight])
+            if acct is not None:
+                return LoginResult(account=acct)
+        slot = self.throttle.reserve(account, source)
         if slot.retry_after:
             await asyncio.sleep(self.refusal_pause)
             return LoginResult(retry_after=slot.retry_after)
-        started = False
+        shared = None
+        if flight is not None and flight not in self._flights:
+            shared = self._flights[flight] = asyncio.get_running_loop().create_future()
+        started, acct = False, None
         try:
             if slot.wait:
                 await asyncio.sleep(slot.wait)
@@ -361,6 +402,10 @@ class Authenticator:
         except BaseException:       # storage errors are not the client's fault
             self.throttle.cancelled(slot)
             raise
+        finally:
+            if shared is not None:
+                del self._flights[flight]
+                shared.set_result(acct)
         if acct is None:
             self.throttle.failed(slot)
             # Answer when the next attempt may start, so a client that waits
@@ -375,7 +420,7 @@ class Authenticator:
     async def _password(self, address, password, tokens):
         # The cache is asked first, in memory: when the pool is full a login
         # it cannot vouch for is refused before it costs even a store read.
-        key = (account_key(address), hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest())
+        key = (account_key(address), _digest(password))
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and hit[0] <= time.monotonic():

@@ -112,15 +112,18 @@ class Service:
         """The Account for a request's credentials, or None; raises
         ``TryLater`` when the login was not checked (penalty, busy). A
         successful Authorization header is remembered for
-        ``AUTH_CACHE_SECONDS``, so a client's every request does not cost a
-        database read. ``ip`` is the peer; behind a trusted proxy the client
-        is taken from X-Forwarded-For."""
+        ``AUTH_CACHE_SECONDS`` with the client's address, so a client's every
+        request does not cost a database read; from another address it is a
+        login again (with its penalties: the cache must not answer a guesser
+        that the penalties refuse). ``ip`` is the peer; behind a trusted
+        proxy the client is taken from X-Forwarded-For."""
         value = headers.get("authorization") or ""
-        key = hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest() if value else None
+        ip = self.auth.client_address(ip, headers.get("x-forwarded-for"))
+        key = hashlib.sha256(f"{ip}\0{value}".encode("utf-8", "surrogateescape")).digest() \
+            if value else None
         hit = self.auth_cache.get(key) if key else None
         if hit and hit[0] > time.monotonic():
             return hit[1]
-        ip = self.auth.client_address(ip, headers.get("x-forwarded-for"))
         acct = await self._authenticate(value, ip, query, cookies)
         if value:   # a login attempt (tickets are not); HTTP logs in each request: ok is DEBUG
             self.auth.report("jmap", ip, acct.address if acct else _user_of(value),
@@ -145,7 +148,7 @@ class Service:
                 user, password, ip, tokens=lambda t: account_data.token_account(self.store, t)))
         if scheme == "bearer":
             return _account(await self.auth.token_login(
-                ip, lambda: account_data.token_account(self.store, cred.strip())))
+                ip, lambda: account_data.token_account(self.store, cred.strip()), cred.strip()))
         ticket = (query or {}).get("ticket") or (cookies or {}).get(COOKIE)
         if ticket:
             account_id = self.ticket_account_id(ticket)

@@ -280,7 +280,7 @@ class Session(LineSession):
             if acct is None or (user and ctx.auth.account_key(user) != acct.address):
                 return None
             return acct
-        result = await ctx.auth.token_login(self.ip, check)
+        result = await ctx.auth.token_login(self.ip, check, f"{user or ''}\0{token}")
         if result.account is None and not result.retry_after:
             # RFC 7628 section 3.2.2: an error challenge; the client's answer
             # (%x01, or "*") ends the exchange, which fails either way.

@@ -429,7 +429,7 @@ class Submission(Session):
             if acct is None or (user and ctx.auth.account_key(user) != acct.address):
                 return None
             return acct
-        return await ctx.auth.token_login(self.ip, check)
+        return await ctx.auth.token_login(self.ip, check, f"{user or ''}\0{token}")
 
     async def _auth_result(self, mechanism, user, result):
         report = self.ctx.auth.report

@@ -4,7 +4,9 @@ against ``roost serve`` (IMAP LOGIN and JMAP Basic).
 The server runs with ``max_login_delay = 1``: after one failure of an
 (account, source) the next attempt waits up to 1 s, and one that would wait
 longer is refused at once (IMAP ``NO [UNAVAILABLE]``, JMAP 429). So of
-several concurrent wrong guesses exactly two are checked. Each test uses its
+several concurrent wrong guesses exactly two are checked; concurrent logins
+with the right password, as a client opening several connections makes,
+share one check and are never refused. Each test uses its
 own account and loopback source addresses (127.0.0.x), so their penalties do
 not meet; 127.0.0.9 is the one trusted proxy.
 """
@@ -17,13 +19,15 @@ import httpx
 import pytest
 
 from roost.server.auth import hash_password
+from roost.storage import account_data
 from roost.storage.store import Store
 from tests.conftest import RoostServer
 from tests.imap_helpers import Wire, close_all
 
 PROXY = "127.0.0.9"
 PASSWORD = "the-right-one"
-ACCOUNTS = ("norm", "conc", "owner", "proxied", "spoof", "jnorm", "jowner", "jxff", "jprox")
+ACCOUNTS = ("norm", "conc", "owner", "proxied", "spoof", "many", "mixed",
+            "jnorm", "jowner", "jxff", "jprox", "jmany", "jcache")
 CONFIG = f"""
 [auth]
 trusted_proxies = ["{PROXY}"]
@@ -47,9 +51,11 @@ def server(tmp_path_factory):
     store = Store.open(str(tmp / "data"))
     for name in ACCOUNTS:
         store.add_account(addr(name), hash_password(PASSWORD))
+    tokens = {"jmany": account_data.create_token(store, store.account(addr("jmany")).id, "phone")}
     store.close()
     (tmp / "roost.toml").write_text(CONFIG)
     srv = RoostServer(tmp / "data", listeners=("imap", "jmap"), config=tmp / "roost.toml").start()
+    srv.tokens = tokens
     yield srv
     close_all()
     srv.stop()
@@ -99,6 +105,38 @@ def test_imap_owner_from_another_address_logs_in_while_the_guesser_waits(server)
     assert w.cmd("S SELECT INBOX")[-1].startswith(b"S OK")
     again = imap_logins(server, [(addr("owner"), "guess")] * 3, "127.0.0.23")
     assert REFUSED in kinds(again), again
+
+
+def test_imap_concurrent_right_logins_from_one_address_all_get_in(server):
+    """A client opening ten connections at once: the same password on each
+    is checked once; none waits behind the others or is refused, and they
+    leave no penalty (the next guesses there count from zero)."""
+    user, source = addr("many"), "127.0.0.26"
+    for _ in range(2):                      # a cold password cache, then a warm one
+        replies = imap_logins(server, [(user, PASSWORD)] * 10, source)
+        assert kinds(replies) == ["OK"] * 10, replies
+    guesses = imap_logins(server, [(user, f"guess{n}") for n in range(3)], source)
+    assert kinds(guesses) == [FAILED, FAILED, REFUSED], guesses
+
+
+def test_imap_a_guesser_beside_right_logins_from_one_address_is_still_paced(server):
+    """Ten right logins under way from an address do not open the door to
+    a guesser there: of eight distinct guesses at most two are checked,
+    whether the right ones are still being checked or have succeeded."""
+    user, source = addr("mixed"), "127.0.0.27"
+    owner = [Wire(server.ports["imap"], source=source) for _ in range(10)]
+    guesser = [Wire(server.ports["imap"], source=source) for _ in range(8)]
+    for w in owner:
+        w.send(f'L LOGIN "{user}" "{PASSWORD}"\r\n')
+    time.sleep(0.3)          # the right logins are under way (or done)
+    for n, w in enumerate(guesser):
+        w.send(f'L LOGIN "{user}" "guess{n}"\r\n')
+    assert kinds([w.until("L")[-1] for w in owner]) == ["OK"] * 10
+    guesses = kinds([w.until("L")[-1] for w in guesser])
+    assert guesses.count(REFUSED) >= 6 and guesses.count(FAILED) >= 1, guesses
+    # and the same guess on several connections is no free pass either
+    again = imap_logins(server, [(user, "guess0")] * 4, source)
+    assert REFUSED in kinds(again) and "OK" not in kinds(again), again
 
 
 def test_imap_id_from_a_trusted_proxy_names_the_client(server):
@@ -171,6 +209,42 @@ def test_jmap_owner_from_another_address_logs_in_while_the_guesser_waits(server)
     assert owner.status_code == 200 and owner.json()["username"] == addr("jowner")
     again = jmap_gets(server, [(addr("jowner"), "guess", None)] * 3, "127.0.0.32")
     assert 429 in statuses(again)
+
+
+def test_jmap_concurrent_right_logins_from_one_address_all_get_in(server):
+    """Ten concurrent requests with one Basic password, then with one app
+    token as the password, then as a bearer token: all are answered."""
+    user, token = addr("jmany"), server.tokens["jmany"]
+    for password in (PASSWORD, token):
+        responses = jmap_gets(server, [(user, password, None)] * 10, "127.0.0.36")
+        assert statuses(responses) == [200] * 10
+    url = f"http://127.0.0.1:{server.ports['jmap']}/jmap/session"
+
+    def bearer(_):
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.37"),
+                          timeout=30) as c:
+            return c.get(url, headers={"Authorization": f"Bearer {token}"})
+    with ThreadPoolExecutor(15) as pool:      # more than the address's free failures
+        assert statuses(pool.map(bearer, range(15))) == [200] * 15
+    guesses = jmap_gets(server, [(user, f"guess{n}", None) for n in range(3)], "127.0.0.36")
+    assert statuses(guesses) == [401, 401, 429]
+
+
+def test_jmap_a_remembered_login_answers_no_guesser_elsewhere(server):
+    """The owner's Authorization header, remembered for its address, is not
+    accepted unchecked from an address whose penalty refuses logins."""
+    user = addr("jcache")
+    (owner,) = jmap_gets(server, [(user, PASSWORD, None)], "127.0.0.38")
+    assert owner.status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        guesses = pool.submit(jmap_gets, server, [(user, f"guess{n}", None) for n in range(4)],
+                              "127.0.0.39")
+        time.sleep(0.3)      # the guesses are under way: the guesser is penalised now
+        (guessed,) = jmap_gets(server, [(user, PASSWORD, None)], "127.0.0.39")
+        assert guessed.status_code == 429
+        assert statuses(guesses.result()) == [401, 401, 429, 429]
+    (owner,) = jmap_gets(server, [(user, PASSWORD, None)], "127.0.0.38")
+    assert owner.status_code == 200
 
 
 def test_jmap_forwarded_for_from_an_untrusted_peer_is_ignored(server):

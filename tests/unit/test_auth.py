@@ -138,6 +138,26 @@ def test_concurrent_guesses_are_counted_before_any_is_answered(verified):
         a.close()
 
 
+def test_concurrent_right_logins_share_one_check(verified):
+    """Ten connections of one client log in at once: one check, none delayed
+    or refused; a distinct guess beside them still takes its own slot."""
+    a = _authenticator(max_delay=0.05, clock=Clock())    # time stands still
+
+    async def burst():
+        return await asyncio.gather(*(a.login(OWNER, "right", "192.0.2.8") for _ in range(10)),
+                                    a.login(OWNER, "guess", "192.0.2.8"))
+    try:
+        *owners, guess = _run(burst())
+        assert all(r.account.address == OWNER and not r.retry_after for r in owners)
+        assert guess.account is None and not guess.retry_after
+        assert len(verified) == 2
+        # the guess is still counted: the owner's success did not forgive it
+        slot = a.throttle.reserve(OWNER, "192.0.2.8")
+        assert slot.wait > 0 or slot.retry_after > 0
+    finally:
+        a.close()
+
+
 def test_the_owner_from_another_address_is_not_delayed():
     a = _authenticator(max_delay=0.05, clock=Clock())    # time stands still
 
@@ -194,6 +214,16 @@ def test_a_success_ends_the_penalty_of_its_account_and_address():
     slot = t.reserve("a@x", "192.0.2.1")
     t.succeeded(slot)
     assert t.reserve("a@x", "192.0.2.1").wait == 0
+
+
+def test_a_success_keeps_the_attempts_under_way_beside_it():
+    clock = Clock()
+    t = auth.Throttle(clock=clock)
+    guess = t.reserve("a@x", "192.0.2.1")
+    right = t.reserve("a@x", "192.0.2.1")
+    t.succeeded(right)
+    t.failed(guess)
+    assert t.reserve("a@x", "192.0.2.1").wait > 0
 
 
 def test_penalties_are_per_account_and_address():
