@@ -186,6 +186,7 @@ class Throttle:
         self.max_keys = max_keys
         self._keys = OrderedDict()    # key -> [attempts, next_at, last touched, under way]
         self._lock = threading.Lock()
+        self.on_failed = None         # fn(keys): tell the other worker processes of a failure
 
     def __len__(self):
         return len(self._keys)
@@ -252,6 +253,23 @@ class Throttle:
                 st = self._keys.get(key)
                 if st is not None:
                     st[3] = max(0, st[3] - 1)
+        if self.on_failed is not None and slot.keys:
+            self.on_failed(slot.keys)
+
+    def failed_elsewhere(self, keys):
+        """A wrong password answered by another worker process: counted here
+        too, so that a guesser gains nothing by landing on several workers."""
+        now = self.clock()
+        with self._lock:
+            for key in keys:
+                st = self._state(key, now)
+                st[0] += 1
+                st[1] = max(st[1], now) + self.penalty(key, st[0])
+                st[2] = now
+                self._keys[key] = st
+                self._keys.move_to_end(key)
+            while len(self._keys) > self.max_keys:
+                self._keys.popitem(last=False)
 
     def cancelled(self, slot):
         """The attempt never reached its check: take it back."""

@@ -43,12 +43,15 @@ workers that commit together are shared. The figures (``python -m
 bench.mixed --workers``, ``python -m bench.lmtp --workers``) are in the
 commit that made this module.
 
-Limits that count in memory (connections per address, unauthenticated
-connections, the login failure pacing, submission and edge rates) are per
-worker: with N workers a client may reach N times a per-process figure.
+Failed logins are told to every worker, so the pacing of password
+guessing (``server.auth.Throttle``) is the same whichever workers a guesser
+lands on. Other limits that count in memory (connections per address,
+unauthenticated connections, submission and edge rates) are per worker: with
+N workers a client may reach N times a per-process figure.
 """
 
 import errno
+import json
 import os
 import selectors
 import signal
@@ -58,7 +61,7 @@ import threading
 import time
 from collections import deque
 
-CHANGE, READY, WAKE, PUSH = b"C", b"R", b"W", b"P"
+CHANGE, READY, WAKE, PUSH, FAILED = b"C", b"R", b"W", b"P", b"F"
 STOP_WAIT = 45            # seconds a worker gets to stop (in-flight deliveries finish) before SIGKILL
 YOUNG = 5                 # a worker that dies sooner than this after its start is restarted after...
 RESTART_PAUSE = 1.0       # ... this pause
@@ -95,6 +98,7 @@ class Link:
         self.app = app
         self._encode = encode
         app.store.bus.forward = self.send_change
+        app.auth.throttle.on_failed = self.login_failed
         app.loop.add_reader(self._in.fileno(), self._readable)
 
     def _send(self, message):
@@ -113,6 +117,10 @@ class Link:
 
     def ready(self):
         self._send(READY)
+
+    def login_failed(self, keys):
+        """A wrong password here: every other worker's throttle counts it."""
+        self._send(FAILED + json.dumps([list(k) for k in keys]).encode())
 
     def push_changed(self, account_id):
         """An account's JMAP push subscriptions changed: the primary re-reads them."""
@@ -140,6 +148,12 @@ class Link:
                 self.app.outbound.wakeup()
             elif kind == PUSH and self.push_refresh is not None and body.isdigit():
                 self.push_refresh(int(body))
+            elif kind == FAILED:
+                try:
+                    keys = [tuple(k) for k in json.loads(body) if len(k) == 2]
+                except (ValueError, TypeError):
+                    continue
+                self.app.auth.throttle.failed_elsewhere(keys)
 
     def close(self):
         for sock in (self._in, self._out):
@@ -261,7 +275,7 @@ class Supervisor:
             if not message:
                 return              # it is exiting; SIGCHLD tells the rest
             kind = message[:1]
-            if kind == CHANGE:
+            if kind in (CHANGE, FAILED):
                 self._broadcast(message, but=w)
             elif kind == READY:
                 w.ready = True

@@ -53,14 +53,15 @@ def serving_pid(server, local_port, server_port):
     raise AssertionError("no worker holds the connection")
 
 
-def imap_on(server, pid=None, other_than=None, tries=200):
+def imap_on(server, pid=None, other_than=None, tries=200, login=True):
     """A logged-in IMAP connection held by worker ``pid`` (or by any worker
     but ``other_than``); returns (wire, its worker's pid)."""
     for _ in range(tries):
         wire = Wire(server.ports["imap"])
         got = serving_pid(server, wire.sock.getsockname()[1], server.ports["imap"])
         if (pid is None or got == pid) and got != other_than:
-            wire.login(USER, PASSWORD)
+            if login:
+                wire.login(USER, PASSWORD)
             return wire, got
         wire.close()
     raise AssertionError("the kernel never gave a connection to the wanted worker")
@@ -260,3 +261,28 @@ def _alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_guesser_is_paced_as_one_whichever_workers_it_lands_on(roost_server, tmp_path):
+    add_user(tmp_path / "data", USER, PASSWORD)
+    (tmp_path / "roost.toml").write_text("[auth]\nmax_login_delay = 1\n")
+    server = roost_server(listeners=("imap",), workers=2, config=tmp_path / "roost.toml")
+    a1, on_a = imap_on(server, login=False)
+    a2, _ = imap_on(server, pid=on_a, login=False)
+    b, _ = imap_on(server, other_than=on_a, login=False)
+
+    def guess(wire, tag):       # a different wrong password each time
+        wire.send(f'{tag} LOGIN "{USER}" "wrong-{tag}"\r\n')
+    guess(a1, "g1")
+    assert b"[AUTHENTICATIONFAILED]" in a1.until("g1")[-1]
+    time.sleep(0.3)                      # the failure reaches worker B ...
+    guess(b, "g2")
+    assert b"[AUTHENTICATIONFAILED]" in b.until("g2")[-1]   # ... which paced this one after it
+    time.sleep(0.2)                      # and B's failure reaches worker A
+    # Worker A now counts two failures: of two guesses at once, one must wait
+    # past max_login_delay and is refused. (Counting only its own one failure,
+    # A would check both, a second apart.)
+    guess(a1, "g3")
+    guess(a2, "g4")
+    replies = sorted([a1.until("g3")[-1], a2.until("g4")[-1]])
+    assert [b"[UNAVAILABLE]" in r for r in replies] == [False, True], replies
