@@ -265,18 +265,22 @@ class LMTPHandler:
     async def deliver_data(self, envelope):
         """One reply per accepted recipient, in RCPT order."""
         rcpts = list(envelope.rcpt_tos)
-        extra = ()
-        data = envelope.content
-        if self.check is not None:
-            try:
-                data, headers, verdicts = await self.run(self.check, data, envelope.mail_from)
-                extra = (headers, verdicts)
-            except Exception:  # noqa: BLE001 - no verdicts rather than no delivery
-                log.exception("verdicts failed; delivering without them")
         try:
-            results = await self.run(self.deliver, data, rcpts, envelope.mail_from,
-                                     getattr(envelope, "targets", None), *extra)
+            results = await self.run(self._check_and_deliver, envelope.content, rcpts,
+                                     envelope.mail_from, getattr(envelope, "targets", None))
         except Exception:  # noqa: BLE001
             log.exception("delivery failed")
             return [REPLIES[outcome.TEMPORARY].format(r) for r in rcpts]
         return [reply_for(r) for r in results]
+
+    def _check_and_deliver(self, data, rcpts, sender, targets):
+        """On the worker pool: the verdicts, then delivery (one trip there,
+        not two)."""
+        extra = ()
+        if self.check is not None:
+            try:
+                data, headers, verdicts = self.check(data, sender)
+                extra = (headers, verdicts)
+            except Exception:  # noqa: BLE001 - no verdicts rather than no delivery
+                log.exception("verdicts failed; delivering without them")
+        return self.deliver(data, rcpts, sender, targets, *extra)
