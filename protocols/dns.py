@@ -7,6 +7,12 @@ means the system's (``/etc/resolv.conf``). Lookups are blocking (dnspython):
 callers on the event loop run them on the worker pool. An absent name or
 record type answers ``[]``; a server that cannot answer (timeout, SERVFAIL)
 raises ``DNSError``, which is temporary: the record may well exist.
+Answers and denials are cached per name and type for their TTL (a denial:
+its SOA minimum, RFC 2308, or 5 minutes without one; never over an hour) in a
+bounded LRU cache: the mail checks of every inbound message ask about the
+same few domains, and a resolver that drops a query now and then costs a
+2-second retry each time it is asked. A denial is kept for its type only (some
+servers deny a name for a type it lacks). Failures are not cached.
 
 ``secure(name, rdtype)`` (DANE, RFC 7672) asks with the EDNS DO and the AD
 flags set and reports whether the answer came back with AD (authenticated
@@ -16,15 +22,22 @@ like unbound or systemd-resolved with DNSSEC on); with another resolver,
 DANE is as strong as that path.
 """
 
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import dns.exception
 import dns.flags
 import dns.nameserver
+import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
 TIMEOUT = 5.0
+CACHE_SIZE = 4096           # (name, type) entries; least recently used go first
+MAX_TTL = 3600
+NEGATIVE_TTL = 300          # a denial without an SOA
 
 
 class DNSError(Exception):
@@ -64,6 +77,13 @@ def _make_resolver(servers, timeout):
     return res
 
 
+def _negative_ttl(response):
+    """RFC 2308 section 5: the SOA's minimum (capped by its TTL) in a denial."""
+    soas = [min(rrset.ttl, rd.minimum) for rrset in response.authority
+            if rrset.rdtype == dns.rdatatype.SOA for rd in rrset]
+    return min(soas) if soas else NEGATIVE_TTL
+
+
 class Resolver:
     def __init__(self, nameservers=(), timeout=TIMEOUT):
         servers = [parse_nameserver(n) for n in nameservers]
@@ -71,15 +91,34 @@ class Resolver:
         self._dnssec = _make_resolver(servers, timeout)
         self._dnssec.use_edns(0, dns.flags.DO, 1232)
         self._dnssec.flags = dns.flags.RD | dns.flags.AD
+        self._cache, self._lock = OrderedDict(), threading.Lock()
 
     def _query(self, name, rdtype, timeout=None):
+        key = (str(name).lower().rstrip("."), dns.rdatatype.RdataType.make(rdtype))
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                self._cache.move_to_end(key)
+                return list(hit[1])
         try:
-            return list(self._resolver.resolve(name, rdtype, search=False, lifetime=timeout))
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return []
+            answer = self._resolver.resolve(name, rdtype, search=False, lifetime=timeout,
+                                            raise_on_no_answer=False)
+            records = list(answer) if answer.rrset is not None else []
+            ttl = answer.chaining_result.minimum_ttl
+        except dns.resolver.NXDOMAIN as exc:
+            records, ttl = [], min([_negative_ttl(r) for r in exc.responses().values()]
+                                   or [NEGATIVE_TTL])
         except (dns.exception.Timeout, dns.resolver.NoNameservers,
                 dns.resolver.LifetimeTimeout) as exc:
             raise DNSError(f"{name} {rdtype}: {exc}") from None
+        if ttl > 0:
+            with self._lock:
+                self._cache[key] = (now + min(ttl, MAX_TTL), tuple(records))
+                self._cache.move_to_end(key)
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return records
 
     def records(self, name, rdtype, timeout=None):
         """The dnspython rdata of ``name``'s ``rdtype`` records (CNAMEs

@@ -1,8 +1,8 @@
 """Message data of an SMTP or LMTP DATA command, shared by LMTP, submission
 and the SMTP edge (one reader, so the three cannot drift apart).
 
-``read_data`` reads in blocks up to each ``.<CRLF>`` (not one Python loop
-per line: that was most of the CPU on big messages), undoes dot stuffing in
+``read_data`` reads in blocks up to each ``<CRLF>.<CRLF>`` (not one Python
+loop per line, nor one per line that ends in "."), undoes dot stuffing in
 one pass and leaves pipelined commands after the data in the stream. A
 message over the limit is still read to its end, so the session can go on
 with a 552; the limit applies to the data after dot stuffing is undone, and
@@ -10,6 +10,16 @@ collection stops once the raw stream is past any size that could still fit.
 """
 
 import asyncio
+
+END = b"\r\n.\r\n"
+
+
+def _begun(tail):
+    """How many octets of END the bytes read so far end with (0 to 4)."""
+    for k in (4, 3, 2, 1):
+        if tail.endswith(END[:k]):
+            return k
+    return 0
 
 
 async def read_data(reader, limit, touch=None):
@@ -19,11 +29,18 @@ async def read_data(reader, limit, touch=None):
     timer). Raises ``asyncio.IncompleteReadError`` when the client goes away
     before the end."""
     # ``tail`` holds the last bytes read; it starts as the CRLF that ended the
-    # DATA command, so a message that is only ".<CRLF>" is empty.
+    # DATA command, so a message that is only ".<CRLF>" is empty. When what
+    # was read ends in the start of END, only the rest of END is read next
+    # (the client sends at least that much before it waits for a reply): a
+    # search for END in the stream alone would miss an END across two reads.
     parts, raw, tail = [], 0, b"\r\n"
     while True:
+        begun = _begun(tail)
         try:
-            block = await reader.readuntil(b".\r\n")
+            if begun:
+                block = await reader.readexactly(len(END) - begun)
+            else:
+                block = await reader.readuntil(END)
         except asyncio.LimitOverrunError as exc:
             block = await reader.readexactly(exc.consumed)
         if touch is not None:
@@ -33,10 +50,9 @@ async def read_data(reader, limit, touch=None):
             parts = None                    # far past the limit even with dot stuffing
         elif parts is not None:
             parts.append(block)
-        # The end is ".<CRLF>" right after a CRLF, possibly across two reads.
-        if block.endswith(b".\r\n") and (tail + block)[-5:] == b"\r\n.\r\n":
+        tail = (tail + block)[-5:]
+        if tail == END:
             break
-        tail = (tail + block)[-4:]
     if parts is None:
         return None
     data = (b"\r\n" + b"".join(parts)[:-3]).replace(b"\r\n.", b"\r\n")[2:]

@@ -123,7 +123,8 @@ def decode_text(raw, charset=None):
             text = raw.decode(codec, "replace")
         except (UnicodeError, ValueError, LookupError, TypeError):
             text = raw.decode(FALLBACK_CHARSET, "replace")
-    if _UNSTORABLE.search(text):
+    # An ASCII str is known to be one (no scan); only NUL can be wrong in it.
+    if "\x00" in text if text.isascii() else _UNSTORABLE.search(text):
         return clean(text), True
     return text, problem
 

@@ -182,8 +182,20 @@ def _text(value):
     return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
 
 
+def _has_field(message, name):
+    """Whether the header section of ``message`` (up to its first empty
+    line) has a ``name`` field: without one, dkimpy need not parse it all."""
+    if message[:1] == b"\n" or message[:2] == b"\r\n":
+        return False
+    end = re.search(rb"\n\r?\n", message)
+    head = message[:end.start() + 1] if end else message
+    return re.search(rb"(?im)^" + name + rb"[ \t]*:", head) is not None
+
+
 def check_dkim(resolver, budget, message):
     """One ``DKIMResult`` per DKIM-Signature field, top first."""
+    if not _has_field(message, b"dkim-signature"):
+        return []
     try:
         d = dkim.DKIM(message, logger=_dkimpy_log, minkey=1024)
     except Exception as exc:  # noqa: BLE001 - a header dkimpy cannot parse
@@ -252,7 +264,7 @@ class ARCResult:
 
 
 def check_arc(resolver, budget, message):
-    if not re.search(rb"(?im)^arc-seal:", message):
+    if not _has_field(message, b"arc-seal"):
         return ARCResult("none")
     keys = _KeyLookups(resolver, budget)
     try:

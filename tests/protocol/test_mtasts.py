@@ -102,9 +102,11 @@ def web(ca):
 
 
 def dns_text(ids):
-    """A zone: each domain's _mta-sts TXT with its id, mta-sts.DOMAIN on loopback."""
+    """A zone: each domain's _mta-sts TXT with its id, mta-sts.DOMAIN on loopback.
+    The TXT records have TTL 0 (the tests change them: a resolver keeps a
+    record for its TTL)."""
     lines = [f"mta-sts.{d}. 60 IN A 127.0.0.1" for d in DOMAINS]
-    lines += [f'_mta-sts.{d}. 60 IN TXT "v=STSv1; id={i}"' for d, i in ids.items()]
+    lines += [f'_mta-sts.{d}. 0 IN TXT "v=STSv1; id={i}"' for d, i in ids.items()]
     return "\n".join(lines)
 
 

@@ -5,7 +5,9 @@ does not answer (no listing, ``dns_failed``)."""
 
 import socket
 
-from roost.protocols.dns import Resolver
+import pytest
+
+from roost.protocols.dns import DNSError, Resolver
 from roost.protocols.smtp.edge import client_info, dnsbl_name
 from tests.dns_helpers import zone  # noqa: F401 - fixture
 
@@ -46,3 +48,20 @@ def test_a_dead_dns_server_is_no_listing():
         resolver = Resolver([f"127.0.0.1:{s.getsockname()[1]}"], timeout=0.5)
         info = client_info(resolver, "192.0.2.99", ("bl.test",))
     assert info.listed == [] and info.name == "" and info.dns_failed
+
+
+def test_answers_and_denials_are_cached_for_their_ttl(zone):  # noqa: F811
+    dns = zone("""
+kept.test. 300 IN TXT "v=DMARC1; p=none"
+brief.test. 0 IN TXT "gone"
+test. 300 IN SOA ns.test. admin.test. 1 3600 600 86400 300
+""")
+    resolver = dns.resolver()
+    assert resolver.txt("kept.test") == ["v=DMARC1; p=none"]
+    assert resolver.txt("brief.test") == ["gone"]
+    assert resolver.txt("absent.test") == []
+    dns.close()                      # from now on nothing answers
+    assert resolver.txt("kept.test") == ["v=DMARC1; p=none"]
+    assert resolver.txt("absent.test") == []
+    with pytest.raises(DNSError):
+        resolver.txt("brief.test")   # TTL 0: asked again, and nobody answers

@@ -34,6 +34,29 @@ def test_data_is_read_to_the_dot_line(pieces, expected):
     assert rest == b""
 
 
+@pytest.mark.parametrize("stream, expected", [
+    (b".\r\n", b""),
+    (b"\r\n.\r\n", b"\r\n"),
+    (b"end.\r\n..\r\n.\r\n", b"end.\r\n.\r\n"),
+    (b"a\r\n\r\n.x\r\n.\r\n", b"a\r\n\r\nx\r\n"),
+])
+def test_the_end_is_found_however_the_stream_is_cut_without_reading_past_it(stream, expected):
+    # The client sends nothing more until it has the reply: the reader must
+    # stop at the end, wherever the reads split it.
+    async def go(cut):
+        reader = asyncio.StreamReader(limit=8)
+        reader.feed_data(stream[:cut])
+        task = asyncio.ensure_future(read_data(reader, None))
+        await asyncio.sleep(0)
+        reader.feed_data(stream[cut:])
+        data = await asyncio.wait_for(task, 5)
+        reader.feed_data(b"QUIT\r\n")
+        reader.feed_eof()
+        return data, await reader.read()
+    for cut in range(len(stream) + 1):
+        assert asyncio.run(go(cut)) == (expected, b"QUIT\r\n"), cut
+
+
 def test_pipelined_commands_after_the_data_stay_in_the_stream():
     data, rest = _read([b"Subject: a\r\n\r\nbody\r\n.\r\nMAIL FROM:<b@c>\r\nQUIT\r\n"])
     assert data == b"Subject: a\r\n\r\nbody\r\n"
