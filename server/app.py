@@ -293,7 +293,7 @@ class Roost:
         check = self._lmtp_check if self.config.inbound_lmtp_verdicts == "received" else None
         if check is not None:
             await self.run(self.inbound)     # the Public Suffix List is read now, not at a message
-        handler = LMTPHandler(self.run, self.store.resolve, self._deliver, check)
+        handler = self._lmtp = LMTPHandler(self.run, self.store.resolve, self._deliver, check)
         server = await self.loop.create_server(
             lambda: LMTPServer(handler, data_size_limit=self.config.max_message_size,
                                hostname=self.config.hostname, loop=self.loop),
@@ -576,6 +576,8 @@ class Roost:
             await self.relay.stop()
         for server in self.servers:
             server.close()
+        if getattr(self, "_lmtp", None) is not None:
+            self._lmtp.shutdown()    # no new transaction; those under way finish
         if getattr(self, "_managesieve", None) is not None:
             self._managesieve.shutdown()
         if getattr(self, "_pop3", None) is not None:
@@ -601,7 +603,8 @@ class Roost:
             await self.loop.run_in_executor(None, self._reindex[0].join, SHUTDOWN_GRACE)
         self.store.interrupt_reads()
         deadline = self.loop.time() + SHUTDOWN_GRACE
-        while self.inflight and self.loop.time() < deadline:
+        lmtp = getattr(self, "_lmtp", None)
+        while (self.inflight or (lmtp is not None and lmtp.busy)) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         self.executor.shutdown(wait=True)
         if getattr(self, "_pop3", None) is not None:

@@ -96,6 +96,7 @@ class LMTPServer(LMTP):
 
     def connection_made(self, transport):
         super().connection_made(transport)
+        self.event_handler.sessions.add(self)
         if self.peer is None:   # not again after STARTTLS
             peer = transport.get_extra_info("peername")
             self.peer = peer[0] if isinstance(peer, tuple) else str(peer or "local")
@@ -105,6 +106,7 @@ class LMTPServer(LMTP):
                                                "peer": self.peer})
 
     def connection_lost(self, error):
+        self.event_handler.sessions.discard(self)
         log.info("connection close", extra={
             "event": "connection", "state": "close", "proto": "lmtp", "conn": self.conn_id,
             "peer": self.peer, "ms": round((time.monotonic() - self.opened) * 1000, 3),
@@ -210,6 +212,24 @@ class LMTPServer(LMTP):
         self._set_post_data_state()
         for reply in replies:
             await self.push(reply)
+        if self.event_handler.stopping:
+            await self.goodbye()
+
+    # --- shutdown: transactions under way finish, no new one starts ------------
+
+    @property
+    def in_transaction(self):
+        return self.envelope is not None and self.envelope.mail_from is not None
+
+    async def smtp_MAIL(self, arg):
+        if self.event_handler.stopping:
+            await self.goodbye()
+            return
+        await super().smtp_MAIL(arg)
+
+    async def goodbye(self):
+        await self.push("421 4.3.2 Roost LMTP is shutting down, try again later")
+        self.transport.close()
 
 
 _RECEIVED_FROM = re.compile(r"^\s*from\s+(\S+)(?:\s+\(([^()]*(?:\([^()]*\)[^()]*)*)\))?",
@@ -258,6 +278,20 @@ class LMTPHandler:
         self.resolve = resolve  # address -> list of local targets
         self.deliver = deliver  # (data, recipients, sender, targets[, auth_headers, verdicts])
         self.check = check      # None, or (data, sender) -> (data, auth_headers, verdicts)
+        self.sessions = set()   # open LMTPServer connections
+        self.stopping = False
+
+    def shutdown(self):
+        """The server is stopping: idle connections get 421 now; one in a
+        transaction after its replies (``busy`` counts those)."""
+        self.stopping = True
+        for session in list(self.sessions):
+            if not session.in_transaction and session.transport is not None:
+                asyncio.ensure_future(session.goodbye())
+
+    @property
+    def busy(self):
+        return sum(1 for s in self.sessions if s.in_transaction)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname

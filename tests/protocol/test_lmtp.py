@@ -5,6 +5,7 @@ recipient, and Python's ``smtplib.LMTP`` reads only the first.
 """
 
 import hashlib
+import signal
 
 import pytest
 
@@ -301,4 +302,32 @@ def test_size_limit(tmp_path):
         msgs = stored_messages(srv.data, "a@example.org")
         assert len(msgs) == 1 and b"<small@test.example>" in msgs[0]
     finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stop_finishes_the_transaction_under_way_and_starts_none(tmp_path, workers):
+    data = tmp_path / "data"
+    add_user(data, "stop@example.org")
+    srv = RoostServer(data, workers=workers).start()
+    busy, idle = LineClient(srv.ports["lmtp"]), LineClient(srv.ports["lmtp"])
+    try:
+        for c in (busy, idle):
+            assert c.reply()[0] == 220
+            assert c.cmd("LHLO test")[0] == 250
+        assert busy.cmd("MAIL FROM:<a@example.net>")[0] == 250
+        assert busy.cmd("RCPT TO:<stop@example.org>")[0] == 250
+        srv.proc.send_signal(signal.SIGTERM)
+        code, lines = idle.reply()          # between transactions: told at once
+        assert code == 421 and "shutting down" in lines[-1], lines
+        assert busy.cmd("DATA")[0] == 354
+        busy.send(b"Subject: under way\r\n\r\nfinished after SIGTERM\r\n.\r\n")
+        assert busy.reply()[0] == 250       # delivered, then told
+        assert busy.reply()[0] == 421
+        srv.proc.wait(30)
+        assert srv.proc.returncode == 0
+        assert [m for m in stored_messages(data, "stop@example.org") if b"under way" in m]
+    finally:
+        busy.close()
+        idle.close()
         srv.stop()
