@@ -261,7 +261,7 @@ def _uid_condition(ctx, ranges):
     have, picked = ctx.uids, []
     for lo, hi in ranges:
         picked.extend(have[bisect_left(have, lo):bisect_right(have, hi)])
-    return _in_list(ctx.conn, uid, picked)
+    return in_list(ctx.conn, uid, picked)
 
 
 def _condition(node, ctx):
@@ -350,10 +350,10 @@ def _matches(ctx, found):
         return true()
     if isinstance(found, Select):
         return ctx.message_id.in_(found)
-    return _in_list(ctx.conn, ctx.message_id, sorted(set(found)))
+    return in_list(ctx.conn, ctx.message_id, sorted(set(found)))
 
 
-def _in_list(conn, column, values):
+def in_list(conn, column, values):
     """``column IN values`` as one bound parameter (a JSON array on SQLite, an
     array on PostgreSQL), however many values there are."""
     if not values:
