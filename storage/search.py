@@ -150,8 +150,10 @@ def search(store, account_id, criteria, mailbox_pk=None):
     top-level And), SQLite is steered to start from the backend's matches
     (``+0`` hides the mailbox column from the planner, which cannot size a text
     subquery and would otherwise scan the whole mailbox) and to seek each match
-    in the covering index on (message_id, mailbox_id, uid). Account-wide, the
-    index on messages(account_id) gives that plan unaided.
+    in the covering index on (message_id, mailbox_id, uid); in a mailbox, a
+    backend's SELECT of matches is joined rather than an ``IN`` (which SQLite
+    first copies into a temporary index: a fifth of a 20,000-match search).
+    Account-wide, the index on messages(account_id) gives that plan unaided.
     """
     mm, m = mailbox_messages, messages
     driven = store.sqlite and _text_driven(criteria)
@@ -162,15 +164,30 @@ def search(store, account_id, criteria, mailbox_pk=None):
             if owner != account_id:
                 return []
             ctx = _Context(conn, account_id, mailbox_pk, store.fulltext, mm.c.message_id)
-            cond = _condition(criteria, ctx)
-            box = (mm.c.mailbox_id + 0) if driven else mm.c.mailbox_id
             source = mm.join(m, m.c.id == mm.c.message_id) if _needs_messages(criteria) else mm
+            hits, cond = _driver(criteria, ctx) if driven else (None, _condition(criteria, ctx))
+            if hits is not None:
+                source = hits.join(source, mm.c.message_id == list(hits.c)[0])
+            box = (mm.c.mailbox_id + 0) if driven else mm.c.mailbox_id
             q = select(mm.c.uid).select_from(source).where(box == mailbox_pk, cond).order_by(mm.c.uid)
         else:
             ctx = _Context(conn, account_id, None, store.fulltext, m.c.id)
             cond = _condition(criteria, ctx)
             q = select(m.c.id).where(m.c.account_id == account_id, cond).order_by(m.c.id)
         return _first_column(conn, q)
+
+
+def _driver(criteria, ctx):
+    """``(subquery of matches to join, condition of the rest)`` for text-driven
+    criteria; the subquery is None when the first text node's answer is not a
+    SELECT (all messages, or a list of ids)."""
+    items = _merge_words(criteria.items) if isinstance(criteria, And) else [criteria]
+    first = next(i for i, item in enumerate(items) if isinstance(item, Text))
+    found = ctx.backend.query(ctx.conn, ctx.account_id, items[first])
+    rest = [_condition(item, ctx) for i, item in enumerate(items) if i != first]
+    if isinstance(found, Select):
+        return found.subquery("hits"), and_(true(), *rest)
+    return None, and_(_matches(ctx, found), *rest)
 
 
 def _first_column(conn, q):
