@@ -142,8 +142,14 @@ class HasAttachment:
 
 # --- evaluation --------------------------------------------------------------
 
-def search(store, account_id, criteria, mailbox_pk=None):
+def search(store, account_id, criteria, mailbox_pk=None, *, superset=False):
     """Ascending UIDs in ``mailbox_pk`` (or message ids account-wide) matching ``criteria``.
+
+    ``superset`` (account-wide): when the criteria are one text node, the
+    backend's matches are returned unchecked, so ids of other accounts'
+    messages may be among them; for a caller that keeps only the account's
+    messages anyway (``views.Views.order`` with ``pks``), this saves seeking
+    each match in the account's index (half of a 20,000-match search).
 
     A mailbox search reads ``mailbox_messages`` and joins ``messages`` only for
     criteria on its columns. When the criteria are a text match (alone or in a
@@ -172,6 +178,12 @@ def search(store, account_id, criteria, mailbox_pk=None):
             q = select(mm.c.uid).select_from(source).where(box == mailbox_pk, cond).order_by(mm.c.uid)
         else:
             ctx = _Context(conn, account_id, None, store.fulltext, m.c.id)
+            if superset and isinstance(criteria, Text):
+                found = store.fulltext.query(conn, account_id, criteria)
+                if isinstance(found, Select):
+                    return _first_column(conn, found)
+                if found is not True:
+                    return sorted(set(found))
             cond = _condition(criteria, ctx)
             q = select(m.c.id).where(m.c.account_id == account_id, cond).order_by(m.c.id)
         return _first_column(conn, q)

@@ -204,6 +204,26 @@ def test_the_account_view_and_picking_hits_from_it(store, delivery, world, monke
     assert len(check()) == len(pks)
 
 
+def test_a_superset_of_matches_is_sorted_to_the_accounts_own(store, delivery, world,
+                                                              monkeypatch):
+    """``search(..., superset=True)`` may return another account's matches;
+    ``order`` with those pks lists only the account's, few or many."""
+    from roost.storage import search as criteria
+    acct, inbox, _other, pks = world
+    twin = store.add_account("twin@example.org", "hash")
+    theirs = [deliver(delivery, twin, store.mailbox(twin.id, "INBOX"), i) for i in range(3)]
+    node = criteria.Text("body", "x" * 10)
+    found = set(criteria.search(store, acct.id, node, superset=True))
+    assert set(pks) <= found <= set(pks) | set(theirs)
+    assert set(criteria.search(store, acct.id, node)) == set(pks)
+    sorter = views.Views(store)
+    for few in (views.FEW_PKS, 0):
+        monkeypatch.setattr(views, "FEW_PKS", few)
+        got = sorter.order(acct.id, [("received", False)], pks=found | set(theirs))
+        assert got.ids == [p for p, _t in emails.ordered_messages(
+            store, acct.id, [("received", False)])]
+
+
 def test_a_copy_into_its_own_mailbox_is_placed(store, world):
     """The placed views (received, size) keep a message that is in the mailbox
     twice twice: a flag change is not taken for a copy."""
