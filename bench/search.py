@@ -4,8 +4,16 @@ Builds one account with N generated messages (fixed seed, about 5 KB each,
 planted words at known frequencies), then prints indexing msgs/s and p50/p99
 latency of ``storage.search.search`` for a common word, a rare word, a
 two-word AND, a prefix and a FROM substring: FTS5 (the default) and Whoosh
-side by side, plus Dovecot's full scan of the same Maildir when Dovecot is
-installed (a throwaway ``imap`` process on stdin/stdout, no daemon).
+side by side; then the same searches over real sockets to ``roost serve`` on
+that data directory: IMAP ``UID SEARCH`` on the SELECTed INBOX, and JMAP
+Email/query ({text}, {body}, {from}; receivedAt descending, limit 50, with
+and without calculateTotal, and with Email/get of the page); plus Dovecot's
+``UID SEARCH`` (a full scan: no FTS plugin) of the same Maildir when Dovecot
+is installed (a throwaway ``imap`` process on stdin/stdout, no daemon).
+IMAP SEARCH is a substring match (RFC 3501): Dovecot's full scan finds
+"zentro" inside any word, Roost's TEXT/BODY match words and word prefixes, so
+the prefix row shows the hits of each (here the same: the planted words all
+start with it). ``--keep DIR`` builds once, ``--reuse`` only times queries.
 
 How the account is built: every message is generated, parsed with
 ``mime.ParsedMessage`` (as delivery does) and written as a Maildir file in
