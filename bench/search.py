@@ -4,8 +4,16 @@ Builds one account with N generated messages (fixed seed, about 5 KB each,
 planted words at known frequencies), then prints indexing msgs/s and p50/p99
 latency of ``storage.search.search`` for a common word, a rare word, a
 two-word AND, a prefix and a FROM substring: FTS5 (the default) and Whoosh
-side by side, plus Dovecot's full scan of the same Maildir when Dovecot is
-installed (a throwaway ``imap`` process on stdin/stdout, no daemon).
+side by side; then the same searches over real sockets to ``roost serve`` on
+that data directory: IMAP ``UID SEARCH`` on the SELECTed INBOX, and JMAP
+Email/query ({text}, {body}, {from}; receivedAt descending, limit 50, with
+and without calculateTotal, and with Email/get of the page); plus Dovecot's
+``UID SEARCH`` (a full scan: no FTS plugin) of the same Maildir when Dovecot
+is installed (a throwaway ``imap`` process on stdin/stdout, no daemon).
+IMAP SEARCH is a substring match (RFC 3501): Dovecot's full scan finds
+"zentro" inside any word, Roost's TEXT/BODY match words and word prefixes, so
+the prefix row shows the hits of each (here the same: the planted words all
+start with it). ``--keep DIR`` builds once, ``--reuse`` only times queries.
 
 How the account is built: every message is generated, parsed with
 ``mime.ParsedMessage`` (as delivery does) and written as a Maildir file in
@@ -169,11 +177,15 @@ def index_whoosh(store, gen, acct, count, log):
 
 
 def timings(fn, runs):
+    """(result, p50 ms, p99 ms) of ``fn()``; a ``fn`` that returns (result,
+    start) is timed from its own ``perf_counter`` start (untimed set-up first)."""
     fn()                                    # warm caches once
     out = []
     for _ in range(runs):
         t = time.perf_counter()
         n = fn()
+        if isinstance(n, tuple):
+            n, t = n
         out.append((time.perf_counter() - t) * 1000)
     out.sort()
     return n, statistics.median(out), out[min(len(out) - 1, int(len(out) * 0.99))]
@@ -187,56 +199,165 @@ def rss_mb():
     return 0.0
 
 
-# --- JMAP ------------------------------------------------------------------------
+# --- IMAP and JMAP over sockets --------------------------------------------------
 
-def jmap_queries(data, box_pk, runs, log):
-    """Email/query over HTTP against ``roost serve --jmap`` on the bench data."""
-    import httpx
+PASSWORD = "bench-secret"
+JMAP_USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
+# What a webmail's message list asks of Email/get for one page.
+LIST_PROPERTIES = ["id", "threadId", "mailboxIds", "keywords", "size", "receivedAt", "from",
+                   "to", "subject", "preview", "hasAttachment"]
+# (label, [(row name, JMAP FilterCondition, what)]) with what: "total" (calculateTotal
+# true), "query" (false), "get" (Email/query then Email/get of the page by back-reference).
+JMAP_ROWS = {
+    "common word": [("text", {"text": COMMON[0]}), ("body", {"body": COMMON[0]})],
+    "rare word": [("text", {"text": RARE[0]}), ("body", {"body": RARE[0]})],
+    "two-word AND": [("text", {"text": f"{AND_PAIR[0][0]} {AND_PAIR[1][0]}"})],
+    "prefix": [("text", {"text": "zentro"})],
+    "FROM": [("from", {"from": "sender0042"})],
+}
+
+
+class ImapClient:
+    """One IMAP connection speaking raw bytes: ``cmd`` returns the untagged lines."""
+
+    def __init__(self, port):
+        import socket
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+        self.file.readline()
+        self.n = 0
+
+    def cmd(self, text):
+        self.n += 1
+        tag = b"s%d" % self.n
+        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
+        out = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("server closed the connection")
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(line.decode(errors="replace"))
+                return out
+            out.append(line)
+
+    def close(self):
+        self.sock.close()
+        self.file.close()
+
+
+def search_hits(lines):
+    """How many numbers ``* SEARCH`` lines, or an ESEARCH COUNT, report."""
+    n = 0
+    for line in lines:
+        if line.startswith(b"* SEARCH"):
+            n += len(line.split()) - 2
+        elif line.startswith(b"* ESEARCH") and b" COUNT " in line:
+            n += int(line.split(b" COUNT ")[1].split()[0])
+    return n
+
+
+def start_server(data):
+    """``roost serve`` with IMAP and JMAP on the bench data: (process, ports)."""
+    from bench.proc import start_roost
     cli = [sys.executable, "-m", "roost.server.cli", "--data", data]
     subprocess.run(cli + ["user", "passwd", "alice@example.org", "--password-stdin"],
-                   input=b"bench-secret\n", check=True, capture_output=True)
-    args = cli + ["serve"]
-    for name in ("imap", "imaps", "lmtp", "submission", "smtp", "managesieve"):
-        args += [f"--{name}", "off"]
-    proc = subprocess.Popen(args + ["--jmap", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    port = None
+                   input=PASSWORD.encode() + b"\n", check=True, capture_output=True)
+    return start_roost(cli + ["serve"], {"imap": "127.0.0.1:0", "jmap": "127.0.0.1:0"})
+
+
+def imap_queries(port, runs, log):
+    """``UID SEARCH`` on a SELECTed INBOX; one connection, as a client searches."""
+    imap = ImapClient(port)
+    rows = {}
     try:
-        for line in proc.stdout:
-            line = line.decode(errors="replace")
-            if "jmap listening on" in line:
-                port = int(line.rsplit(":", 1)[1])
-            if line.startswith("roost: ready") or not line:
-                break
-        if port is None:
-            return None, "roost serve did not start a JMAP listener", 0
-        http = httpx.Client(auth=("alice@example.org", "bench-secret"), timeout=120,
-                            follow_redirects=True)
-        session = http.get(f"http://127.0.0.1:{port}/.well-known/jmap").json()
-        account = next(iter(session["accounts"]))
-        rows, calls = [], [0]
-        for label, _node, _q, jfilter in QUERIES:
-            def one(jfilter=jfilter):
-                # A keyword no message has, new on every call: the server caches
-                # query results, and this measures the search, not the cache.
-                calls[0] += 1
-                unique = {"notKeyword": f"$bench{calls[0]}"}
-                body = {"using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"],
-                        "methodCalls": [["Email/query", {
-                            "accountId": account, "calculateTotal": True, "limit": 50,
-                            "filter": {"operator": "AND", "conditions": [
-                                {"inMailbox": f"M{box_pk}"}, jfilter, unique]}},
-                            "q"]]}
-                reply = http.post(session["apiUrl"], json=body).json()["methodResponses"][0]
-                if reply[0] != "Email/query":
-                    raise RuntimeError(f"Email/query failed: {reply}")
-                return reply[1]["total"]
-            rows.append((label,) + timings(one, runs))
+        imap.cmd(f"LOGIN alice@example.org {PASSWORD}")
+        imap.cmd("SELECT INBOX")
+        for label, _node, keys, _j in QUERIES:
+            rows[label] = [("IMAP UID SEARCH",) + timings(
+                lambda k=keys: search_hits(imap.cmd(f"UID SEARCH {k}")), runs)]
+            if label == "common word":
+                rows[label].append(("IMAP ESEARCH ALL",) + timings(
+                    lambda k=keys: search_hits(imap.cmd(f"UID SEARCH RETURN (ALL COUNT) {k}")),
+                    runs))
+            log(f"  imap: {label} done\n")
+        imap.cmd("LOGOUT")
+    finally:
+        imap.close()
+    return rows
+
+
+def jmap_queries(port, runs, log):
+    """Email/query over HTTP, sorted receivedAt descending, limit 50. Before
+    each call (untimed) an Email/set toggles a keyword on one message: the
+    server caches query results per (filter, sort, Email state), and this
+    measures a query after a change, as a client sends it after new mail
+    (one row, "cached", shows the cache)."""
+    import httpx
+    http = httpx.Client(auth=("alice@example.org", PASSWORD), timeout=120, follow_redirects=True)
+    session = http.get(f"http://127.0.0.1:{port}/.well-known/jmap").json()
+    account = next(iter(session["accounts"]))
+    calls = [0]
+
+    def post(methods):
+        replies = http.post(session["apiUrl"], json={"using": JMAP_USING,
+                                                     "methodCalls": methods}).json()
+        replies = replies["methodResponses"]
+        if [r[0] for r in replies] != [m[0] for m in methods]:
+            raise RuntimeError(f"JMAP call failed: {replies}")
+        return replies
+
+    one = post([["Email/query", {"accountId": account, "limit": 1}, "q"]])[0][1]["ids"][0]
+
+    def call(jfilter, what, fresh=True):
+        if fresh:
+            calls[0] += 1
+            post([["Email/set", {"accountId": account, "update": {one: {
+                "keywords/$benchtoggle": True if calls[0] % 2 else None}}}, "s"]])
+        t = time.perf_counter()
+        query = {"accountId": account, "filter": jfilter, "limit": 50,
+                 "sort": [{"property": "receivedAt", "isAscending": False}],
+                 "calculateTotal": what == "total"}
+        methods = [["Email/query", query, "q"]]
+        if what == "get":
+            methods.append(["Email/get", {"accountId": account, "properties": LIST_PROPERTIES,
+                                          "#ids": {"resultOf": "q", "name": "Email/query",
+                                                   "path": "/ids"}}, "g"])
+        reply = post(methods)[0][1]
+        return (reply["total"] if what == "total" else len(reply["ids"])), t
+
+    rows = {}
+    try:
+        for label, filters in JMAP_ROWS.items():
+            rows[label] = []
+            for name, jfilter in filters:
+                for what in ("total", "query"):
+                    rows[label].append((f"JMAP {name}{' total' if what == 'total' else ''}",)
+                                       + timings(lambda f=jfilter, w=what: call(f, w), runs))
+            name, jfilter = filters[0]
+            rows[label].append((f"JMAP {name} +get",)
+                               + timings(lambda f=jfilter: call(f, "get"), runs))
+            if label == "common word":
+                rows[label].append((f"JMAP {name} cached",)
+                                   + timings(lambda f=jfilter: call(f, "total", False), runs))
             log(f"  jmap: {label} done\n")
+    finally:
         http.close()
-        with open(f"/proc/{proc.pid}/status") as f:
-            rss = next(int(x.split()[1]) / 1024 for x in f if x.startswith("VmRSS:"))
-        return rows, None, rss
+    return rows
+
+
+def protocol_queries(data, runs, log):
+    """IMAP and JMAP rows ({label: [(row, hits, p50, p99)]}) and the server's RSS."""
+    from bench.proc import rss_bytes
+    proc, ports = start_server(data)
+    log(f"  roost serve: pid {proc.pid} (for py-spy)\n")
+    try:
+        rows = imap_queries(ports["imap"], runs, log)
+        for label, more in jmap_queries(ports["jmap"], runs, log).items():
+            rows.setdefault(label, []).extend(more)
+        return rows, rss_bytes(proc.pid) / 2**20
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -298,7 +419,7 @@ def dovecot_scan(maildir, tmp, runs, log):
         rows = []
         for label, _node, imap_query, _j in QUERIES:
             def one():
-                reply = command(f"SEARCH {imap_query}")
+                reply = command(f"UID SEARCH {imap_query}")
                 return sum(len(r.split()) - 2 for r in reply if r.startswith(b"* SEARCH"))
             rows.append((label,) + timings(one, runs))
             log(f"  dovecot: {label} done\n")
@@ -317,6 +438,9 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--dovecot-runs", type=int, default=5)
     ap.add_argument("--no-dovecot", action="store_true")
+    ap.add_argument("--no-backend", action="store_true",
+                    help="skip the storage.search.search rows (FTS5 and Whoosh)")
+    ap.add_argument("--no-protocols", action="store_true", help="skip the IMAP and JMAP rows")
     ap.add_argument("--keep", help="build in this directory and keep it")
     ap.add_argument("--reuse", action="store_true",
                     help="the --keep directory already holds a build: only time the queries")
@@ -343,11 +467,14 @@ def main(argv=None):
             print(f"FTS5 indexing: {args.messages / index_s:.0f} msgs/s in batches of {BATCH} "
                   f"({index_s:.1f}s of the build; {args.messages / index_cpu:.0f} msgs per CPU "
                   f"second)")
-        results = {"FTS5": [(label,) + timings(lambda n=node: len(S.search(store, acct.id, n, box.id)),
-                                               args.runs) for label, node, _q, _j in QUERIES]}
+        results = {}
+        if not args.no_backend:
+            results["FTS5"] = [(label,) + timings(
+                lambda n=node: len(S.search(store, acct.id, n, box.id)), args.runs)
+                for label, node, _q, _j in QUERIES]
         rss = rss_mb()
         wcount = args.whoosh if args.whoosh is not None else args.messages
-        if wcount and not args.reuse:
+        if wcount and not args.reuse and not args.no_backend:
             wstore = Store.open(os.path.join(tmp, "data"), search="whoosh")
             wstore.fulltext.delay = 3600     # the bench applies the queue itself
             w_s, w_cpu = index_whoosh(wstore, gen, acct, wcount, log)
@@ -359,31 +486,35 @@ def main(argv=None):
                 for label, node, _q, _j in QUERIES]
             wstore.close()
         store.close()
-        jrows, jwhy, jrss = jmap_queries(os.path.join(tmp, "data"), box.id, args.runs, log)
-        if jrows:
-            results["JMAP (FTS5)"] = jrows
+        prows, prss = ({}, 0) if args.no_protocols else \
+            protocol_queries(os.path.join(tmp, "data"), args.runs, log)
         if not args.no_dovecot:
             maildir = store.blobs.folder_path(acct.maildir_key, box.folder)
             os.makedirs(os.path.join(tmp, "dovecot"), exist_ok=True)
             rows, why = dovecot_scan(maildir, os.path.join(tmp, "dovecot"), args.dovecot_runs, log)
             if rows:
-                results["Dovecot (no FTS)"] = rows
+                results["Dovecot UID SEARCH"] = rows
             else:
                 print(f"Dovecot: skipped ({why})")
-        print(f"\nSEARCH latency over {args.messages} messages (ms; IMAP-style search of one "
-              f"mailbox through storage.search.search, {args.runs} runs, Dovecot "
-              f"{args.dovecot_runs}):")
-        print(f"{'query':<14} {'backend':<17} {'hits':>7} {'p50':>9} {'p99':>9}")
+        print(f"\nSearch latency over {args.messages} messages in one mailbox (ms; {args.runs} "
+              f"runs, Dovecot {args.dovecot_runs}):")
+        print(f"{'query':<14} {'path':<20} {'hits':>7} {'p50':>9} {'p99':>9}")
         for label, _node, _q, _j in QUERIES:
-            for backend, rows in results.items():
-                for r in rows:
-                    if r[0] == label:
-                        print(f"{label:<14} {backend:<17} {r[1]:>7} {r[2]:>9.2f} {r[3]:>9.2f}")
-        print("\nJMAP rows: Email/query over HTTP (inMailbox AND the filter AND a notKeyword "
-              "unique to each call, so the server's query cache never answers; calculateTotal, "
-              "limit 50) to roost serve on the same data" +
-              (f"; server RSS {jrss:.0f} MB" if jrows else f": skipped ({jwhy})"))
-        if wcount and wcount != args.messages:
+            mine = [(name,) + r[1:] for name, rows in results.items() for r in rows
+                    if r[0] == label]
+            dove = [r for r in mine if r[0].startswith("Dovecot")]
+            lines = [r for r in mine if r not in dove] + prows.get(label, []) + dove
+            for name, hits, p50, p99 in lines:
+                print(f"{label:<14} {name:<20} {hits:>7} {p50:>9.2f} {p99:>9.2f}")
+        print("\nFTS5/Whoosh rows: storage.search.search in the bench process (the backend "
+              "call alone). IMAP rows: one connection to roost serve on the same data, INBOX "
+              "SELECTed, UID SEARCH (ESEARCH: RETURN (ALL COUNT)). JMAP rows: Email/query over "
+              "HTTP, the account's messages, sorted receivedAt descending, limit 50; \"total\": "
+              "calculateTotal; \"+get\": Email/get of the page in the same request; before "
+              "every call but \"cached\" an untimed Email/set changes a keyword (the Email "
+              "state), so the query cache never answers. Dovecot: its imap process on the same Maildir, no FTS plugin"
+              + (f"; roost serve RSS {prss:.0f} MB" if prows else ""))
+        if wcount and wcount != args.messages and "Whoosh" in results:
             print(f"Whoosh rows: its index holds only the first {wcount} messages, so its hits "
                   f"and latencies are for {wcount}, not {args.messages}")
         print(f"load average at the end: {os.getloadavg()[0]:.1f} (latencies are wall clock)")

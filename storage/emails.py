@@ -26,6 +26,7 @@ from .messages import (FlagChange, apply_flags, chunks, copy_rows, junk_learning
                        remove_rows)
 from .quota import check_messages
 from .schema import mailbox_messages, mailboxes, messages
+from .search import in_list
 
 CHUNK = 500
 
@@ -176,6 +177,9 @@ ORDER_COLUMNS = {
 }
 
 
+FEW_IDS = 5000     # ordered_messages of at most this many pks reads only their rows
+
+
 def ordered_messages(store, account_id, order, *, mailbox_pk=None, pks=None):
     """``[(pk, thread_pk)]`` of the account's messages (those in ``mailbox_pk``
     or among ``pks`` when given) sorted by ``order``: ``[(column, ascending)]``
@@ -188,6 +192,10 @@ def ordered_messages(store, account_id, order, *, mailbox_pk=None, pks=None):
     q = q.order_by(*keys, messages.c.id.desc())
     wanted = set(pks) if pks is not None else None
     with store.reader() as conn:
+        if wanted is not None and len(wanted) <= FEW_IDS:
+            # only their rows, the ids as one bound parameter
+            return [(r[0], r[1]) for r in conn.execute(
+                q.where(in_list(conn, messages.c.id, sorted(wanted))))]
         rows = conn.execute(q).all()
     if wanted is not None:
         return [(r[0], r[1]) for r in rows if r[0] in wanted]
@@ -196,7 +204,16 @@ def ordered_messages(store, account_id, order, *, mailbox_pk=None, pks=None):
 
 def mailbox_sort_rows(store, account_id, mailbox_pk, pks=None):
     """``[(pk, thread_pk, internal_date, size)]`` of the messages in the mailbox
-    (only those among ``pks`` when given), unordered."""
+    (in the account when ``mailbox_pk`` is None; only those among ``pks`` when
+    given), unordered."""
+    if mailbox_pk is None:
+        q = select(messages.c.id, messages.c.thread_id, messages.c.internal_date,
+                   messages.c.size).where(messages.c.account_id == account_id)
+        with store.reader() as conn:
+            if pks is None:
+                return [tuple(r) for r in conn.execute(q)]
+            return [tuple(r) for chunk in chunks(sorted(pks))
+                    for r in conn.execute(q.where(messages.c.id.in_(chunk)))]
     q = select(messages.c.id, messages.c.thread_id, messages.c.internal_date, messages.c.size,
                messages.c.account_id) \
         .join(mailbox_messages, mailbox_messages.c.message_id == messages.c.id)

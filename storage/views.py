@@ -18,7 +18,11 @@ Two caches, both bounded (entry count, ids per entry, ids in all entries):
   and only an added message makes the database sort the mailbox again (their
   order is the database's collation, which Python must not imitate). A view
   older than the history floor, or more than ``MAX_DELTA`` changes behind, is
-  rebuilt.
+  rebuilt. The account's view (``mailbox`` None: every message of the
+  account) is kept the same way. A search's many hits are sorted by picking
+  them from a view (``order`` with ``pks``: one pass over the view's ids),
+  a few by the database reading only their rows; never by reading and
+  sorting every message of the account.
 - Query results: ``Views.query(account, query, state, compute)`` keeps the
   ordered result of a caller's query (a hashable description of filter and
   sort) for the state it was computed at, so paging through a big result
@@ -72,6 +76,7 @@ from . import emails, sortkeys
 SORT_KEYS = ("received", "size", "from", "to", "subject", "sent")
 PLACED = {"received": 2, "size": 3}   # keys placed by bisection: column of mailbox_sort_rows
 MAX_DELTA = 1000          # more changes than this since a view was built: rebuild it
+FEW_PKS = 1000            # up to this many messages to sort: the database sorts them
 
 MAX_VIEWS = 32
 MAX_RESULTS = 64
@@ -87,12 +92,21 @@ class SortedIds:
     """An ordered listing of messages: ``pairs`` is ``[(message pk, thread pk)]``,
     ``ids`` the message pks in the same order. Shared; never mutate either."""
 
-    __slots__ = ("pairs", "ids", "_positions")
+    __slots__ = ("_pairs", "ids", "_positions", "_picked")
 
     def __init__(self, pairs, ids=None):
-        self.pairs = pairs
+        self._pairs = pairs
         self.ids = ids if ids is not None else [p[0] for p in pairs]
         self._positions = None
+        self._picked = None
+
+    @property
+    def pairs(self):
+        pairs = self._pairs
+        if pairs is None:      # picked: made on first use (Email/query needs only ids)
+            source, pks = self._picked
+            pairs = self._pairs = [p for p in source.pairs if p[0] in pks]
+        return pairs
 
     def __len__(self):
         return len(self.ids)
@@ -103,6 +117,15 @@ class SortedIds:
         if positions is None:
             positions = self._positions = {p: i for i, p in enumerate(self.ids)}
         return positions.get(pk)
+
+    def pick(self, pks):
+        """Only the messages among ``pks`` (a set is kept as given: do not
+        change it afterwards), in the same order."""
+        if not isinstance(pks, (set, frozenset)):
+            pks = frozenset(pks)
+        out = SortedIds(None, list(filter(pks.__contains__, self.ids)))
+        out._picked = (self, pks)
+        return out
 
     def collapsed(self):
         """Only the first message of each thread, in the same order."""
@@ -189,9 +212,9 @@ class Views:
     # --- mailbox views -------------------------------------------------------
 
     def mailbox(self, account_id, mailbox_pk, key, ascending=True, *, state=None):
-        """The messages of ``mailbox_pk`` sorted by ``key`` (one of ``SORT_KEYS``),
-        as a ``SortedIds``, at least as fresh as the account's Email ``state``
-        (read from the store when not given)."""
+        """The messages of ``mailbox_pk`` (of the whole account when None) sorted
+        by ``key`` (one of ``SORT_KEYS``), as a ``SortedIds``, at least as fresh
+        as the account's Email ``state`` (read from the store when not given)."""
         if key not in SORT_KEYS:
             raise ValueError(f"unknown sort key {key!r}")
         if state is None:
@@ -219,15 +242,17 @@ class Views:
     def order(self, account_id, keys, *, mailbox_pk=None, pks=None, state=None):
         """Messages sorted by ``keys``, ``[(sort key, ascending)]`` (first key
         first), as a ``SortedIds``: those in ``mailbox_pk`` and among ``pks`` when
-        given, else all the account's. One key over a whole mailbox comes from
-        its view; anything else is sorted by the database, uncached (cache it
-        with ``query``)."""
+        given, else all the account's. With one key, a whole mailbox (or
+        account) is its view, and more than ``FEW_PKS`` pks are picked from
+        that view; anything else is sorted by the database (only the pks when
+        given), uncached (cache it with ``query``)."""
         keys = [(k, bool(asc)) for k, asc in keys]
         bad = [k for k, _a in keys if k not in SORT_KEYS]
         if bad or not keys:
             raise ValueError(f"unknown sort keys {bad!r}" if bad else "no sort key")
-        if mailbox_pk is not None and pks is None and len(keys) == 1:
-            return self.mailbox(account_id, mailbox_pk, keys[0][0], keys[0][1], state=state)
+        if len(keys) == 1 and (pks is None or len(pks) > FEW_PKS):
+            view = self.mailbox(account_id, mailbox_pk, keys[0][0], keys[0][1], state=state)
+            return view if pks is None else view.pick(pks)
         return SortedIds(emails.ordered_messages(self.store, account_id, keys,
                                                  mailbox_pk=mailbox_pk, pks=pks))
 
@@ -261,8 +286,13 @@ class Views:
             gone = was_in - now_in
             return _View(state, SortedIds([p for p in old.pairs if p[0] not in gone]))
         sort_key = _sort_key(key, asc)
+        key_of = entry.key_of
+        present = {pk for pk in touched if pk in key_of}
+        if len(fresh) == len(present) and {r[0] for r in fresh} == present:
+            # flags changed: the members, and so their keys and order, did not
+            return _View(state, old, entry.keys, key_of)
         keys, pairs, ids = list(entry.keys), list(old.pairs), list(old.ids)
-        key_of = dict(entry.key_of)
+        key_of = dict(key_of)
         for pk in touched:
             k = key_of.pop(pk, None)
             if k is None:

@@ -55,6 +55,23 @@ class SelectedMailbox:
     def __contains__(self, uid):
         return self.seq(uid) != 0
 
+    def known(self, uids):
+        """Those of ``uids`` that are in the view, in the order given. Many
+        (a search's hits) are looked up in a set of the view made for the
+        call, not bisected one by one."""
+        if len(uids) * 8 < len(self.uids):
+            return [u for u in uids if self.seq(u)]
+        have = set(self.uids)
+        return [u for u in uids if u in have]
+
+    def seqs(self, uids):
+        """Sequence numbers of ``uids`` (0 for one not in the view), like ``seq``
+        for each; when they are most of the view, through a map made for the call."""
+        if len(uids) * 2 < len(self.uids):
+            return [self.seq(u) for u in uids]
+        number = dict(zip(self.uids, range(1, len(self.uids) + 1))).get
+        return [number(u, 0) for u in uids]
+
     def by_seq(self, seqset):
         """UIDs of the messages a sequence-number set names, ascending."""
         if seqset.saved:

@@ -352,13 +352,15 @@ def astring(value, utf8=False):
 
 def uid_set_text(uids):
     """Ascending numbers as a compact set: ``1:3,7,9:10``."""
-    out = []
     uids = sorted(uids)
-    i = 0
-    while i < len(uids):
-        j = i
-        while j + 1 < len(uids) and uids[j + 1] == uids[j] + 1:
-            j += 1
-        out.append(str(uids[i]) if i == j else f"{uids[i]}:{uids[j]}")
-        i = j + 1
+    if not uids:
+        return ""
+    out = []
+    start = prev = uids[0]
+    for u in uids[1:]:
+        if u != prev + 1:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+            start = u
+        prev = u
+    out.append(str(start) if start == prev else f"{start}:{prev}")
     return ",".join(out)

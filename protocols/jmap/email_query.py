@@ -148,7 +148,8 @@ def _sort_keys(args):
 
 
 def ordered_ids(ctx, args):
-    """``([(email pk, thread pk)], [email pk])`` of the query, sorted (and collapsed)."""
+    """The query's ``views.SortedIds``, sorted (and collapsed): ``ids``, and
+    ``pairs`` ((email pk, thread pk); made on first use for a search's hits)."""
     filt = args.get("filter")
     if filt is not None and not isinstance(filt, dict):
         raise invalid("filter must be an object")
@@ -158,7 +159,7 @@ def ordered_ids(ctx, args):
     result = views.for_store(ctx.store).query(
         ctx.account.id, ("Email/query", repr(filt), repr(keys), collapse),
         (state, ctx.state("Mailbox")), lambda: _run_query(ctx, filt, keys, collapse, state))
-    return result.pairs, result.ids
+    return result
 
 
 def _run_query(ctx, filt, keys, collapse, state):
@@ -185,7 +186,9 @@ def _search(ctx, node):
     if search is None:
         raise MethodError("unsupportedFilter", "search is not available in this build")
     try:
-        return set(search(ctx.store, ctx.account.id, node))
+        # superset: other accounts' ids among a text node's matches are dropped
+        # by views.order, which lists only the account's messages
+        return set(search(ctx.store, ctx.account.id, node, superset=True))
     except NotImplementedError as exc:
         raise MethodError("unsupportedFilter", str(exc) or "this filter is not supported") from None
 
@@ -221,7 +224,7 @@ def _keyword_sorted(ctx, keys, mailbox_pk, pks, state):
 @method("Email/query", MAIL)
 def email_query(ctx, args):
     ctx.check_account(args)
-    rows, ids = ordered_ids(ctx, args)
+    ids = ordered_ids(ctx, args).ids
     position = int_arg(args, "position", 0)
     limit = uint_arg(args, "limit", None)
     if limit is not None:
@@ -251,7 +254,7 @@ def email_query(ctx, args):
 @method("Email/queryChanges", MAIL)
 def email_query_changes(ctx, args):
     ctx.check_account(args)
-    rows, _ids = ordered_ids(ctx, args)
+    rows = ordered_ids(ctx, args).pairs
     collapse = bool_arg(args, "collapseThreads")
 
     def expand(pks):

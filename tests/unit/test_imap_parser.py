@@ -8,7 +8,7 @@ from roost.protocols.imap.parser import (Append, Fetch, FetchItem, List, Login, 
                                          SequenceSet, Store, parse)
 from roost.protocols.imap.selected import SelectedMailbox
 from roost.protocols.imap.wire import (Abandoned, CommandFramer, LiteralRequest, ParseError,
-                                       astring, quoted)
+                                       astring, quoted, uid_set_text)
 
 
 def units(data, **kw):
@@ -155,6 +155,36 @@ def test_sequence_sets_against_view():
     assert view.seq_ranges(SequenceSet.parse("1,3:4")) == [(3, 3), (9, 10)]
     assert view.remove([5, 10]) == [4, 2]
     assert list(view.uids) == [3, 9]
+
+
+def test_search_hits_against_view():
+    """``known`` and ``seqs`` answer like ``in`` and ``seq`` for few lookups
+    (bisected) and many (a set or map made for the call)."""
+    import random
+    rng = random.Random(3)
+    uids = sorted(rng.sample(range(1, 5000), 1200))
+    view = SelectedMailbox(_Box, uids, 1, False)
+    for n in (0, 1, 5, 60, 2000):
+        hits = sorted(rng.sample(range(1, 5200), n))
+        assert view.known(hits) == [u for u in hits if u in set(uids)]
+        assert view.seqs(hits) == [uids.index(u) + 1 if u in set(uids) else 0 for u in hits]
+
+
+def test_uid_sets_are_compact():
+    import random
+    assert uid_set_text([]) == "" and uid_set_text([4]) == "4"
+    assert uid_set_text([9, 1, 2, 3, 7, 10]) == "1:3,7,9:10"
+    rng = random.Random(5)
+    for _ in range(50):
+        uids = sorted(rng.sample(range(1, 300), rng.randint(1, 200)))
+        text = uid_set_text(uids)
+        back = []
+        for part in text.split(","):
+            lo, _c, hi = part.partition(":")
+            back.extend(range(int(lo), int(hi or lo) + 1))
+            assert not hi or int(hi) > int(lo)
+        assert back == uids and len(text.split(",")) == 1 + sum(
+            1 for a, b in zip(uids, uids[1:]) if b != a + 1)
 
 
 def test_modified_utf7_and_quoting():

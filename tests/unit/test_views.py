@@ -172,6 +172,72 @@ def test_order_uses_the_view_or_the_database(store, world):
         sorter.mailbox(acct.id, inbox.id, "uid")
 
 
+def test_the_account_view_and_picking_hits_from_it(store, delivery, world, monkeypatch):
+    """A search's hits, sorted: a few by the database reading only their rows,
+    many picked from the account's view (every message once, whatever its
+    mailboxes); both as the database sorts, after every kind of change."""
+    acct, inbox, other, pks = world
+    sorter = views.Views(store)
+
+    def check():
+        every = [p for p in emails.ordered_messages(store, acct.id, [("received", False)])]
+        for few in (views.FEW_PKS, 0):
+            monkeypatch.setattr(views, "FEW_PKS", few)
+            for key in views.SORT_KEYS:
+                for asc in (True, False):
+                    full = emails.ordered_messages(store, acct.id, [(key, asc)])
+                    wanted = {p for p, _t in full[::2]} | {10 ** 9}     # and a pk not there
+                    got = sorter.order(acct.id, [(key, asc)], pks=wanted)
+                    assert got.ids == [p for p, _t in full if p in wanted], (key, asc, few)
+                    assert got.pairs == [r for r in full if r[0] in wanted]
+                    assert sorter.order(acct.id, [(key, asc)]).pairs == full
+        return every
+    check()
+    emails.change_messages(store, acct.id, {pks[2]: emails.MessageChange(add_to=[other.id])})
+    assert len(check()) == len(pks)                    # in two mailboxes, listed once
+    before = sorter.mailbox(acct.id, None, "received", False)
+    store.store_flags(inbox.id, [1, 3], ["\\Seen"], "add")
+    assert sorter.mailbox(acct.id, None, "received", False) is before   # flags: no re-sort
+    deliver(delivery, acct, other, 7, hours=4)
+    store.move(inbox.id, [4], other.id)
+    emails.destroy_messages(store, acct.id, [pks[0]])
+    assert len(check()) == len(pks)
+
+
+def test_a_superset_of_matches_is_sorted_to_the_accounts_own(store, delivery, world,
+                                                              monkeypatch):
+    """``search(..., superset=True)`` may return another account's matches;
+    ``order`` with those pks lists only the account's, few or many."""
+    from roost.storage import search as criteria
+    acct, inbox, _other, pks = world
+    twin = store.add_account("twin@example.org", "hash")
+    theirs = [deliver(delivery, twin, store.mailbox(twin.id, "INBOX"), i) for i in range(3)]
+    node = criteria.Text("body", "x" * 10)
+    found = set(criteria.search(store, acct.id, node, superset=True))
+    assert set(pks) <= found <= set(pks) | set(theirs)
+    assert set(criteria.search(store, acct.id, node)) == set(pks)
+    sorter = views.Views(store)
+    for few in (views.FEW_PKS, 0):
+        monkeypatch.setattr(views, "FEW_PKS", few)
+        got = sorter.order(acct.id, [("received", False)], pks=found | set(theirs))
+        assert got.ids == [p for p, _t in emails.ordered_messages(
+            store, acct.id, [("received", False)])]
+
+
+def test_a_copy_into_its_own_mailbox_is_placed(store, world):
+    """The placed views (received, size) keep a message that is in the mailbox
+    twice twice: a flag change is not taken for a copy."""
+    acct, inbox, _other, pks = world
+    sorter = views.Views(store)
+    for key in views.PLACED:
+        sorter.mailbox(acct.id, inbox.id, key, True)
+    store.copy(inbox.id, [1], inbox.id)
+    for key in views.PLACED:
+        got = sorter.mailbox(acct.id, inbox.id, key, True)
+        assert got.pairs == database_order(store, acct, inbox, key, True)
+        assert got.ids.count(pks[0]) == 2
+
+
 def test_views_belong_to_their_store(store, delivery, world):
     acct, inbox, _other, _pks = world
     assert views.for_store(store) is views.for_store(store)

@@ -97,14 +97,18 @@ async def search(s, cmd):
         mods = {r[0]: r[1] for r in store.flags(v.pk, found)} if uses_modseq and found else {}
         return found, mods
     found, mods = await s.ctx.run(run)
-    found = [u for u in found if u in v]
+    if cmd.uid:
+        found = numbers = v.known(found)
+    else:
+        seqs = v.seqs(found)
+        found = [u for u, n in zip(found, seqs) if n]
+        numbers = [n for n in seqs if n]
     top = max((mods.get(u, 0) for u in found), default=None) if uses_modseq and found else None
-    numbers = found if cmd.uid else [v.seq(u) for u in found]
     returns = cmd.returns
     if returns is None and s.rev2:
         returns = ["ALL"]
     if returns is None:
-        line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+        line = b" ".join([b"* SEARCH", *(b"%d" % n for n in numbers)])
         if top is not None:
             line += b" (MODSEQ %d)" % top
         s.send(line)

@@ -76,7 +76,7 @@ async def esearch(s, cmd):
             return found, top
         found, top = await s.ctx.run(run)
         if v is not None and box.id == v.pk:
-            found = [u for u in found if u in v]
+            found = v.known(found)
         if not found:
             continue
         parts = [f'* ESEARCH (TAG "{cmd.tag}" MAILBOX ', None,

@@ -103,7 +103,7 @@ async def matching(s, keys):
     def run():
         return s.ctx.search(store, v.account_id, compiler.compile(keys), v.pk)
     found = await s.ctx.run(run)
-    return [u for u in found if u in v]
+    return v.known(found)
 
 
 def _cached(s, what, uids, compute):
@@ -129,13 +129,6 @@ class _Sized:
         return self.n
 
 
-def _seqs(v, uids):
-    if len(uids) < 64:
-        return [v.seq(u) for u in uids]
-    pos = {u: i for i, u in enumerate(v.uids, 1)}
-    return [pos[u] for u in uids]
-
-
 def _check_charset(cmd):
     if cmd.charset not in CHARSETS:
         raise No("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset")
@@ -151,7 +144,7 @@ async def sort_cmd(s, cmd):
         return _cached(s, ("SORT", tuple(cmd.criteria)), uids,
                        lambda records: [u for u, _k in sortkeys.sort(records, cmd.criteria)])
     ordered = await s.ctx.run(run) if uids else []
-    numbers = ordered if cmd.uid else _seqs(v, ordered)
+    numbers = ordered if cmd.uid else v.seqs(ordered)
     if cmd.returns is None:
         s.send(b"* SORT" + b"".join(b" %d" % n for n in numbers))
         return
