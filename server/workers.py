@@ -100,9 +100,9 @@ class Link:
 
     def attach(self, app):
         """Wire the worker's store bus and relay to the supervisor."""
-        from roost.storage.notify import encode
+        from roost.storage.notify import encode_all
         self.app = app
-        self._encode = encode
+        self._encode = encode_all
         app.store.bus.forward = self.send_change
         app.auth.throttle.on_failed = self.login_failed
         app.loop.add_reader(self._in.fileno(), self._readable)
@@ -116,7 +116,8 @@ class Link:
                       file=sys.stderr, flush=True)
 
     def send_change(self, change):
-        self._send(CHANGE + self._encode(change, os.getpid()))
+        for data in self._encode(change, os.getpid()):
+            self._send(CHANGE + data)
 
     def wake_relay(self):
         self._send(WAKE)

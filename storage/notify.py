@@ -46,6 +46,27 @@ def encode(change, origin=0):
                        "p": origin}).encode()
 
 
+MAX_PAYLOAD = 60000     # bytes of one datagram or worker message (receivers read 64 KiB)
+
+
+def encode_all(change, origin=0):
+    """``encode``'s payloads for ``change``, split into several changes of
+    the same account and MODSEQ when one would exceed ``MAX_PAYLOAD`` (a
+    transaction that touched thousands of mailboxes)."""
+    data = encode(change, origin)
+    if len(data) <= MAX_PAYLOAD:
+        return [data]
+    boxes, imap = sorted(change.mailbox_ids), sorted(change.imap, key=repr)
+    out = []
+    for i in range(0, max(len(boxes), 1), 2000):
+        out.append(encode(Change(change.account_id, change.modseq, change.kinds,
+                                 frozenset(boxes[i:i + 2000])), origin))
+    for i in range(0, len(imap), 100):
+        out.append(encode(Change(change.account_id, change.modseq, change.kinds,
+                                 imap=frozenset(imap[i:i + 100])), origin))
+    return [d for d in out if len(d) <= MAX_PAYLOAD]
+
+
 def decode(data):
     """``(change, origin pid)`` from ``encode``'s bytes; None when malformed."""
     try:
@@ -97,7 +118,8 @@ class ChangeBus:
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                     sock.setblocking(False)
-                    sock.sendto(encode(change, os.getpid()), path)
+                    for data in encode_all(change, os.getpid()):
+                        sock.sendto(data, path)
             except OSError:
                 pass  # no server running, or its queue is full: it reads the database anyway
         self.forward = send

@@ -3,7 +3,7 @@ socket, the server process."""
 
 import select
 
-from roost.storage.notify import Change, ChangeBus, decode, encode
+from roost.storage.notify import MAX_PAYLOAD, Change, ChangeBus, decode, encode, encode_all
 from roost.storage.store import Store, relay_socket_path
 
 
@@ -66,3 +66,17 @@ def test_encoded_change_keeps_its_origin_and_junk_is_refused():
     assert decode(encode(change, 1234)) == (change, 1234)
     for junk in (b"", b"{", b'{"a": "x"}', b"[1]", b'{"a": 1, "m": 2, "k": 5, "b": []}'):
         assert decode(junk) is None
+
+
+def test_a_change_too_big_for_one_message_is_split_and_loses_nothing():
+    imap = frozenset(("metadata", i, "/private/comment/" + "x" * 50) for i in range(3000))
+    big = Change(5, 77, frozenset({"Email", "Mailbox"}), frozenset(range(1, 30001)), imap)
+    parts = encode_all(big, 9)
+    assert len(parts) > 1 and all(len(p) <= MAX_PAYLOAD for p in parts)
+    got = [decode(p) for p in parts]
+    assert {origin for _c, origin in got} == {9}
+    assert {(c.account_id, c.modseq, c.kinds) for c, _o in got} == {(5, 77, big.kinds)}
+    assert frozenset().union(*(c.mailbox_ids for c, _o in got)) == big.mailbox_ids
+    assert frozenset().union(*(c.imap for c, _o in got)) == imap
+    small = Change(5, 78, frozenset({"Email"}), frozenset({3}))
+    assert encode_all(small) == [encode(small)]
