@@ -1,5 +1,12 @@
 """Wiring: config -> store -> auth -> listeners, on one event loop.
 
+``serve`` runs one ``Roost`` in this process, or, when ``[server]
+processes`` (``--workers``) asks for more than one, hands over to the
+supervisor of ``server.workers``: it binds the listeners (``server.listen``)
+and runs one ``Roost`` per worker process on them, each given its
+``workers.Link`` (the sockets, the change events of the others, and whether
+it is the primary that runs the relay and the daily jobs).
+
 Owns process start-up and shut-down. On SIGTERM the listeners stop (IMAP
 sessions get BYE), the store's reads under way are interrupted, and in-flight
 deliveries get up to SHUTDOWN_GRACE seconds to finish. Twisted's asyncioreactor is installed
