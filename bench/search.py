@@ -441,6 +441,8 @@ def main(argv=None):
     ap.add_argument("--no-backend", action="store_true",
                     help="skip the storage.search.search rows (FTS5 and Whoosh)")
     ap.add_argument("--no-protocols", action="store_true", help="skip the IMAP and JMAP rows")
+    from bench.proc import add_workers_option
+    add_workers_option(ap)
     ap.add_argument("--keep", help="build in this directory and keep it")
     ap.add_argument("--reuse", action="store_true",
                     help="the --keep directory already holds a build: only time the queries")
