@@ -24,6 +24,7 @@ shows the unclaimed ones as recent and claims nothing (RFC 3501 6.3.2).
 
 from sqlalchemy import and_, delete, func, insert, select, update
 
+from . import hot
 from .schema import mailbox_messages, mailboxes, subscriptions
 
 MAX_SUBSCRIPTIONS = 10000   # names one account may subscribe
@@ -119,8 +120,7 @@ class ImapStateAPI:
     def recent_floor(self, mailbox_pk):
         """The mailbox's ``recent_uid`` (EXAMINE looks without claiming)."""
         with self.reader() as conn:
-            return conn.execute(select(mailboxes.c.recent_uid).where(
-                mailboxes.c.id == mailbox_pk)).scalar() or 0
+            return hot.recent_uid(hot.DriverSQL(conn, self.sqlite), mailbox_pk)
 
     def unclaimed_recent(self, mailbox_pk):
         """How many messages of the mailbox no session has claimed as recent."""

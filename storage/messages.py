@@ -333,6 +333,18 @@ class MessagesAPI:
             txn.next_modseq(acct.id)
             return remove_rows(txn, acct, box, uids)
 
+    def changes_since(self, account_id, mailbox_pk, modseq):
+        """``(highestmodseq, [(uid, modseq, bits, keywords)], expunged UIDs)``
+        of the account's mailbox after ``modseq``, in one read: what an IMAP
+        session reports after a command that saw a change. Raises
+        MailboxNotFound when the mailbox is gone."""
+        with self.reader() as conn:
+            got = hot.mailbox_changes(hot.DriverSQL(conn, self.sqlite), account_id, mailbox_pk, modseq)
+        if got is None:
+            raise MailboxNotFound(mailbox_pk)
+        highest, rows, gone = got
+        return highest, [(u, m, b, flagbits.decode_keywords(k)) for u, m, b, k in rows], gone
+
     def expunged_since(self, mailbox_pk, modseq):
         """UIDs expunged from the mailbox after ``modseq`` (QRESYNC VANISHED)."""
         with self.reader() as conn:

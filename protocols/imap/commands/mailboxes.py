@@ -410,12 +410,13 @@ async def _status(s, name, items):
     store = s.ctx.store
 
     def load():
+        size = "SIZE" in items
         if shared.split(name) is None:
-            box = store.mailbox(s.account.id, name, counts=True)
+            box = store.mailbox(s.account.id, name, counts=True, size=size)
             shown = box.name
         else:
             found, _rights, shown = shared.resolve_blocking(store, s.account, name, "r")
-            box = store.mailbox(found.account_id, mailbox_id=found.id, counts=True)
+            box = store.mailbox(found.account_id, mailbox_id=found.id, counts=True, size=size)
         deleted = recent = None
         if "DELETED" in items:
             deleted = sum(1 for r in store.flags(box.id) if r[2] & 8)
