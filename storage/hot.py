@@ -122,6 +122,24 @@ def account_mailbox_counts(sql, account_id):
     return {r[0]: (r[1], int(r[2] or 0), int(r[3] or 0)) for r in rows}
 
 
+def subscription_names(sql, account_id):
+    """The account's subscribed names (LIST, LSUB)."""
+    return {r[0] for r in sql.all("SELECT name FROM subscriptions WHERE account_id = ?", (account_id,))}
+
+
+def shared_mailbox_rows(sql, account_id, grantees):
+    """``mailbox_row`` fields (``subscribed`` 0: not shown for shared
+    mailboxes), the owner's address and the rights granted, of the other
+    accounts' mailboxes with a grant to one of ``grantees``: the Other Users
+    namespace of every LIST."""
+    marks = ", ".join("?" * len(grantees))
+    return sql.all(
+        "SELECT b.id, b.account_id, b.name, b.folder, b.role, 0, b.uidvalidity, b.uidnext, "
+        "b.highestmodseq, b.sort_order, a.address, g.rights FROM mailboxes b "
+        "JOIN acl g ON g.mailbox_id = b.id JOIN accounts a ON a.id = b.account_id "
+        f"WHERE g.grantee IN ({marks}) AND b.account_id != ?", (*grantees, account_id))
+
+
 def mailbox_counts(sql, mailbox_pk, size=True):
     """``(messages, unseen, size)`` of the mailbox (``size`` 0 unless asked:
     it joins each message's row, which STATUS without SIZE does not need)."""
@@ -176,6 +194,18 @@ def recent_uid(sql, mailbox_pk):
     """The mailbox's ``recent_uid`` (0 when it is gone): every \\Recent claim checks it first."""
     row = sql.one("SELECT recent_uid FROM mailboxes WHERE id = ?", (mailbox_pk,))
     return (row[0] or 0) if row else 0
+
+
+def claim_recent(sql, mailbox_pk, upto):
+    """Raise the mailbox's ``recent_uid`` to ``upto`` (in a write transaction;
+    the row locked on PostgreSQL); its value before, None when the mailbox is gone."""
+    row = sql.one("SELECT recent_uid FROM mailboxes WHERE id = ?" + ("" if sql.sqlite else " FOR UPDATE"),
+                  (mailbox_pk,))
+    if row is None:
+        return None
+    if row[0] < upto:
+        sql.run("UPDATE mailboxes SET recent_uid = ? WHERE id = ?", (upto, mailbox_pk))
+    return row[0]
 
 
 def message_location(sql, *, mailbox_pk=None, uid=None, account_id=None, message_pk=None):
