@@ -208,6 +208,18 @@ def claim_recent(sql, mailbox_pk, upto):
     return row[0]
 
 
+def record_rows(sql, mailbox_pk, uids=None, parsed=False):
+    """The ``MessageRecord`` fields (keywords as text) of the mailbox's
+    ``uids`` (all when None), ascending by UID; with ``parsed`` the envelope
+    and structure JSON too. FETCH of anything but flags or bytes comes here."""
+    where, params, wanted = uid_sql("mm.uid", uids)
+    rows = sql.all("SELECT mm.uid, mm.modseq, mm.flags, mm.keywords, m.id, m.thread_id, m.size, "
+                   "m.internal_date, mm.saved_at" + (", m.envelope, m.structure" if parsed else "") +
+                   " FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id "
+                   "WHERE mm.mailbox_id = ?" + where + " ORDER BY mm.uid", (mailbox_pk, *params))
+    return rows if wanted is None else [r for r in rows if r[0] in wanted]
+
+
 def message_location(sql, *, mailbox_pk=None, uid=None, account_id=None, message_pk=None):
     """``(stem, folder, bits, address)`` of one stored copy of a message, by
     mailbox and UID or by account and message id; None when there is none.
