@@ -234,6 +234,12 @@ def message_location(sql, *, mailbox_pk=None, uid=None, account_id=None, message
         "JOIN accounts a ON a.id = b.account_id WHERE " + where + " LIMIT 1", params)
 
 
+def mailbox_uids(sql, mailbox_pk):
+    """Every UID of the mailbox, ascending (SEARCH ALL)."""
+    return [r[0] for r in sql.all("SELECT uid FROM mailbox_messages WHERE mailbox_id = ? ORDER BY uid",
+                                  (mailbox_pk,))]
+
+
 def mailbox_owner(sql, mailbox_pk):
     """``(account id, address)`` of the mailbox's owner, or None: the one
     lookup IMAP STORE makes before the flag rule runs."""

@@ -98,9 +98,11 @@ async def search(s, cmd):
         mods = {r[0]: r[1] for r in store.flags(v.pk, found)} if uses_modseq and found else {}
         return found, mods
     found, mods = await s.ctx.run(run)
-    found = [u for u in found if u in v]
+    whole = found == v.uids.tolist()       # SEARCH ALL of an unchanged mailbox: the view itself
+    if not whole:
+        found = [u for u in found if u in v]
     top = max((mods.get(u, 0) for u in found), default=None) if uses_modseq and found else None
-    numbers = found if cmd.uid else [v.seq(u) for u in found]
+    numbers = found if cmd.uid else list(range(1, len(found) + 1)) if whole else [v.seq(u) for u in found]
     returns = cmd.returns
     if returns is None and s.rev2:
         returns = ["ALL"]
