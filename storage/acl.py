@@ -21,11 +21,12 @@ with their mailbox (the foreign key cascades) and, when an account is
 deleted, with its address (``revoke_everywhere``).
 """
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, select, update
 
+from . import hot
 from .errors import AccountNotFound, InvalidName, MailboxNotFound
-from .mailboxes import mailbox_of
-from .schema import accounts, acl, mailboxes
+from .model import Mailbox
+from .schema import acl, mailboxes
 
 RIGHTS = "lrswipkxtea"          # every right Roost knows, in display order
 ANYONE = "anyone"
@@ -142,16 +143,12 @@ class AclAPI:
         """``[(owner address, Mailbox, rights)]`` of the other accounts'
         mailboxes ``account`` has any right on, by owner and name."""
         with self.reader() as conn:
-            rows = conn.execute(
-                select(mailboxes, accounts.c.address.label("owner"), acl.c.rights.label("granted"))
-                .join(acl, acl.c.mailbox_id == mailboxes.c.id)
-                .join(accounts, accounts.c.id == mailboxes.c.account_id)
-                .where(and_(or_(acl.c.grantee == account.address, acl.c.grantee == ANYONE),
-                            mailboxes.c.account_id != account.id))).all()
+            rows = hot.shared_mailbox_rows(hot.DriverSQL(conn, self.sqlite), account.id,
+                                           (account.address, ANYONE))
         found = {}
         for r in rows:
-            owner, box, got = found.setdefault(r.id, (r.owner, mailbox_of(r), set()))
-            got.update(r.granted)
+            owner, box, got = found.setdefault(r[0], (r[10], Mailbox(*r[:5], False, *r[6:10]), set()))
+            got.update(r[11])
         out = [(owner, box, "".join(x for x in RIGHTS if x in got))
                for owner, box, got in found.values()]
         out = [o for o in out if o[2]]

@@ -91,13 +91,65 @@ def alias_targets(sql, address):
     return [r[0] for r in sql.all("SELECT target FROM aliases WHERE address = ?", (address,))]
 
 
-def mailbox_row(sql, account_id, name=None, role=None):
-    """The ``Mailbox`` fields (id .. sort_order) of the account's mailbox by
-    name or role, or None: each Sieve fileinto comes here."""
-    column, value = ("role", role) if role is not None else ("name", name)
-    return sql.one("SELECT id, account_id, name, folder, role, subscribed, uidvalidity, uidnext, "
-                   f"highestmodseq, sort_order FROM mailboxes WHERE account_id = ? AND {column} = ?",
-                   (account_id, value))
+MAILBOX_SELECT = (
+    "SELECT b.id, b.account_id, b.name, b.folder, b.role, EXISTS (SELECT 1 FROM subscriptions s "
+    "WHERE s.account_id = b.account_id AND s.name = b.name), b.uidvalidity, b.uidnext, "
+    "b.highestmodseq, b.sort_order FROM mailboxes b")
+
+
+def mailbox_row(sql, account_id, name=None, role=None, mailbox_pk=None):
+    """The ``Mailbox`` fields (id .. sort_order; ``subscribed`` from the
+    subscriptions table, not the row's dead column) of the account's mailbox
+    by id, role or name, or None: every IMAP command naming a mailbox and
+    each Sieve fileinto come here."""
+    column, value = ("id", mailbox_pk) if mailbox_pk is not None else \
+        ("role", role) if role is not None else ("name", name)
+    return sql.one(MAILBOX_SELECT + f" WHERE b.account_id = ? AND b.{column} = ?", (account_id, value))
+
+
+def mailbox_rows(sql, account_id):
+    """``mailbox_row`` of each of the account's mailboxes, by name (LIST)."""
+    return sql.all(MAILBOX_SELECT + " WHERE b.account_id = ? ORDER BY b.name", (account_id,))
+
+
+def account_mailbox_counts(sql, account_id):
+    """``{mailbox pk: (messages, unseen, size)}`` of the account's mailboxes
+    that hold messages."""
+    rows = sql.all("SELECT mm.mailbox_id, COUNT(*), SUM(1 - (mm.flags & 1)), SUM(m.size) "
+                   "FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id "
+                   "JOIN mailboxes b ON b.id = mm.mailbox_id WHERE b.account_id = ? "
+                   "GROUP BY mm.mailbox_id", (account_id,))
+    return {r[0]: (r[1], int(r[2] or 0), int(r[3] or 0)) for r in rows}
+
+
+def subscription_names(sql, account_id):
+    """The account's subscribed names (LIST, LSUB)."""
+    return {r[0] for r in sql.all("SELECT name FROM subscriptions WHERE account_id = ?", (account_id,))}
+
+
+def shared_mailbox_rows(sql, account_id, grantees):
+    """``mailbox_row`` fields (``subscribed`` 0: not shown for shared
+    mailboxes), the owner's address and the rights granted, of the other
+    accounts' mailboxes with a grant to one of ``grantees``: the Other Users
+    namespace of every LIST."""
+    marks = ", ".join("?" * len(grantees))
+    return sql.all(
+        "SELECT b.id, b.account_id, b.name, b.folder, b.role, 0, b.uidvalidity, b.uidnext, "
+        "b.highestmodseq, b.sort_order, a.address, g.rights FROM mailboxes b "
+        "JOIN acl g ON g.mailbox_id = b.id JOIN accounts a ON a.id = b.account_id "
+        f"WHERE g.grantee IN ({marks}) AND b.account_id != ?", (*grantees, account_id))
+
+
+def mailbox_counts(sql, mailbox_pk, size=True):
+    """``(messages, unseen, size)`` of the mailbox (``size`` 0 unless asked:
+    it joins each message's row, which STATUS without SIZE does not need)."""
+    if size:
+        row = sql.one("SELECT COUNT(*), SUM(1 - (mm.flags & 1)), SUM(m.size) FROM mailbox_messages mm "
+                      "JOIN messages m ON m.id = mm.message_id WHERE mm.mailbox_id = ?", (mailbox_pk,))
+    else:
+        row = sql.one("SELECT COUNT(*), SUM(1 - (flags & 1)), 0 FROM mailbox_messages "
+                      "WHERE mailbox_id = ?", (mailbox_pk,))
+    return row[0], int(row[1] or 0), int(row[2] or 0)
 
 
 def active_script(sql, account_id):
@@ -121,6 +173,53 @@ def flag_rows(sql, mailbox_pk, uids=None, changed_since=None):
     return rows if wanted is None else [r for r in rows if r[0] in wanted]
 
 
+def expunged_uids(sql, mailbox_pk, modseq):
+    """UIDs expunged from the mailbox after ``modseq``, ascending."""
+    return [r[0] for r in sql.all("SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? "
+                                  "ORDER BY uid", (mailbox_pk, modseq))]
+
+
+def mailbox_changes(sql, account_id, mailbox_pk, modseq):
+    """``(highestmodseq, flag rows, expunged UIDs)`` of the account's mailbox
+    changed after ``modseq``, or None when the mailbox is gone: the untagged
+    updates an IMAP session sends after any command that saw a change."""
+    row = sql.one("SELECT highestmodseq FROM mailboxes WHERE id = ? AND account_id = ?",
+                  (mailbox_pk, account_id))
+    if row is None:
+        return None
+    return row[0], flag_rows(sql, mailbox_pk, None, modseq), expunged_uids(sql, mailbox_pk, modseq)
+
+
+def recent_uid(sql, mailbox_pk):
+    """The mailbox's ``recent_uid`` (0 when it is gone): every \\Recent claim checks it first."""
+    row = sql.one("SELECT recent_uid FROM mailboxes WHERE id = ?", (mailbox_pk,))
+    return (row[0] or 0) if row else 0
+
+
+def claim_recent(sql, mailbox_pk, upto):
+    """Raise the mailbox's ``recent_uid`` to ``upto`` (in a write transaction;
+    the row locked on PostgreSQL); its value before, None when the mailbox is gone."""
+    row = sql.one("SELECT recent_uid FROM mailboxes WHERE id = ?" + ("" if sql.sqlite else " FOR UPDATE"),
+                  (mailbox_pk,))
+    if row is None:
+        return None
+    if row[0] < upto:
+        sql.run("UPDATE mailboxes SET recent_uid = ? WHERE id = ?", (upto, mailbox_pk))
+    return row[0]
+
+
+def record_rows(sql, mailbox_pk, uids=None, parsed=False):
+    """The ``MessageRecord`` fields (keywords as text) of the mailbox's
+    ``uids`` (all when None), ascending by UID; with ``parsed`` the envelope
+    and structure JSON too. FETCH of anything but flags or bytes comes here."""
+    where, params, wanted = uid_sql("mm.uid", uids)
+    rows = sql.all("SELECT mm.uid, mm.modseq, mm.flags, mm.keywords, m.id, m.thread_id, m.size, "
+                   "m.internal_date, mm.saved_at" + (", m.envelope, m.structure" if parsed else "") +
+                   " FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id "
+                   "WHERE mm.mailbox_id = ?" + where + " ORDER BY mm.uid", (mailbox_pk, *params))
+    return rows if wanted is None else [r for r in rows if r[0] in wanted]
+
+
 def message_location(sql, *, mailbox_pk=None, uid=None, account_id=None, message_pk=None):
     """``(stem, folder, bits, address)`` of one stored copy of a message, by
     mailbox and UID or by account and message id; None when there is none.
@@ -133,6 +232,12 @@ def message_location(sql, *, mailbox_pk=None, uid=None, account_id=None, message
         "SELECT m.stem, b.folder, mm.flags, a.address FROM mailbox_messages mm "
         "JOIN messages m ON m.id = mm.message_id JOIN mailboxes b ON b.id = mm.mailbox_id "
         "JOIN accounts a ON a.id = b.account_id WHERE " + where + " LIMIT 1", params)
+
+
+def mailbox_uids(sql, mailbox_pk):
+    """Every UID of the mailbox, ascending (SEARCH ALL)."""
+    return [r[0] for r in sql.all("SELECT uid FROM mailbox_messages WHERE mailbox_id = ? ORDER BY uid",
+                                  (mailbox_pk,))]
 
 
 def mailbox_owner(sql, mailbox_pk):

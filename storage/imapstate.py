@@ -22,8 +22,9 @@ shows the unclaimed ones as recent and claims nothing (RFC 3501 6.3.2).
 (All-or-nothing appends, MULTIAPPEND, are ``MessagesAPI.insert_together``.)
 """
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select
 
+from . import hot
 from .schema import mailbox_messages, mailboxes, subscriptions
 
 MAX_SUBSCRIPTIONS = 10000   # names one account may subscribe
@@ -67,7 +68,7 @@ class ImapStateAPI:
     def subscriptions(self, account_id):
         """The account's subscribed names, sorted."""
         with self.reader() as conn:
-            return sorted(subscribed_names(conn, account_id))
+            return sorted(hot.subscription_names(hot.DriverSQL(conn, self.sqlite), account_id))
 
     def subscribe(self, account_id, name, subscribed=True):
         """Subscribe (or unsubscribe) ``name``; no mailbox need have it.
@@ -107,20 +108,13 @@ class ImapStateAPI:
         if self.recent_floor(mailbox_pk) >= upto:
             return upto
         with self.write() as txn:
-            before = txn.conn.execute(select(mailboxes.c.recent_uid).where(
-                mailboxes.c.id == mailbox_pk).with_for_update()).scalar()
-            if before is None:
-                return upto
-            if before < upto:
-                txn.conn.execute(update(mailboxes).where(mailboxes.c.id == mailbox_pk)
-                                 .values(recent_uid=upto))
-            return before
+            before = hot.claim_recent(txn.sql, mailbox_pk, upto)
+        return upto if before is None else before
 
     def recent_floor(self, mailbox_pk):
         """The mailbox's ``recent_uid`` (EXAMINE looks without claiming)."""
         with self.reader() as conn:
-            return conn.execute(select(mailboxes.c.recent_uid).where(
-                mailboxes.c.id == mailbox_pk)).scalar() or 0
+            return hot.recent_uid(hot.DriverSQL(conn, self.sqlite), mailbox_pk)
 
     def unclaimed_recent(self, mailbox_pk):
         """How many messages of the mailbox no session has claimed as recent."""

@@ -14,14 +14,14 @@ them, RENAME moves them along, DELETE and CREATE leave them alone.
 import threading
 import time
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 
-from . import flags as flagbits
+from . import hot
 from .errors import Conflict, InvalidName, MailboxExists, MailboxNotFound
-from .imapstate import is_subscribed, move_subscriptions, subscribed_names
+from .imapstate import move_subscriptions
 from .maildir import folder_for
 from .model import Mailbox
-from .schema import expunged, mailbox_messages, mailboxes, messages
+from .schema import expunged, mailboxes
 
 DEFAULT_MAILBOXES = (("INBOX", "inbox"), ("Drafts", "drafts"), ("Sent", "sent"),
                      ("Archive", "archive"), ("Junk", "junk"), ("Trash", "trash"))
@@ -81,40 +81,28 @@ class MailboxesAPI:
     def mailboxes(self, account_id, counts=False):
         """The account's mailboxes by name; with ``counts``, messages/unseen/size too."""
         with self.reader() as conn:
-            rows = conn.execute(select(mailboxes).where(mailboxes.c.account_id == account_id)
-                                .order_by(mailboxes.c.name)).all()
-            stats = {}
-            if counts:
-                q = _count_query().where(mailbox_messages.c.mailbox_id.in_([r.id for r in rows])) \
-                    .group_by(mailbox_messages.c.mailbox_id)
-                stats = {r[0]: (r[1], int(r[2] or 0), int(r[3] or 0)) for r in conn.execute(q)}
-            subscribed = subscribed_names(conn, account_id)
-        return [mailbox_of(r, *stats.get(r.id, (0, 0, 0)), subscribed=r.name in subscribed) for r in rows]
+            sql = hot.DriverSQL(conn, self.sqlite)
+            rows = hot.mailbox_rows(sql, account_id)
+            stats = hot.account_mailbox_counts(sql, account_id) if counts else {}
+        return [Mailbox(*r[:5], bool(r[5]), *r[6:], *stats.get(r[0], (0, 0, 0))) for r in rows]
 
-    def mailbox(self, account_id, name=None, *, mailbox_id=None, role=None, counts=False):
-        """One mailbox by name, id or role; raises MailboxNotFound."""
-        cond = [mailboxes.c.account_id == account_id]
-        if mailbox_id is not None:
-            cond.append(mailboxes.c.id == mailbox_id)
-        elif role is not None:
-            cond.append(mailboxes.c.role == role)
-        else:
+    def mailbox(self, account_id, name=None, *, mailbox_id=None, role=None, counts=False, size=True):
+        """One mailbox by name, id or role; raises MailboxNotFound. With
+        ``counts``, messages/unseen/size too (``size`` False leaves size 0:
+        it reads each message's row). One driver-level read (``hot``): IMAP
+        resolves a mailbox this way for most commands."""
+        if mailbox_id is None and role is None:
             try:
                 name = check_mailbox_name(name)
             except InvalidName:
                 raise MailboxNotFound(name) from None
-            cond.append(mailboxes.c.name == name)
         with self.reader() as conn:
-            row = conn.execute(select(mailboxes).where(and_(*cond))).first()
+            sql = hot.DriverSQL(conn, self.sqlite)
+            row = hot.mailbox_row(sql, account_id, name, role, mailbox_id)
             if row is None:
                 raise MailboxNotFound(name or mailbox_id or role)
-            stats = (0, 0, 0)
-            if counts:
-                r = conn.execute(_count_query().where(mailbox_messages.c.mailbox_id == row.id)
-                                 .group_by(mailbox_messages.c.mailbox_id)).first()
-                stats = (r[1], int(r[2] or 0), int(r[3] or 0)) if r else stats
-            subscribed = is_subscribed(conn, account_id, row.name)
-        return mailbox_of(row, *stats, subscribed=subscribed)
+            stats = hot.mailbox_counts(sql, row[0], size) if counts else (0, 0, 0)
+        return Mailbox(*row[:5], bool(row[5]), *row[6:], *stats)
 
     def mailbox_by_id(self, mailbox_pk):
         """A mailbox by its primary key alone (whichever account owns it)."""
@@ -237,13 +225,6 @@ def _check_role_free(conn, account_id, role, mailbox_pk=None):
         q = q.where(mailboxes.c.id != mailbox_pk)
     if conn.execute(q).first():
         raise Conflict(f"another mailbox has the role {role}")
-
-
-def _count_query():
-    return (select(mailbox_messages.c.mailbox_id, func.count(),
-                   func.sum(1 - (mailbox_messages.c.flags.op("&")(flagbits.SEEN))),
-                   func.sum(messages.c.size))
-            .join(messages, messages.c.id == mailbox_messages.c.message_id))
 
 
 _last_uidvalidity = [0]

@@ -227,19 +227,9 @@ class MessagesAPI:
     def records(self, mailbox_pk, uids=None, *, parsed=False):
         """``MessageRecord``s of the given UIDs (all when None), ascending by UID.
         With ``parsed`` the envelope and structure JSON come too."""
-        cols = [mailbox_messages.c.uid, mailbox_messages.c.modseq, mailbox_messages.c.flags,
-                mailbox_messages.c.keywords, messages.c.id, messages.c.thread_id, messages.c.size,
-                messages.c.internal_date, mailbox_messages.c.saved_at]
-        if parsed:
-            cols += [messages.c.envelope, messages.c.structure]
-        q = select(*cols).join(messages, messages.c.id == mailbox_messages.c.message_id) \
-            .where(mailbox_messages.c.mailbox_id == mailbox_pk)
-        q = uid_filter(q, uids).order_by(mailbox_messages.c.uid)
         with self.reader() as conn:
-            rows = conn.execute(q).all()
-        wanted = set(uids) if uids is not None and len(uids) > CHUNK else None
-        return [MessageRecord(r[0], r[1], r[2], flagbits.decode_keywords(r[3]), *r[4:])
-                for r in rows if wanted is None or r[0] in wanted]
+            rows = hot.record_rows(hot.DriverSQL(conn, self.sqlite), mailbox_pk, uids, parsed)
+        return [MessageRecord(r[0], r[1], r[2], flagbits.decode_keywords(r[3]), *r[4:]) for r in rows]
 
     def read(self, mailbox_pk, uid, start=0, end=None):
         """The raw bytes of the message with ``uid`` in the mailbox (only
@@ -332,6 +322,18 @@ class MessagesAPI:
         with self.write() as txn:
             txn.next_modseq(acct.id)
             return remove_rows(txn, acct, box, uids)
+
+    def changes_since(self, account_id, mailbox_pk, modseq):
+        """``(highestmodseq, [(uid, modseq, bits, keywords)], expunged UIDs)``
+        of the account's mailbox after ``modseq``, in one read: what an IMAP
+        session reports after a command that saw a change. Raises
+        MailboxNotFound when the mailbox is gone."""
+        with self.reader() as conn:
+            got = hot.mailbox_changes(hot.DriverSQL(conn, self.sqlite), account_id, mailbox_pk, modseq)
+        if got is None:
+            raise MailboxNotFound(mailbox_pk)
+        highest, rows, gone = got
+        return highest, [(u, m, b, flagbits.decode_keywords(k)) for u, m, b, k in rows], gone
 
     def expunged_since(self, mailbox_pk, modseq):
         """UIDs expunged from the mailbox after ``modseq`` (QRESYNC VANISHED)."""

@@ -55,8 +55,9 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql import Select
 
 from . import flags as flagbits
+from . import hot
 from .search_text import query_words
-from .schema import mailbox_messages, mailboxes, messages
+from .schema import mailbox_messages, messages
 
 
 @dataclass(frozen=True)
@@ -165,10 +166,12 @@ def search(store, account_id, criteria, mailbox_pk=None, *, superset=False):
     driven = store.sqlite and _text_driven(criteria)
     with store.reader() as conn:
         if mailbox_pk is not None:
-            owner = conn.execute(select(mailboxes.c.account_id).where(
-                mailboxes.c.id == mailbox_pk)).scalar()
-            if owner != account_id:
+            sql = hot.DriverSQL(conn, store.sqlite)
+            owner = hot.mailbox_owner(sql, mailbox_pk)
+            if owner is None or owner[0] != account_id:
                 return []
+            if isinstance(criteria, All):     # SEARCH ALL (a client's bookkeeping): nothing to build
+                return hot.mailbox_uids(sql, mailbox_pk)
             ctx = _Context(conn, account_id, mailbox_pk, store.fulltext, mm.c.message_id)
             source = mm.join(m, m.c.id == mm.c.message_id) if _needs_messages(criteria) else mm
             hits, cond = _driver(criteria, ctx) if driven else (None, _condition(criteria, ctx))

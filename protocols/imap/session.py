@@ -646,15 +646,24 @@ class IMAPSession(protocol.Protocol):
         view.dirty.clear()
         view.own.clear()
         store = self.ctx.store
+        last = view.last_uid
+        own = view.account_id == self.account.id
+        claims = None if self.rev2 else view.claims
 
         def changes():
-            box = store.mailbox(view.account_id, mailbox_id=view.pk)   # the owner's
+            """One trip to a worker: the changes, the rights of a shared
+            mailbox, and the \\Recent claim of the new messages (if any)."""
+            highest, rows, gone = store.changes_since(view.account_id, view.pk, view.modseq)
             # A shared mailbox's grants may have changed (RFC 4314 5.1.1): read again.
-            rights = view.rights if view.account_id == self.account.id else store.rights(self.account, box)
-            return box.highestmodseq, store.flags(view.pk, None, view.modseq), \
-                store.expunged_since(view.pk, view.modseq), rights
+            rights = view.rights if own else \
+                store.rights(self.account, store.mailbox(view.account_id, mailbox_id=view.pk))
+            top = max((r[0] for r in rows), default=0)
+            before = None
+            if claims is not None and top > last:
+                before = store.claim_recent(view.pk, top) if claims else store.recent_floor(view.pk)
+            return highest, rows, gone, rights, before
         try:
-            highest, rows, gone, rights = await self.ctx.run(changes)
+            highest, rows, gone, rights, before = await self.ctx.run(changes)
         except errors.MailboxNotFound:
             self.selected = None
             self.state = AUTHENTICATED
@@ -677,14 +686,11 @@ class IMAPSession(protocol.Protocol):
             else:
                 view.held.update(gone)
         gone_set = set(gone)
-        last = view.last_uid
         new = [r[0] for r in rows if r[0] > last]
         if new:
             view.add(new)
             self.send(b"* %d EXISTS" % view.exists)
             if not self.rev2:
-                before = await self.ctx.run(store.claim_recent, view.pk, max(new)) if view.claims \
-                    else await self.ctx.run(store.recent_floor, view.pk)
                 view.recent.update(u for u in new if u > before)
                 self.send(b"* %d RECENT" % len(view.recent))
         self.note_keywords(view, rows)

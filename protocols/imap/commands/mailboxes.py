@@ -276,15 +276,19 @@ async def list_cmd(s, cmd):
     store = s.ctx.store
 
     only_subscribed = cmd.verb == "LSUB" or "SUBSCRIBED" in cmd.select
+    list_shared = not only_subscribed and "SPECIAL-USE" not in cmd.select
 
     def load():
+        """One worker trip: the mailboxes, the subscriptions, and the shared
+        mailboxes when they are listed or subscribed."""
         boxes, subs = store.mailboxes(s.account.id), store.subscriptions(s.account.id)
         others = set()      # subscribed names of shared mailboxes that exist (and may be listed)
-        if only_subscribed and any(shared.split(n) is not None for n in subs):
-            others = {shared.shared_name(owner, box.name)
-                      for owner, box, rights in store.shared_mailboxes(s.account) if "l" in rights}
-        return boxes, subs, others
-    boxes, subs, others = await s.ctx.run(load)
+        subscribed_shared = only_subscribed and any(shared.split(n) is not None for n in subs)
+        found = store.shared_mailboxes(s.account) if list_shared or subscribed_shared else []
+        if subscribed_shared:
+            others = {shared.shared_name(owner, box.name) for owner, box, rights in found if "l" in rights}
+        return boxes, subs, others, found
+    boxes, subs, others, found = await s.ctx.run(load)
     by_name = {b.name: b for b in boxes}
     subs = set(subs)
     recursive = "RECURSIVEMATCH" in cmd.select
@@ -349,17 +353,16 @@ async def list_cmd(s, cmd):
                 await _status(s, box.name, cmd.status)
             except (errors.MailboxNotFound, No):
                 pass
-    if not only_subscribed and "SPECIAL-USE" not in cmd.select:
-        await _list_shared(s, cmd, matchers, verb)
+    if list_shared:
+        await _list_shared(s, cmd, matchers, verb, found)
 
 
-async def _list_shared(s, cmd, matchers, verb):
+async def _list_shared(s, cmd, matchers, verb, found):
     """LIST of the Other Users namespace: the mailboxes shared with the
-    account that it may look up (``l``), under \\Noselect parents for their
-    owners and for levels not shared (RFC 4314 section 4: a mailbox without
-    ``l`` is not listed). Subscriptions and special use are not shown for
-    them."""
-    found = await s.ctx.run(s.ctx.store.shared_mailboxes, s.account)
+    account (``found``, ``store.shared_mailboxes``) that it may look up
+    (``l``), under \\Noselect parents for their owners and for levels not
+    shared (RFC 4314 section 4: a mailbox without ``l`` is not listed).
+    Subscriptions and special use are not shown for them."""
     boxes = {shared.shared_name(owner, box.name): (box, rights)
              for owner, box, rights in found if "l" in rights}
     if not boxes:
@@ -410,12 +413,13 @@ async def _status(s, name, items):
     store = s.ctx.store
 
     def load():
+        size = "SIZE" in items
         if shared.split(name) is None:
-            box = store.mailbox(s.account.id, name, counts=True)
+            box = store.mailbox(s.account.id, name, counts=True, size=size)
             shown = box.name
         else:
             found, _rights, shown = shared.resolve_blocking(store, s.account, name, "r")
-            box = store.mailbox(found.account_id, mailbox_id=found.id, counts=True)
+            box = store.mailbox(found.account_id, mailbox_id=found.id, counts=True, size=size)
         deleted = recent = None
         if "DELETED" in items:
             deleted = sum(1 for r in store.flags(box.id) if r[2] & 8)

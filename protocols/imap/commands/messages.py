@@ -20,6 +20,7 @@ from operator import itemgetter
 
 from roost.storage import errors
 from roost.storage.flags import names as flag_names
+from roost.storage.views import for_store
 
 from .. import fetch as render
 from .. import resync
@@ -97,7 +98,10 @@ async def search(s, cmd):
         mods = {r[0]: r[1] for r in store.flags(v.pk, found)} if uses_modseq and found else {}
         return found, mods
     found, mods = await s.ctx.run(run)
-    if cmd.uid:
+    whole = found == v.uids.tolist()       # SEARCH ALL of an unchanged mailbox: the view itself
+    if whole:
+        numbers = found if cmd.uid else list(range(1, len(found) + 1))
+    elif cmd.uid:
         found = numbers = v.known(found)
     else:
         seqs = v.seqs(found)
@@ -262,6 +266,8 @@ async def fetch_cmd(s, cmd):
         if v.select_rows is not None and not v.dirty and not seen_now and cmd.changedsince is None:
             keep = None if wanted is None else set(wanted)
             rows = v.select_rows if keep is None else [r for r in v.select_rows if r[0] in keep]
+        elif wanted is None and cmd.changedsince is None:
+            rows = await s.ctx.run(_all_flag_rows, store, v)
         else:
             rows = await s.ctx.run(store.flags, v.pk, wanted, cmd.changedsince)
         _send_flag_rows(s, v, rows, items)
@@ -396,8 +402,9 @@ class _Bare:
 
 def _send_flag_rows(s, v, rows, items):
     """The bulk path (UID FETCH 1:* (FLAGS)): rows and the view are both in UID
-    order, so sequence numbers come from one merge walk; each distinct flag set
-    is formatted once; each line is one %-format."""
+    order, so sequence numbers come from one merge walk (none when the rows
+    are the view's UIDs exactly, as after SELECT); each distinct flag set is
+    formatted once; each line is one %-format."""
     order = [i.name for i in items]
     pieces = {"UID": b"UID %d", "FLAGS": b"%s", "MODSEQ": b"MODSEQ (%d)"}
     by_uid = uidonly.on(s)              # UIDONLY: "* uid UIDFETCH (...)"
@@ -405,25 +412,57 @@ def _send_flag_rows(s, v, rows, items):
         b" ".join(pieces[n] for n in order) + b")"
     pick = itemgetter(0, *[{"UID": 1, "FLAGS": 2, "MODSEQ": 3}[name] for name in order])
     uids = v.uids
-    n = len(uids)
-    shown = {}
-    lines = []
-    i = 0
+    if [r[0] for r in rows] == uids:
+        numbered = zip(range(1, len(uids) + 1), rows)
+    else:
+        numbered = _numbered(uids, rows)
     recent = v.recent if not s.rev2 else ()
-    for uid, modseq, bits, keywords in rows:
+    shown = {}
+
+    def text(uid, bits, keywords):
+        key = (bits, keywords, uid in recent)
+        got = shown.get(key)
+        if got is None:
+            got = shown[key] = s.flag_list(v, uid, flag_names(bits, keywords))
+        return got
+    if by_uid:
+        lines = [template % pick((uid, uid, text(uid, bits, kw), modseq))
+                 for _seq, (uid, modseq, bits, kw) in numbered]
+    elif order == ["UID", "FLAGS"] and not recent:     # UID FETCH 1:* (FLAGS), the common one
+        lines = []
+        for seq, (uid, _modseq, bits, kw) in numbered:
+            t = shown.get((bits, kw))
+            if t is None:
+                t = shown[(bits, kw)] = s.flag_list(v, uid, flag_names(bits, kw))
+            lines.append(template % (seq, uid, t))
+    else:
+        lines = [template % pick((seq, uid, text(uid, bits, kw), modseq))
+                 for seq, (uid, modseq, bits, kw) in numbered]
+    if lines:
+        s.send(b"\r\n".join(lines))
+
+
+def _all_flag_rows(store, v):
+    """``store.flags`` of the whole selected mailbox, from the views' cache
+    (as SELECT reads it); none when the mailbox is gone."""
+    try:
+        box = store.mailbox(v.account_id, mailbox_id=v.pk)
+    except errors.MailboxNotFound:
+        return []
+    return for_store(store).flag_rows(box)
+
+
+def _numbered(uids, rows):
+    """``(sequence number, row)`` of the rows whose UID is in the view."""
+    n, i = len(uids), 0
+    for row in rows:
+        uid = row[0]
         while i < n and uids[i] < uid:
             i += 1
         if i == n:
-            break
-        if uids[i] != uid:
-            continue
-        key = (bits, keywords, uid in recent)
-        text = shown.get(key)
-        if text is None:
-            text = shown[key] = s.flag_list(v, uid, flag_names(bits, keywords))
-        lines.append(template % pick((uid if by_uid else i + 1, uid, text, modseq)))
-    if lines:
-        s.send(b"\r\n".join(lines))
+            return
+        if uids[i] == uid:
+            yield i + 1, row
 
 
 def _render(s, rec, data, items, previews=None):
@@ -513,23 +552,28 @@ async def store_cmd(s, cmd):
     if not uids:
         return
     store = s.ctx.store
-    if v.rights != shared.RIGHTS:
-        changed, failed = await s.ctx.run(shared.store_flags, store, v.pk, v.rights, uids, flags,
-                                          cmd.mode, cmd.unchangedsince)
-    else:
-        changed, failed = await s.ctx.run(store.store_flags, v.pk, uids, flags, cmd.mode,
-                                          cmd.unchangedsince)
+    rights = v.rights
+
+    def run():
+        """The change and, unless SILENT, the flags of the UIDs it left as
+        they were (those are reported too): one trip to a worker."""
+        if rights != shared.RIGHTS:
+            changed, failed = shared.store_flags(store, v.pk, rights, uids, flags, cmd.mode,
+                                                 cmd.unchangedsince)
+        else:
+            changed, failed = store.store_flags(v.pk, uids, flags, cmd.mode, cmd.unchangedsince)
+        rest = []
+        if not cmd.silent:
+            done = {r[0] for r in changed} | set(failed)
+            rest = [u for u in uids if u not in done]
+        return changed, failed, store.flags(v.pk, rest) if rest else []
+    changed, failed, unchanged = await s.ctx.run(run)
     for uid, modseq, _b, _k in changed:
         v.own.add(modseq)
         v.sent[uid] = modseq
     s.note_keywords(v, changed)
     if not cmd.silent:
-        rows = list(changed)
-        done = {r[0] for r in changed} | set(failed)
-        rest = [u for u in uids if u not in done]
-        if rest:
-            rows += await s.ctx.run(store.flags, v.pk, rest)
-        for uid, modseq, bits, keywords in sorted(rows):
+        for uid, modseq, bits, keywords in sorted([*changed, *unchanged]):
             seq = v.seq(uid)
             if seq:
                 s.send(s.flags_fetch(seq, uid, modseq, bits, keywords, cmd.uid))
