@@ -230,6 +230,9 @@ service imap-login {{
 }}
 default_client_limit = 20000
 default_vsz_limit = 0
+protocol imap {{
+  mail_max_userip_connections = 1000
+}}
 """)
         subprocess.run(["chown", "-R", f"{mail_user.pw_uid}:{mail_user.pw_gid}", home], check=True)
         self.proc = subprocess.Popen(["dovecot", "-F", "-c", conf], stdout=subprocess.DEVNULL,

@@ -7,7 +7,9 @@ import os
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid):
+def children(pid, zombies=True):
+    """The child processes of ``pid`` (from /proc), sorted; ``zombies``: also
+    those that ended and were not reaped yet."""
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -16,9 +18,18 @@ def _children(pid):
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
+            if int(fields[1]) == pid and (zombies or fields[0] != "Z"):
                 out.append(int(entry))
-    return out
+    return sorted(out)
+
+
+def alive(pid):
+    """Is ``pid`` running (not gone, not a zombie)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def cpu_seconds(pid):
@@ -33,7 +44,7 @@ def cpu_seconds(pid):
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
-        stack.extend(_children(p))
+        stack.extend(children(p))
     return total / TICKS
 
 
@@ -49,7 +60,7 @@ def rss_bytes(pid):
                         total += int(line.split()[1]) * 1024
         except OSError:
             continue
-        stack.extend(_children(p))
+        stack.extend(children(p))
     return total
 
 

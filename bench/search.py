@@ -217,37 +217,6 @@ JMAP_ROWS = {
 }
 
 
-class ImapClient:
-    """One IMAP connection speaking raw bytes: ``cmd`` returns the untagged lines."""
-
-    def __init__(self, port):
-        import socket
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.file = self.sock.makefile("rb")
-        self.file.readline()
-        self.n = 0
-
-    def cmd(self, text):
-        self.n += 1
-        tag = b"s%d" % self.n
-        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
-        out = []
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise ConnectionError("server closed the connection")
-            if line.startswith(tag + b" "):
-                if not line.startswith(tag + b" OK"):
-                    raise RuntimeError(line.decode(errors="replace"))
-                return out
-            out.append(line)
-
-    def close(self):
-        self.sock.close()
-        self.file.close()
-
-
 def search_hits(lines):
     """How many numbers ``* SEARCH`` lines, or an ESEARCH COUNT, report."""
     n = 0
@@ -270,20 +239,21 @@ def start_server(data):
 
 def imap_queries(port, runs, log):
     """``UID SEARCH`` on a SELECTed INBOX; one connection, as a client searches."""
-    imap = ImapClient(port)
+    from bench.imap import Client
+    imap = Client(port)
     rows = {}
     try:
-        imap.cmd(f"LOGIN alice@example.org {PASSWORD}")
-        imap.cmd("SELECT INBOX")
+        imap.lines(f"LOGIN alice@example.org {PASSWORD}".encode())
+        imap.lines(b"SELECT INBOX")
         for label, _node, keys, _j in QUERIES:
             rows[label] = [("IMAP UID SEARCH",) + timings(
-                lambda k=keys: search_hits(imap.cmd(f"UID SEARCH {k}")), runs)]
+                lambda k=keys: search_hits(imap.lines(f"UID SEARCH {k}".encode())), runs)]
             if label == "common word":
                 rows[label].append(("IMAP ESEARCH ALL",) + timings(
-                    lambda k=keys: search_hits(imap.cmd(f"UID SEARCH RETURN (ALL COUNT) {k}")),
+                    lambda k=keys: search_hits(imap.lines(f"UID SEARCH RETURN (ALL COUNT) {k}".encode())),
                     runs))
             log(f"  imap: {label} done\n")
-        imap.cmd("LOGOUT")
+        imap.lines(b"LOGOUT")
     finally:
         imap.close()
     return rows

@@ -19,6 +19,8 @@ import uuid
 
 import pytest
 
+from bench.proc import alive, children  # noqa: F401 - alive: for the tests
+
 ROOST = [sys.executable, "-m", "roost.server.cli"]
 LISTENERS = ("lmtp", "imap", "imaps", "jmap", "submission", "submissions", "smtp", "managesieve",
              "auth", "socketmap", "metrics", "pop3", "pop3s")
@@ -88,21 +90,6 @@ def pg_store(tmp_path, prefix, **store_args):
     return store, drop
 
 
-def children(pid):
-    """Live child processes of ``pid`` (from /proc)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(entry))
-    return sorted(out)
-
-
 class RoostServer:
     """``roost serve`` as a subprocess; ``ports["lmtp"]`` etc. once started.
 
@@ -167,7 +154,7 @@ class RoostServer:
 
     def worker_pids(self):
         """The pids of the server's worker processes (children of the supervisor)."""
-        return children(self.proc.pid)
+        return children(self.proc.pid, zombies=False)
 
     def kill(self):
         if self.proc and self.proc.poll() is None:

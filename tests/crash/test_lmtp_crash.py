@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from roost.storage.schema import mailbox_messages, mailboxes, messages
 from roost.storage.store import Store
-from tests.conftest import LineClient, RoostServer, add_user, without_verdicts
+from tests.conftest import LineClient, RoostServer, add_user, alive, without_verdicts
 
 USERS = [f"u{i}@example.org" for i in range(4)]
 CONNECTIONS = 8
@@ -93,7 +93,7 @@ class Load:
     def stopping(self, codes):
         """Temporary failures from a server told to stop (its workers, once
         the supervisor is gone) are what a client must be given then."""
-        return self.killed.is_set() and all(c == 250 or 400 <= c < 500 for c in codes)
+        return self.killed.is_set() and all(c in (250, 354) or 400 <= c < 500 for c in codes)
 
     def run(self, server, kill_after, kill):
         threads = [threading.Thread(target=self.worker, args=(i,)) for i in range(CONNECTIONS)]
@@ -141,18 +141,11 @@ def kill_supervisor(server):
 def wait_gone(pids, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not [p for p in pids if os.path.exists(f"/proc/{p}") and _alive(p)]:
+        if not [p for p in pids if os.path.exists(f"/proc/{p}") and alive(p)]:
             return
         time.sleep(0.05)
     raise AssertionError(f"processes {pids} still running")
 
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def stored_state(data_dir):

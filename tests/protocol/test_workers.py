@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.conftest import add_user, children
+from tests.conftest import add_user, alive, children
 from tests.imap_helpers import _close_connections  # noqa: F401 - an autouse fixture
 from tests.imap_helpers import Wire
 
@@ -245,22 +245,14 @@ def test_a_dead_worker_is_replaced_and_the_other_keeps_its_sessions(server):
 
 def test_workers_stop_when_the_supervisor_is_killed(server):
     workers = server.worker_pids()
-    assert children(server.pid) == workers
+    assert children(server.pid, zombies=False) == workers
     server.kill()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if not [p for p in workers if _alive(p)]:
+        if not [p for p in workers if alive(p)]:
             return
         time.sleep(0.05)
     raise AssertionError(f"workers {workers} outlived their supervisor")
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_a_guesser_is_paced_as_one_whichever_workers_it_lands_on(roost_server, tmp_path):
