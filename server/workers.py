@@ -67,6 +67,9 @@ import threading
 import time
 from collections import deque
 
+from roost.storage.notify import bind_datagram, decode, drain, encode_all
+from roost.storage.store import relay_socket_path
+
 CHANGE, READY, WAKE, PUSH, FAILED = b"C", b"R", b"W", b"P", b"F"
 STOP_WAIT = 45            # seconds a worker gets to stop (in-flight deliveries finish) before SIGKILL
 YOUNG = 5                 # a worker that dies sooner than this after its start is restarted after...
@@ -100,9 +103,7 @@ class Link:
 
     def attach(self, app):
         """Wire the worker's store bus and relay to the supervisor."""
-        from roost.storage.notify import encode_all
         self.app = app
-        self._encode = encode_all
         app.store.bus.forward = self.send_change
         app.auth.throttle.on_failed = self.login_failed
         app.loop.add_reader(self._in.fileno(), self._readable)
@@ -116,7 +117,7 @@ class Link:
                       file=sys.stderr, flush=True)
 
     def send_change(self, change):
-        for data in self._encode(change, os.getpid()):
+        for data in encode_all(change, os.getpid()):
             self._send(CHANGE + data)
 
     def wake_relay(self):
@@ -134,14 +135,7 @@ class Link:
         self._send(PUSH + str(int(account_id)).encode())
 
     def _readable(self):
-        from roost.storage.notify import decode
-        while True:
-            try:
-                message = self._in.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                message = b""
+        for message in drain(self._in):
             if not message:           # the supervisor is gone: stop serving
                 self.app.loop.remove_reader(self._in.fileno())
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -179,8 +173,6 @@ class _Worker:
 
 class Supervisor:
     def __init__(self, config, bound, count):
-        from roost.storage.notify import bind_datagram
-        from roost.storage.store import relay_socket_path
         self.config = config
         self.bound = bound
         self.count = count
@@ -246,7 +238,7 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            for slot, w in list(self.workers.items()):
+            for w in list(self.workers.values()):
                 if w.pid == pid:
                     self._gone(w, status)
 
@@ -272,13 +264,7 @@ class Supervisor:
     # --- messages -----------------------------------------------------------------
 
     def _from_worker(self, w):
-        while True:
-            try:
-                message = w.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+        for message in drain(w.sock):
             if not message:
                 return              # it is exiting; SIGCHLD tells the rest
             kind = message[:1]
@@ -296,9 +282,9 @@ class Supervisor:
                     self._send(primary, message)
 
     def _from_hub(self):
-        from roost.storage.notify import drain
         for data in drain(self.hub):
-            self._broadcast(CHANGE + data)
+            if data:
+                self._broadcast(CHANGE + data)
 
     def _broadcast(self, message, but=None):
         for w in list(self.workers.values()):
@@ -375,14 +361,12 @@ class Supervisor:
                         self._flush(w)
                     if events & selectors.EVENT_READ:
                         self._from_worker(w)
-            while self.signals:
+            while self.signals:         # SIGCHLD only wakes the loop: it reaps below
                 signum = self.signals.popleft()
-                if signum == signal.SIGCHLD:
-                    self._reap()
-                elif signum == signal.SIGHUP:
+                if signum == signal.SIGHUP:
                     for w in self.workers.values():
                         _kill(w.pid, signal.SIGHUP)
-                else:
+                elif signum != signal.SIGCHLD:
                     self.stop()
             self._reap()
         self.close()

@@ -570,9 +570,9 @@ def recover(store):
                         .where(mailboxes.c.account_id == acct_id, mailboxes.c.folder == folder,
                                messages.c.stem.in_(stems[i:i + 500]))).all())
                 for stem in stems:
-                    if stem in known and not _writer_gone(stem):
-                        continue      # a live process is between its commit and its rename
                     if stem in known:
+                        if not _writer_gone(stem):
+                            continue      # a live process is between its commit and its rename
                         bits, keywords = known[stem]
                         store.blobs.commit(BlobRef(key, folder, stem, bits), flagbits.decode_keywords(keywords))
                         published += 1

@@ -154,9 +154,16 @@ def bind_datagram(path):
 
 
 def drain(sock):
-    """Every datagram waiting on non-blocking ``sock``."""
+    """Every datagram (or ``SOCK_SEQPACKET`` message) waiting on non-blocking
+    ``sock``. An empty one ends the run: on a connected socket it is the end
+    of the stream, and so is an error."""
     while True:
         try:
-            yield sock.recv(65536)
+            data = sock.recv(65536)
         except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        yield data
+        if not data:
             return
