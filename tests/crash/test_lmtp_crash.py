@@ -92,8 +92,13 @@ class Load:
 
     def stopping(self, codes):
         """Temporary failures from a server told to stop (its workers, once
-        the supervisor is gone) are what a client must be given then."""
-        return self.killed.is_set() and all(c in (250, 354) or 400 <= c < 500 for c in codes)
+        the supervisor is gone) are what a client must be given then; when
+        every RCPT got one, DATA is refused with 503 (no valid recipients)."""
+        if not self.killed.is_set():
+            return False
+        if codes[-1] == 503 and 250 not in codes[1:-1]:
+            codes = codes[:-1]
+        return all(c in (250, 354) or 400 <= c < 500 for c in codes)
 
     def run(self, server, kill_after, kill):
         threads = [threading.Thread(target=self.worker, args=(i,)) for i in range(CONNECTIONS)]
