@@ -408,6 +408,11 @@ def run(config, count):
     from . import listen, logs
     from .app import LISTENER_ORDER, prepare
     from .config import parse_address
+    # One write per line, whatever PYTHONUNBUFFERED says: the workers share
+    # these streams, and an unbuffered print writes its text and its newline
+    # apart, so two workers' lines would run into each other.
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True, write_through=False)
     handler = logs.setup(config.log_level, config.log_format, config.log_file or None)
     try:
         store, delivery, _outbound = prepare(config)
